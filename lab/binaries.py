@@ -1,0 +1,130 @@
+"""Find PostgreSQL's server binaries: one resolver builds every binary's path.
+
+Search order: ``PG_BIN`` / ``PG_CONFIG`` environment variables, ``pg_config
+--bindir``, ``PATH``, ``/usr/lib/postgresql/<newest>/bin`` (Debian/Ubuntu), then
+the active conda environment.  A candidate counts only if it has every server
+tool the lab needs.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BinariesNotFound, PostgresTooOld
+
+MIN_MAJOR = 13
+REQUIRED = ("postgres", "initdb", "pg_ctl", "pg_basebackup", "psql", "pg_isready")
+
+INSTALL_HINT = (
+    "install the PostgreSQL server (>= 13): `sudo apt-get install postgresql` (Debian/Ubuntu), "
+    "`brew install postgresql@16` (macOS), or `conda install -c conda-forge postgresql`; "
+    "or point PG_BIN at the directory holding `postgres` and `initdb`"
+)
+
+
+@dataclass(frozen=True)
+class PgBinaries:
+    bindir: Path
+    source: str  # where it was found: "PG_BIN", "pg_config", "PATH", "debian", "conda"
+    version: str  # e.g. "15.18"
+    major: int
+
+    def path(self, tool: str) -> str:
+        """Absolute path of one tool; every subprocess call goes through this."""
+        p = self.bindir / tool
+        if not p.exists():
+            raise BinariesNotFound(f"{tool} is missing from {self.bindir}: {INSTALL_HINT}")
+        return str(p)
+
+    def cmd(self, tool: str, *args) -> list[str]:
+        return [self.path(tool), *map(str, args)]
+
+    def env(self, base: "dict | None" = None) -> dict:
+        """An environment whose PATH starts with bindir (for the master/ and replica/ scripts)."""
+        env = dict(os.environ if base is None else base)
+        env["PATH"] = f"{self.bindir}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
+        env["LANG"] = env["LC_ALL"] = "C"
+        return env
+
+
+def _has_server(bindir: Path) -> bool:
+    return all((bindir / t).is_file() and os.access(bindir / t, os.X_OK) for t in REQUIRED)
+
+
+def _pg_config_bindir(pg_config: str) -> "Path | None":
+    try:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
+
+
+def candidates(environ: "dict | None" = None) -> list[tuple[str, Path]]:
+    """Every place looked at, in order, as ``(source, bindir)``."""
+    env = os.environ if environ is None else environ
+    found: list[tuple[str, Path]] = []
+    if env.get("PG_BIN"):
+        found.append(("PG_BIN", Path(env["PG_BIN"])))
+    if env.get("PG_CONFIG"):
+        d = _pg_config_bindir(env["PG_CONFIG"])
+        if d:
+            found.append(("PG_CONFIG", d))
+    pgc = shutil.which("pg_config", path=env.get("PATH"))
+    if pgc:
+        d = _pg_config_bindir(pgc)
+        if d:
+            found.append(("pg_config", d))
+    for tool in ("postgres", "initdb"):
+        p = shutil.which(tool, path=env.get("PATH"))
+        if p:
+            found.append(("PATH", Path(p).resolve().parent))
+    debian = Path("/usr/lib/postgresql")
+    if debian.is_dir():
+        versions = sorted(
+            (d for d in debian.iterdir() if re.fullmatch(r"\d+(\.\d+)?", d.name)),
+            key=lambda d: tuple(int(x) for x in d.name.split(".")),
+            reverse=True,
+        )
+        found += [("debian", d / "bin") for d in versions]
+    conda = env.get("CONDA_PREFIX")
+    if conda:
+        found.append(("conda", Path(conda) / ("Library/bin" if sys.platform == "win32" else "bin")))
+    return found
+
+
+def server_version(postgres: str) -> str:
+    out = subprocess.run([postgres, "--version"], capture_output=True, text=True, timeout=10)
+    m = re.search(r"(\d+)(?:\.(\d+))?", out.stdout)
+    if out.returncode != 0 or not m:
+        raise BinariesNotFound(f"{postgres} --version failed: {out.stderr.strip() or out.stdout.strip()}")
+    return m.group(0)
+
+
+def find(environ: "dict | None" = None) -> PgBinaries:
+    """The first complete set of server binaries; raises with what to install if none."""
+    too_old = None
+    for source, bindir in candidates(environ):
+        if not _has_server(bindir):
+            continue
+        version = server_version(str(bindir / "postgres"))
+        major = int(version.split(".")[0])
+        if major < MIN_MAJOR:
+            too_old = too_old or (bindir, version)
+            continue
+        return PgBinaries(bindir=bindir, source=source, version=version, major=major)
+    if too_old:
+        raise PostgresTooOld(
+            f"PostgreSQL {too_old[1]} at {too_old[0]} is too old (the lab needs >= {MIN_MAJOR}): {INSTALL_HINT}"
+        )
+    raise BinariesNotFound(f"no PostgreSQL server binaries found: {INSTALL_HINT}")
+
+
+@functools.lru_cache(maxsize=1)
+def default() -> PgBinaries:
+    return find()

@@ -1,0 +1,425 @@
+"""The cluster: a primary and its hot-standby replicas, with its state on disk.
+
+>>> import lab
+>>> cluster = lab.up(replicas=1)      # doctest: +SKIP
+>>> cluster.status()                  # doctest: +SKIP
+>>> cluster.down()                    # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from . import binaries, ports
+from .errors import LabError, NotRunning, Timeout
+from .home import LabHome
+from .local import LocalBackend
+from .lsn import lsn_diff, parse_lsn
+from .node import Node, Role, valid_node_name
+from .osuser import ServerUser, server_user
+
+MAX_REPLICAS = 5
+
+
+def _say(quiet: bool, msg: str) -> None:
+    if not quiet:
+        print(msg, flush=True)
+
+
+class Cluster:
+    """One primary and its replicas, as recorded in a lab home's state file."""
+
+    def __init__(self, home: LabHome, state: dict):
+        self.home = home
+        self._state = state
+        bins = binaries.PgBinaries(bindir=Path(state["pg_bindir"]), source="state",
+                                   version=state["pg_version"], major=int(state["pg_version"].split(".")[0]))
+        if not (bins.bindir / "postgres").exists():
+            bins = binaries.find()
+            if bins.major != int(state["pg_version"].split(".")[0]):
+                raise LabError(f"this cluster was made with PostgreSQL {state['pg_version']} but only "
+                               f"{bins.version} is installed now: reset it with lab.down(wipe=True)")
+        user = server_user()
+        if user.name != state.get("server_user", user.name):
+            raise LabError(f"this cluster's servers run as {state['server_user']!r}, not {user.name!r}: "
+                           "set LAB_SERVER_USER accordingly")
+        self.backend = LocalBackend(bins, user, home.owner)
+
+    # --- nodes ----------------------------------------------------------------------
+    def _reload(self) -> None:
+        st = self.home.load()
+        if st is None:
+            raise LabError(f"the cluster in {self.home.path} is gone (down(wipe=True)?): start one with lab.up()")
+        self._state = st
+
+    def _save(self) -> None:
+        self.home.save(self._state)
+
+    @property
+    def nodes(self) -> list[Node]:
+        names = sorted(self._state["nodes"], key=lambda n: (n != self._state["primary"], n))
+        return [Node(self, n) for n in names]
+
+    def node(self, name: str) -> Node:
+        if name not in self._state["nodes"]:
+            raise LabError(f"no node {name!r} in this cluster: nodes are {', '.join(self._state['nodes'])}")
+        return Node(self, name)
+
+    @property
+    def primary(self) -> Node:
+        return Node(self, self._state["primary"])
+
+    @property
+    def replicas(self) -> list[Node]:
+        return [n for n in self.nodes if n.role == Role.REPLICA]
+
+    @property
+    def pg_version(self) -> str:
+        return self._state["pg_version"]
+
+    @property
+    def data_root(self) -> Path:
+        return Path(self._state["data_root"])
+
+    def __repr__(self):
+        parts = ", ".join(f"{n.name} ({n.role}, {n.state}, :{n.port})" for n in self.nodes)
+        return f"<Cluster PostgreSQL {self.pg_version} in {self.home.path}: {parts}>"
+
+    # --- lifecycle of nodes -----------------------------------------------------------
+    def _start_node(self, name: str) -> None:
+        with self.home.locked():
+            self._reload()
+            spec = self._state["nodes"][name]
+            if self.backend.pid(spec):
+                return
+            port_changed = self.backend.ensure_port(spec)
+            self._save()
+            primary_spec = None
+            if spec["role"] == Role.REPLICA:
+                primary_spec = self._state["nodes"][self._state["primary"]]
+            self.backend.start(spec, self._state, primary_spec)
+            if port_changed and name == self._state["primary"]:
+                for r in self.replicas:
+                    self.backend.retarget(r.spec, "127.0.0.1", spec["port"])
+            self._save()
+
+    def _stop_node(self, name: str, timeout: float = 30) -> None:
+        self.backend.stop(self._state["nodes"][name], timeout)
+
+    def _promote(self, name: str) -> None:
+        with self.home.locked():
+            self._reload()
+            spec = self._state["nodes"][name]
+            if spec["role"] != Role.REPLICA:
+                raise LabError(f"{name} is not a replica (it is {spec['role']}): only a replica can be promoted")
+            if not self.backend.pid(spec):
+                raise NotRunning(f"{name} is stopped: start it before promoting it")
+            self.backend.promote(spec)
+            old = self._state["primary"]
+            if old != name:
+                self._state["nodes"][old]["role"] = Role.FORMER_PRIMARY.value
+            spec["role"] = Role.PRIMARY.value
+            self._state["primary"] = name
+            self._save()
+
+    def start(self, quiet: bool = True) -> "Cluster":
+        """Start every stopped node (the primary first); data is kept."""
+        with self.home.locked():
+            self._reload()
+            for n in self.nodes:
+                if not n.is_running and n.role != Role.FORMER_PRIMARY:
+                    t0 = time.monotonic()
+                    n.start()
+                    _say(quiet, f"{n.name}: started on 127.0.0.1:{n.port} ({time.monotonic() - t0:.1f} s)")
+        return self
+
+    def down(self, wipe: bool = False, timeout: float = 30) -> None:
+        """Stop every server (data kept, like ``docker compose down``); ``wipe=True`` also removes the data."""
+        with self.home.locked():
+            self._reload()
+            specs = list(self._state["nodes"].values())
+            # replicas first, so none logs a lost primary on its way out
+            specs.sort(key=lambda s: s["role"] == Role.PRIMARY)
+            self.backend.stop_many(specs, timeout)
+            ports.release_all(self.home.owner)
+            if wipe:
+                for s in specs:
+                    self.backend.remove_data(s)
+                shutil.rmtree(self.data_root, ignore_errors=True)
+                self.home.forget()
+
+    # --- replicas --------------------------------------------------------------------
+    def add_replica(self, name: "str | None" = None, quiet: bool = True) -> Node:
+        """A new hot standby from a base backup of the primary, with its own slot."""
+        with self.home.locked():
+            self._reload()
+            if name is None:
+                i = 1
+                while f"replica{i}" in self._state["nodes"]:
+                    i += 1
+                name = f"replica{i}"
+            if not valid_node_name(name):
+                raise LabError(f"bad replica name {name!r}: use lowercase letters, digits and '_' (e.g. 'replica3')")
+            if name in self._state["nodes"]:
+                raise LabError(f"{name} already exists: pick another name or remove_replica({name!r}) first")
+            if len(self.replicas) >= MAX_REPLICAS:
+                raise LabError(f"this lab runs at most {MAX_REPLICAS} replicas: remove one first")
+            if not self.primary.is_running:
+                raise NotRunning(f"the primary ({self.primary.name}) is stopped: start it before adding a replica")
+            port = ports.claim_free_ports(1, self.home.owner)[0]
+            spec = _node_spec(self.data_root, name, Role.REPLICA, port)
+            self._state["nodes"][name] = spec
+            self._save()
+            t0 = time.monotonic()
+            try:
+                self.backend.start(spec, self._state, self.primary.spec)
+                self._save()
+                self.wait_streaming(names=[name])
+            except BaseException:
+                self._discard_replica(name)
+                raise
+            _say(quiet, f"{name}: streaming from {self.primary.name} on 127.0.0.1:{port} "
+                        f"({time.monotonic() - t0:.1f} s)")
+            return Node(self, name)
+
+    def remove_replica(self, name: str) -> None:
+        """Stop a replica, remove its data and drop its replication slot on the primary."""
+        with self.home.locked():
+            self._reload()
+            node = self.node(name)
+            if node.role == Role.PRIMARY:
+                raise LabError(f"{name} is the primary: promote a replica before removing it")
+            self._discard_replica(name)
+
+    def _discard_replica(self, name: str) -> None:
+        spec = self._state["nodes"][name]
+        self.backend.stop(spec)
+        self.backend.remove_data(spec)
+        if self.primary.is_running and self.primary.name != name:
+            self._drop_slot(name)
+        ports.release([spec["port"]], self.home.owner)
+        del self._state["nodes"][name]
+        self._save()
+
+    def _drop_slot(self, slot: str, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.primary.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                                     "WHERE slot_name = %s", (slot,), dbname="postgres")
+                return
+            except LabError as e:  # still active for a moment after the replica stops
+                if "is active" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    # --- observing ---------------------------------------------------------------------
+    def wait_streaming(self, timeout: float = 30, names=None) -> None:
+        """Wait until every running replica (or those named) streams from the primary."""
+        want = set(names) if names is not None else {r.name for r in self.replicas if r.is_running}
+        if not want:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            df = self.primary.sql("SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
+                                  dbname="postgres")
+            missing = want - set(df["application_name"])
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                name = sorted(missing)[0]
+                raise Timeout(f"{name} is not streaming from {self.primary.name} after {timeout:.0f} s: "
+                              f"see cluster.node({name!r}).logs()")
+            time.sleep(0.02)
+
+    def wait_replayed(self, lsn=None, timeout: float = 30) -> str:
+        """Wait until every running replica has replayed ``lsn`` (default: the primary's current LSN).
+
+        Returns the LSN waited for.
+        """
+        target = lsn or self.primary.scalar("SELECT pg_current_wal_lsn()", dbname="postgres")
+        target_i = parse_lsn(target)
+        deadline = time.monotonic() + timeout
+        pending = [r for r in self.replicas if r.is_running]
+        while pending:
+            still = []
+            for r in pending:
+                replayed = r.scalar("SELECT pg_last_wal_replay_lsn()", dbname="postgres")
+                if replayed is None or parse_lsn(replayed) < target_i:
+                    still.append((r, replayed))
+            if not still:
+                break
+            if time.monotonic() > deadline:
+                r, replayed = still[0]
+                raise Timeout(f"{r.name} has not replayed {target} after {timeout:.0f} s (it is at {replayed}): "
+                              f"see cluster.status() and cluster.node({r.name!r}).logs()")
+            pending = [r for r, _ in still]
+            time.sleep(0.005)
+        return target
+
+    def status(self) -> pd.DataFrame:
+        """One row per node: role, state, port, pid, LSNs and lag (bytes and seconds)."""
+        rows, changed = [], False
+        primary_lsn, lags = None, {}
+        for n in self.nodes:
+            row = dict(node=n.name, role=n.role.value, state=n.state.value, host=n.host, port=n.port, pid=n.pid,
+                       current_lsn=None, received_lsn=None, replayed_lsn=None, lag_bytes=None, lag_s=None)
+            if n.pid:
+                try:
+                    r = n.sql("SELECT pg_is_in_recovery() AS rec, "
+                              "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END AS cur, "
+                              "pg_last_wal_receive_lsn() AS rcv, pg_last_wal_replay_lsn() AS rpl",
+                              dbname="postgres").iloc[0]
+                except LabError:
+                    row["state"] = "not answering"
+                else:
+                    live_role = Role.REPLICA if r["rec"] else Role.PRIMARY
+                    if live_role.value != n.spec["role"]:  # promoted by hand, or a former primary restarted
+                        n.spec["role"] = live_role.value
+                        changed = True
+                    row["role"] = live_role.value
+                    row.update(current_lsn=r["cur"], received_lsn=r["rcv"], replayed_lsn=r["rpl"])
+                    if n.name == self._state["primary"] and r["cur"]:
+                        primary_lsn = r["cur"]
+                        lags = self._replay_lags(n)
+            rows.append(row)
+        for row in rows:
+            if row["role"] == Role.REPLICA and row["replayed_lsn"] and primary_lsn:
+                row["lag_bytes"] = max(0, lsn_diff(primary_lsn, row["replayed_lsn"]))
+                row["lag_s"] = 0.0 if row["lag_bytes"] == 0 else lags.get(row["node"])
+            elif row["role"] == Role.PRIMARY and row["state"] == "running":
+                row["lag_bytes"], row["lag_s"] = 0, 0.0
+        if changed:
+            self._save()
+        df = pd.DataFrame(rows)
+        df["pid"] = df["pid"].astype("Int64")
+        df["lag_bytes"] = df["lag_bytes"].astype("Int64")
+        df["lag_s"] = df["lag_s"].astype("float")
+        return df
+
+    def _replay_lags(self, primary: Node) -> dict:
+        try:
+            df = primary.sql("SELECT application_name, EXTRACT(epoch FROM replay_lag)::float8 AS lag "
+                             "FROM pg_stat_replication", dbname="postgres")
+        except LabError:
+            return {}
+        return {a: (float(l) if l is not None and pd.notna(l) else None)
+                for a, l in zip(df["application_name"], df["lag"])}
+
+
+# --- module-level entry points ---------------------------------------------------------
+def _node_spec(data_root: Path, name: str, role: Role, port: int) -> dict:
+    d = Path(data_root) / name
+    return {"name": name, "role": role.value, "port": port, "pgdata": str(d / "pgdata"),
+            "log": str(d / "server.log"), "listen": "127.0.0.1"}
+
+
+def _check_replicas(replicas) -> int:
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= MAX_REPLICAS:
+        raise LabError(f"replicas must be a whole number from 0 to {MAX_REPLICAS}, not {replicas!r}")
+    return replicas
+
+
+def attach(home=None) -> Cluster:
+    """Re-attach to this lab home's cluster (running or not) without starting anything."""
+    h = LabHome(home)
+    state = h.load()
+    if state is None:
+        raise LabError(f"no cluster in {h.path}: create one with lab.up()")
+    return Cluster(h, state)
+
+
+def up(replicas: int = 1, home=None, quiet: bool = False) -> Cluster:
+    """Bring the cluster up: re-attach if it runs, start it if stopped, create it otherwise.
+
+    Safe to call again (a restarted kernel, a second notebook): it never loses data.
+    Asking for more replicas than the cluster has adds them; it never removes any.
+    """
+    _check_replicas(replicas)
+    h = LabHome(home)
+    h.ensure()
+    with h.locked():
+        state = h.load()
+        if state is None:
+            return _create(h, replicas, quiet)
+        cluster = Cluster(h, state)
+        was_running = all(n.is_running for n in cluster.nodes if n.role != Role.FORMER_PRIMARY)
+        cluster.start(quiet)
+        for _ in range(replicas - len(cluster.replicas)):
+            cluster.add_replica(quiet=quiet)
+        cluster.wait_streaming()
+        _say(quiet, ("re-attached to the running cluster" if was_running else "cluster started, data intact")
+             + f" in {h.path}: " + ", ".join(f"{n.name} :{n.port}" for n in cluster.nodes))
+        return cluster
+
+
+def _create(h: LabHome, replicas: int, quiet: bool) -> Cluster:
+    t0 = time.monotonic()
+    bins = binaries.find()
+    user: ServerUser = server_user()
+    data_root = h.default_data_root(user.can_reach)
+    if data_root.exists() and any(data_root.iterdir()):
+        raise LabError(f"{data_root} holds data from another cluster but {h.state_file} is missing: "
+                       f"remove {data_root} if it is not needed, then lab.up()")
+    data_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    user.chown(data_root, recursive=False)
+    port_list = ports.claim_free_ports(1 + replicas, h.owner)
+    state = {
+        "backend": "local", "pg_bindir": str(bins.bindir), "pg_version": bins.version,
+        "server_user": user.name, "data_root": str(data_root), "created": time.time(),
+        "superuser": "admin", "password": secrets.token_urlsafe(18),
+        "replication_user": "replicator", "replication_password": secrets.token_urlsafe(18),
+        "app_db": "crypto_db", "primary": "primary",
+        "nodes": {"primary": _node_spec(data_root, "primary", Role.PRIMARY, port_list[0])},
+    }
+    h.save(state)
+    cluster = Cluster(h, state)
+    try:
+        cluster.backend.create_primary(state["nodes"]["primary"], state)
+        cluster._save()
+        _say(quiet, f"primary: PostgreSQL {bins.version} on 127.0.0.1:{port_list[0]} "
+                    f"({time.monotonic() - t0:.1f} s)")
+        for i, port in enumerate(port_list[1:], start=1):
+            name = f"replica{i}"
+            t1 = time.monotonic()
+            spec = _node_spec(data_root, name, Role.REPLICA, port)
+            state["nodes"][name] = spec
+            cluster._save()
+            cluster.backend.start(spec, state, state["nodes"]["primary"])
+            cluster._save()
+            _say(quiet, f"{name}: hot standby on 127.0.0.1:{port} ({time.monotonic() - t1:.1f} s)")
+        cluster.wait_streaming()
+    except BaseException:
+        _teardown(cluster)
+        raise
+    _say(quiet, f"cluster up in {time.monotonic() - t0:.1f} s (lab home {h.path})")
+    return cluster
+
+
+def _teardown(cluster: Cluster) -> None:
+    """Undo a half-made cluster: stop what started, remove its data, release its ports."""
+    specs = list(cluster._state["nodes"].values())
+    try:
+        cluster.backend.stop_many(specs, timeout=10)
+    finally:
+        for s in specs:
+            try:
+                cluster.backend.remove_data(s)
+            except LabError:
+                pass
+        shutil.rmtree(cluster.data_root, ignore_errors=True)
+        ports.release_all(cluster.home.owner)
+        cluster.home.forget()
+
+
+def down(wipe: bool = False, home=None) -> None:
+    """Stop this lab home's cluster if there is one (``wipe=True``: also remove its data)."""
+    h = LabHome(home)
+    if h.load() is None:
+        ports.release_all(h.owner)
+        return
+    attach(home).down(wipe=wipe)

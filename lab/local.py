@@ -1,0 +1,300 @@
+"""The local backend: PostgreSQL servers as processes started from the installed binaries.
+
+Each node lives in ``<data_root>/<name>/``: ``pgdata/`` (its data directory) and
+``server.log``.  The primary is made from a cached template data directory (initdb
+runs once per PostgreSQL version), ``master/postgresql.conf``, ``master/pg_hba.conf``
+and ``master/init-master.sh``; replicas are made by ``replica/entrypoint.sh``.
+Servers are started with ``pg_ctl`` and stopped by pid (SIGINT, then SIGKILL after a
+timeout).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from . import ports
+from .binaries import PgBinaries
+from .config import MASTER_DIR, REPLICA_DIR, render_node_conf, retarget_conninfo
+from .errors import LabError, ServerStartError, Timeout
+from .home import cache_dir
+from .osuser import ServerUser
+
+TEMPLATE_FORMAT = 1  # bump when initdb options change
+START_TIMEOUT = 60
+
+
+# --- processes --------------------------------------------------------------------
+def pid_alive(pid) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{int(pid)}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def postmaster_pid(pgdata) -> "int | None":
+    """The pid of the postmaster running on ``pgdata``, or None."""
+    try:
+        with open(Path(pgdata) / "postmaster.pid") as f:
+            pid = int(f.readline().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def tail(path, n: int = 20) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-n:])
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, bins: PgBinaries, user: ServerUser, owner: str):
+        self.bins = bins
+        self.user = user
+        self.owner = owner  # the lab home, for port claims
+
+    # --- helpers ------------------------------------------------------------------
+    def run(self, cmd, *, as_server=True, env=None, timeout=120, input=None, check=True, log=None):
+        kwargs = self.user.run_kwargs() if as_server else {}
+        env = env or self.bins.env()
+        if as_server and not self.user.is_me:
+            env.setdefault("HOME", "/tmp")
+            env["HOME"] = "/tmp"
+        try:
+            r = subprocess.run(cmd, env=env, input=input, capture_output=True, text=True, timeout=timeout,
+                               start_new_session=True, **kwargs)
+        except subprocess.TimeoutExpired:
+            raise Timeout(f"{Path(cmd[0]).name} did not finish within {timeout}s") from None
+        if log is not None and (r.stdout or r.stderr):
+            self._append_log(log, r.stdout + r.stderr)
+        if check and r.returncode != 0:
+            msg = (r.stderr or r.stdout).strip().splitlines()
+            raise LabError(f"{Path(cmd[0]).name} failed: {msg[-1] if msg else 'exit ' + str(r.returncode)}")
+        return r
+
+    def _append_log(self, path, text):
+        try:
+            with open(path, "a") as f:
+                f.write(text if text.endswith("\n") else text + "\n")
+        except OSError:
+            pass
+
+    def node_dir(self, spec) -> Path:
+        return Path(spec["pgdata"]).parent
+
+    def make_node_dir(self, spec) -> None:
+        d = self.node_dir(spec)
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o700)
+        self.user.chown(d, recursive=False)
+        log = Path(spec["log"])
+        if not log.exists():  # owned by the server user, who writes it through pg_ctl -l
+            log.touch(mode=0o600)
+            self.user.chown(log, recursive=False)
+
+    def pid(self, spec) -> "int | None":
+        return postmaster_pid(spec["pgdata"])
+
+    def logs(self, spec, tail_lines=50) -> str:
+        return tail(spec["log"], tail_lines)
+
+    # --- template -------------------------------------------------------------------
+    def template(self, staging_root: Path) -> Path:
+        """A data directory straight from initdb, cached per PostgreSQL version."""
+        cache = cache_dir()
+        target = cache / f"template-pg{self.bins.version}-f{TEMPLATE_FORMAT}"
+        if (target / "PG_VERSION").exists():
+            return target
+        cache.mkdir(parents=True, exist_ok=True)
+        staging_root.mkdir(parents=True, exist_ok=True)
+        self.user.chown(staging_root, recursive=False)
+        work = staging_root / f".template-{os.getpid()}-{secrets.token_hex(3)}"
+        work.mkdir(mode=0o700)
+        self.user.chown(work, recursive=False)
+        pwfile = work / "pw"
+        pwfile.write_text(secrets.token_urlsafe(24) + "\n")  # replaced per cluster
+        os.chmod(pwfile, 0o600)
+        self.user.chown(pwfile, recursive=False)
+        try:
+            self.run(self.bins.cmd("initdb", "-D", work / "pgdata", "-U", "admin", "--auth=scram-sha-256",
+                                   f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale", "--no-sync"), timeout=300)
+            tmp = cache / f".{target.name}.{os.getpid()}"
+            shutil.copytree(work / "pgdata", tmp, symlinks=True)
+            try:
+                os.rename(tmp, target)
+            except OSError:  # another process won the race: use theirs
+                shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return target
+
+    # --- creating nodes -------------------------------------------------------------
+    def create_primary(self, spec, state) -> None:
+        pgdata = Path(spec["pgdata"])
+        if (pgdata / "PG_VERSION").exists():
+            raise LabError(f"{pgdata} already holds a database: refusing to overwrite it; "
+                           "use lab.up() to start it or lab.down(wipe=True) to reset")
+        data_root = self.node_dir(spec).parent
+        template = self.template(data_root)
+        self.make_node_dir(spec)
+        shutil.rmtree(pgdata, ignore_errors=True)
+        shutil.copytree(template, pgdata, symlinks=True)
+        for conf in ("postgresql.conf", "pg_hba.conf"):
+            shutil.copyfile(MASTER_DIR / conf, pgdata / conf)
+        os.chmod(pgdata, 0o700)
+        self.user.chown(pgdata)
+        # The template's superuser password is not this cluster's: set it in single-user
+        # mode, before the server listens, so there is no window without a password.
+        sql = "ALTER ROLE admin PASSWORD '{}';\n".format(state["password"].replace("'", "''"))
+        self.run(self.bins.cmd("postgres", "--single", "-D", pgdata, "-c", "log_min_messages=fatal",
+                               "postgres"), input=sql, timeout=60, log=None)
+        self.start(spec, state)
+        env = self.bins.env()
+        env.update(PGHOST="127.0.0.1", PGPORT=str(spec["port"]), PGUSER=state["superuser"],
+                   PGPASSWORD=state["password"], PGCONNECT_TIMEOUT="10",
+                   REPLICATION_USER=state["replication_user"],
+                   REPLICATION_PASSWORD=state["replication_password"], APP_DB=state["app_db"])
+        self.run(["sh", str(MASTER_DIR / "init-master.sh")], as_server=False, env=env, log=spec["log"])
+
+    def prepare_replica(self, spec, state, primary_spec, wait_timeout=60) -> None:
+        """Run ``replica/entrypoint.sh`` in prepare-only mode: keep, repair or take a base backup."""
+        self.make_node_dir(spec)
+        env = self.bins.env()
+        env.update(PGDATA=str(spec["pgdata"]), PRIMARY_HOST="127.0.0.1", PRIMARY_PORT=str(primary_spec["port"]),
+                   REPLICATION_USER=state["replication_user"], REPLICATION_PASSWORD=state["replication_password"],
+                   REPLICA_NAME=spec["name"], SLOT_NAME=spec["name"], WAIT_TIMEOUT=str(wait_timeout),
+                   REPLICA_PREPARE_ONLY="1")
+        r = self.run(["sh", str(REPLICA_DIR / "entrypoint.sh")], env=env, check=False, log=spec["log"],
+                     timeout=wait_timeout + 600)
+        if r.returncode != 0:
+            last = (r.stderr or r.stdout).strip().splitlines()
+            raise ServerStartError(f"{spec['name']}: could not prepare the replica: {last[-1] if last else r.returncode}")
+
+    # --- lifecycle ------------------------------------------------------------------
+    def ensure_port(self, spec) -> bool:
+        """Re-claim the node's port, or move it to a free one; True if the port changed."""
+        port = ports.claim_one(spec["port"], self.owner)
+        changed = port != spec["port"]
+        spec["port"] = port
+        return changed
+
+    def write_node_conf(self, spec) -> None:
+        path = Path(spec["pgdata"]) / "node.conf"
+        path.write_text(render_node_conf(spec["name"], spec["port"], spec.get("listen", "127.0.0.1")))
+        os.chmod(path, 0o600)
+        self.user.chown(path, recursive=False)
+
+    def retarget(self, spec, host: str, port: int) -> None:
+        """Point a replica's primary_conninfo at host:port (takes effect on reload)."""
+        auto = Path(spec["pgdata"]) / "postgresql.auto.conf"
+        try:
+            text = auto.read_text()
+        except OSError:
+            return
+        new = retarget_conninfo(text, host, port)
+        if new != text:
+            auto.write_text(new)
+            pid = self.pid(spec)
+            if pid:
+                os.kill(pid, signal.SIGHUP)
+
+    def start(self, spec, state=None, primary_spec=None) -> int:
+        pid = self.pid(spec)
+        if pid:
+            return pid
+        if primary_spec is not None:
+            self.prepare_replica(spec, state, primary_spec)
+        if not (Path(spec["pgdata"]) / "PG_VERSION").exists():
+            raise LabError(f"{spec['name']}: {spec['pgdata']} holds no database: "
+                           "reset the cluster with lab.down(wipe=True), then lab.up()")
+        self.write_node_conf(spec)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            mark = os.path.getsize(spec["log"]) if os.path.exists(spec["log"]) else 0
+            r = self.run(self.bins.cmd("pg_ctl", "start", "-D", spec["pgdata"], "-l", spec["log"], "-w",
+                                       "-t", START_TIMEOUT, "-s"), check=False, timeout=START_TIMEOUT + 30)
+            pid = self.pid(spec)
+            if r.returncode == 0 and pid:
+                return pid
+            new_log = tail(spec["log"], 400)
+            # after a SIGKILL, the old server's children may hold shared memory for a moment
+            if "shared memory block is still in use" in new_log[-2000:] and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            if pid:  # started but pg_ctl gave up waiting: do not leave it behind
+                self.stop(spec)
+            ctx = tail(spec["log"], 8) if os.path.getsize(spec["log"]) > mark else (r.stderr or r.stdout).strip()
+            raise ServerStartError(f"{spec['name']} did not start on port {spec['port']}; last log lines:\n{ctx}")
+
+    def signal_stop(self, spec, sig=signal.SIGINT) -> "int | None":
+        pid = self.pid(spec)
+        if pid:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return None
+        return pid
+
+    def stop(self, spec, timeout: float = 30) -> None:
+        self.stop_many([spec], timeout)
+
+    def stop_many(self, specs, timeout: float = 30) -> None:
+        """Fast shutdown (SIGINT) of several nodes at once; SIGKILL whoever outlives the timeout."""
+        pids = [(s, self.signal_stop(s)) for s in specs]
+        deadline = time.monotonic() + timeout
+        for s, pid in pids:
+            if pid and not wait_gone(pid, max(0.0, deadline - time.monotonic())):
+                self._append_log(s["log"], f"lab: {s['name']} (pid {pid}) ignored SIGINT for {timeout}s: SIGKILL")
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                wait_gone(pid, 10)
+
+    def kill(self, spec) -> "int | None":
+        """SIGKILL the postmaster: a crash, for experiments."""
+        pid = self.signal_stop(spec, signal.SIGKILL)
+        if pid:
+            wait_gone(pid, 10)
+        return pid
+
+    def promote(self, spec, timeout=60) -> None:
+        self.run(self.bins.cmd("pg_ctl", "promote", "-D", spec["pgdata"], "-w", "-t", timeout, "-s"),
+                 timeout=timeout + 10)
+
+    def remove_data(self, spec) -> None:
+        if self.pid(spec):
+            raise LabError(f"{spec['name']} is running: stop it before removing its data")
+        shutil.rmtree(self.node_dir(spec), ignore_errors=True)
+        Path(str(spec["pgdata"]).rstrip("/") + ".basebackup-incomplete").unlink(missing_ok=True)

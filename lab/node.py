@@ -1,0 +1,239 @@
+"""A node of the cluster: a PostgreSQL server with a name, a role and a port.
+
+>>> cluster = lab.up()                                        # doctest: +SKIP
+>>> cluster.primary.execute("INSERT INTO test_replication (mensaje) VALUES ('hi')")  # doctest: +SKIP
+1
+>>> cluster.node("replica1").sql("SELECT count(*) FROM test_replication")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import enum
+import re
+import time
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql as pgsql
+
+from .errors import LabError, NotRunning, ReadOnlyError, SQLError
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+
+HOST = "127.0.0.1"
+
+
+class Role(str, enum.Enum):
+    PRIMARY = "primary"
+    REPLICA = "replica"
+    FORMER_PRIMARY = "former primary"  # was the primary before a promotion elsewhere
+
+    def __str__(self):
+        return self.value
+
+
+class State(str, enum.Enum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+    def __str__(self):
+        return self.value
+
+
+class Text(str):
+    """A string that shows as plain lines in a notebook (for logs)."""
+
+    def __repr__(self):
+        return str(self)
+
+
+class Node:
+    def __init__(self, cluster: "Cluster", name: str):
+        self._cluster = cluster
+        self.name = name
+
+    # --- identity ---------------------------------------------------------------------
+    @property
+    def spec(self) -> dict:
+        return self._cluster._state["nodes"][self.name]
+
+    @property
+    def role(self) -> Role:
+        return Role(self.spec["role"])
+
+    @property
+    def host(self) -> str:
+        return HOST
+
+    @property
+    def port(self) -> int:
+        return self.spec["port"]
+
+    @property
+    def pid(self) -> "int | None":
+        return self._cluster.backend.pid(self.spec)
+
+    @property
+    def state(self) -> State:
+        return State.RUNNING if self.pid else State.STOPPED
+
+    @property
+    def is_running(self) -> bool:
+        return self.pid is not None
+
+    def _params(self, dbname=None) -> dict:
+        st = self._cluster._state
+        return dict(host=HOST, port=self.port, user=st["superuser"], password=st["password"],
+                    dbname=dbname or st["app_db"])
+
+    @property
+    def dsn(self) -> str:
+        """A libpq connection string (it holds this cluster's generated password)."""
+        return " ".join(f"{k}={v}" for k, v in self._params().items())
+
+    @property
+    def url(self) -> str:
+        """A SQLAlchemy URL: ``sqlalchemy.create_engine(node.url)`` or ``pd.read_sql(q, node.url)``."""
+        p = self._params()
+        return f"postgresql+psycopg2://{p['user']}:{p['password']}@{p['host']}:{p['port']}/{p['dbname']}"
+
+    def __repr__(self):
+        return f"<Node {self.name}: {self.role}, {self.state}, {HOST}:{self.port}>"
+
+    # --- SQL ----------------------------------------------------------------------------
+    def connect(self, dbname=None, autocommit=True, connect_timeout=5, **kwargs):
+        """A psycopg2 connection to this node (autocommit by default).  Close it when done."""
+        try:
+            conn = psycopg2.connect(**self._params(dbname), connect_timeout=connect_timeout,
+                                    application_name="lab", **kwargs)
+        except psycopg2.OperationalError as e:
+            if not self.is_running:
+                raise NotRunning(f"{self.name} is stopped: start it with cluster.node({self.name!r}).start()") from None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else "connection failed"
+            raise NotRunning(f"{self.name} ({HOST}:{self.port}) refused the connection: {first}") from None
+        conn.autocommit = autocommit
+        return conn
+
+    def _error(self, e: psycopg2.Error, query) -> SQLError:
+        text = (e.pgerror or str(e)).strip()
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        first = lines[0] if lines else type(e).__name__
+        if e.pgcode == "25006":  # read_only_sql_transaction
+            return ReadOnlyError(f"{self.name}: {first} — {self.name} is a read-only hot standby; "
+                                 "send writes to cluster.primary", node=self.name, sqlstate=e.pgcode)
+        return SQLError(f"{self.name}: {first}", node=self.name, sqlstate=e.pgcode)
+
+    def _run(self, query, params, dbname, fetch):
+        if isinstance(query, str) and not query.strip():
+            raise LabError("empty query: pass the SQL to run as a string")
+        conn = self.connect(dbname)
+        try:
+            with conn.cursor() as cur:
+                try:
+                    cur.execute(query, params)
+                except psycopg2.Error as e:
+                    raise self._error(e, query) from None
+                return fetch(cur)
+        finally:
+            conn.close()
+
+    def sql(self, query, params=None, dbname=None) -> pd.DataFrame:
+        """Run a query; its rows as a DataFrame (empty if the statement returns none)."""
+        def fetch(cur):
+            if cur.description is None:
+                return pd.DataFrame()
+            cols = [d.name for d in cur.description]
+            return pd.DataFrame(cur.fetchall(), columns=cols)
+        return self._run(query, params, dbname, fetch)
+
+    def execute(self, query, params=None, dbname=None) -> int:
+        """Run a statement (autocommit); the number of rows it touched (-1 if not applicable)."""
+        return self._run(query, params, dbname, lambda cur: cur.rowcount)
+
+    def scalar(self, query, params=None, dbname=None):
+        """The first column of the first row (or None)."""
+        def fetch(cur):
+            row = cur.fetchone() if cur.description else None
+            return row[0] if row else None
+        return self._run(query, params, dbname, fetch)
+
+    def set(self, **settings) -> pd.DataFrame:
+        """``ALTER SYSTEM SET`` each setting, then reload; None resets one to its default.
+
+        Returns the settings as the server now sees them; prints which need a restart.
+        >>> cluster.primary.set(wal_keep_size="256MB", log_checkpoints=True)  # doctest: +SKIP
+        """
+        if not settings:
+            raise LabError("name at least one setting, e.g. node.set(work_mem='8MB')")
+        known = set(self.sql("SELECT name FROM pg_settings")["name"])
+        unknown = [k for k in settings if k not in known]
+        if unknown:
+            raise LabError(f"{self.name}: unknown setting(s) {', '.join(unknown)}: see SELECT name FROM pg_settings")
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_conf_load_time()")
+                loaded_before = cur.fetchone()[0]
+                for name, value in settings.items():
+                    if value is None:
+                        q = pgsql.SQL("ALTER SYSTEM RESET {}").format(pgsql.Identifier(name))
+                    else:
+                        if isinstance(value, bool):
+                            value = "on" if value else "off"
+                        q = pgsql.SQL("ALTER SYSTEM SET {} = {}").format(pgsql.Identifier(name),
+                                                                       pgsql.Literal(str(value)))
+                    try:
+                        cur.execute(q)
+                    except psycopg2.Error as e:
+                        raise self._error(e, q) from None
+                cur.execute("SELECT pg_reload_conf()")
+        finally:
+            conn.close()
+        # pg_reload_conf() only signals the postmaster: wait until new sessions see the reload
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and self.scalar("SELECT pg_conf_load_time()") <= loaded_before:
+            time.sleep(0.01)
+        result = self.sql("SELECT name, setting, unit, context, pending_restart FROM pg_settings "
+                          "WHERE name = ANY(%s) ORDER BY name", (list(settings),))
+        restart = result.loc[result["pending_restart"], "name"].tolist()
+        if restart:
+            print(f"{self.name}: {', '.join(restart)} take(s) effect after a restart: "
+                  f"cluster.node({self.name!r}).restart()")
+        return result
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self) -> "Node":
+        self._cluster._start_node(self.name)
+        return self
+
+    def stop(self, timeout: float = 30) -> "Node":
+        """Fast shutdown (like ``pg_ctl stop -m fast``); SIGKILL after ``timeout`` seconds."""
+        self._cluster._stop_node(self.name, timeout)
+        return self
+
+    def restart(self) -> "Node":
+        self.stop()
+        return self.start()
+
+    def kill(self) -> "Node":
+        """SIGKILL the postmaster: a crash, for experiments.  ``start()`` recovers it."""
+        self._cluster.backend.kill(self.spec)
+        return self
+
+    def promote(self) -> "Node":
+        """Make this replica a primary (``pg_ctl promote``); the cluster now writes here."""
+        self._cluster._promote(self.name)
+        return self
+
+    def logs(self, tail: int = 50) -> Text:
+        """The last ``tail`` lines of this node's server log."""
+        return Text(self._cluster.backend.logs(self.spec, tail))
+
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+
+
+def valid_node_name(name: str) -> bool:
+    return bool(_NAME_RE.match(name or ""))

@@ -1,0 +1,141 @@
+"""Free ports on 127.0.0.1, claimed atomically so two labs on one host never collide.
+
+A claim is a file ``<claims dir>/<port>.json`` created with mode ``"x"`` (fails if it
+exists).  It names the lab home that holds it and the process that made it.  A claim
+is stale, and may be taken over, when it belongs to another lab home whose process is
+gone and nothing listens on the port.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import tempfile
+from pathlib import Path
+
+from .errors import PortUnavailable
+
+PORT_RANGE = (20000, 40000)
+
+
+def claims_dir() -> Path:
+    d = Path(os.environ.get("LAB_PORT_CLAIMS") or Path(tempfile.gettempdir()) / "pglab-port-claims")
+    d.mkdir(parents=True, exist_ok=True)
+    try:  # shared by every user of the host, like /tmp
+        os.chmod(d, 0o1777)
+    except PermissionError:
+        pass
+    return d
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if nothing listens on host:port and we could bind it right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _pid_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_claim(port: int) -> "dict | None":
+    try:
+        return json.loads((claims_dir() / f"{port}.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError, OSError):
+        return None
+
+
+def _is_stale(claim: "dict | None", port: int, owner: str) -> bool:
+    if claim is None:  # unreadable or half-written: treat as stale only if the port is free
+        return port_is_free(port)
+    if claim.get("lab_home") == owner:
+        return False
+    return not _pid_alive(claim.get("pid")) and port_is_free(port)
+
+
+def claim(port: int, owner: str) -> bool:
+    """Claim ``port`` for the lab home ``owner``; True if it is now ours."""
+    path = claims_dir() / f"{port}.json"
+    for _ in range(2):
+        try:
+            with open(path, "x") as f:
+                json.dump({"lab_home": owner, "pid": os.getpid()}, f)
+            os.chmod(path, 0o644)
+            if port_is_free(port):
+                return True
+            path.unlink(missing_ok=True)  # someone outside the lab listens there
+            return False
+        except FileExistsError:
+            existing = read_claim(port)
+            if existing and existing.get("lab_home") == owner:
+                return True
+            if _is_stale(existing, port, owner):
+                path.unlink(missing_ok=True)
+                continue
+            return False
+    return False
+
+
+def claim_free_ports(n: int, owner: str, preferred: "list[int] | None" = None) -> list[int]:
+    """Claim ``n`` free ports: the preferred ones first (a cluster's old ports), then random ones."""
+    got: list[int] = []
+    for p in preferred or []:
+        if len(got) < n and p and p not in got and claim(p, owner):
+            got.append(p)
+    lo, hi = PORT_RANGE
+    tries = 0
+    while len(got) < n:
+        tries += 1
+        if tries > 500:
+            release(got, owner)
+            raise PortUnavailable(
+                f"no free port on 127.0.0.1 between {lo} and {hi} after 500 tries: "
+                "stop other servers or set LAB_PORT_CLAIMS to a clean directory"
+            )
+        p = random.randint(lo, hi)
+        if p not in got and claim(p, owner):
+            got.append(p)
+    return got
+
+
+def claim_one(port: int, owner: str) -> int:
+    """Re-claim ``port`` for ``owner`` if possible, else claim another free port."""
+    if claim(port, owner):
+        return port
+    return claim_free_ports(1, owner)[0]
+
+
+def release(ports, owner: str) -> None:
+    for p in ports:
+        c = read_claim(p)
+        if c is not None and c.get("lab_home") == owner:
+            (claims_dir() / f"{p}.json").unlink(missing_ok=True)
+
+
+def claims_of(owner: str) -> list[int]:
+    out = []
+    for f in claims_dir().glob("*.json"):
+        try:
+            c = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if c.get("lab_home") == owner:
+            out.append(int(f.stem))
+    return sorted(out)
+
+
+def release_all(owner: str) -> None:
+    release(claims_of(owner), owner)
