@@ -10,5 +10,11 @@ from .lsn import format_lsn, lsn_diff, parse_lsn
 from .node import Node, Role, State
 
 __all__ = ["up", "attach", "down", "Cluster", "Node", "Role", "State", "LabError", "SQLError",
-           "ReadOnlyError", "NotRunning", "parse_lsn", "format_lsn", "lsn_diff"]
+           "ReadOnlyError", "NotRunning", "parse_lsn", "format_lsn", "lsn_diff", "doctor"]
 __version__ = "0.1.0"
+
+
+def doctor(home=None):
+    """What this machine has for the lab (binaries, Docker, lab home, ports) and what to do."""
+    from .doctor import Doctor, report
+    return Doctor(report(home))

@@ -1,0 +1,43 @@
+"""Command line: ``python -m lab up|down|status|doctor``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import cluster as _cluster
+from .doctor import Doctor, report
+from .errors import LabError
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lab", description="PostgreSQL Replication Lab")
+    p.add_argument("--home", help="lab home (default: $LAB_HOME or .lab/ in the repository)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="create, start or re-attach the cluster")
+    up.add_argument("--replicas", type=int, default=1)
+    down = sub.add_parser("down", help="stop every server (data kept)")
+    down.add_argument("--wipe", action="store_true", help="also remove all data (like docker compose down -v)")
+    sub.add_parser("status", help="one line per node")
+    sub.add_parser("doctor", help="what this machine has for the lab, and what to do about what it lacks")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "up":
+            c = _cluster.up(replicas=args.replicas, home=args.home)
+            print(c.status().to_string(index=False))
+        elif args.cmd == "down":
+            _cluster.down(wipe=args.wipe, home=args.home)
+            print("cluster wiped" if args.wipe else "cluster stopped (data kept)")
+        elif args.cmd == "status":
+            print(_cluster.attach(args.home).status().to_string(index=False))
+        elif args.cmd == "doctor":
+            d = Doctor(report(args.home))
+            print(d)
+            return 0 if d.ok else 1
+    except LabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
