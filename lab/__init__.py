@@ -13,6 +13,21 @@ __all__ = ["up", "attach", "down", "Cluster", "Node", "Role", "State", "LabError
            "ReadOnlyError", "NotRunning", "parse_lsn", "format_lsn", "lsn_diff", "doctor"]
 __version__ = "0.1.0"
 
+# Chapter modules load on first use (``lab.checks.check(...)``): matplotlib and ipywidgets are
+# slow to import and ``python -m lab down`` needs neither.
+_SUBMODULES = ("checks", "plots", "replication", "widgets")
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'lab' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SUBMODULES))
+
 
 def doctor(home=None):
     """What this machine has for the lab (binaries, Docker, lab home, ports) and what to do."""

@@ -108,8 +108,13 @@ def server_version(postgres: str) -> str:
 
 def find(environ: "dict | None" = None) -> PgBinaries:
     """The first complete set of server binaries; raises with what to install if none."""
+    return find_in(candidates(environ))
+
+
+def find_in(places) -> PgBinaries:
+    """The first complete, new-enough set among ``(source, bindir)`` places."""
     too_old = None
-    for source, bindir in candidates(environ):
+    for source, bindir in places:
         if not _has_server(bindir):
             continue
         version = server_version(str(bindir / "postgres"))

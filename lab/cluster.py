@@ -344,6 +344,12 @@ def up(replicas: int = 1, home=None, quiet: bool = False) -> Cluster:
     h.ensure()
     with h.locked():
         state = h.load()
+        if state is not None and not state.get("ready"):
+            # We hold the lock, so the process that was creating this cluster is gone
+            # (a killed kernel): nobody has used it yet, so start over from nothing.
+            _say(quiet, "a previous lab.up() was interrupted while creating the cluster: starting over")
+            _teardown(Cluster(h, state))
+            state = None
         if state is None:
             return _create(h, replicas, quiet)
         cluster = Cluster(h, state)
@@ -393,6 +399,8 @@ def _create(h: LabHome, replicas: int, quiet: bool) -> Cluster:
             cluster._save()
             _say(quiet, f"{name}: hot standby on 127.0.0.1:{port} ({time.monotonic() - t1:.1f} s)")
         cluster.wait_streaming()
+        state["ready"] = True
+        cluster._save()
     except BaseException:
         _teardown(cluster)
         raise

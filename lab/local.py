@@ -55,12 +55,25 @@ def postmaster_pid(pgdata) -> "int | None":
     return pid if pid_alive(pid) else None
 
 
+def pid_exists(pid) -> bool:
+    """True while the pid exists at all, zombies included (PostgreSQL's own lock-file check)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def wait_gone(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` has exited and been reaped (a zombie still blocks a restart:
+    PostgreSQL refuses to start while the pid in postmaster.pid exists)."""
     deadline = time.monotonic() + timeout
-    while pid_alive(pid):
+    while pid_exists(pid):
         if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
+            return not pid_alive(pid)
+        time.sleep(0.005)
     return True
 
 
@@ -74,6 +87,16 @@ def tail(path, n: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(lines[-n:])
+
+
+def read_from(path, offset: int) -> str:
+    """What was appended to a log file after ``offset`` bytes."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(256 * 1024).decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 class LocalBackend:
@@ -247,14 +270,15 @@ class LocalBackend:
             pid = self.pid(spec)
             if r.returncode == 0 and pid:
                 return pid
-            new_log = tail(spec["log"], 400)
+            new_log = read_from(spec["log"], mark)
             # after a SIGKILL, the old server's children may hold shared memory for a moment
-            if "shared memory block is still in use" in new_log[-2000:] and time.monotonic() < deadline:
+            transient = ("shared memory block is still in use", 'lock file "postmaster.pid" already exists')
+            if any(t in new_log for t in transient) and not pid and time.monotonic() < deadline:
                 time.sleep(0.2)
                 continue
             if pid:  # started but pg_ctl gave up waiting: do not leave it behind
                 self.stop(spec)
-            ctx = tail(spec["log"], 8) if os.path.getsize(spec["log"]) > mark else (r.stderr or r.stdout).strip()
+            ctx = "\n".join(new_log.strip().splitlines()[-8:]) or (r.stderr or r.stdout).strip()
             raise ServerStartError(f"{spec['name']} did not start on port {spec['port']}; last log lines:\n{ctx}")
 
     def signal_stop(self, spec, sig=signal.SIGINT) -> "int | None":

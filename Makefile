@@ -1,0 +1,81 @@
+# PostgreSQL Replication Lab
+#
+#   make setup    .venv + the lab installed (again when pyproject.toml changes) + PostgreSQL >= 13
+#   make lab      start JupyterLab on 127.0.0.1 (notebooks/)
+#   make test     unit/integration tests, then every notebook twice under nbval
+#   make down     stop the lab's cluster (data kept)
+#   make doctor   diagnose the environment
+#   make bench    run the benchmarks
+#   make clean    stop and wipe the clusters under .lab/, then remove .lab and .venv
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# The notebooks under `make test` get a cluster of their own, never the student's.
+NBVAL_LAB_HOME := $(CURDIR)/.lab/nbval
+
+# Jupyter refuses to run as root without --allow-root (CI, containers).
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
+.PHONY: help setup lab test down doctor bench clean
+
+help:
+	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
+
+setup: $(STAMP)
+	@bash scripts/ensure-postgres.sh
+
+# The virtual environment itself (a venv without pip is a failed one: make it again).
+$(VENV)/bin/pip:
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python >= 3.10" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { \
+	  echo "the lab needs Python >= 3.10; $(PYTHON) is $$($(PYTHON) -V 2>&1) (set PYTHON=python3.X)" >&2; exit 1; }
+	@echo "creating $(VENV) with $$($(PYTHON) -V 2>&1)"
+	@if ! $(PYTHON) -m venv $(VENV); then \
+	  rm -rf $(VENV); \
+	  pyv=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	  echo "" >&2; \
+	  echo "'$(PYTHON) -m venv' failed: Python's venv/ensurepip module is missing." >&2; \
+	  echo "Install it: sudo apt-get install python3-venv   (Debian/Ubuntu; for this Python: python$$pyv-venv)" >&2; \
+	  echo "or use conda instead: conda env create -f environment.yml" >&2; \
+	  exit 1; \
+	fi
+
+# Install the project only when pyproject.toml is newer than the stamp.
+$(STAMP): pyproject.toml | $(VENV)/bin/pip
+	$(VENV)/bin/pip install --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+lab: setup
+	@echo 'JupyterLab on 127.0.0.1; open the URL with the token printed below; Ctrl-C to stop. The cluster keeps running: `make down` stops it'
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser $(ALLOW_ROOT)
+
+test: setup
+	$(PY) -m pytest tests
+	NBVAL_LAB_HOME='$(NBVAL_LAB_HOME)' bash scripts/test-notebooks.sh
+
+# No install here: stopping must stay quick and must not need the network.
+down doctor:
+	@test -x $(PY) || { echo "no $(VENV): run \`make setup\` first" >&2; exit 1; }
+	$(PY) -m lab $@
+
+bench: setup
+	$(PY) bench/bringup.py
+
+# .lab is removed only after its clusters are stopped and wiped.
+clean:
+	@if [ -d .lab ]; then \
+	  if [ ! -x $(PY) ]; then \
+	    echo "cannot stop the clusters under .lab without $(VENV): run \`make setup\` and \`make clean\` again (.lab kept)" >&2; \
+	    exit 1; \
+	  fi; \
+	  if [ -d '$(NBVAL_LAB_HOME)' ]; then LAB_HOME='$(NBVAL_LAB_HOME)' $(PY) -m lab down --wipe; fi; \
+	  LAB_HOME='$(CURDIR)/.lab' $(PY) -m lab down --wipe; \
+	  rm -rf .lab; \
+	fi
+	rm -rf $(VENV)

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Run every notebook under nbval twice in a row: the second run proves the
+# notebooks can be re-executed on the state the first run left.  The notebooks
+# get a lab home of their own (NBVAL_LAB_HOME, default .lab/nbval; the caller's
+# LAB_HOME is ignored so a student's cluster is never touched), and its cluster
+# is stopped and wiped afterwards, also when a run fails or is interrupted.
+# Exits non-zero if either run fails (pytest's 5, "no tests collected", included)
+# or the cluster could not be stopped.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+PY=${PY:-$ROOT/.venv/bin/python}
+export LAB_HOME=${NBVAL_LAB_HOME:-$ROOT/.lab/nbval}
+NBVAL_ARGS=(--nbval-lax --nbval-current-env -p no:cacheprovider notebooks)
+
+status=0
+
+wipe() {
+    if [ ! -d "$LAB_HOME" ]; then
+        echo "== nothing to stop: $LAB_HOME does not exist"
+        return 0
+    fi
+    echo "== $PY -m lab down --wipe   (LAB_HOME=$LAB_HOME)"
+    if ! "$PY" -m lab down --wipe; then
+        echo "test-notebooks: \`lab down --wipe\` failed: a server may still be running under $LAB_HOME" >&2
+        return 1
+    fi
+}
+
+finish() {
+    trap - EXIT INT TERM
+    wipe || { [ "$status" -ne 0 ] || status=1; }
+    exit "$status"
+}
+trap finish EXIT
+trap 'status=130; exit' INT
+trap 'status=143; exit' TERM
+
+# Start from a clean slate, whatever an interrupted earlier run left behind.
+wipe || { status=1; exit; }
+
+for run in 1 2; do
+    echo "== nbval run $run/2: $PY -m pytest ${NBVAL_ARGS[*]}   (LAB_HOME=$LAB_HOME)"
+    "$PY" -m pytest "${NBVAL_ARGS[@]}"
+    rc=$?
+    case $rc in
+        0) ;;
+        5) echo "test-notebooks: nbval run $run collected no notebooks (pytest exit 5)" >&2 ;;
+        *) echo "test-notebooks: nbval run $run failed (pytest exit $rc)" >&2 ;;
+    esac
+    [ "$rc" -eq 0 ] || [ "$status" -ne 0 ] || status=$rc
+done
+exit "$status"

@@ -1,0 +1,65 @@
+"""Shared fixtures.  Every cluster a test makes lives in its own lab home under pytest's
+temp dir and is wiped at teardown; tests/test_zz_leftovers.py checks nothing remains."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Port claims of this test session go to their own directory, so the last test can
+# check that none is left (the servers still check the port is really free).
+_CLAIMS = Path(tempfile.mkdtemp(prefix="pglab-test-claims-"))
+os.environ["LAB_PORT_CLAIMS"] = str(_CLAIMS)
+os.environ.pop("LAB_HOME", None)
+
+
+def postmasters() -> dict[int, str]:
+    """pid -> data directory of every running postgres postmaster on this host (Linux /proc)."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+            if not cmd or not cmd[0].endswith(b"postgres") or b"-D" not in cmd:
+                continue
+            out[int(d.name)] = os.readlink(d / "cwd")
+        except OSError:
+            continue
+    return out
+
+
+_BEFORE = postmasters()
+
+
+@pytest.fixture(scope="session")
+def claims_dir() -> Path:
+    return _CLAIMS
+
+
+@pytest.fixture(scope="session")
+def postmasters_before() -> dict[int, str]:
+    return dict(_BEFORE)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A primary + one replica for a test module; wiped afterwards."""
+    import lab
+
+    home = tmp_path_factory.mktemp("lab")
+    c = lab.up(replicas=1, home=home, quiet=True)
+    yield c
+    c.down(wipe=True)
+
+
+@pytest.fixture
+def fresh_cluster(tmp_path):
+    """A primary + one replica for one destructive test; wiped afterwards."""
+    import lab
+
+    c = lab.up(replicas=1, home=tmp_path / "lab", quiet=True)
+    yield c
+    lab.down(wipe=True, home=tmp_path / "lab")
