@@ -279,10 +279,11 @@ class LocalBackend:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             mark = os.path.getsize(spec["log"]) if os.path.exists(spec["log"]) else 0
-            # -W (no wait): pg_ctl polls only every 100 ms; wait_ready() polls postmaster.pid every 5 ms.
-            r = self.run(self.bins.cmd("pg_ctl", "start", "-D", spec["pgdata"], "-l", spec["log"], "-W", "-s"),
-                         check=False, timeout=30)
-            pid = self.wait_ready(spec, deadline) if r.returncode == 0 else None
+            # Like pg_ctl start, minus its 100 ms polling: a detached postmaster whose pid we
+            # know, logging to server.log; then postmaster.pid is polled every 5 ms.
+            r = self.run(["sh", "-c", 'exec "$0" -D "$1" >>"$2" 2>&1 </dev/null & echo $!',
+                          self.bins.path("postgres"), str(spec["pgdata"]), str(spec["log"])], timeout=30)
+            pid = self.wait_ready(spec, int(r.stdout.strip()), deadline)
             if pid:
                 return pid
             new_log = read_from(spec["log"], mark)
@@ -290,34 +291,26 @@ class LocalBackend:
             # and a slow init may not have reaped the old postmaster yet
             transient = ("shared memory block is still in use", 'lock file "postmaster.pid" already exists')
             if any(t in new_log for t in transient) and not self.pid(spec) and time.monotonic() < deadline:
-                time.sleep(0.1)
+                time.sleep(0.05)
                 continue
             if self.pid(spec):  # started but never became ready: do not leave it behind
                 self.stop(spec)
-            ctx = "\n".join(new_log.strip().splitlines()[-8:]) or (r.stderr or r.stdout).strip()
+            ctx = "\n".join(new_log.strip().splitlines()[-8:]) or "(nothing in the log)"
             raise ServerStartError(f"{spec['name']} did not start on port {spec['port']}; last log lines:\n{ctx}")
 
-    def wait_ready(self, spec, deadline: float) -> "int | None":
-        """Poll postmaster.pid until the server says "ready" (or "standby"); None if it died."""
+    def wait_ready(self, spec, pid: int, deadline: float) -> "int | None":
+        """Poll postmaster.pid until ``pid`` says "ready" (or "standby"); None if it died first."""
         path = Path(spec["pgdata"]) / "postmaster.pid"
-        seen_pid = None
         while time.monotonic() < deadline:
             try:
                 lines = path.read_text().splitlines()
             except OSError:
                 lines = []
-            if lines:
-                try:
-                    seen_pid = int(lines[0])
-                except ValueError:
-                    pass
-                # line 8 is the postmaster's status (PostgreSQL >= 10)
-                if len(lines) >= 8 and lines[7].strip() in ("ready", "standby") and pid_alive(seen_pid):
-                    return seen_pid
-            if seen_pid and not pid_alive(seen_pid):
+            # line 1 is the pid, line 8 the postmaster's status (PostgreSQL >= 10)
+            if len(lines) >= 8 and lines[0].strip() == str(pid) and lines[7].strip() in ("ready", "standby"):
+                return pid
+            if not pid_alive(pid):
                 return None
-            if not lines and seen_pid is None and time.monotonic() > deadline - START_TIMEOUT + 5:
-                return None  # no postmaster.pid after 5 s: it never got going
             time.sleep(0.005)
         return None
 
