@@ -17,6 +17,7 @@ import pytest
 import lab
 from lab import ports
 import lab.binaries
+import lab.config
 import lab.home
 from lab.errors import LabError, NotRunning, ReadOnlyError, SQLError
 from lab.local import pid_alive
@@ -369,3 +370,47 @@ def test_doctor_reports_binaries_and_lab_home(tmp_path):
     assert "PostgreSQL server" in text and lab.binaries.find().version in text
     assert str(tmp_path / "lab") in text and "Docker" in text
     assert d.ok
+
+
+def test_port_taken_while_down_moves_the_node_and_its_replicas_follow(fresh_cluster):
+    c = fresh_cluster
+    insert(c.primary, "before the move")
+    old = c.primary.port
+    c.down()
+    import socket
+    with socket.socket() as squatter:  # another program takes the primary's port meanwhile
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", old))
+        squatter.listen()
+        c2 = lab.up(home=c.home.path, quiet=True)
+        assert c2.primary.port != old
+        insert(c2.primary, "after the move")
+        c2.wait_replayed(timeout=20)
+        assert rows_with(c2.node("replica1"), "after the move") == 1
+        conninfo = lab.config.primary_conninfo(
+            (Path(c2.node("replica1").spec["pgdata"]) / "postgresql.auto.conf").read_text())
+        assert conninfo["port"] == str(c2.primary.port)
+
+
+def test_replica_with_lost_data_is_rebuilt_from_the_primary(fresh_cluster):
+    c = fresh_cluster
+    replica = c.node("replica1")
+    replica.stop()
+    shutil.rmtree(replica.spec["pgdata"])  # a broken or deleted data directory
+    insert(c.primary, "written while replica1 had no data")
+    replica.start()
+    c.wait_replayed(timeout=20)
+    assert rows_with(replica, "written while replica1 had no data") == 1
+    assert "empty data directory: taking a base backup" in replica.logs(200)
+
+
+def test_primary_with_lost_data_is_a_clear_error_and_nothing_else_changes(fresh_cluster):
+    c = fresh_cluster
+    c.primary.stop()
+    (Path(c.primary.spec["pgdata"]) / "PG_VERSION").rename(Path(c.primary.spec["pgdata"]) / "PG_VERSION.bak")
+    with pytest.raises(LabError, match="holds no database: reset the cluster"):
+        c.primary.start()
+    assert c.node("replica1").is_running  # untouched
+    (Path(c.primary.spec["pgdata"]) / "PG_VERSION.bak").rename(Path(c.primary.spec["pgdata"]) / "PG_VERSION")
+    c.primary.start()
+    assert c.primary.scalar("SELECT count(*) > 0 FROM test_replication") is True
