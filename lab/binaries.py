@@ -1,8 +1,9 @@
 """Find PostgreSQL's server binaries: one resolver builds every binary's path.
 
 Search order: ``PG_BIN`` / ``PG_CONFIG`` environment variables, ``pg_config
---bindir``, ``PATH``, ``/usr/lib/postgresql/<newest>/bin`` (Debian/Ubuntu), then
-the active conda environment.  A candidate counts only if it has every server
+--bindir``, ``PATH``, ``/usr/lib/postgresql/<newest>/bin`` (Debian/Ubuntu), the
+active conda environment, then Homebrew's keg-only ``postgresql@N`` and Postgres.app
+(macOS).  A candidate counts only if it has every server
 tool the lab needs.
 """
 from __future__ import annotations
@@ -95,6 +96,12 @@ def candidates(environ: "dict | None" = None) -> list[tuple[str, Path]]:
     conda = env.get("CONDA_PREFIX")
     if conda:
         found.append(("conda", Path(conda) / ("Library/bin" if sys.platform == "win32" else "bin")))
+    # Homebrew's versioned formulae are keg-only (not on PATH), and Postgres.app
+    for prefix in ("/opt/homebrew/opt", "/usr/local/opt"):
+        kegs = [d for d in Path(prefix).glob("postgresql@*") if re.fullmatch(r"postgresql@\d+", d.name)] \
+            if Path(prefix).is_dir() else []
+        found += [("homebrew", d / "bin") for d in sorted(kegs, key=lambda d: int(d.name.split("@")[1]), reverse=True)]
+    found.append(("Postgres.app", Path("/Applications/Postgres.app/Contents/Versions/latest/bin")))
     return found
 
 

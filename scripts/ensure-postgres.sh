@@ -3,7 +3,8 @@
 #
 # Looks in the same places, in the same order, as lab/binaries.py:
 #   $PG_BIN, `$PG_CONFIG --bindir`, `pg_config --bindir`, `postgres`/`initdb` on
-#   PATH, the newest /usr/lib/postgresql/<N>/bin (Debian/Ubuntu), $CONDA_PREFIX/bin.
+#   PATH, the newest /usr/lib/postgresql/<N>/bin (Debian/Ubuntu), $CONDA_PREFIX/bin,
+#   Homebrew's keg-only postgresql@N, Postgres.app.
 # A directory counts only if it holds every server tool the lab runs.
 #
 # Found:   prints "PostgreSQL <version> server binaries: <dir>" and exits 0.
@@ -73,6 +74,13 @@ candidates() {
             | while read -r v; do printf '%s\n' "/usr/lib/postgresql/$v/bin"; done
     fi
     [ -n "${CONDA_PREFIX:-}" ] && printf '%s\n' "$CONDA_PREFIX/bin"
+    # Homebrew's keg-only postgresql@N (newest first), then Postgres.app (macOS)
+    for prefix in /opt/homebrew/opt /usr/local/opt; do
+        [ -d "$prefix" ] || continue
+        ls -1 "$prefix" 2>/dev/null | grep -E '^postgresql@[0-9]+$' | sort -t@ -k2,2nr \
+            | while read -r k; do printf '%s\n' "$prefix/$k/bin"; done
+    done
+    printf '%s\n' /Applications/Postgres.app/Contents/Versions/latest/bin
     return 0
 }
 
