@@ -344,7 +344,7 @@ def up(replicas: int = 1, home=None, quiet: bool = False) -> Cluster:
     h.ensure()
     with h.locked():
         state = h.load()
-        if state is not None and not state.get("ready"):
+        if state is not None and state.get("ready") is False:
             # We hold the lock, so the process that was creating this cluster is gone
             # (a killed kernel): nobody has used it yet, so start over from nothing.
             _say(quiet, "a previous lab.up() was interrupted while creating the cluster: starting over")
@@ -379,7 +379,7 @@ def _create(h: LabHome, replicas: int, quiet: bool) -> Cluster:
         "server_user": user.name, "data_root": str(data_root), "created": time.time(),
         "superuser": "admin", "password": secrets.token_urlsafe(18),
         "replication_user": "replicator", "replication_password": secrets.token_urlsafe(18),
-        "app_db": "crypto_db", "primary": "primary",
+        "app_db": "crypto_db", "primary": "primary", "ready": False,
         "nodes": {"primary": _node_spec(data_root, "primary", Role.PRIMARY, port_list[0])},
     }
     h.save(state)
