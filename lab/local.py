@@ -125,9 +125,9 @@ class LocalBackend:
     def run(self, cmd, *, as_server=True, env=None, timeout=120, input=None, check=True, log=None):
         kwargs = self.user.run_kwargs() if as_server else {}
         env = env or self.bins.env()
-        if as_server and not self.user.is_me:
-            env.setdefault("HOME", "/tmp")
+        if kwargs:  # another user: our home and working directory may be closed to it
             env["HOME"] = "/tmp"
+            kwargs["cwd"] = "/"
         try:
             r = subprocess.run(cmd, env=env, input=input, capture_output=True, text=True, timeout=timeout,
                                start_new_session=True, **kwargs)
@@ -232,8 +232,10 @@ class LocalBackend:
                    REPLICATION_USER=state["replication_user"], REPLICATION_PASSWORD=state["replication_password"],
                    REPLICA_NAME=spec["name"], SLOT_NAME=spec["name"], WAIT_TIMEOUT=str(wait_timeout),
                    REPLICA_PREPARE_ONLY="1")
-        r = self.run(["sh", str(REPLICA_DIR / "entrypoint.sh")], env=env, check=False, log=spec["log"],
-                     timeout=wait_timeout + 600)
+        # The script goes in on stdin: the server user may not be able to read the repository
+        # (a clone under /root, say), and it needs no stdin of its own.
+        r = self.run(["sh", "-s"], input=(REPLICA_DIR / "entrypoint.sh").read_text(), env=env, check=False,
+                     log=spec["log"], timeout=wait_timeout + 600)
         if r.returncode != 0:
             last = (r.stderr or r.stdout).strip().splitlines()
             raise ServerStartError(f"{spec['name']}: could not prepare the replica: {last[-1] if last else r.returncode}")
