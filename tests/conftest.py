@@ -45,14 +45,22 @@ def postmasters_before() -> dict[int, str]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A primary + one replica for a test module; wiped afterwards."""
+def lab_home(tmp_path_factory):
+    """A lab home with a primary + one replica for a test module; wiped afterwards."""
     import lab
 
     home = tmp_path_factory.mktemp("lab")
-    c = lab.up(replicas=1, home=home, quiet=True)
-    yield c
-    c.down(wipe=True)
+    lab.up(replicas=1, home=home, quiet=True)
+    yield home
+    lab.down(wipe=True, home=home)
+
+
+@pytest.fixture
+def cluster(lab_home):
+    """The module's cluster, re-attached; up() starts whatever an earlier test left stopped."""
+    import lab
+
+    return lab.up(replicas=1, home=lab_home, quiet=True)
 
 
 @pytest.fixture

@@ -10,20 +10,6 @@ from lab.checks import check
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    h = tmp_path_factory.mktemp("checks-lab")
-    c = lab.up(replicas=1, home=h, quiet=True)
-    yield h
-    c.down(wipe=True)
-
-
-@pytest.fixture
-def cluster(home):
-    # up() re-attaches and starts whatever an earlier test left stopped
-    return lab.up(replicas=1, home=home, quiet=True)
-
-
 def test_unknown_exercise_is_a_lab_error(cluster):
     with pytest.raises(lab.LabError, match="no exercise '99.9'"):
         check("99.9", cluster)
@@ -142,13 +128,13 @@ def test_01_4_stopped_intervals_from_a_log():
     assert checks.stopped_intervals("2026-01-01 10:00:00.000 UTC [1] LOG:  starting PostgreSQL 15.1") == []
 
 
-def test_01_5_down_and_up_keep_the_data(cluster, home):
+def test_01_5_down_and_up_keep_the_data(cluster, lab_home):
     cluster.primary.execute("INSERT INTO test_replication (mensaje) SELECT 'hola de Grace' "
                             "WHERE NOT EXISTS (SELECT 1 FROM test_replication WHERE mensaje ILIKE 'hola de %')")
     r = check("01.5", cluster)
     assert not r.ok and "cluster.down()" in r.message
     cluster.down()
-    again = lab.up(replicas=1, home=home, quiet=True)
+    again = lab.up(replicas=1, home=lab_home, quiet=True)
     r = check("01.5", again)
     assert r.ok, r.message
     assert again.node("replica1").scalar("SELECT count(*) FROM test_replication WHERE mensaje ILIKE 'hola de %'") >= 1

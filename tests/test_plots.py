@@ -13,19 +13,6 @@ from lab import plots
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    h = tmp_path_factory.mktemp("plots-lab")
-    c = lab.up(replicas=1, home=h, quiet=True)
-    yield h
-    c.down(wipe=True)
-
-
-@pytest.fixture
-def cluster(home):
-    return lab.up(replicas=1, home=home, quiet=True)
-
-
 def _texts(fig):
     return [t.get_text() for ax in fig.axes for t in ax.texts]
 

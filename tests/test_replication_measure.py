@@ -10,19 +10,6 @@ from lab.lsn import parse_lsn
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    h = tmp_path_factory.mktemp("replication-lab")
-    c = lab.up(replicas=1, home=h, quiet=True)
-    yield h
-    c.down(wipe=True)
-
-
-@pytest.fixture
-def cluster(home):
-    return lab.up(replicas=1, home=home, quiet=True)
-
-
 def test_stat_replication_shows_the_streaming_replica(cluster):
     cluster.primary.execute("INSERT INTO test_replication (mensaje) VALUES ('stat')")
     lsn = cluster.wait_replayed()

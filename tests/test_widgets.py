@@ -11,19 +11,6 @@ from lab import widgets
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    h = tmp_path_factory.mktemp("widgets-lab")
-    c = lab.up(replicas=1, home=h, quiet=True)
-    yield h
-    c.down(wipe=True)
-
-
-@pytest.fixture
-def cluster(home):
-    return lab.up(replicas=1, home=home, quiet=True)
-
-
 def _state(cluster, node):
     df = widgets.refresh(cluster)
     return df.set_index("node").loc[node, "state"]
