@@ -23,28 +23,13 @@ from .config import MASTER_DIR, REPLICA_DIR, render_node_conf, retarget_conninfo
 from .errors import LabError, ServerStartError, Timeout
 from .home import cache_dir
 from .osuser import ServerUser
+from .procs import pid_alive, pid_exists
 
 TEMPLATE_FORMAT = 1  # bump when initdb options change
 START_TIMEOUT = 60
 
 
 # --- processes --------------------------------------------------------------------
-def pid_alive(pid) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        with open(f"/proc/{int(pid)}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def postmaster_pid(pgdata) -> "int | None":
     """The pid of the postmaster running on ``pgdata``, or None."""
     try:
@@ -53,17 +38,6 @@ def postmaster_pid(pgdata) -> "int | None":
     except (OSError, ValueError):
         return None
     return pid if pid_alive(pid) else None
-
-
-def pid_exists(pid) -> bool:
-    """True while the pid exists at all, zombies included (PostgreSQL's own lock-file check)."""
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def wait_gone(pid: int, timeout: float, reaped: bool = False) -> bool:

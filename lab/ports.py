@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import PortUnavailable
+from .procs import pid_alive
 
 PORT_RANGE = (20000, 40000)
 
@@ -41,16 +42,6 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def _pid_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError, TypeError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_claim(port: int) -> "dict | None":
     try:
         return json.loads((claims_dir() / f"{port}.json").read_text())
@@ -63,7 +54,7 @@ def _is_stale(claim: "dict | None", port: int, owner: str) -> bool:
         return port_is_free(port)
     if claim.get("lab_home") == owner:
         return False
-    return not _pid_alive(claim.get("pid")) and port_is_free(port)
+    return not pid_alive(claim.get("pid")) and port_is_free(port)
 
 
 def claim(port: int, owner: str) -> bool:
