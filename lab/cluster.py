@@ -7,20 +7,18 @@
 """
 from __future__ import annotations
 
+import os
 import secrets
-import shutil
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from . import binaries, ports
+from . import ports
 from .errors import LabError, NotRunning, Timeout
 from .home import LabHome
-from .local import LocalBackend
 from .lsn import lsn_diff, parse_lsn
 from .node import Node, Role, valid_node_name
-from .osuser import ServerUser, server_user
 
 MAX_REPLICAS = 5
 
@@ -36,18 +34,7 @@ class Cluster:
     def __init__(self, home: LabHome, state: dict):
         self.home = home
         self._state = state
-        bins = binaries.PgBinaries(bindir=Path(state["pg_bindir"]), source="state",
-                                   version=state["pg_version"], major=int(state["pg_version"].split(".")[0]))
-        if not (bins.bindir / "postgres").exists():
-            bins = binaries.find()
-            if bins.major != int(state["pg_version"].split(".")[0]):
-                raise LabError(f"this cluster was made with PostgreSQL {state['pg_version']} but only "
-                               f"{bins.version} is installed now: reset it with lab.down(wipe=True)")
-        user = server_user()
-        if user.name != state.get("server_user", user.name):
-            raise LabError(f"this cluster's servers run as {state['server_user']!r}, not {user.name!r}: "
-                           "set LAB_SERVER_USER accordingly")
-        self.backend = LocalBackend(bins, user, home.owner)
+        self.backend = make_backend(home, state)
 
     # --- nodes ----------------------------------------------------------------------
     def _reload(self) -> None:
@@ -82,8 +69,13 @@ class Cluster:
         return self._state["pg_version"]
 
     @property
-    def data_root(self) -> Path:
-        return Path(self._state["data_root"])
+    def data_root(self) -> "Path | None":
+        """Where the local backend keeps the data directories (None for containers)."""
+        return Path(self._state["data_root"]) if self._state.get("data_root") else None
+
+    @property
+    def backend_name(self) -> str:
+        return self._state.get("backend", "local")
 
     def __repr__(self):
         parts = ", ".join(f"{n.name} ({n.role}, {n.state}, :{n.port})" for n in self.nodes)
@@ -145,11 +137,12 @@ class Cluster:
             # replicas first, so none logs a lost primary on its way out
             specs.sort(key=lambda s: s["role"] == Role.PRIMARY)
             self.backend.stop_many(specs, timeout)
+            self.backend.after_down()
             ports.release_all(self.home.owner)
             if wipe:
                 for s in specs:
                     self.backend.remove_data(s)
-                shutil.rmtree(self.data_root, ignore_errors=True)
+                self.backend.wipe()
                 self.home.forget()
 
     # --- replicas --------------------------------------------------------------------
@@ -166,12 +159,14 @@ class Cluster:
                 raise LabError(f"bad replica name {name!r}: use lowercase letters, digits and '_' (e.g. 'replica3')")
             if name in self._state["nodes"]:
                 raise LabError(f"{name} already exists: pick another name or remove_replica({name!r}) first")
-            if len(self.replicas) >= MAX_REPLICAS:
-                raise LabError(f"this lab runs at most {MAX_REPLICAS} replicas: remove one first")
+            limit = min(MAX_REPLICAS, self.backend.max_replicas)
+            if len(self.replicas) >= limit:
+                raise LabError(f"this cluster runs at most {limit} replicas ({self.backend_name} backend): "
+                               "remove one first")
             if not self.primary.is_running:
                 raise NotRunning(f"the primary ({self.primary.name}) is stopped: start it before adding a replica")
             port = ports.claim_free_ports(1, self.home.owner)[0]
-            spec = _node_spec(self.data_root, name, Role.REPLICA, port)
+            spec = self.backend.node_spec(name, Role.REPLICA, port)
             self._state["nodes"][name] = spec
             self._save()
             t0 = time.monotonic()
@@ -220,7 +215,8 @@ class Cluster:
     # --- observing ---------------------------------------------------------------------
     def wait_streaming(self, timeout: float = 30, names=None) -> None:
         """Wait until every running replica (or those named) streams from the primary."""
-        want = set(names) if names is not None else {r.name for r in self.replicas if r.is_running}
+        names = names if names is not None else [r.name for r in self.replicas if r.is_running]
+        want = {self._state["nodes"][n].get("app_name", n) for n in names}
         if not want:
             return
         deadline = time.monotonic() + timeout
@@ -231,7 +227,7 @@ class Cluster:
             if not missing:
                 return
             if time.monotonic() > deadline:
-                name = sorted(missing)[0]
+                name = next(n for n in names if self._state["nodes"][n].get("app_name", n) in missing)
                 raise Timeout(f"{name} is not streaming from {self.primary.name} after {timeout:.0f} s: "
                               f"see cluster.node({name!r}).logs()")
             time.sleep(0.02)
@@ -290,7 +286,8 @@ class Cluster:
         for row in rows:
             if row["role"] == Role.REPLICA and row["replayed_lsn"] and primary_lsn:
                 row["lag_bytes"] = max(0, lsn_diff(primary_lsn, row["replayed_lsn"]))
-                row["lag_s"] = 0.0 if row["lag_bytes"] == 0 else lags.get(row["node"])
+                app = self._state["nodes"][row["node"]].get("app_name", row["node"])
+                row["lag_s"] = 0.0 if row["lag_bytes"] == 0 else lags.get(app)
             elif row["role"] == Role.PRIMARY and row["state"] == "running":
                 row["lag_bytes"], row["lag_s"] = 0, 0.0
         if changed:
@@ -312,10 +309,31 @@ class Cluster:
 
 
 # --- module-level entry points ---------------------------------------------------------
-def _node_spec(data_root: Path, name: str, role: Role, port: int) -> dict:
-    d = Path(data_root) / name
-    return {"name": name, "role": role.value, "port": port, "pgdata": str(d / "pgdata"),
-            "log": str(d / "server.log"), "listen": "127.0.0.1"}
+BACKENDS = ("local", "compose")
+
+
+def _backend_class(name: str):
+    if name == "local":
+        from .local import LocalBackend
+        return LocalBackend
+    if name == "compose":
+        from .compose import ComposeBackend
+        return ComposeBackend
+    raise LabError(f"unknown backend {name!r}: use 'local' (processes) or 'compose' (Docker containers)")
+
+
+def make_backend(home: LabHome, state: dict):
+    return _backend_class(state.get("backend", "local"))(home, state)
+
+
+def choose_backend(backend: "str | None") -> str:
+    """An explicit choice, else LAB_BACKEND, else compose where a Docker daemon answers."""
+    name = backend or os.environ.get("LAB_BACKEND")
+    if name:
+        _backend_class(name)
+        return name
+    from .compose import compose_available
+    return "compose" if compose_available()[0] else "local"
 
 
 def _check_replicas(replicas) -> int:
@@ -333,11 +351,14 @@ def attach(home=None) -> Cluster:
     return Cluster(h, state)
 
 
-def up(replicas: int = 1, home=None, quiet: bool = False) -> Cluster:
+def up(replicas: int = 1, home=None, quiet: bool = False, backend: "str | None" = None) -> Cluster:
     """Bring the cluster up: re-attach if it runs, start it if stopped, create it otherwise.
 
     Safe to call again (a restarted kernel, a second notebook): it never loses data.
     Asking for more replicas than the cluster has adds them; it never removes any.
+    ``backend``: "local" (server processes) or "compose" (Docker containers); by default
+    ``LAB_BACKEND``, else compose where a Docker daemon answers, else local.  An existing
+    cluster keeps the backend it was made with.
     """
     _check_replicas(replicas)
     h = LabHome(home)
@@ -351,7 +372,10 @@ def up(replicas: int = 1, home=None, quiet: bool = False) -> Cluster:
             _teardown(Cluster(h, state))
             state = None
         if state is None:
-            return _create(h, replicas, quiet)
+            return _create(h, replicas, quiet, choose_backend(backend))
+        if backend and backend != state.get("backend", "local"):
+            raise LabError(f"this lab home's cluster runs on the {state.get('backend', 'local')} backend, "
+                           f"not {backend}: use it as it is, or lab.down(wipe=True) first")
         cluster = Cluster(h, state)
         was_running = all(n.is_running for n in cluster.nodes if n.role != Role.FORMER_PRIMARY)
         cluster.start(quiet)
@@ -363,36 +387,36 @@ def up(replicas: int = 1, home=None, quiet: bool = False) -> Cluster:
         return cluster
 
 
-def _create(h: LabHome, replicas: int, quiet: bool) -> Cluster:
+def _create(h: LabHome, replicas: int, quiet: bool, backend: str) -> Cluster:
     t0 = time.monotonic()
-    bins = binaries.find()
-    user: ServerUser = server_user()
-    data_root = h.default_data_root(user.can_reach)
-    if data_root.exists() and any(data_root.iterdir()):
-        raise LabError(f"{data_root} holds data from another cluster but {h.state_file} is missing: "
-                       f"remove {data_root} if it is not needed, then lab.up()")
-    data_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    user.chown(data_root, recursive=False)
-    port_list = ports.claim_free_ports(1 + replicas, h.owner)
+    cls = _backend_class(backend)
+    if replicas > cls.max_replicas:
+        raise LabError(f"the {backend} backend runs at most {cls.max_replicas} replicas, not {replicas}")
     state = {
-        "backend": "local", "pg_bindir": str(bins.bindir), "pg_version": bins.version,
-        "server_user": user.name, "data_root": str(data_root), "created": time.time(),
+        "backend": backend, "created": time.time(), "ready": False,
         "superuser": "admin", "password": secrets.token_urlsafe(18),
         "replication_user": "replicator", "replication_password": secrets.token_urlsafe(18),
-        "app_db": "crypto_db", "primary": "primary", "ready": False,
-        "nodes": {"primary": _node_spec(data_root, "primary", Role.PRIMARY, port_list[0])},
+        "app_db": "crypto_db", "primary": "primary", "nodes": {},
     }
-    h.save(state)
+    cls.prepare_state(h, state)  # checks what the backend needs; raises with what to do
+    port_list = ports.claim_free_ports(1 + replicas, h.owner)
+    try:
+        backend_obj = cls(h, state)
+        state["nodes"]["primary"] = backend_obj.node_spec("primary", Role.PRIMARY, port_list[0])
+        h.save(state)
+    except BaseException:
+        ports.release(port_list, h.owner)
+        raise
     cluster = Cluster(h, state)
     try:
         cluster.backend.create_primary(state["nodes"]["primary"], state)
         cluster._save()
-        _say(quiet, f"primary: PostgreSQL {bins.version} on 127.0.0.1:{port_list[0]} "
+        _say(quiet, f"primary: {cluster.backend.describe()} on 127.0.0.1:{port_list[0]} "
                     f"({time.monotonic() - t0:.1f} s)")
         for i, port in enumerate(port_list[1:], start=1):
             name = f"replica{i}"
             t1 = time.monotonic()
-            spec = _node_spec(data_root, name, Role.REPLICA, port)
+            spec = cluster.backend.node_spec(name, Role.REPLICA, port)
             state["nodes"][name] = spec
             cluster._save()
             cluster.backend.start(spec, state, state["nodes"]["primary"])
@@ -419,7 +443,7 @@ def _teardown(cluster: Cluster) -> None:
                 cluster.backend.remove_data(s)
             except LabError:
                 pass
-        shutil.rmtree(cluster.data_root, ignore_errors=True)
+        cluster.backend.wipe()
         ports.release_all(cluster.home.owner)
         cluster.home.forget()
 

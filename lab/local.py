@@ -17,12 +17,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import ports
-from .binaries import PgBinaries
+from . import binaries, ports
 from .config import MASTER_DIR, REPLICA_DIR, render_node_conf, retarget_conninfo
 from .errors import LabError, ServerStartError, Timeout
 from .home import cache_dir
-from .osuser import ServerUser
+from .osuser import server_user
 from .procs import pid_alive, pid_exists
 
 TEMPLATE_FORMAT = 1  # bump when initdb options change
@@ -88,12 +87,56 @@ def read_from(path, offset: int) -> str:
 
 
 class LocalBackend:
-    name = "local"
+    """Servers as processes of this machine, data under the lab home (or a temp dir)."""
 
-    def __init__(self, bins: PgBinaries, user: ServerUser, owner: str):
+    name = "local"
+    max_replicas = 5
+
+    @staticmethod
+    def prepare_state(home, state: dict) -> None:
+        """Record the binaries, the server user and the data root in a new cluster's state."""
+        bins = binaries.find()
+        user = server_user()
+        data_root = home.default_data_root(user.can_reach)
+        if data_root.exists() and any(data_root.iterdir()):
+            raise LabError(f"{data_root} holds data from another cluster but {home.state_file} is missing: "
+                           f"remove {data_root} if it is not needed, then lab.up()")
+        data_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        user.chown(data_root, recursive=False)
+        state.update(pg_bindir=str(bins.bindir), pg_version=bins.version, server_user=user.name,
+                     data_root=str(data_root))
+
+    def __init__(self, home, state: dict):
+        bins = binaries.PgBinaries(bindir=Path(state["pg_bindir"]), source="state", version=state["pg_version"],
+                                   major=int(state["pg_version"].split(".")[0]))
+        if not (bins.bindir / "postgres").exists():
+            bins = binaries.find()
+            if bins.major != int(state["pg_version"].split(".")[0]):
+                raise LabError(f"this cluster was made with PostgreSQL {state['pg_version']} but only "
+                               f"{bins.version} is installed now: reset it with lab.down(wipe=True)")
+        user = server_user()
+        if user.name != state.get("server_user", user.name):
+            raise LabError(f"this cluster's servers run as {state['server_user']!r}, not {user.name!r}: "
+                           "set LAB_SERVER_USER accordingly")
         self.bins = bins
         self.user = user
-        self.owner = owner  # the lab home, for port claims
+        self.owner = home.owner  # the lab home, for port claims
+        self.data_root = Path(state["data_root"])
+
+    def describe(self) -> str:
+        return f"PostgreSQL {self.bins.version}"
+
+    def node_spec(self, name: str, role, port: int) -> dict:
+        d = self.data_root / name
+        return {"name": name, "role": str(role), "port": port, "pgdata": str(d / "pgdata"),
+                "log": str(d / "server.log"), "listen": "127.0.0.1"}
+
+    def after_down(self) -> None:
+        """Every server is stopped: nothing else holds resources."""
+
+    def wipe(self) -> None:
+        """Remove what is left of the data root once every node's data is gone."""
+        shutil.rmtree(self.data_root, ignore_errors=True)
 
     # --- helpers ------------------------------------------------------------------
     def run(self, cmd, *, as_server=True, env=None, timeout=120, input=None, check=True, log=None):

@@ -13,6 +13,8 @@ import pytest
 _CLAIMS = Path(tempfile.mkdtemp(prefix="pglab-test-claims-"))
 os.environ["LAB_PORT_CLAIMS"] = str(_CLAIMS)
 os.environ.pop("LAB_HOME", None)
+# Tests choose their backend; by default the local one, even where Docker runs.
+os.environ.setdefault("LAB_BACKEND", "local")
 
 
 def postmasters() -> dict[int, str]:

@@ -1,0 +1,321 @@
+"""The compose backend: the cluster as containers, the original course's way.
+
+Services ``pg-master``, ``pg-replica`` (``pg-replica2``, ``pg-replica3`` behind profiles)
+from ``compose/docker-compose.yml``, run by the Compose CLI (``docker compose`` v2 or
+``docker-compose`` v1.29) for up/down, and by the docker SDK for everything that is
+about one container: state, logs, stop/start, SIGKILL, pause, network cuts.
+
+The lab writes the secrets and ports into ``<lab home>/compose.env`` (mode 0600) and
+passes it with ``--env-file``; the compose project is named after the lab home, so two
+labs run side by side.  The default lab home keeps the original container names
+(``docker exec -it pg-master psql ...`` works as in the course); others prefix them.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import ports
+from .config import REPO
+from .errors import LabError, NotRunning, ServerStartError, Timeout
+
+COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"
+DEFAULT_IMAGE = "pglab/postgres-node:15"
+PGDATA = "/var/lib/postgresql/data/pgdata"
+SERVICES = {"primary": "pg-master", "replica1": "pg-replica", "replica2": "pg-replica2", "replica3": "pg-replica3"}
+PORT_VARS = {"pg-master": "PG_MASTER_PORT", "pg-replica": "PG_REPLICA_PORT",
+             "pg-replica2": "PG_REPLICA2_PORT", "pg-replica3": "PG_REPLICA3_PORT"}
+PROFILES = ["replica2", "replica3", "app", "pgadmin"]
+READY_TIMEOUT = 90
+
+
+def compose_cli() -> "list[str] | None":
+    """``docker compose`` (v2) if it works, else ``docker-compose`` (v1), else None."""
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    v1 = shutil.which("docker-compose")
+    return [v1] if v1 else None
+
+
+def _client(timeout: int = 30):
+    try:
+        import docker
+    except ImportError:
+        raise LabError("the docker Python package is missing: pip install docker") from None
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except Exception as e:  # docker raises several kinds; all mean "no usable daemon"
+        text = str(e)
+        if "Permission denied" in text or "PermissionError" in text:
+            raise LabError("a Docker daemon runs but you may not use it: add yourself to the docker group "
+                           "(then log in again), or use lab.up(backend='local')") from None
+        raise LabError("no Docker daemon answers (start Docker, or set DOCKER_HOST): "
+                       "or use lab.up(backend='local'), which needs no Docker") from None
+    return client
+
+
+def compose_available() -> "tuple[bool, str]":
+    """Whether the compose backend can run here, and if not why."""
+    if not compose_cli():
+        return False, "no Compose CLI: install Docker Compose (docker compose v2 or docker-compose)"
+    try:
+        _client(timeout=3).close()
+    except LabError as e:
+        return False, str(e)
+    return True, "a Docker daemon answers and Compose is installed"
+
+
+class ComposeBackend:
+    """Nodes as containers of one compose project; the same interface as LocalBackend."""
+
+    name = "compose"
+    max_replicas = 3
+
+    @staticmethod
+    def prepare_state(home, state: dict) -> None:
+        cli = compose_cli()
+        if not cli:
+            raise LabError("the compose backend needs Docker Compose: install it (docker compose v2 or "
+                           "docker-compose), or use lab.up(backend='local')")
+        _client(timeout=5).close()
+        digest = hashlib.sha1(str(home.path).encode()).hexdigest()[:8]
+        default_home = home.path == REPO / ".lab"
+        state.update(compose={
+            "project": f"pglab-{digest}",
+            "prefix": "" if default_home else f"pglab-{digest}-",
+            "env_file": str(home.path / "compose.env"),
+            "image": os.environ.get("LAB_NODE_IMAGE", DEFAULT_IMAGE),
+            "base_image": os.environ.get("LAB_BASE_IMAGE", "postgres:15-bookworm"),
+            "pgadmin_password": __import__("secrets").token_urlsafe(12),
+        })
+
+    def __init__(self, home, state: dict):
+        self.home = home
+        self.state = state
+        self.owner = home.owner
+        self.cfg = state["compose"]
+        self._docker = None
+
+    @property
+    def client(self):
+        if self._docker is None:
+            self._docker = _client()
+        return self._docker
+
+    def describe(self) -> str:
+        return f"container {self.cfg['prefix']}pg-master ({self.cfg['image']})"
+
+    def node_spec(self, name: str, role, port: int) -> dict:
+        if name not in SERVICES:
+            raise LabError(f"the compose backend has services for {', '.join(SERVICES)}, not {name!r}")
+        service = SERVICES[name]
+        return {"name": name, "role": str(role), "port": port, "service": service,
+                "container": self.cfg["prefix"] + service, "app_name": service}
+
+    # --- the compose CLI ------------------------------------------------------------
+    def write_env(self) -> None:
+        nodes = self.state["nodes"]
+        env = {
+            "POSTGRES_PASSWORD": self.state["password"],
+            "REPLICATION_PASSWORD": self.state["replication_password"],
+            "PGADMIN_PASSWORD": self.cfg["pgadmin_password"],
+            "LAB_NODE_IMAGE": self.cfg["image"],
+            "LAB_BASE_IMAGE": self.cfg["base_image"],
+            "LAB_CONTAINER_PREFIX": self.cfg["prefix"],
+            "PG_REPLICA_PORT": "0",
+        }
+        for spec in nodes.values():
+            env[PORT_VARS[spec["service"]]] = str(spec["port"])
+        path = Path(self.cfg["env_file"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("# Generated by the lab for compose/docker-compose.yml: secrets, never commit.\n")
+            f.writelines(f"{k}={v}\n" for k, v in env.items())
+        os.chmod(path, 0o600)
+
+    def compose(self, *args, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = [*compose_cli(), "--env-file", self.cfg["env_file"], "-f", str(COMPOSE_FILE),
+               "-p", self.cfg["project"], *args]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO / "compose")
+        except subprocess.TimeoutExpired:
+            raise Timeout(f"`{' '.join(cmd[:2])} {args[0]}` did not finish within {timeout:.0f} s") from None
+        if check and r.returncode != 0:
+            raise LabError(self._explain(r.stderr or r.stdout))
+        return r
+
+    @staticmethod
+    def _explain(output: str) -> str:
+        lines = [ln for ln in output.strip().splitlines() if ln.strip()]
+        text = " ".join(lines[-3:])
+        if "port is already allocated" in text or "address already in use" in text:
+            return f"a port on 127.0.0.1 is already taken by another program: {lines[-1]}"
+        return f"docker compose failed: {lines[-1] if lines else 'no output'}"
+
+    def ensure_image(self) -> None:
+        """Build the node image from compose/Dockerfile if it is not there yet."""
+        import docker.errors
+        try:
+            self.client.images.get(self.cfg["image"])
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        self.write_env()
+        r = self.compose("build", "pg-master", check=False, timeout=1800)
+        if r.returncode != 0:
+            tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-8:])
+            raise ServerStartError(f"building the node image {self.cfg['image']} failed; last lines:\n{tail}")
+
+    # --- containers ----------------------------------------------------------------
+    def container(self, spec):
+        import docker.errors
+        try:
+            return self.client.containers.get(spec["container"])
+        except docker.errors.NotFound:
+            return None
+
+    def pid(self, spec) -> "int | None":
+        c = self.container(spec)
+        if c is None or c.status != "running":
+            return None
+        return c.attrs["State"].get("Pid") or None
+
+    def logs(self, spec, tail_lines: int = 50) -> str:
+        c = self.container(spec)
+        return c.logs(tail=tail_lines).decode("utf-8", "replace") if c else ""
+
+    def ensure_port(self, spec) -> bool:
+        port = ports.claim_one(spec["port"], self.owner)
+        changed = port != spec["port"]
+        spec["port"] = port
+        return changed
+
+    def retarget(self, spec, host: str, port: int) -> None:
+        """Replicas reach the primary by its service name inside the network: nothing to do."""
+
+    def create_primary(self, spec, state) -> None:
+        self.ensure_image()
+        self.start(spec, state)
+
+    def start(self, spec, state=None, primary_spec=None) -> int:
+        if self.pid(spec):
+            return self.pid(spec)
+        self.write_env()
+        c = self.container(spec)
+        published = None
+        if c is not None:
+            bindings = (c.attrs.get("HostConfig", {}).get("PortBindings") or {}).get("5432/tcp") or [{}]
+            published = bindings[0].get("HostPort")
+        if c is not None and published == str(spec["port"]):
+            c.start()
+        else:  # no container yet, or its port moved: (re)create it; its volume keeps the data
+            profile = [] if spec["service"] in ("pg-master", "pg-replica") else ["--profile", spec["service"][3:]]
+            self.compose(*profile, "up", "-d", "--no-deps", "--no-build", spec["service"])
+        return self.wait_ready(spec)
+
+    def wait_ready(self, spec, timeout: float = READY_TIMEOUT) -> int:
+        """Until PostgreSQL in the container accepts a login through the published port."""
+        import psycopg2
+        deadline = time.monotonic() + timeout
+        while True:
+            c = self.container(spec)
+            if c is None or c.status in ("exited", "dead"):
+                tail = self.logs(spec, 8).strip()
+                raise ServerStartError(f"{spec['name']} ({spec['container']}) stopped while starting; "
+                                       f"last log lines:\n{tail}")
+            try:
+                psycopg2.connect(host="127.0.0.1", port=spec["port"], user=self.state["superuser"],
+                                 password=self.state["password"], dbname="postgres", connect_timeout=2).close()
+                return self.pid(spec)
+            except psycopg2.OperationalError:
+                pass
+            if time.monotonic() > deadline:
+                raise Timeout(f"{spec['name']} ({spec['container']}) did not accept connections within "
+                              f"{timeout:.0f} s: see cluster.node({spec['name']!r}).logs()")
+            time.sleep(0.05)
+
+    def stop(self, spec, timeout: float = 30) -> None:
+        self.stop_many([spec], timeout)
+
+    def stop_many(self, specs, timeout: float = 30) -> None:
+        """``docker stop`` (SIGINT: fast shutdown, SIGKILL after ``timeout``), all at once."""
+        def one(spec):
+            c = self.container(spec)
+            if c is not None and c.status in ("running", "paused", "restarting"):
+                if c.status == "paused":
+                    c.unpause()
+                c.stop(timeout=int(timeout))
+        with ThreadPoolExecutor(max(1, len(specs))) as pool:
+            list(pool.map(one, specs))
+
+    def kill(self, spec) -> "int | None":
+        c = self.container(spec)
+        if c is None or c.status != "running":
+            return None
+        pid = self.pid(spec)
+        c.kill(signal="SIGKILL")
+        c.wait(timeout=30)
+        return pid
+
+    def promote(self, spec, timeout: float = 60) -> None:
+        c = self.container(spec)
+        if c is None or c.status != "running":
+            raise NotRunning(f"{spec['name']} is stopped: start it before promoting it")
+        code, out = c.exec_run(["pg_ctl", "promote", "-D", PGDATA, "-w", "-t", str(int(timeout)), "-s"],
+                               user="postgres")
+        if code != 0:
+            raise LabError(f"pg_ctl promote failed on {spec['container']}: {out.decode().strip()}")
+
+    def pause(self, spec) -> None:
+        c = self.container(spec)
+        if c is None or c.status != "running":
+            raise NotRunning(f"{spec['name']} is not running")
+        c.pause()
+
+    def unpause(self, spec) -> None:
+        c = self.container(spec)
+        if c is not None and c.status == "paused":
+            c.unpause()
+
+    def network(self):
+        return self.client.networks.get(f"{self.cfg['project']}_distribuidos-net")
+
+    def disconnect(self, spec) -> None:
+        """Cut one node off the compose network (a partition); ``connect`` heals it."""
+        self.network().disconnect(spec["container"])
+
+    def connect(self, spec) -> None:
+        self.network().connect(spec["container"], aliases=[spec["service"]])
+
+    def remove_data(self, spec) -> None:
+        import docker.errors
+        c = self.container(spec)
+        if c is not None:
+            c.remove(force=True, v=False)
+        try:
+            self.client.volumes.get(f"{self.cfg['project']}_{spec['service']}-data").remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+    def after_down(self) -> None:
+        """Like ``docker compose down``: remove the stopped containers and the network; volumes stay."""
+        if Path(self.cfg["env_file"]).exists():
+            self.compose(*sum((["--profile", p] for p in PROFILES), []), "down", "--remove-orphans",
+                         check=False, timeout=120)
+
+    def wipe(self) -> None:
+        if Path(self.cfg["env_file"]).exists():
+            self.compose(*sum((["--profile", p] for p in PROFILES), []), "down", "-v", "--remove-orphans",
+                         check=False, timeout=120)
+        Path(self.cfg["env_file"]).unlink(missing_ok=True)
+        if self._docker is not None:
+            self._docker.close()
+            self._docker = None
