@@ -36,6 +36,15 @@ def postmasters() -> dict[int, str]:
 _BEFORE = postmasters()
 
 
+def insert(node, text) -> int:
+    """INSERT one row into test_replication (the original course's table) on ``node``."""
+    return node.execute("INSERT INTO test_replication (mensaje) VALUES (%s)", (text,))
+
+
+def rows_with(node, text) -> int:
+    return node.scalar("SELECT count(*) FROM test_replication WHERE mensaje = %s", (text,))
+
+
 @pytest.fixture(scope="session")
 def claims_dir() -> Path:
     return _CLAIMS

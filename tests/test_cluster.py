@@ -23,17 +23,11 @@ from lab.errors import LabError, NotRunning, ReadOnlyError, SQLError
 from lab.local import pid_alive
 from lab.lsn import parse_lsn
 
+from conftest import insert, rows_with
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def insert(node, text):
-    return node.execute("INSERT INTO test_replication (mensaje) VALUES (%s)", (text,))
-
-
-def rows_with(node, text) -> int:
-    return node.scalar("SELECT count(*) FROM test_replication WHERE mensaje = %s", (text,))
 
 
 def python(code: str, home) -> subprocess.CompletedProcess:

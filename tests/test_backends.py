@@ -1,0 +1,134 @@
+"""One behavioural suite, run against every backend: the local one (processes) and the
+compose one (containers on a private Docker engine, where this machine can run one)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import lab
+from lab import ports
+
+from conftest import insert, rows_with
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["local", pytest.param("compose", marks=pytest.mark.compose)])
+def backend(request):
+    """The backend's name, with the environment it needs (DOCKER_HOST, the node image) set."""
+    if request.param == "local":
+        yield "local"
+        return
+    engine = request.getfixturevalue("docker_engine")
+    saved = {k: os.environ.get(k) for k in ("DOCKER_HOST", "LAB_NODE_IMAGE")}
+    os.environ["DOCKER_HOST"] = engine.host
+    os.environ["LAB_NODE_IMAGE"] = engine.images["node"]
+    try:
+        yield "compose"
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def cluster(backend, tmp_path):
+    home = tmp_path / "lab"
+    c = lab.up(replicas=1, home=home, quiet=True, backend=backend)
+    yield c
+    lab.down(wipe=True, home=home)
+
+
+def leftovers(c) -> list:
+    """Server processes / containers of this cluster that still run."""
+    if c.backend_name == "compose":
+        client = c.backend.client
+        return [x.name for x in client.containers.list(all=True, filters={"label": "com.docker.compose.project="
+                                                                            + c._state["compose"]["project"]})]
+    from conftest import postmasters
+    return [d for d in postmasters().values() if str(c.data_root) in d]
+
+
+def test_up_replicates(cluster, backend):
+    assert cluster.backend_name == backend
+    assert [n.name for n in cluster.nodes] == ["primary", "replica1"]
+    insert(cluster.primary, "Test desde Master")
+    cluster.wait_replayed(timeout=20)
+    assert rows_with(cluster.node("replica1"), "Test desde Master") == 1
+    df = cluster.status().set_index("node")
+    assert df.loc["primary", "role"] == "primary" and df.loc["replica1", "role"] == "replica"
+    assert (df["state"] == "running").all() and (df["host"] == "127.0.0.1").all()
+    app_names = cluster.primary.sql("SELECT application_name, state FROM pg_stat_replication")
+    assert app_names["state"].tolist() == ["streaming"]
+
+
+def test_stop_start_keeps_data_and_replica_catches_up(cluster):
+    replica = cluster.node("replica1")
+    replica.stop()
+    assert replica.state == "stopped"
+    insert(cluster.primary, "while the replica was stopped")
+    replica.start()
+    cluster.wait_replayed(timeout=30)
+    assert rows_with(replica, "while the replica was stopped") == 1
+    assert "continuing replication" in replica.logs(200)
+
+
+def test_kill_and_restart_keeps_committed_rows(cluster):
+    insert(cluster.primary, "committed before the kill")
+    cluster.primary.kill()
+    assert cluster.primary.state == "stopped"
+    cluster.primary.start()
+    assert rows_with(cluster.primary, "committed before the kill") == 1
+    cluster.wait_streaming(timeout=30)
+
+
+def test_promote(cluster):
+    insert(cluster.primary, "before the promotion")
+    cluster.wait_replayed(timeout=20)
+    cluster.primary.stop()
+    cluster.node("replica1").promote()
+    assert cluster.primary.name == "replica1"
+    assert insert(cluster.primary, "written on the promoted replica") == 1
+    assert rows_with(cluster.primary, "before the promotion") == 1
+
+
+def test_reattach_from_a_fresh_process(cluster):
+    code = ("import lab; c = lab.attach(); "
+            "print(c.node('replica1').scalar('SELECT count(*) FROM test_replication'), "
+            "[n.port for n in c.nodes])")
+    env = dict(os.environ, LAB_HOME=str(cluster.home.path))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    count = cluster.node("replica1").scalar("SELECT count(*) FROM test_replication")
+    assert r.stdout.strip() == f"{count} {[n.port for n in cluster.nodes]}"
+
+
+def test_down_keeps_data_and_leaves_nothing_running(cluster, backend):
+    insert(cluster.primary, "survives down")
+    cluster.down()
+    assert leftovers(cluster) == []
+    assert ports.claims_of(cluster.home.owner) == []
+    again = lab.up(home=cluster.home.path, quiet=True)
+    assert again.backend_name == backend
+    assert rows_with(again.primary, "survives down") == 1
+    again.wait_replayed(timeout=30)
+    assert rows_with(again.node("replica1"), "survives down") == 1
+
+
+def test_wipe_removes_everything(cluster):
+    cluster.down(wipe=True)
+    assert leftovers(cluster) == []
+    assert not cluster.home.state_file.exists()
+    assert ports.claims_of(cluster.home.owner) == []
+    if cluster.backend_name == "compose":
+        project = cluster._state["compose"]["project"]
+        vols = cluster.backend.client.volumes.list(filters={"label": f"com.docker.compose.project={project}"})
+        assert vols == []
+        assert not os.path.exists(cluster._state["compose"]["env_file"])
+    else:
+        assert not cluster.data_root.exists()
