@@ -82,3 +82,11 @@ def fresh_cluster(tmp_path):
     c = lab.up(replicas=1, home=tmp_path / "lab", quiet=True)
     yield c
     lab.down(wipe=True, home=tmp_path / "lab")
+
+
+try:  # the private Docker engine tier (tests/docker_fixtures.py), where present
+    from docker_fixtures import docker_engine  # noqa: F401
+except ImportError:
+    @pytest.fixture(scope="session")
+    def docker_engine():
+        pytest.skip("the compose tier needs tests/docker_fixtures.py (a private Docker engine)")
