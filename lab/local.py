@@ -241,14 +241,15 @@ class LocalBackend:
                    REPLICATION_PASSWORD=state["replication_password"], APP_DB=state["app_db"])
         self.run(["sh", str(MASTER_DIR / "init-master.sh")], as_server=False, env=env, log=spec["log"])
 
-    def prepare_replica(self, spec, state, primary_spec, wait_timeout=60) -> None:
-        """Run ``replica/entrypoint.sh`` in prepare-only mode: keep, repair or take a base backup."""
+    def prepare_replica(self, spec, state, primary_spec, wait_timeout=60, rejoin=False) -> None:
+        """Run ``replica/entrypoint.sh`` in prepare-only mode: keep, repair, rewind or take a
+        base backup (``rejoin``: also rewind a former primary's data onto the primary)."""
         self.make_node_dir(spec)
         env = self.bins.env()
         env.update(PGDATA=str(spec["pgdata"]), PRIMARY_HOST="127.0.0.1", PRIMARY_PORT=str(primary_spec["port"]),
                    REPLICATION_USER=state["replication_user"], REPLICATION_PASSWORD=state["replication_password"],
                    REPLICA_NAME=spec["name"], SLOT_NAME=spec["name"], WAIT_TIMEOUT=str(wait_timeout),
-                   REPLICA_PREPARE_ONLY="1")
+                   REPLICA_PREPARE_ONLY="1", REPLICA_REJOIN="1" if rejoin else "0")
         # The script goes in on stdin: the server user may not be able to read the repository
         # (a clone under /root, say), and it needs no stdin of its own.
         r = self.run(["sh", "-s"], input=(REPLICA_DIR / "entrypoint.sh").read_text(), env=env, check=False,

@@ -27,6 +27,12 @@ psql -X -q -v ON_ERROR_STOP=1 -d postgres <<SQL
 SELECT format('CREATE ROLE %I WITH REPLICATION LOGIN', '$REPL_USER_SQL')
  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$REPL_USER_SQL') \gexec
 SELECT format('ALTER ROLE %I WITH REPLICATION LOGIN PASSWORD %L', '$REPL_USER_SQL', '$REPL_PW_SQL') \gexec
+-- pg_rewind as the replication role (no superuser needed): what it reads on the source
+SELECT format('GRANT EXECUTE ON FUNCTION %s TO %I', f, '$REPL_USER_SQL')
+  FROM unnest(ARRAY['pg_catalog.pg_ls_dir(text, boolean, boolean)',
+                    'pg_catalog.pg_stat_file(text, boolean)',
+                    'pg_catalog.pg_read_binary_file(text)',
+                    'pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)']) AS f \gexec
 SELECT format('CREATE DATABASE %I', '$APP_DB_SQL')
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$APP_DB_SQL') \gexec
 SQL

@@ -1,10 +1,16 @@
 #!/bin/sh
 # pg-replica's entrypoint: make this node a hot standby of the primary, then run it.
 #
-#  1. if the data directory already holds a standby, keep it and continue
-#     replicating from where it stopped; if it holds a half-written base backup,
-#     wipe it; if it is empty, wait for the primary and take a base backup:
-#        pg_basebackup -R -X stream -S <slot>   (one physical slot per replica)
+#  1. decide what the data directory needs, and log which path it took:
+#     - empty: wait for the primary, take pg_basebackup -R -X stream -S <slot>
+#       (one physical slot per replica);
+#     - a half-written base backup, or unreadable (broken): wipe, then base backup;
+#     - a standby of this primary on its timeline (or the primary is not reachable
+#       yet): keep it and continue replicating from where it stopped;
+#     - another cluster's data (a different system identifier): wipe, base backup;
+#     - a standby on another timeline (the primary was promoted elsewhere): pg_rewind
+#       when possible, else wipe and base backup;
+#     - not a standby (a former primary): refuse, unless REPLICA_REJOIN=1 (then rewind).
 #  2. start PostgreSQL (exec), unless REPLICA_PREPARE_ONLY=1 (the lab's local
 #     backend prepares with this script and starts the server itself).
 #
@@ -18,6 +24,8 @@
 #                          (default pg-replica)
 #   SLOT_NAME              physical replication slot   (default: REPLICA_NAME, '-' -> '_')
 #   WAIT_TIMEOUT           seconds to wait for the primary (default 60)
+#   REPLICA_REJOIN         1: rewind a former primary's data onto the primary (its
+#                          unreplicated writes are lost); default: refuse
 set -eu
 
 : "${PGDATA:?set PGDATA, the replica's data directory}"
@@ -49,20 +57,21 @@ wait_for_primary() {
     done
 }
 
-# 1. Decide what the data directory needs (a standby with data starts without its primary).
-if [ -f "$PARTIAL" ]; then
-    log "a previous base backup did not finish: wiping $PGDATA before retrying"
-    find "$PGDATA" -mindepth 1 -delete 2>/dev/null || true
-    rm -f "$PARTIAL"
-fi
+# What the primary says about itself over a replication connection: "sysid|timeline|lsn|".
+primary_identity() {
+    psql -XAtq -c "IDENTIFY_SYSTEM" \
+        "host=$PRIMARY_HOST port=$PRIMARY_PORT user=$REPLICATION_USER dbname=replication replication=true" \
+        2>/dev/null
+}
 
-if [ -f "$PGDATA/PG_VERSION" ] && [ -f "$PGDATA/standby.signal" ]; then
-    log "existing standby data found: continuing replication from where it stopped"
-elif [ -f "$PGDATA/PG_VERSION" ]; then
-    log "$PGDATA holds a database that is not a standby (a promoted or former primary?): refusing to overwrite it; wipe it or rejoin it with pg_rewind"
-    exit 3
-else
-    log "empty data directory: taking a base backup from $PRIMARY_HOST:$PRIMARY_PORT (slot $SLOT_NAME)"
+# One field of pg_controldata (LANG=C for stable labels).
+control() { LANG=C pg_controldata "$PGDATA" 2>/dev/null | sed -n "s/^$1: *//p"; }
+
+wipe_data() {
+    find "$PGDATA" -mindepth 1 -delete 2>/dev/null || true
+}
+
+base_backup() {
     wait_for_primary
     mkdir -p "$PGDATA"
     chmod 0700 "$PGDATA"
@@ -74,6 +83,72 @@ else
         --no-password
     rm -f "$PARTIAL"
     log "base backup done: $PGDATA is a hot standby of $PRIMARY_HOST:$PRIMARY_PORT"
+}
+
+# pg_rewind the data onto the primary's timeline (needs a clean shutdown, which pg_rewind
+# reaches by itself, and the WAL since the fork still on the primary: wal_keep_size, slots).
+rewind() {
+    log "rewinding with pg_rewind onto the primary's timeline"
+    if pg_rewind --target-pgdata="$PGDATA" --write-recovery-conf --progress \
+        --source-server="host=$PRIMARY_HOST port=$PRIMARY_PORT user=$REPLICATION_USER dbname=postgres application_name=$REPLICA_NAME" \
+        >&2; then
+        # pg_rewind copied the source's postgresql.auto.conf (its own slot name, if any):
+        # this replica streams through its own slot, created on the new primary if needed.
+        pg_receivewal --create-slot --if-not-exists --slot="$SLOT_NAME" \
+            -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -U "$REPLICATION_USER" --no-password
+        echo "primary_slot_name = '$SLOT_NAME'" >> "$PGDATA/postgresql.auto.conf"
+        log "pg_rewind done: continuing as a standby of $PRIMARY_HOST:$PRIMARY_PORT (slot $SLOT_NAME)"
+        return 0
+    fi
+    return 1
+}
+
+# 1. Decide what the data directory needs, and say which path was taken.
+if [ -f "$PARTIAL" ]; then
+    log "a previous base backup did not finish: wiping $PGDATA before retrying"
+    wipe_data
+    rm -f "$PARTIAL"
+fi
+
+if [ ! -f "$PGDATA/PG_VERSION" ]; then
+    log "empty data directory: taking a base backup from $PRIMARY_HOST:$PRIMARY_PORT (slot $SLOT_NAME)"
+    base_backup
+elif [ -z "$(control 'Database system identifier')" ]; then
+    log "the data directory is broken (pg_controldata cannot read it): wiping it for a fresh base backup"
+    wipe_data
+    base_backup
+else
+    here_sysid=$(control 'Database system identifier')
+    here_tli=$(control "Latest checkpoint's TimeLineID")
+    identity=$(primary_identity || true)
+    if [ -z "$identity" ]; then
+        if [ -f "$PGDATA/standby.signal" ]; then
+            log "existing standby data found, primary not reachable yet: starting and continuing replication from where it stopped"
+        else
+            log "$PGDATA holds a database that is not a standby and the primary cannot be checked: refusing to touch it"
+            exit 3
+        fi
+    else
+        primary_sysid=$(echo "$identity" | cut -d'|' -f1)
+        primary_tli=$(echo "$identity" | cut -d'|' -f2)
+        if [ "$primary_sysid" != "$here_sysid" ]; then
+            log "this data belongs to another cluster (system identifier $here_sysid, the primary's is $primary_sysid): wiping it for a fresh base backup"
+            wipe_data
+            base_backup
+        elif [ ! -f "$PGDATA/standby.signal" ] && [ "${REPLICA_REJOIN:-0}" != "1" ]; then
+            log "$PGDATA holds a database that is not a standby (a promoted or former primary?): refusing to overwrite it; set REPLICA_REJOIN=1 to rewind it onto the primary, or wipe it"
+            exit 3
+        elif [ "$here_tli" = "$primary_tli" ] && [ -f "$PGDATA/standby.signal" ]; then
+            log "existing standby data found (timeline $here_tli, same system): continuing replication from where it stopped"
+        else
+            log "timeline $here_tli here, $primary_tli on the primary: this node may have diverged"
+            if ! rewind; then
+                log "pg_rewind could not rejoin it: wiping it for a fresh base backup"
+                wipe_data
+                base_backup
+            fi
+        fi
+    fi
 fi
 
 # 2. Run the server (containers) or hand back to the caller (lab's local backend).

@@ -411,3 +411,80 @@ def test_primary_with_lost_data_is_a_clear_error_and_nothing_else_changes(fresh_
     (Path(c.primary.spec["pgdata"]) / "PG_VERSION.bak").rename(Path(c.primary.spec["pgdata"]) / "PG_VERSION")
     c.primary.start()
     assert c.primary.scalar("SELECT count(*) > 0 FROM test_replication") is True
+
+
+# --- replica/entrypoint.sh: which path it takes, on real data -----------------------------
+def test_broken_replica_data_is_rebuilt(fresh_cluster):
+    c = fresh_cluster
+    replica = c.node("replica1")
+    replica.stop()
+    (Path(replica.spec["pgdata"]) / "global" / "pg_control").unlink()
+    insert(c.primary, "after the breakage")
+    replica.start()
+    c.wait_replayed(timeout=20)
+    assert rows_with(replica, "after the breakage") == 1
+    assert "the data directory is broken" in replica.logs(300)
+
+
+def test_replica_of_another_cluster_is_rebuilt(fresh_cluster, tmp_path):
+    """A different system identifier: the data is another cluster's; re-sync from this primary."""
+    c = fresh_cluster
+    os.environ["LAB_CACHE"] = str(tmp_path / "cache")  # a fresh initdb: its own system identifier
+    try:
+        other = lab.up(replicas=0, home=tmp_path / "other", quiet=True)
+    finally:
+        os.environ.pop("LAB_CACHE")
+    try:
+        replica = c.node("replica1")
+        replica.stop()
+        insert(other.primary, "only in the other cluster")
+        # replica1's data is a copy of c; make it replicate from `other` instead
+        c.backend.prepare_replica(replica.spec, other._state, other.primary.spec)
+        log = replica.logs(300)
+        assert "belongs to another cluster" in log and "base backup done" in log
+        control = c.backend.run(c.backend.bins.cmd("pg_controldata", replica.spec["pgdata"])).stdout
+        sysid = other.primary.scalar("SELECT system_identifier FROM pg_control_system()")
+        assert f"Database system identifier:           {sysid}" in control
+        assert sysid != c.primary.scalar("SELECT system_identifier FROM pg_control_system()")
+    finally:
+        c.node("replica1").stop()
+        other.down(wipe=True)
+
+
+def test_replica_follows_a_promoted_primary_through_pg_rewind(tmp_path):
+    c = lab.up(replicas=2, home=tmp_path / "lab", quiet=True)
+    try:
+        insert(c.primary, "timeline 1")
+        c.wait_replayed()
+        c.primary.stop()
+        c.node("replica1").promote()  # timeline 2 starts on replica1
+        insert(c.primary, "timeline 2")
+        r2 = c.node("replica2")
+        r2.stop()
+        r2.start()  # entrypoint: timeline 1 here, 2 on the primary -> pg_rewind -R
+        assert "timeline 1 here, 2 on the primary" in r2.logs(300)
+        assert "pg_rewind done" in r2.logs(300)
+        c.wait_replayed(timeout=30)
+        assert rows_with(r2, "timeline 2") == 1
+        slots = c.primary.sql("SELECT slot_name, active FROM pg_replication_slots WHERE slot_name = 'replica2'")
+        assert slots["active"].tolist() == [True]
+    finally:
+        c.down(wipe=True)
+
+
+def test_former_primary_is_not_overwritten_unless_asked(tmp_path):
+    c = lab.up(replicas=1, home=tmp_path / "lab", quiet=True)
+    try:
+        c.primary.stop()
+        c.node("replica1").promote()
+        insert(c.primary, "on the new primary")
+        old = c.node("primary")
+        with pytest.raises(LabError, match="could not prepare the replica"):
+            c.backend.prepare_replica(old.spec, c._state, c.primary.spec)
+        assert "refusing to overwrite it" in old.logs(50)
+        assert (Path(old.spec["pgdata"]) / "PG_VERSION").exists()  # untouched
+        c.backend.prepare_replica(old.spec, c._state, c.primary.spec, rejoin=True)
+        assert "pg_rewind done" in old.logs(100)
+        assert (Path(old.spec["pgdata"]) / "standby.signal").exists()
+    finally:
+        c.down(wipe=True)

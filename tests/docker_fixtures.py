@@ -1,0 +1,104 @@
+"""Fixtures of the compose tier: a private Docker engine with the lab's images.
+
+Loaded as a pytest plugin from tests/conftest.py (``pytest_plugins = ["docker_fixtures"]``).
+
+``docker_engine`` (session): a ``lab.dockerd.PrivateDockerd`` that answers, with ``.host``
+(``unix://...``), ``.env()`` (os.environ + DOCKER_HOST, for docker-compose and the docker CLI),
+``.images`` (``{"base": ..., "node": ...}``), ``.docker(*args)`` (the CLI against it) and
+``.client()`` (a docker SDK client).  The first use in a session starts the engine and loads the
+images from ``.cache/docker-images/`` (seconds) or builds them (about a minute, once per machine).
+The test that asks for it is skipped, with the reason, where the tier cannot run (not root, no
+docker.io/docker-compose/debootstrap, ...: see ``lab.dockerd.availability``).  At the end of the
+session everything is stopped and removed, and teardown fails if anything of the engine is left
+or the host's firewall rules or forwarding sysctls changed.
+
+``docker_scratch`` (function): a label and a name prefix for one test's containers and networks,
+all removed after the test.
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+SYSCTLS = ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding", "net/ipv4/conf/all/route_localnet",
+           "net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables")
+
+
+def host_net_state() -> dict:
+    """The host's firewall rules (every iptables flavour present) and forwarding sysctls,
+    without comments and packet counters, to compare before and after."""
+    state = {}
+    for tool in ("iptables-save", "ip6tables-save", "iptables-legacy-save", "ip6tables-legacy-save"):
+        path = shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+        if not path:
+            continue
+        r = subprocess.run([path], capture_output=True, text=True, timeout=30)
+        state[tool] = [re.sub(r"\[\d+:\d+\]", "", line) for line in r.stdout.splitlines()
+                       if line.strip() and not line.startswith("#")]
+    for name in SYSCTLS:
+        try:
+            state[name] = Path("/proc/sys", name).read_text().strip()
+        except OSError:
+            state[name] = None
+    return state
+
+
+def net_state_changes(before: dict, after: dict) -> list[str]:
+    out = []
+    for k in sorted(set(before) | set(after)):
+        if before.get(k) != after.get(k):
+            b, a = before.get(k), after.get(k)
+            if isinstance(b, list) and isinstance(a, list):
+                out.append(f"{k}: +{sorted(set(a) - set(b))} -{sorted(set(b) - set(a))}")
+            else:
+                out.append(f"{k}: {b!r} -> {a!r}")
+    return out
+
+
+def require_compose_tier() -> None:
+    from lab.dockerd import availability
+    ok, why = availability()
+    if not ok:
+        pytest.skip(f"compose tier: {why}")
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    require_compose_tier()
+    from lab.dockerd import PrivateDockerd, ensure_images
+
+    before = host_net_state()
+    engine = PrivateDockerd()
+    try:
+        engine.start()
+        engine.images = ensure_images(engine, REPO)
+    except BaseException:
+        engine.stop()
+        raise
+    yield engine
+    engine.stop()
+    problems = engine.leftovers() + net_state_changes(before, host_net_state())
+    assert not problems, f"the private Docker engine left things behind: {problems}"
+
+
+@pytest.fixture
+def docker_scratch(docker_engine):
+    """(label, prefix): put ``--label <label>`` on every container and network of the test and
+    name them ``<prefix>-...``; they are all removed afterwards."""
+    tag = secrets.token_hex(4)
+    label = f"org.pglab.test={tag}"
+    yield label, f"t{tag}"
+    for kind in ("container", "network"):
+        ids = docker_engine.docker(kind, "ls", "-aq" if kind == "container" else "-q",
+                                   "--filter", f"label={label}", check=False).stdout.split()
+        if ids:
+            rm = ["rm", "-f", "-v"] if kind == "container" else ["rm"]
+            docker_engine.docker(kind, *rm, *ids, check=False)

@@ -1,0 +1,226 @@
+"""The compose tier's foundation: a private Docker engine on this machine (lab.dockerd).
+
+The tests marked ``compose`` need root, docker.io, docker-compose and debootstrap; they are
+skipped with the reason otherwise (``lab.dockerd.availability()``).  The rest are pure.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import secrets
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from docker_fixtures import host_net_state, net_state_changes, require_compose_tier
+from lab import dockerd
+from lab.dockerd import DockerdError, PrivateDockerd
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- pure ---------------------------------------------------------------------------------
+def test_mirror_from_deb822_and_one_line_sources(tmp_path, monkeypatch):
+    monkeypatch.delenv("LAB_DEBIAN_MIRROR", raising=False)
+    d = tmp_path / "sources.list.d"
+    d.mkdir()
+    (d / "google.list").write_text("deb [signed-by=/x.gpg] https://packages.example.com/apt cloud-sdk-bookworm main\n")
+    (d / "debian.sources").write_text(
+        "Types: deb\n# a comment\nURIs: http://mirror.example.org/debian-security\nSuites: bookworm-security\n"
+        "Components: main\n\n"
+        "Types: deb\nURIs: http://mirror.example.org/debian\nSuites: bookworm bookworm-updates\n"
+        "Components: main contrib\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    assert dockerd.debian_mirror(tmp_path) == "http://mirror.example.org/debian"
+    (d / "debian.sources").unlink()
+    (tmp_path / "sources.list").write_text("# old style\ndeb-src http://src.example.org/debian bookworm main\n"
+                                           "deb http://old.example.org/debian/ trixie main\n")
+    assert dockerd.debian_mirror(tmp_path) == "http://old.example.org/debian/"
+    (tmp_path / "sources.list").write_text("deb http://archive.ubuntu.com/ubuntu noble main\n")
+    assert dockerd.debian_mirror(tmp_path) is None  # Ubuntu's archive has no bookworm
+    monkeypatch.setenv("LAB_DEBIAN_MIRROR", "http://set.example.org/debian")
+    assert dockerd.debian_mirror(tmp_path) == "http://set.example.org/debian"
+
+
+def test_availability_gives_a_reason():
+    ok, why = dockerd.availability()
+    assert isinstance(ok, bool) and why
+
+
+def test_node_key_follows_the_image_inputs(tmp_path):
+    for rel, text in (("compose/Dockerfile", "FROM x\n"), (".dockerignore", "*\n"),
+                      ("master/entrypoint.sh", "#!/bin/sh\n"), ("replica/entrypoint.sh", "#!/bin/sh\n")):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    k = dockerd.node_key(tmp_path, "b1")
+    assert dockerd.node_key(tmp_path, "b1") == k
+    assert dockerd.node_key(tmp_path, "b2") != k
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "x.ipynb").write_text("{}")
+    assert dockerd.node_key(tmp_path, "b1") == k  # not an input of the image
+    (tmp_path / "master" / "entrypoint.sh").chmod(0o755)
+    assert dockerd.node_key(tmp_path, "b1") != k
+    k = dockerd.node_key(tmp_path, "b1")
+    (tmp_path / "replica" / "entrypoint.sh").write_text("#!/bin/sh\necho changed\n")
+    assert dockerd.node_key(tmp_path, "b1") != k
+
+
+# --- a real engine ------------------------------------------------------------------------
+def _ours(root: Path) -> dict[int, str]:
+    """Every process whose command line names the engine's root (dockerd, containerd, shims)."""
+    out = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(root) in cmd:
+                out[int(p.name)] = cmd[:160]
+    return out
+
+
+def _tiny_image_tar() -> bytes:
+    """A root file system holding only /usr/bin/sleep and the libraries it loads (for the
+    engine tests that need a container, not PostgreSQL: no image load of seconds)."""
+    sleep = "/usr/bin/sleep"
+    libs = re.findall(r"(/\S+) \(0x", subprocess.run(["ldd", sleep], capture_output=True, text=True).stdout)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", dereference=True) as tar:
+        for path in [sleep, *libs]:
+            tar.add(path, arcname=path.lstrip("/"))
+    return buf.getvalue()
+
+
+@pytest.mark.compose
+def test_failed_start_raises_with_the_log_and_leaves_nothing():
+    require_compose_tier()
+    engine = PrivateDockerd(extra_flags=["--no-such-flag"])
+    with pytest.raises(DockerdError, match="(?s)end of its log.*no-such-flag"):
+        engine.start()
+    assert engine.leftovers() == []
+    assert not engine.root.exists()
+    engine.stop()  # again: nothing to do
+
+
+@pytest.mark.compose
+def test_stop_leaves_no_process_mount_cgroup_bridge_or_firewall_change():
+    require_compose_tier()
+    before = host_net_state()
+    with PrivateDockerd() as engine:
+        root = engine.root
+        assert engine.host == f"unix://{root}/docker.sock" and engine.ping()
+        imp = subprocess.run([dockerd.docker_cli(), "import", "--change", 'CMD ["/usr/bin/sleep", "600"]',
+                              "-", "pglab/tiny:test"], input=_tiny_image_tar(), env=engine.env(),
+                             capture_output=True, timeout=60)
+        assert imp.returncode == 0, imp.stderr
+        engine.docker("network", "create", "leftover-net")
+        bridge = "br-" + engine.docker("network", "inspect", "-f", "{{.Id}}", "leftover-net").stdout.strip()[:12]
+        engine.docker("run", "-d", "--name", "sleeper", "--network", "leftover-net",
+                      "-p", "127.0.0.1::5432", "pglab/tiny:test")
+        port = engine.docker("port", "sleeper", "5432").stdout.split()[0]
+        assert port.startswith("127.0.0.1:")
+        # What stop() must clean is really there: shim, docker-proxy, overlay + netns mounts, a bridge.
+        procs = " ".join(dockerd.processes_of(root, engine.cgroup).values())
+        assert "containerd-shim" in procs and "sleep 600" in procs
+        assert any("docker-proxy" in " ".join(dockerd._cmdline(p)) for p in dockerd._descendants(engine.pid))
+        kinds = {fs for m, fs in dockerd._mountinfo() if m.startswith(str(root) + "/")}
+        assert {"overlay", "nsfs"} <= kinds
+        veths = os.listdir(f"/sys/class/net/{bridge}/brif")  # the container's end on the host
+        assert veths
+        assert dockerd.cgroup_dirs(engine.cgroup)
+        dockerd_pid = engine.pid
+    engine.stop()  # twice is fine
+    assert not dockerd.pid_alive(dockerd_pid)
+    assert _ours(root) == {}
+    assert dockerd.mounts_under(root) == []
+    assert str(root) not in subprocess.run(["mount"], capture_output=True, text=True).stdout
+    assert dockerd.cgroup_dirs(engine.cgroup) == []
+    assert not {bridge, *veths} & set(os.listdir("/sys/class/net"))
+    assert not root.exists()
+    assert engine.leftovers() == []
+    assert net_state_changes(before, host_net_state()) == []
+
+
+@pytest.mark.compose
+def test_engine_answers_and_runs_the_node_image(docker_engine):
+    assert docker_engine.host.startswith("unix://") and docker_engine.ping()
+    assert docker_engine.env()["DOCKER_HOST"] == docker_engine.host
+    version = docker_engine.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+    assert re.match(r"\d+\.\d+", version)
+    out = docker_engine.docker(
+        "run", "--rm", "--network", "none", docker_engine.images["node"], "sh", "-c",
+        "postgres --version; id -un; echo $PGDATA; test -x /lab/master/entrypoint.sh && "
+        "test -x /lab/replica/entrypoint.sh && echo scripts-ok").stdout.split("\n")
+    assert re.match(r"postgres \(PostgreSQL\) 15\.", out[0]), out
+    assert out[1:4] == ["postgres", "/var/lib/postgresql/data/pgdata", "scripts-ok"], out
+    # The SDK (what the compose backend uses for kill/pause/network faults) talks to it too.
+    client = docker_engine.client()
+    try:
+        assert client.ping()
+        assert docker_engine.images["node"] in [t for i in client.images.list() for t in i.tags]
+    finally:
+        client.close()
+
+
+def _start_primary(engine, label, name, network, publish=True):
+    password, repl = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+    args = ["run", "-d", "--name", name, "--label", label, "--network", network, "--network-alias", "pg-master",
+            "-e", f"POSTGRES_PASSWORD={password}", "-e", f"REPLICATION_PASSWORD={repl}"]
+    if publish:
+        args += ["-p", "127.0.0.1::5432"]
+    engine.docker(*args, engine.images["node"], "/lab/master/entrypoint.sh", "-c", f"cluster_name={name}")
+    return password
+
+
+@pytest.mark.compose
+def test_a_port_published_on_loopback_reaches_postgres(docker_engine, docker_scratch):
+    import psycopg2
+
+    label, prefix = docker_scratch
+    net = f"{prefix}-net"
+    docker_engine.docker("network", "create", "--label", label, net)
+    password = _start_primary(docker_engine, label, f"{prefix}-master", net)
+    binding = docker_engine.docker("port", f"{prefix}-master", "5432").stdout.split()
+    assert binding and all(b.startswith("127.0.0.1:") for b in binding), binding
+    port = int(binding[0].rsplit(":", 1)[1])
+    deadline, last = time.monotonic() + 60, None
+    while True:
+        try:
+            conn = psycopg2.connect(host="127.0.0.1", port=port, user="admin", password=password,
+                                    dbname="crypto_db", connect_timeout=3)
+            break
+        except psycopg2.OperationalError as e:  # initdb and init-master.sh still running
+            last = e
+            if time.monotonic() > deadline:
+                logs = docker_engine.docker("logs", f"{prefix}-master", check=False)
+                pytest.fail(f"no PostgreSQL on 127.0.0.1:{port}: {last}\n{logs.stdout}{logs.stderr}")
+            time.sleep(0.2)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('public.test_replication') IS NOT NULL, "
+                        "(SELECT count(*) FROM test_replication), current_setting('cluster_name')")
+            assert cur.fetchone() == (True, 2, f"{prefix}-master")
+    finally:
+        conn.close()
+
+
+@pytest.mark.compose
+def test_containers_on_a_user_network_reach_each_other_by_name(docker_engine, docker_scratch):
+    label, prefix = docker_scratch
+    net = f"{prefix}-net"
+    docker_engine.docker("network", "create", "--label", label, net)
+    password = _start_primary(docker_engine, label, f"{prefix}-master", net, publish=False)
+    # From a second container: by container name, and by the alias the compose file uses.
+    script = ("i=0; until pg_isready -q -h \"$1\" -t 2; do i=$((i+1)); [ $i -lt 150 ] || exit 9; sleep 0.2; done; "
+              "psql -h \"$1\" -U admin -d crypto_db -Atc 'SELECT count(*) FROM test_replication' && "
+              "psql -h pg-master -U admin -d postgres -Atc 'SELECT current_setting($$cluster_name$$)'")
+    r = docker_engine.docker("run", "--rm", "--label", label, "--network", net, "-e", f"PGPASSWORD={password}",
+                             docker_engine.images["node"], "sh", "-c", script, "sh", f"{prefix}-master",
+                             check=False, timeout=120)
+    logs = docker_engine.docker("logs", f"{prefix}-master", check=False)
+    assert r.returncode == 0, f"{r.stdout}{r.stderr}\nserver log:\n{logs.stdout}{logs.stderr}"
+    assert r.stdout.split() == ["2", f"{prefix}-master"]
