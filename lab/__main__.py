@@ -15,6 +15,9 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="create, start or re-attach the cluster")
     up.add_argument("--replicas", type=int, default=1)
+    up.add_argument("--backend", choices=["local", "compose"],
+                    help="local: server processes; compose: Docker containers "
+                         "(default: $LAB_BACKEND, else compose where Docker answers)")
     down = sub.add_parser("down", help="stop every server (data kept)")
     down.add_argument("--wipe", action="store_true", help="also remove all data (like docker compose down -v)")
     sub.add_parser("status", help="one line per node")
@@ -22,7 +25,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         if args.cmd == "up":
-            c = _cluster.up(replicas=args.replicas, home=args.home)
+            c = _cluster.up(replicas=args.replicas, home=args.home, backend=args.backend)
             print(c.status().to_string(index=False))
         elif args.cmd == "down":
             _cluster.down(wipe=args.wipe, home=args.home)

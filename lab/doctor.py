@@ -15,20 +15,15 @@ from .osuser import server_user
 
 def docker_status() -> tuple[bool, str]:
     """(answers, detail) for the Docker daemon, without waiting long."""
+    from .compose import _client
     try:
-        import docker  # noqa: WPS433 (optional at run time)
-    except ImportError:
-        return False, "the docker Python package is not installed (pip install docker)"
+        client = _client(timeout=3)
+    except LabError as e:
+        return False, str(e)
     try:
-        client = docker.from_env(timeout=3)
-        v = client.version()
+        return True, f"Docker {client.version().get('Version', '?')} answers"
+    finally:
         client.close()
-        return True, f"Docker {v.get('Version', '?')} answers"
-    except Exception as e:  # docker raises many kinds; all mean "not usable"
-        msg = str(e)
-        if "Permission denied" in msg or "PermissionError" in msg:
-            return False, "a Docker daemon runs but you may not use it: add yourself to the docker group"
-        return False, "no Docker daemon answers: the lab uses the local backend (fine for every chapter)"
 
 
 def running_clusters() -> list[str]:
@@ -70,6 +65,16 @@ def report(home=None) -> list[tuple[str, bool, str]]:
         rows.append(("lab home", False, str(e)))
     ok, detail = docker_status()
     rows.append(("Docker", ok, detail))
+    from .cluster import choose_backend
+    from .compose import compose_cli
+    cli = compose_cli()
+    rows.append(("Compose CLI", True, " ".join(Path(c).name for c in cli) if cli else
+                 "none (only the compose backend needs it: docker compose v2 or docker-compose)"))
+    try:
+        rows.append(("backend for a new cluster", True, choose_backend(None) +
+                     " (lab.up(backend='local'|'compose') or LAB_BACKEND choose)"))
+    except LabError as e:
+        rows.append(("backend for a new cluster", False, str(e)))
     others = [x for x in running_clusters() if x != str(h.path)]
     rows.append(("other labs on this host", True, ", ".join(others) if others else "none"))
     free = sum(ports.port_is_free(p) for p in range(ports.PORT_RANGE[0], ports.PORT_RANGE[0] + 50))
@@ -93,7 +98,7 @@ class Doctor:
 
     @property
     def ok(self) -> bool:
-        return all(ok for name, ok, _ in self.rows if name != "Docker")
+        return all(ok for name, ok, _ in self.rows if name not in ("Docker",))
 
     def __repr__(self):
         return format_report(self.rows)
