@@ -56,6 +56,7 @@ lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser $(ALLOW_ROOT)
 
 test: setup
+	@bash scripts/ensure-docker.sh
 	$(PY) -m pytest tests
 	NBVAL_LAB_HOME='$(NBVAL_LAB_HOME)' bash scripts/test-notebooks.sh
 

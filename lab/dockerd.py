@@ -10,8 +10,9 @@ socket, data-root, exec-root, pidfile, config file and log.  It runs with
 ``--iptables=false --ip-forward=false --bridge=none``: no firewall rule or sysctl of the host
 changes (see compose/probe-notes/FINDINGS.md).  Ports published on 127.0.0.1 still work (through
 docker-proxy), and so do containers reaching each other by name on a user-defined network.
-Containers have no way out to the internet, which the tests do not need; there is no default
-``bridge`` network, so every ``docker run`` names a user-defined network (or ``none``).
+Containers have no way out to the internet, which the tests do not need.  There is no default
+``bridge`` network: a container started without ``--network`` has no network at all (and its
+``-p`` publishes nothing), so put containers on a user-defined network, as compose does.
 
 The data-root is wiped at every stop.  Images survive as ``docker save`` tars (see
 ``ensure_images``), which costs a ``docker load`` of a few seconds per engine start, but keeps
@@ -212,9 +213,8 @@ def availability() -> tuple[bool, str]:
     if not mirror:
         return False, ("no Debian mirror in /etc/apt/sources.list* to debootstrap the image from: "
                        "set LAB_DEBIAN_MIRROR (e.g. to your Debian mirror's /debian URL)")
-    if not any(Path(p).is_dir() for p in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/cgroup.controllers")) \
-            and not Path("/sys/fs/cgroup").is_dir():
-        return False, "no cgroup filesystem under /sys/fs/cgroup"
+    if not cgroup_mounts():
+        return False, "no cgroup file system is mounted (containers need one)"
     return True, f"private dockerd ({_which('dockerd')}), images from {mirror}"
 
 
@@ -433,6 +433,10 @@ def _ping(sock: Path, timeout: float = 1.0) -> bool:
 # --------------------------------------------------------------------------------------------
 # The engine
 
+def _die_with_parent() -> None:  # in the child, before exec
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def _lock_is_free(path: Path) -> bool:
     try:
         fd = os.open(path, os.O_RDWR)
@@ -448,15 +452,21 @@ def _lock_is_free(path: Path) -> bool:
 
 
 def reap_stale(parent: Path = ROOT_PARENT) -> list[Path]:
-    """Tear down engine roots whose owner process is gone (it died without ``stop()``)."""
+    """Tear down engine roots whose owner is gone (it died without ``stop()``).  The owner holds
+    ``<root>/lock`` for the engine's whole life; a root is stale when that lock is free and the
+    owner pid (in the root's name) is dead, or the root is over a minute old (pid reused)."""
     reaped = []
     if not parent.is_dir():
         return reaped
     for root in sorted(parent.iterdir()):
         m = re.fullmatch(r"(\d+)-([0-9a-f]+)", root.name)
-        if not m or not root.is_dir() or pid_alive(int(m.group(1))):
+        if not m or not root.is_dir() or not _lock_is_free(root / "lock"):
             continue
-        if not _lock_is_free(root / "lock"):
+        try:
+            age = time.time() - root.stat().st_mtime
+        except OSError:
+            continue
+        if pid_alive(int(m.group(1))) and age < 60:
             continue
         say(f"reaping a stale engine left by pid {m.group(1)}: {root}")
         eng = PrivateDockerd(root=root)
@@ -474,7 +484,7 @@ class PrivateDockerd:
     ``images`` is filled by the caller, e.g. ``engine.images = ensure_images(engine, repo)``.
     """
 
-    def __init__(self, root: Path | str | None = None, extra_flags=()):
+    def __init__(self, root: Path | str | None = None, extra_flags=(), die_with_parent: bool = True):
         if root is None:
             root = ROOT_PARENT / f"{os.getpid()}-{secrets.token_hex(3)}"
         self.root = Path(root)
@@ -486,6 +496,10 @@ class PrivateDockerd:
         self.log_file = self.root / "dockerd.log"
         self.cgroup = f"pglab-dockerd-{self.root.name}"
         self.extra_flags = tuple(extra_flags)
+        # dockerd gets SIGTERM when the thread that started it dies, even by SIGKILL: it then
+        # stops its containers and containerd itself; the next start() reaps the rest.  Start
+        # the engine from a thread that lives as long as it (pytest's and scripts' main thread).
+        self.die_with_parent = die_with_parent
         self.images: dict = {}
         self.host = f"unix://{self.socket}"
         self._proc: subprocess.Popen | None = None
@@ -493,7 +507,6 @@ class PrivateDockerd:
         self._lock_fd: int | None = None
         self._owner = os.getpid()
         self._host_paths_before: dict[str, bool] = {}
-        self._links_before: set[str] = set()
         self._bridges: set[str] = set()
         self._state = "new"  # new -> running -> stopped
         self.timings: dict[str, float] = {}  # seconds: "start" (until it answers), "stop"
@@ -556,8 +569,14 @@ class PrivateDockerd:
             if not dockerd:
                 raise DockerdError("dockerd not found: apt-get install docker.io")
             reap_stale(self.root.parent)
-            self.root.parent.mkdir(parents=True, exist_ok=True)
-            self.root.mkdir(mode=0o711)
+            for attempt in range(3):  # another engine's stop() may remove an empty parent meanwhile
+                try:
+                    self.root.parent.mkdir(parents=True, exist_ok=True)
+                    self.root.mkdir(mode=0o711)
+                    break
+                except FileNotFoundError:
+                    if attempt == 2:
+                        raise
             self._state = "running"  # from here on, stop() has something to clean
             atexit.register(self.stop)
             t0 = time.monotonic()
@@ -565,7 +584,6 @@ class PrivateDockerd:
                 self._lock_fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
                 self._host_paths_before = {p: os.path.lexists(p) for p in _HOST_PATHS}
-                self._links_before = _net_links()
                 # The config file replaces /etc/docker/daemon.json (never read).  Its only setting,
                 # deprecated-key-path, keeps dockerd 20.10's libtrust key out of /etc/docker/key.json.
                 # --cgroup-parent is relative: the containers' cgroups sit under dockerd's own (the
@@ -579,7 +597,8 @@ class PrivateDockerd:
                 env["PATH"] = os.pathsep.join([_SYS_PATH, env.get("PATH", "")])
                 with open(self.log_file, "ab") as log:
                     self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                                  env=env, cwd=self.root, start_new_session=True)
+                                                  env=env, cwd=self.root, start_new_session=True,
+                                                  preexec_fn=_die_with_parent if self.die_with_parent else None)
                 self._pid = self._proc.pid
                 deadline = time.monotonic() + START_TIMEOUT
                 while not _ping(self.socket, timeout=1.0):
@@ -605,7 +624,6 @@ class PrivateDockerd:
         # What existed before that engine started is unknown: keep the host paths (another
         # engine might use them) unless no engine runs at all (checked in stop()).
         self._host_paths_before = {p: False for p in _HOST_PATHS}
-        self._links_before = _net_links()
 
     # ---- stop
     def _containerd_pids(self) -> set[int]:
@@ -666,13 +684,13 @@ class PrivateDockerd:
             if still:
                 problems.append(f"still mounted: {still}")
             problems += [f"cgroup left: {c}" for c in _remove_cgroups(self.cgroup)]
+            # Bridges of networks that were not removed (the engine did not answer): their
+            # names are br-<network id>, and the ids are in the engine's own network database.
+            ids = re.findall(rb"[0-9a-f]{64}", _read(self.data_root / "network/files/local-kv.db", "rb") or b"")
+            self._bridges |= {f"br-{i[:12].decode()}" for i in ids} & _net_links()
             for b in self._bridges:
                 _del_link(b)
             if not _other_engines(self.root):
-                # Bridges of networks that were never removed (engine not answering).
-                for link in _net_links() - self._links_before:
-                    if re.fullmatch(r"br-[0-9a-f]{12}", link):
-                        _del_link(link)
                 for p in _HOST_PATHS:  # files first, then emptied dirs (order of _HOST_PATHS)
                     if self._host_paths_before.get(p, True) or not os.path.lexists(p):
                         continue

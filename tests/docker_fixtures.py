@@ -1,6 +1,7 @@
 """Fixtures of the compose tier: a private Docker engine with the lab's images.
 
-Loaded as a pytest plugin from tests/conftest.py (``pytest_plugins = ["docker_fixtures"]``).
+Hooked in by tests/conftest.py (``from docker_fixtures import docker_engine``, or
+``pytest_plugins = ["docker_fixtures"]``).
 
 ``docker_engine`` (session): a ``lab.dockerd.PrivateDockerd`` that answers, with ``.host``
 (``unix://...``), ``.env()`` (os.environ + DOCKER_HOST, for docker-compose and the docker CLI),
@@ -11,15 +12,12 @@ The test that asks for it is skipped, with the reason, where the tier cannot run
 docker.io/docker-compose/debootstrap, ...: see ``lab.dockerd.availability``).  At the end of the
 session everything is stopped and removed, and teardown fails if anything of the engine is left
 or the host's firewall rules or forwarding sysctls changed.
-
-``docker_scratch`` (function): a label and a name prefix for one test's containers and networks,
-all removed after the test.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -71,15 +69,24 @@ def require_compose_tier() -> None:
 
 
 @pytest.fixture(scope="session")
-def docker_engine():
+def docker_engine(request):
     require_compose_tier()
     from lab.dockerd import PrivateDockerd, ensure_images
+
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.getplugin("terminalreporter"), plugins.getplugin("capturemanager")
+
+    def progress(msg):  # shown live, even under output capture: a cold build takes a minute
+        if reporter is None:
+            return
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.write_line(f"pglab-dockerd: {msg}")
 
     before = host_net_state()
     engine = PrivateDockerd()
     try:
         engine.start()
-        engine.images = ensure_images(engine, REPO)
+        engine.images = ensure_images(engine, REPO, log=progress)
     except BaseException:
         engine.stop()
         raise
@@ -87,18 +94,3 @@ def docker_engine():
     engine.stop()
     problems = engine.leftovers() + net_state_changes(before, host_net_state())
     assert not problems, f"the private Docker engine left things behind: {problems}"
-
-
-@pytest.fixture
-def docker_scratch(docker_engine):
-    """(label, prefix): put ``--label <label>`` on every container and network of the test and
-    name them ``<prefix>-...``; they are all removed afterwards."""
-    tag = secrets.token_hex(4)
-    label = f"org.pglab.test={tag}"
-    yield label, f"t{tag}"
-    for kind in ("container", "network"):
-        ids = docker_engine.docker(kind, "ls", "-aq" if kind == "container" else "-q",
-                                   "--filter", f"label={label}", check=False).stdout.split()
-        if ids:
-            rm = ["rm", "-f", "-v"] if kind == "container" else ["rm"]
-            docker_engine.docker(kind, *rm, *ids, check=False)

@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -145,6 +146,39 @@ def test_stop_leaves_no_process_mount_cgroup_bridge_or_firewall_change():
     assert net_state_changes(before, host_net_state()) == []
 
 
+_OWNER_THAT_DIES = r"""
+import os, subprocess, sys
+sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], "tests")]
+from lab.dockerd import PrivateDockerd, docker_cli
+from test_dockerd import _tiny_image_tar
+e = PrivateDockerd().start()
+subprocess.run([docker_cli(), "import", "--change", 'CMD ["/usr/bin/sleep", "600"]', "-", "tiny"],
+               input=_tiny_image_tar(), env=e.env(), check=True, capture_output=True)
+net = e.docker("network", "create", "n1").stdout.strip()
+e.docker("run", "-d", "--stop-timeout", "1", "--network", "n1", "-p", "127.0.0.1::80", "tiny")
+print(e.root, e.cgroup, "br-" + net[:12], flush=True)
+os.kill(os.getpid(), 9)
+"""
+
+
+@pytest.mark.compose
+def test_an_engine_whose_owner_was_killed_is_reaped():
+    require_compose_tier()
+    r = subprocess.run([sys.executable, "-c", _OWNER_THAT_DIES, str(REPO)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == -9, r.stderr
+    root, cgroup, bridge = r.stdout.split()
+    root = Path(root)
+    assert root.is_dir() and bridge in os.listdir("/sys/class/net")
+    assert root in dockerd.reap_stale(root.parent)
+    assert _ours(root) == {}
+    assert dockerd.processes_of(root, cgroup) == {}
+    assert dockerd.mounts_under(root) == []
+    assert dockerd.cgroup_dirs(cgroup) == []
+    assert bridge not in os.listdir("/sys/class/net")
+    assert not root.exists()
+
+
 @pytest.mark.compose
 def test_engine_answers_and_runs_the_node_image(docker_engine):
     assert docker_engine.host.startswith("unix://") and docker_engine.ping()
@@ -164,6 +198,21 @@ def test_engine_answers_and_runs_the_node_image(docker_engine):
         assert docker_engine.images["node"] in [t for i in client.images.list() for t in i.tags]
     finally:
         client.close()
+
+
+@pytest.fixture
+def docker_scratch(docker_engine):
+    """(label, prefix): put ``--label <label>`` on every container and network of the test and
+    name them ``<prefix>-...``; they are all removed afterwards."""
+    tag = secrets.token_hex(4)
+    label = f"org.pglab.test={tag}"
+    yield label, f"t{tag}"
+    for kind in ("container", "network"):
+        ids = docker_engine.docker(kind, "ls", "-aq" if kind == "container" else "-q",
+                                   "--filter", f"label={label}", check=False).stdout.split()
+        if ids:
+            rm = ["rm", "-f", "-v"] if kind == "container" else ["rm"]
+            docker_engine.docker(kind, *rm, *ids, check=False)
 
 
 def _start_primary(engine, label, name, network, publish=True):
