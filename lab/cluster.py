@@ -42,6 +42,7 @@ class Cluster:
         if st is None:
             raise LabError(f"the cluster in {self.home.path} is gone (down(wipe=True)?): start one with lab.up()")
         self._state = st
+        self.backend.state = st  # the backend reads ports and secrets from the same state
 
     def _save(self) -> None:
         self.home.save(self._state)

@@ -132,3 +132,41 @@ def test_wipe_removes_everything(cluster):
         assert not os.path.exists(cluster._state["compose"]["env_file"])
     else:
         assert not cluster.data_root.exists()
+
+
+def test_a_port_taken_while_down_moves_the_node(cluster):
+    import socket
+    insert(cluster.primary, "before the move")
+    old = cluster.primary.port
+    cluster.down()
+    with socket.socket() as squatter:  # another program takes the primary's port meanwhile
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", old))
+        squatter.listen()
+        again = lab.up(home=cluster.home.path, quiet=True)
+        assert again.primary.port != old
+        insert(again.primary, "after the move")
+        again.wait_replayed(timeout=30)
+        assert rows_with(again.node("replica1"), "after the move") == 1
+
+
+@pytest.mark.compose
+def test_compose_image_build_failure_is_clear_and_leaves_nothing(docker_engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", docker_engine.host)
+    monkeypatch.setenv("LAB_NODE_IMAGE", "pglab/postgres-node:missing")
+    monkeypatch.setenv("LAB_BASE_IMAGE", "pglab/no-such-base:1")  # no registry: cannot be pulled
+    home = tmp_path / "lab"
+    with pytest.raises(lab.LabError, match="building the node image pglab/postgres-node:missing failed"):
+        lab.up(replicas=1, home=home, quiet=True, backend="compose")
+    assert not (home / "state.json").exists() and not (home / "compose.env").exists()
+    assert ports.claims_of(str(home)) == []
+    client = docker_engine.client()
+    assert [c.name for c in client.containers.list(all=True) if "pg-master" in c.name] == []
+
+
+@pytest.mark.compose
+def test_compose_without_a_daemon_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    with pytest.raises(lab.LabError, match="no Docker daemon answers.*backend='local'"):
+        lab.up(replicas=1, home=tmp_path / "lab", quiet=True, backend="compose")
+    assert not (tmp_path / "lab" / "state.json").exists()
