@@ -780,7 +780,9 @@ def node_key(repo_root: Path, base: str) -> str:
 
 
 def default_cache_dir(repo_root: Path) -> Path:
-    return Path(os.environ.get("LAB_DOCKER_IMAGE_CACHE") or Path(repo_root) / ".cache" / "docker-images")
+    """Beside the template cache (``~/.cache/pglab``, ``LAB_CACHE``), so clones share it."""
+    from .home import cache_dir
+    return Path(os.environ.get("LAB_DOCKER_IMAGE_CACHE") or cache_dir() / "docker-images")
 
 
 def _image_label(engine: PrivateDockerd, image: str, label: str) -> str | None:
@@ -899,7 +901,7 @@ class _FileLock:
 def ensure_images(engine: PrivateDockerd, repo_root, cache_dir=None, *, log=None) -> dict:
     """The base and node images in ``engine``, from the cache when possible; returns their names.
 
-    Cache (``cache_dir``, default ``<repo>/.cache/docker-images``, or ``LAB_DOCKER_IMAGE_CACHE``):
+    Cache (``cache_dir``, default ``~/.cache/pglab/docker-images`` beside the template cache, or ``LAB_DOCKER_IMAGE_CACHE``):
       ``images-<base key>-<node key>.tar``  base + node (the node's layers include the base's:
                                            one file, one load on a warm start);
       ``base-<base key>.tar``              the base alone, kept only until an images tar with the

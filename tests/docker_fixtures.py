@@ -7,7 +7,7 @@ Hooked in by tests/conftest.py (``from docker_fixtures import docker_engine``, o
 (``unix://...``), ``.env()`` (os.environ + DOCKER_HOST, for docker-compose and the docker CLI),
 ``.images`` (``{"base": ..., "node": ...}``), ``.docker(*args)`` (the CLI against it) and
 ``.client()`` (a docker SDK client).  The first use in a session starts the engine and loads the
-images from ``.cache/docker-images/`` (seconds) or builds them (about a minute, once per machine).
+images from ``~/.cache/pglab/docker-images/`` (seconds) or builds them (about a minute, once per machine).
 The test that asks for it is skipped, with the reason, where the tier cannot run (not root, no
 docker.io/docker-compose/debootstrap, ...: see ``lab.dockerd.availability``).  At the end of the
 session everything is stopped and removed, and teardown fails if anything of the engine is left
