@@ -75,6 +75,13 @@ class Cluster:
         return Path(self._state["data_root"]) if self._state.get("data_root") else None
 
     @property
+    def credentials(self) -> dict:
+        """The generated logins of this cluster (keep them out of anything you share)."""
+        st = self._state
+        return {"user": st["superuser"], "password": st["password"], "database": st["app_db"],
+                "replication_user": st["replication_user"], "replication_password": st["replication_password"]}
+
+    @property
     def backend_name(self) -> str:
         return self._state.get("backend", "local")
 

@@ -47,7 +47,7 @@ from pathlib import Path
 from . import ports
 from .errors import LabError
 from .home import LabHome, cache_dir
-from .procs import pid_alive
+from .procs import pid_alive, pid_exists
 
 REQUIREMENT = "pgadmin4>=9.0,<10"
 EMAIL = "student@lab.example.com"  # pgAdmin rejects special-use domains (.local, .test, localhost)
@@ -110,9 +110,11 @@ def installed_version(python: "Path | None" = None) -> "str | None":
 
 def _require_python() -> Path:
     python = find_python()
+    if python is not None and not os.access(python, os.X_OK):
+        raise LabError(f"LAB_PGADMIN_PYTHON={python} is not an executable Python: unset it or correct it")
     if python is None:
         raise LabError(f"pgAdmin 4 is not installed: run `{INSTALL_HINT}` (or lab.pgadmin.install()), "
-                       "which puts it in its own environment .venv-pgadmin (about 500 MB, a minute)")
+                       f"which puts it in its own environment {venv_dir()} (about 600 MB, a minute)")
     return python
 
 
@@ -120,8 +122,8 @@ def install(quiet: bool = False, upgrade: bool = False) -> Path:
     """Install pgAdmin 4 into its own environment (created if needed); returns its Python."""
     venv = venv_dir()
     python = _venv_python(venv)
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    with _flock(venv.parent / f".{venv.name}.lock"):
+    venv.mkdir(parents=True, exist_ok=True)  # `python -m venv` fills an existing directory
+    with _flock(venv / ".lab-install.lock"):
         if _stamp(venv).exists() and python.exists() and not upgrade:
             _say(quiet, f"pgAdmin 4 {installed_version(python) or '?'} is already installed in {venv}")
             return python
@@ -129,26 +131,38 @@ def install(quiet: bool = False, upgrade: bool = False) -> Path:
         if not python.exists():
             r = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
             if r.returncode != 0 or not python.exists():
-                shutil.rmtree(venv, ignore_errors=True)
+                _empty(venv, keep=".lab-install.lock")
                 pyv = "%d.%d" % sys.version_info[:2]
                 raise LabError(f"could not create {venv} ('{sys.executable} -m venv' failed: "
                                f"{_last_line(r.stderr or r.stdout)}): install python{pyv}-venv (Debian/Ubuntu) "
                                "or set LAB_PGADMIN_PYTHON to a Python that has pgadmin4")
         _stamp(venv).unlink(missing_ok=True)
-        _say(quiet, f"installing {REQUIREMENT} into {venv} (about 500 MB; a minute or two) ...")
+        _say(quiet, f"installing {REQUIREMENT} into {venv} (about 600 MB; a minute or two) ...")
         log = venv / "install.log"
         cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"]
         cmd += (["--upgrade"] if upgrade else []) + [REQUIREMENT]
         with open(log, "w") as f:
             r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         if r.returncode != 0:
-            raise LabError(f"pip could not install {REQUIREMENT} into {venv} (exit {r.returncode}); "
-                           f"its last lines ({log}):\n{_tail(log, 8)}")
+            tail = _tail(log, 8)
+            errors = [ln for ln in tail.splitlines() if ln.startswith("ERROR:")]
+            raise LabError(f"pip could not install {REQUIREMENT} into {venv}: "
+                           f"{(errors or tail.splitlines() or ['no output'])[-1]} (the whole log: {log})")
         version = _version_of(python)
         _stamp(venv).write_text(json.dumps({"version": version, "requirement": REQUIREMENT,
                                             "seconds": round(time.monotonic() - t0, 1)}))
         _say(quiet, f"pgAdmin 4 {version} installed in {time.monotonic() - t0:.0f} s")
         return python
+
+
+def _empty(d: Path, keep: str) -> None:
+    for p in d.iterdir():
+        if p.name == keep:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def _version_of(python: Path) -> "str | None":
@@ -313,7 +327,7 @@ def _is_pgadmin(pid: "int | None", workdir: Path) -> bool:
             cwd = os.readlink(proc / "cwd")
         except OSError:
             return False
-        return b"pgadmin4.pgAdmin4" in cmd and Path(cwd) == workdir
+        return b"pgadmin4.pgAdmin4" in cmd and Path(cwd) == Path(workdir).resolve()
     r = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True)
     return "pgadmin4.pgAdmin4" in r.stdout
 
@@ -330,7 +344,7 @@ def pgadmin_pids(workdir: "Path | None" = None) -> list[int]:
         try:
             if b"pgadmin4.pgAdmin4" not in (d / "cmdline").read_bytes():
                 continue
-            if workdir is not None and Path(os.readlink(d / "cwd")) != Path(workdir):
+            if workdir is not None and Path(os.readlink(d / "cwd")) != Path(workdir).resolve():
                 continue
         except OSError:
             continue
@@ -358,21 +372,41 @@ def _terminate(pid: int, timeout: float) -> None:
 
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        _reap(pid)
+    while not _gone(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
-    _reap(pid)
     return True
 
 
-def _reap(pid: int) -> None:
-    """Collect our own exited child, so it does not linger as a zombie in this kernel."""
+def _gone(pid: int) -> bool:
+    """True once every thread of ``pid`` has exited (only then is its listening socket closed).
+
+    A multi-threaded process whose main thread has exited shows as a zombie while its other
+    threads still run: our own child is reaped only after all of them (which also keeps it
+    from lingering as a zombie in this kernel); for another's child, its thread list is watched.
+    """
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        if proc.poll() is None:
+            return False
+        del _CHILDREN[pid]
+        return True
     try:
-        os.waitpid(pid, os.WNOHANG)
-    except (ChildProcessError, OSError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == pid
+    except ChildProcessError:  # not our child (started by another kernel or process)
         pass
+    except OSError:
+        return True
+    if not pid_exists(pid):
+        return True
+    if pid_alive(pid):
+        return False
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) <= 1
+    except OSError:
+        return True
 
 
 def _answers(url: str) -> bool:
@@ -393,6 +427,9 @@ def start(cluster, quiet: bool = False, timeout: float = START_TIMEOUT) -> PgAdm
         login = files.read_login()
         pid = files.read_pid()
         if login and _is_pgadmin(pid, files.dir):
+            if not _wait_answer(login.get("url"), 15):
+                raise LabError(f"pgAdmin 4 (pid {pid}) runs but does not answer on {login.get('url')}: "
+                               f"lab.pgadmin.stop(cluster), then start it again; its last lines:\n{_logs(files)}")
             _claim_again(files, login)
             python = find_python()
             changed = _load_servers_if_changed(files, cluster, python, login) if python else False
@@ -418,9 +455,8 @@ def start(cluster, quiet: bool = False, timeout: float = START_TIMEOUT) -> PgAdm
         except BaseException:
             if proc is not None:
                 _terminate(proc.pid, 5)
-                proc.wait()
             files.pid.unlink(missing_ok=True)
-            _release_port(files, cluster, port)
+            _release_port(files, port)
             raise
         login.update(port=port, url=url, version=installed_version(python))
         files.write_login(login)
@@ -430,16 +466,21 @@ def start(cluster, quiet: bool = False, timeout: float = START_TIMEOUT) -> PgAdm
         return info
 
 
-def stop(where=None, quiet: bool = False, timeout: float = STOP_TIMEOUT) -> bool:
+def stop(where=None, quiet: bool = False, timeout: float = STOP_TIMEOUT, wipe: bool = False) -> bool:
     """Stop this lab home's pgAdmin (a Cluster, a lab home path, or the default home).
 
-    Its data and login are kept. Returns True if a pgAdmin was running.
+    Its data and login are kept; ``wipe=True`` removes them too (the next start makes a new
+    login).  Returns True if a pgAdmin was running.
     """
     files = _Files(_home_of(where))
     if not files.dir.is_dir():
         return False
     with _flock(files.lock):
         was = _stop_locked(files, quiet=quiet, timeout=timeout)
+        if wipe:
+            _empty(files.dir, keep=files.lock.name)
+    if wipe:
+        shutil.rmtree(files.dir, ignore_errors=True)
     return was
 
 
@@ -492,14 +533,21 @@ def _ensure_login(files: _Files) -> "tuple[dict, bool]":
 
 
 def _claim_port(files: _Files, cluster, old: "int | None") -> int:
-    """pgAdmin's port: the one it had (a stable URL) if still free, else a random free one."""
+    """pgAdmin's port: the one it had (a stable URL) if still free, else a random free one.
+
+    Never a node's port, even a stopped node's: the node takes its port back at its next
+    start, and a claim of the same lab home would not keep it from doing so.
+    """
     owner = files.home.owner
     node_ports = {n.port for n in cluster.nodes}
     preferred = [old] if old and old not in node_ports else []
-    port = ports.claim_free_ports(1, owner, preferred=preferred)[0]
-    if port in node_ports or not ports.port_is_free(port):  # cannot happen with a sound claim: be safe
-        raise LabError(f"port {port} was claimed for pgAdmin but is in use: run lab.pgadmin.stop() and retry")
-    return port
+    for _ in range(20):
+        port = ports.claim_free_ports(1, owner, preferred=preferred)[0]
+        if port not in node_ports and ports.port_is_free(port):
+            return port
+        ports.release([port], owner)  # a fresh claim (random picks skip ports the home holds)
+        preferred = []
+    raise LabError("found no free port for pgAdmin on 127.0.0.1: stop other servers, then retry")
 
 
 def _claim_again(files: _Files, login: dict) -> None:
@@ -508,14 +556,17 @@ def _claim_again(files: _Files, login: dict) -> None:
         ports.claim(login["port"], files.home.owner)
 
 
-def _release_port(files: _Files, cluster, port: "int | None") -> None:
-    if not port:
-        return
+def _node_ports(home: LabHome) -> set:
+    """The ports of the cluster's nodes, from its state file (none if it is gone)."""
     try:
-        node_ports = {n.port for n in cluster.nodes} if cluster is not None else set()
-    except Exception:  # a wiped cluster: no node holds it
-        node_ports = set()
-    if port not in node_ports:
+        state = home.load() or {}
+    except LabError:
+        return set()
+    return {spec.get("port") for spec in state.get("nodes", {}).values()}
+
+
+def _release_port(files: _Files, port: "int | None") -> None:
+    if port and port not in _node_ports(files.home):
         ports.release([port], files.home.owner)
 
 
@@ -527,15 +578,7 @@ def _stop_locked(files: _Files, quiet: bool, timeout: float = STOP_TIMEOUT) -> b
     for p in sorted(pids):
         _terminate(p, timeout)
     files.pid.unlink(missing_ok=True)
-    login = files.read_login()
-    if login and login.get("port"):
-        try:
-            from .cluster import attach
-            node_ports = {n.port for n in attach(files.home.path).nodes}
-        except LabError:
-            node_ports = set()
-        if login["port"] not in node_ports:
-            ports.release([login["port"]], files.home.owner)
+    _release_port(files, (files.read_login() or {}).get("port"))
     if pids:
         _say(quiet, "pgAdmin 4 stopped")
     return bool(pids)
@@ -621,11 +664,30 @@ def _load_servers_if_changed(files: _Files, cluster, python: Path, login: dict) 
     return True
 
 
+_CHILDREN: "dict[int, subprocess.Popen]" = {}  # pgAdmins this process started (reaped by _gone)
+
+
 def _spawn(files: _Files, python: Path) -> subprocess.Popen:
-    with open(files.out, "wb") as out:
-        return subprocess.Popen([str(python), "-m", "pgadmin4.pgAdmin4"], cwd=files.dir, env=_child_env(files),
+    try:
+        files.log_offset = files.log.stat().st_size  # the error shows this start's lines only
+    except OSError:
+        files.log_offset = 0
+    fd = os.open(files.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        proc = subprocess.Popen([str(python), "-m", "pgadmin4.pgAdmin4"], cwd=files.dir, env=_child_env(files),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
+    _CHILDREN[proc.pid] = proc
+    return proc
+
+
+def _wait_answer(url: "str | None", timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while url and not _answers(url):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return bool(url)
 
 
 def _wait_http(files: _Files, proc: subprocess.Popen, url: str, timeout: float) -> None:
@@ -667,15 +729,18 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _tail(path: Path, n: int) -> str:
+_NOISE = ("Werkzeug appears to be used in a production deployment", "* Serving Flask app", "* Debug mode")
+
+
+def _tail(path: Path, n: int, offset: int = 0) -> str:
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
+            f.seek(max(offset, f.tell() - 64 * 1024))
             lines = f.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return ""
-    return "\n".join(lines[-n:])
+    return "\n".join([ln for ln in lines if ln.strip() and not any(x in ln for x in _NOISE)][-n:])
 
 
 def _last_lines(text: str, n: int) -> str:
@@ -687,5 +752,5 @@ def _last_line(text: str) -> str:
 
 
 def _logs(files: _Files, n: int = 12) -> str:
-    parts = [t for t in (_tail(files.out, n), _tail(files.log, n)) if t.strip()]
+    parts = [t for t in (_tail(files.out, n), _tail(files.log, n, getattr(files, "log_offset", 0))) if t.strip()]
     return "\n".join(parts) or f"(nothing in {files.out} or {files.log})"

@@ -97,9 +97,16 @@ def claim_free_ports(n: int, owner: str, preferred: "list[int] | None" = None) -
                 "stop other servers or set LAB_PORT_CLAIMS to a clean directory"
             )
         p = random.randint(lo, hi)
-        if p not in got and claim(p, owner):
+        # a random port must be a new claim: one this home holds already is another server's
+        # (a node's, pgAdmin's), and claim() would hand it back as "ours"
+        if p not in got and not _held_by(p, owner) and claim(p, owner):
             got.append(p)
     return got
+
+
+def _held_by(port: int, owner: str) -> bool:
+    c = read_claim(port)
+    return c is not None and c.get("lab_home") == owner
 
 
 def claim_one(port: int, owner: str) -> int:

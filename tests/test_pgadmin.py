@@ -96,6 +96,39 @@ def test_info_shows_link_email_and_password():
     assert "http://127.0.0.1:5050" in repr(info) and "pw<1>" in repr(info)
 
 
+def _randint_returning(first: list):
+    real = ports.random.randint
+    return lambda lo, hi: first.pop(0) if first else real(lo, hi)
+
+
+def test_random_ports_skip_ports_the_home_already_holds(monkeypatch):
+    """pgAdmin's port and the nodes' ports are claimed by one lab home: a random pick must not
+    hand one of them back as if it were free."""
+    owner = "/home/pgadmin-unit"
+    held = ports.claim_free_ports(1, owner)[0]
+    try:
+        monkeypatch.setattr(ports.random, "randint", _randint_returning([held, held]))
+        got = ports.claim_free_ports(1, owner)[0]
+        assert got != held
+    finally:
+        ports.release_all(owner)
+
+
+def test_pgadmin_never_gets_a_node_port(tmp_path, monkeypatch):
+    """Not even a stopped node's (unclaimed) port: the node takes it back at its next start."""
+    home = LabHome(tmp_path / "home")
+    node_port = ports.claim_free_ports(1, "/home/probe")[0]
+    ports.release([node_port], "/home/probe")
+    fake = types.SimpleNamespace(home=home, nodes=[types.SimpleNamespace(port=node_port)])
+    monkeypatch.setattr(ports.random, "randint", _randint_returning([node_port]))
+    try:
+        got = pga._claim_port(pga._Files(home), fake, old=node_port)
+        assert got != node_port
+        assert ports.read_claim(node_port) is None
+    finally:
+        ports.release_all(home.owner)
+
+
 # --------------------------------------------------------------------------
 # the pgadmin tier: a real pgAdmin on a real cluster
 # --------------------------------------------------------------------------
@@ -216,6 +249,27 @@ def test_start_again_reattaches(pgadmin_cluster):
     assert again.url == third.url == first.url
     assert again.pid == third.pid == first.pid
     assert (again.email, again.password) == (first.email, first.password)
+
+
+@pytest.mark.pgadmin
+@pytest.mark.integration
+def test_start_again_reloads_the_servers_when_the_cluster_changed(pgadmin_cluster):
+    c = pgadmin_cluster
+    first = pga.status(c)
+    c.add_replica("replica2")
+    try:
+        info = pga.start(c, quiet=True)
+        assert info.pid == first.pid  # the same pgAdmin, servers reloaded in place
+        client = Client(info.url)
+        assert client.login(info.email, info.password)
+        servers = client.servers()
+        assert servers["replica2"]["port"] == c.node("replica2").port
+    finally:
+        c.remove_replica("replica2")
+    info = pga.start(c, quiet=True)
+    client = Client(info.url)
+    assert client.login(info.email, info.password)
+    assert sorted(client.servers()) == sorted(n.name for n in c.nodes)
 
 
 @pytest.mark.pgadmin
