@@ -5,6 +5,7 @@
 #   make test     unit/integration tests, then every notebook twice under nbval
 #   make down     stop the lab's cluster (data kept)
 #   make doctor   diagnose the environment
+#   make pgadmin  pgAdmin 4 on 127.0.0.1 with the cluster's nodes (installs it into .venv-pgadmin the first time)
 #   make bench    run the benchmarks
 #   make clean    stop and wipe the clusters under .lab/, then remove .lab and .venv
 
@@ -22,7 +23,7 @@ NBVAL_LAB_HOME := $(CURDIR)/.lab/nbval
 # Jupyter refuses to run as root without --allow-root (CI, containers).
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: help setup lab test down doctor bench clean
+.PHONY: help setup lab test down doctor bench clean pgadmin
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -65,6 +66,10 @@ down doctor:
 	@test -x $(PY) || { echo "no $(VENV): run \`make setup\` first" >&2; exit 1; }
 	$(PY) -m lab $@
 
+pgadmin: setup
+	@test -f .venv-pgadmin/.lab-installed || $(PY) -m lab pgadmin --install
+	$(PY) -m lab pgadmin
+
 bench: setup
 	$(PY) bench/bringup.py
 
@@ -79,4 +84,4 @@ clean:
 	  LAB_HOME='$(CURDIR)/.lab' $(PY) -m lab down --wipe; \
 	  rm -rf .lab; \
 	fi
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-pgadmin

@@ -22,6 +22,12 @@ def main(argv=None) -> int:
     down.add_argument("--wipe", action="store_true", help="also remove all data (like docker compose down -v)")
     sub.add_parser("status", help="one line per node")
     sub.add_parser("doctor", help="what this machine has for the lab, and what to do about what it lacks")
+    pga = sub.add_parser("pgadmin", help="pgAdmin 4 on 127.0.0.1 with the cluster's nodes loaded")
+    what = pga.add_mutually_exclusive_group()
+    what.add_argument("--stop", action="store_true", help="stop pgAdmin (its login and settings are kept)")
+    what.add_argument("--status", action="store_true", help="is pgAdmin running, where, and its login")
+    what.add_argument("--install", action="store_true",
+                      help="install pgAdmin 4 into its own environment (.venv-pgadmin)")
     args = p.parse_args(argv)
     try:
         if args.cmd == "up":
@@ -32,6 +38,9 @@ def main(argv=None) -> int:
             print("cluster wiped" if args.wipe else "cluster stopped (data kept)")
         elif args.cmd == "status":
             print(_cluster.attach(args.home).status().to_string(index=False))
+        elif args.cmd == "pgadmin":
+            from . import pgadmin
+            return pgadmin.main(args)
         elif args.cmd == "doctor":
             d = Doctor(report(args.home))
             print(d)

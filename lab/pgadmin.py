@@ -635,10 +635,10 @@ def _has_user(db: Path, email: str) -> bool:
 
 
 def _cluster_servers(cluster) -> "tuple[dict, str]":
-    st = cluster._state
+    cred = cluster.credentials
     nodes = [(n.name, n.role.value, n.host, n.port) for n in cluster.nodes]
-    servers = render_servers(nodes, username=st["superuser"], maintenance_db=st.get("app_db", "crypto_db"))
-    return servers, render_passfile(st["superuser"], st["password"])
+    servers = render_servers(nodes, username=cred["user"], maintenance_db=cred["database"])
+    return servers, render_passfile(cred["user"], cred["password"])
 
 
 def _load_servers_if_changed(files: _Files, cluster, python: Path, login: dict) -> bool:

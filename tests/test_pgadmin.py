@@ -231,7 +231,7 @@ def test_files_are_private_and_servers_json_has_no_password(pgadmin_cluster):
     assert _mode(d / "login.json") == 0o600
     login = json.loads((d / "login.json").read_text())
     assert login["email"] == pga.EMAIL and login["password"]
-    assert c._state["password"] not in (d / "servers.json").read_text()
+    assert c.credentials["password"] not in (d / "servers.json").read_text()
     assert login["password"] not in (d / "servers.json").read_text()
     passfile = pga.storage_user_dir(d, pga.EMAIL) / "pgpass"
     assert _mode(passfile) == 0o600
