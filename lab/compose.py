@@ -32,6 +32,8 @@ PORT_VARS = {"pg-master": "PG_MASTER_PORT", "pg-replica": "PG_REPLICA_PORT",
              "pg-replica2": "PG_REPLICA2_PORT", "pg-replica3": "PG_REPLICA3_PORT"}
 PROFILES = ["replica2", "replica3", "app", "pgadmin"]
 READY_TIMEOUT = 90
+PGADMIN_EMAIL = "student@lab.example.com"
+PGADMIN_IMAGE = os.environ.get("LAB_PGADMIN_IMAGE", "dpage/pgadmin4:8")
 
 
 def compose_cli() -> "list[str] | None":
@@ -133,6 +135,9 @@ class ComposeBackend:
         }
         for spec in nodes.values():
             env[PORT_VARS[spec["service"]]] = str(spec["port"])
+        if self.cfg.get("pgadmin_port"):
+            env.update(PGADMIN_PORT=str(self.cfg["pgadmin_port"]), PGADMIN_EMAIL=PGADMIN_EMAIL,
+                       PGADMIN_SERVERS_JSON=str(self.pgadmin_servers_file))
         path = Path(self.cfg["env_file"])
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -304,6 +309,63 @@ class ComposeBackend:
             self.client.volumes.get(f"{self.cfg['project']}_{spec['service']}-data").remove(force=True)
         except docker.errors.NotFound:
             pass
+
+    # --- pgAdmin (the compose service) -----------------------------------------------
+    @property
+    def pgadmin_servers_file(self) -> Path:
+        return Path(self.cfg["env_file"]).parent / "pgadmin-servers.json"
+
+    def pgadmin_servers(self) -> dict:
+        """servers.json for the pgadmin container: nodes by service name inside the network."""
+        from .pgadmin import render_servers
+        nodes = sorted(self.state["nodes"].values(), key=lambda n: n["name"] != self.state["primary"])
+        servers = render_servers([(n["service"], n["role"], n["service"], 5432) for n in nodes],
+                                 username=self.state["superuser"], maintenance_db=self.state["app_db"])
+        for srv in servers["Servers"].values():  # no password file in the container: pgAdmin asks
+            srv["ConnectionParameters"].pop("passfile", None)
+        return servers
+
+    def start_pgadmin(self, quiet: bool = False, timeout: float = 120):
+        """The ``pgadmin`` service on 127.0.0.1 with every node preloaded; returns URL and login."""
+        import json
+        import urllib.request
+        import docker.errors
+        from .pgadmin import PgAdmin
+        try:
+            self.client.images.get(PGADMIN_IMAGE)
+        except docker.errors.ImageNotFound:
+            try:
+                self.client.images.pull(PGADMIN_IMAGE)
+            except docker.errors.APIError:
+                raise LabError(f"the pgAdmin image {PGADMIN_IMAGE} is not here and cannot be pulled: "
+                               "pull it where a registry answers (or set LAB_PGADMIN_IMAGE)") from None
+        port = ports.claim_one(self.cfg.get("pgadmin_port") or 0, self.owner) if self.cfg.get("pgadmin_port") \
+            else ports.claim_free_ports(1, self.owner)[0]
+        self.cfg["pgadmin_port"] = port
+        self.home.save(self.state)
+        self.pgadmin_servers_file.write_text(json.dumps(self.pgadmin_servers(), indent=2))
+        os.chmod(self.pgadmin_servers_file, 0o644)  # read by the container's pgadmin user; no secret in it
+        self.write_env()
+        self.compose("--profile", "pgadmin", "up", "-d", "--no-deps", "pgadmin")
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/misc/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise Timeout(f"pgAdmin did not answer on {url} within {timeout:.0f} s: "
+                              f"docker logs {self.cfg['prefix']}pgadmin")
+            time.sleep(0.5)
+        info = PgAdmin(url=url, email=PGADMIN_EMAIL, password=self.cfg["pgadmin_password"], port=port,
+                       pid=None, running=True, home=str(self.home.path))
+        if not quiet:
+            print(repr(info) + f"\n  servers: {', '.join(n['service'] for n in self.state['nodes'].values())} "
+                  f"(user {self.state['superuser']}, password: cluster.credentials['password'])")
+        return info
 
     def after_down(self) -> None:
         """Like ``docker compose down``: remove the stopped containers and the network; volumes stay."""

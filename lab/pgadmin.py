@@ -419,7 +419,12 @@ def _answers(url: str) -> bool:
 
 # --- public API ------------------------------------------------------------------------------
 def start(cluster, quiet: bool = False, timeout: float = START_TIMEOUT) -> PgAdmin:
-    """Start pgAdmin 4 for this cluster (or re-attach to the running one); prints URL and login."""
+    """Start pgAdmin 4 for this cluster (or re-attach to the running one); prints URL and login.
+
+    With the compose backend, this is the ``pgadmin`` service of compose/docker-compose.yml.
+    """
+    if getattr(cluster, "backend_name", "local") == "compose":
+        return cluster.backend.start_pgadmin(quiet=quiet)
     files = _Files(cluster.home)
     files.ensure_dir()
     with _flock(files.lock):

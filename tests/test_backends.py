@@ -2,6 +2,7 @@
 compose one (containers on a private Docker engine, where this machine can run one)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -9,6 +10,8 @@ import sys
 import pytest
 
 import lab
+import lab.compose
+import lab.pgadmin
 from lab import ports
 
 from conftest import insert, rows_with
@@ -16,24 +19,30 @@ from conftest import insert, rows_with
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["local", pytest.param("compose", marks=pytest.mark.compose)])
-def backend(request):
-    """The backend's name, with the environment it needs (DOCKER_HOST, the node image) set."""
-    if request.param == "local":
-        yield "local"
-        return
-    engine = request.getfixturevalue("docker_engine")
+@contextlib.contextmanager
+def compose_env(engine):
+    """DOCKER_HOST and the node image of the private engine, for the duration of a test."""
     saved = {k: os.environ.get(k) for k in ("DOCKER_HOST", "LAB_NODE_IMAGE")}
     os.environ["DOCKER_HOST"] = engine.host
     os.environ["LAB_NODE_IMAGE"] = engine.images["node"]
     try:
-        yield "compose"
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(params=["local", pytest.param("compose", marks=pytest.mark.compose)])
+def backend(request):
+    """The backend's name, with the environment it needs set."""
+    if request.param == "local":
+        yield "local"
+        return
+    with compose_env(request.getfixturevalue("docker_engine")):
+        yield "compose"
 
 
 @pytest.fixture
@@ -170,3 +179,29 @@ def test_compose_without_a_daemon_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(lab.LabError, match="no Docker daemon answers.*backend='local'"):
         lab.up(replicas=1, home=tmp_path / "lab", quiet=True, backend="compose")
     assert not (tmp_path / "lab" / "state.json").exists()
+
+
+@pytest.mark.compose
+def test_compose_pgadmin_gets_every_node_and_no_password(docker_engine, tmp_path):
+    with compose_env(docker_engine):
+        cluster = lab.up(replicas=1, home=tmp_path / "lab", quiet=True, backend="compose")
+        try:
+            _check_compose_pgadmin(cluster)
+        finally:
+            cluster.down(wipe=True)
+
+
+def _check_compose_pgadmin(cluster):
+    servers = cluster.backend.pgadmin_servers()["Servers"]
+    assert [(s["Name"], s["Host"], s["Port"]) for s in servers.values()] == [
+        ("pg-master", "pg-master", 5432), ("pg-replica", "pg-replica", 5432)]
+    assert cluster.credentials["password"] not in str(servers)
+    import docker.errors
+    try:
+        cluster.backend.client.images.get(lab.compose.PGADMIN_IMAGE)
+    except docker.errors.ImageNotFound:
+        with pytest.raises(lab.LabError, match="pgAdmin image .* cannot be pulled"):
+            lab.pgadmin.start(cluster, quiet=True)
+        pytest.skip(f"{lab.compose.PGADMIN_IMAGE} is not in the private engine and no registry answers here")
+    info = lab.pgadmin.start(cluster, quiet=True)
+    assert info.url.startswith("http://127.0.0.1:")
