@@ -205,3 +205,29 @@ def _check_compose_pgadmin(cluster):
         pytest.skip(f"{lab.compose.PGADMIN_IMAGE} is not in the private engine and no registry answers here")
     info = lab.pgadmin.start(cluster, quiet=True)
     assert info.url.startswith("http://127.0.0.1:")
+
+
+@pytest.mark.compose
+def test_compose_pause_and_network_cut_of_one_node(docker_engine, tmp_path):
+    """docker pause / unpause and network disconnect / connect, the partition experiments' tools."""
+    import psycopg2
+    with compose_env(docker_engine):
+        c = lab.up(replicas=1, home=tmp_path / "lab", quiet=True, backend="compose")
+        try:
+            replica = c.node("replica1")
+            c.backend.pause(replica.spec)
+            assert c.backend.container(replica.spec).status == "paused"
+            with pytest.raises(psycopg2.OperationalError):  # frozen: the login times out
+                psycopg2.connect(replica.dsn, connect_timeout=2).close()
+            c.backend.unpause(replica.spec)
+            assert replica.scalar("SELECT 1") == 1
+
+            c.backend.disconnect(replica.spec)
+            insert(c.primary, "written during the partition")
+            behind = c.primary.scalar("SELECT pg_current_wal_lsn() > replay_lsn FROM pg_stat_replication")
+            assert behind in (True, None)  # not replayed: the replica cannot receive it
+            c.backend.connect(replica.spec)
+            c.wait_replayed(timeout=60)
+            assert rows_with(replica, "written during the partition") == 1
+        finally:
+            c.down(wipe=True)
