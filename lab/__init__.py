@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 # Chapter modules load on first use (``lab.checks.check(...)``): matplotlib and ipywidgets are
 # slow to import and ``python -m lab down`` needs neither.
-_SUBMODULES = ("checks", "pgadmin", "plots", "replication", "widgets")
+_SUBMODULES = ("backups", "checks", "pgadmin", "plots", "replication", "slots", "standby", "wal", "widgets")
 
 
 def __getattr__(name):

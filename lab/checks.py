@@ -75,6 +75,7 @@ def exercise(exercise_id: str, title: str, answer: bool = False):
 
 def exercises(chapter: "str | None" = None) -> pd.DataFrame:
     """The exercises (of one chapter, e.g. ``"01"``): id, title, whether it wants an answer."""
+    _load_chapter(chapter)
     rows = [dict(exercise=e.id, title=e.title, answer=e.wants_answer)
             for e in sorted(_EXERCISES.values(), key=lambda e: e.id)
             if chapter is None or e.id.split(".")[0] == chapter]
@@ -86,8 +87,9 @@ def check(exercise_id: str, cluster, answer=NOT_ANSWERED) -> Result:
 
     >>> lab.checks.check("01.3", cluster, answer="replica1")   # doctest: +SKIP
     """
-    ex = _EXERCISES.get(exercise_id)
+    ex = _EXERCISES.get(exercise_id) or _load_chapter(exercise_id.split(".")[0]).get(exercise_id)
     if ex is None:
+        _load_chapter(None)
         known = ", ".join(sorted(_EXERCISES))
         raise LabError(f"no exercise {exercise_id!r}: the exercises are {known}")
     call = f"lab.checks.check({exercise_id!r}, cluster"
@@ -100,6 +102,19 @@ def check(exercise_id: str, cluster, answer=NOT_ANSWERED) -> Result:
     except LabError as e:  # a stopped primary, a wiped cluster: the hint is the lab's own message
         ok, message = False, f"could not check: {e}"
     return Result(ex.id, ex.title, bool(ok), message)
+
+
+def _load_chapter(chapter: "str | None") -> dict:
+    """Chapter NN's exercises live in ``lab/exercises_NN.py`` (imported on first use);
+    ``None`` loads every chapter's."""
+    import importlib
+    import pkgutil
+    from pathlib import Path
+    names = [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+             if m.name.startswith("exercises_") and (chapter is None or m.name == f"exercises_{chapter}")]
+    for name in names:
+        importlib.import_module(f"lab.{name}")
+    return _EXERCISES
 
 
 # --- helpers ------------------------------------------------------------------------------

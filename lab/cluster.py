@@ -156,8 +156,12 @@ class Cluster:
                 self.home.forget()
 
     # --- replicas --------------------------------------------------------------------
-    def add_replica(self, name: "str | None" = None, quiet: bool = True) -> Node:
-        """A new hot standby from a base backup of the primary, with its own slot."""
+    def add_replica(self, name: "str | None" = None, quiet: bool = True, from_backup=None) -> Node:
+        """A new hot standby from a base backup of the primary, with its own slot.
+
+        ``from_backup``: a base backup you took yourself (``pg_basebackup -R``) becomes the
+        replica's data directory instead (it is moved, not copied; local backend).
+        """
         with self.home.locked():
             self._reload()
             if name is None:
@@ -181,6 +185,8 @@ class Cluster:
             self._save()
             t0 = time.monotonic()
             try:
+                if from_backup is not None:
+                    self.backend.adopt(spec, Path(from_backup))
                 self.backend.start(spec, self._state, self.primary.spec)
                 self._save()
                 self.wait_streaming(names=[name])

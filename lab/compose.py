@@ -119,7 +119,7 @@ class ComposeBackend:
             raise LabError(f"the compose backend has services for {', '.join(SERVICES)}, not {name!r}")
         service = SERVICES[name]
         return {"name": name, "role": str(role), "port": port, "service": service,
-                "container": self.cfg["prefix"] + service, "app_name": service}
+                "container": self.cfg["prefix"] + service, "app_name": service, "pgdata": PGDATA}
 
     # --- the compose CLI ------------------------------------------------------------
     def write_env(self) -> None:
@@ -278,6 +278,25 @@ class ComposeBackend:
                                user="postgres")
         if code != 0:
             raise LabError(f"pg_ctl promote failed on {spec['container']}: {out.decode().strip()}")
+
+    def adopt(self, spec, backup) -> None:
+        raise LabError("adopting a base backup as a replica needs the local backend "
+                       "(lab.up(backend='local')); in containers a replica takes its own base backup")
+
+    def tool(self, spec, args, check=True, timeout=120) -> subprocess.CompletedProcess:
+        """Run a command in this node's container as postgres (LANG=C)."""
+        c = self.container(spec)
+        if c is None or c.status != "running":
+            raise NotRunning(f"{spec['name']} is not running: start it first")
+        code, (out, err) = c.exec_run([str(a) for a in args], user="postgres", environment={"LANG": "C"},
+                                      demux=True)
+        r = subprocess.CompletedProcess(args, code, (out or b"").decode("utf-8", "replace"),
+                                        (err or b"").decode("utf-8", "replace"))
+        if check and code != 0:
+            last = (r.stderr or r.stdout).strip().splitlines()
+            raise LabError(f"{Path(str(args[0])).name} failed in {spec['container']}: "
+                           f"{last[-1] if last else 'exit ' + str(code)}")
+        return r
 
     def pause(self, spec) -> None:
         c = self.container(spec)

@@ -258,6 +258,28 @@ class LocalBackend:
             last = (r.stderr or r.stdout).strip().splitlines()
             raise ServerStartError(f"{spec['name']}: could not prepare the replica: {last[-1] if last else r.returncode}")
 
+    def adopt(self, spec, backup: Path) -> None:
+        """Make a base backup taken with ``pg_basebackup -R`` this node's data directory (moved)."""
+        backup = Path(backup)
+        if not (backup / "PG_VERSION").exists() or not (backup / "standby.signal").exists():
+            raise LabError(f"{backup} is not a base backup taken with -R (no PG_VERSION or standby.signal): "
+                           "take one with pg_basebackup -R -X stream")
+        self.make_node_dir(spec)
+        pgdata = Path(spec["pgdata"])
+        if pgdata.exists():
+            raise LabError(f"{pgdata} already exists: pick another replica name")
+        shutil.move(str(backup), str(pgdata))
+        os.chmod(pgdata, 0o700)
+        self.user.chown(pgdata)
+
+    def tool(self, spec, args, check=True, timeout=120) -> subprocess.CompletedProcess:
+        """Run a command beside this node's data, as the server user (PostgreSQL's tools from its
+        bin directory; LANG=C so their output parses)."""
+        args = [str(a) for a in args]
+        if (self.bins.bindir / args[0]).exists():
+            args[0] = self.bins.path(args[0])
+        return self.run(args, check=check, timeout=timeout)
+
     # --- lifecycle ------------------------------------------------------------------
     def ensure_port(self, spec) -> bool:
         """Re-claim the node's port, or move it to a free one; True if the port changed."""

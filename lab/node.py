@@ -227,6 +227,18 @@ class Node:
         self._cluster._promote(self.name)
         return self
 
+    @property
+    def pgdata(self) -> str:
+        """This node's data directory (inside its container with the compose backend)."""
+        return self.spec["pgdata"]
+
+    def tool(self, *args, check: bool = True, timeout: float = 120):
+        """Run a command where this node's data is, as the server user; a CompletedProcess.
+
+        >>> cluster.primary.tool("pg_controldata", cluster.primary.pgdata).stdout   # doctest: +SKIP
+        """
+        return self._cluster.backend.tool(self.spec, args, check=check, timeout=timeout)
+
     def logs(self, tail: int = 50) -> Text:
         """The last ``tail`` lines of this node's server log."""
         return Text(self._cluster.backend.logs(self.spec, tail))

@@ -488,3 +488,30 @@ def test_former_primary_is_not_overwritten_unless_asked(tmp_path):
         assert (Path(old.spec["pgdata"]) / "standby.signal").exists()
     finally:
         c.down(wipe=True)
+
+
+def test_node_tool_runs_postgres_tools_beside_the_data(cluster):
+    out = cluster.primary.tool("pg_controldata", cluster.primary.pgdata).stdout
+    assert "Database cluster state:               in production" in out
+    assert "in archive recovery" in cluster.node("replica1").tool("pg_controldata",
+                                                                  cluster.node("replica1").pgdata).stdout
+    with pytest.raises(LabError, match="pg_controldata failed"):
+        cluster.primary.tool("pg_controldata", "/nonexistent")
+
+
+def test_a_base_backup_taken_by_hand_becomes_a_replica(fresh_cluster):
+    c = fresh_cluster
+    backup = c.data_root / "my-backup"
+    env = c.backend.bins.env()
+    c.primary.tool("pg_basebackup", "-D", backup, "-R", "-X", "stream", "-c", "fast",
+                   "-d", f"host=127.0.0.1 port={c.primary.port} user=replicator "
+                         f"password={c.credentials['replication_password']}")
+    assert (backup / "standby.signal").exists() and env
+    r = c.add_replica("replica_manual", from_backup=backup)
+    assert not backup.exists() and r.is_running
+    insert(c.primary, "to the hand-made replica")
+    c.wait_replayed(timeout=20)
+    assert rows_with(r, "to the hand-made replica") == 1
+    with pytest.raises(LabError, match="is not a base backup taken with -R"):
+        c.add_replica("replica_bad", from_backup=c.data_root / "nothing-here")
+    assert "replica_bad" not in [n.name for n in c.nodes]
