@@ -283,12 +283,12 @@ class ComposeBackend:
         raise LabError("adopting a base backup as a replica needs the local backend "
                        "(lab.up(backend='local')); in containers a replica takes its own base backup")
 
-    def tool(self, spec, args, check=True, timeout=120) -> subprocess.CompletedProcess:
+    def tool(self, spec, args, check=True, timeout=120, env=None) -> subprocess.CompletedProcess:
         """Run a command in this node's container as postgres (LANG=C)."""
         c = self.container(spec)
         if c is None or c.status != "running":
             raise NotRunning(f"{spec['name']} is not running: start it first")
-        code, (out, err) = c.exec_run([str(a) for a in args], user="postgres", environment={"LANG": "C"},
+        code, (out, err) = c.exec_run([str(a) for a in args], user="postgres", environment={"LANG": "C", **(env or {})},
                                       demux=True)
         r = subprocess.CompletedProcess(args, code, (out or b"").decode("utf-8", "replace"),
                                         (err or b"").decode("utf-8", "replace"))

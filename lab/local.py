@@ -272,13 +272,15 @@ class LocalBackend:
         os.chmod(pgdata, 0o700)
         self.user.chown(pgdata)
 
-    def tool(self, spec, args, check=True, timeout=120) -> subprocess.CompletedProcess:
+    def tool(self, spec, args, check=True, timeout=120, env=None) -> subprocess.CompletedProcess:
         """Run a command beside this node's data, as the server user (PostgreSQL's tools from its
         bin directory; LANG=C so their output parses)."""
         args = [str(a) for a in args]
         if (self.bins.bindir / args[0]).exists():
             args[0] = self.bins.path(args[0])
-        return self.run(args, check=check, timeout=timeout)
+        full = self.bins.env()
+        full.update(env or {})
+        return self.run(args, check=check, timeout=timeout, env=full)
 
     # --- lifecycle ------------------------------------------------------------------
     def ensure_port(self, spec) -> bool:

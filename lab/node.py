@@ -232,12 +232,13 @@ class Node:
         """This node's data directory (inside its container with the compose backend)."""
         return self.spec["pgdata"]
 
-    def tool(self, *args, check: bool = True, timeout: float = 120):
+    def tool(self, *args, check: bool = True, timeout: float = 120, env: "dict | None" = None):
         """Run a command where this node's data is, as the server user; a CompletedProcess.
+        ``env`` adds environment variables (e.g. PGPASSWORD for pg_basebackup).
 
         >>> cluster.primary.tool("pg_controldata", cluster.primary.pgdata).stdout   # doctest: +SKIP
         """
-        return self._cluster.backend.tool(self.spec, args, check=check, timeout=timeout)
+        return self._cluster.backend.tool(self.spec, args, check=check, timeout=timeout, env=env)
 
     def logs(self, tail: int = 50) -> Text:
         """The last ``tail`` lines of this node's server log."""

@@ -504,8 +504,8 @@ def test_a_base_backup_taken_by_hand_becomes_a_replica(fresh_cluster):
     backup = c.data_root / "my-backup"
     env = c.backend.bins.env()
     c.primary.tool("pg_basebackup", "-D", backup, "-R", "-X", "stream", "-c", "fast",
-                   "-d", f"host=127.0.0.1 port={c.primary.port} user=replicator "
-                         f"password={c.credentials['replication_password']}")
+                   "-d", f"host=127.0.0.1 port={c.primary.port} user=replicator",
+                   env={"PGPASSWORD": c.credentials["replication_password"]})
     assert (backup / "standby.signal").exists() and env
     r = c.add_replica("replica_manual", from_backup=backup)
     assert not backup.exists() and r.is_running
