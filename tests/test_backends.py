@@ -6,11 +6,13 @@ import contextlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import lab
 import lab.compose
+import lab.config
 import lab.pgadmin
 from lab import ports
 
@@ -157,6 +159,9 @@ def test_a_port_taken_while_down_moves_the_node(cluster):
         insert(again.primary, "after the move")
         again.wait_replayed(timeout=30)
         assert rows_with(again.node("replica1"), "after the move") == 1
+        if again.backend_name == "local":  # the replica's primary_conninfo followed the move
+            auto = (Path(again.node("replica1").pgdata) / "postgresql.auto.conf").read_text()
+            assert lab.config.primary_conninfo(auto)["port"] == str(again.primary.port)
 
 
 @pytest.mark.compose

@@ -369,26 +369,6 @@ def test_doctor_reports_binaries_and_lab_home(tmp_path):
     assert d.ok
 
 
-def test_port_taken_while_down_moves_the_node_and_its_replicas_follow(fresh_cluster):
-    c = fresh_cluster
-    insert(c.primary, "before the move")
-    old = c.primary.port
-    c.down()
-    import socket
-    with socket.socket() as squatter:  # another program takes the primary's port meanwhile
-        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        squatter.bind(("127.0.0.1", old))
-        squatter.listen()
-        c2 = lab.up(home=c.home.path, quiet=True)
-        assert c2.primary.port != old
-        insert(c2.primary, "after the move")
-        c2.wait_replayed(timeout=20)
-        assert rows_with(c2.node("replica1"), "after the move") == 1
-        conninfo = lab.config.primary_conninfo(
-            (Path(c2.node("replica1").spec["pgdata"]) / "postgresql.auto.conf").read_text())
-        assert conninfo["port"] == str(c2.primary.port)
-
-
 def test_replica_with_lost_data_is_rebuilt_from_the_primary(fresh_cluster):
     c = fresh_cluster
     replica = c.node("replica1")

@@ -213,7 +213,8 @@ def test_ci_runs_make_test():
 # no fixed passwords from the original project
 # --------------------------------------------------------------------------
 
-ORIGINAL_PASSWORDS = ("root_password", "Bean2023", "repl_password_2024")
+# spelled in pieces so that this file is not itself a hit for the repository-wide scan
+ORIGINAL_PASSWORDS = ("root_" + "password", "Bean" + "2023", "repl_password_" + "2024")
 SCANNED_DIRS = ("master", "replica", "compose", "lab", "app", "notebooks")
 SKIPPED_DIRS = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache"}
 
