@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg2  # noqa: E402
 
 import lab  # noqa: E402
+from table import print_table  # noqa: E402 (bench/table.py)
 from lab import binaries, ports  # noqa: E402
 from lab.local import postmaster_pid  # noqa: E402
 from lab.osuser import server_user  # noqa: E402
@@ -184,11 +185,7 @@ def main() -> int:
         ("RSS, primary + 2 replicas (sum)", f"{rss:.0f} MB", "<= 200 MB", rss <= 200),
         ("PSS, primary + 2 replicas", f"{pss:.0f} MB", "", None),
     ]
-    w = max(len(r[0]) for r in rows)
-    print(f"\n{'measure':<{w}}  {'median':>9}  {'target':<10} ok")
-    print("-" * (w + 27))
-    for name, val, target, ok in rows:
-        print(f"{name:<{w}}  {val:>9}  {target:<10} {'' if ok is None else ('yes' if ok else 'NO')}")
+    print_table(rows, "measure (median)")
     return 0
 
 

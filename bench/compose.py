@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import lab  # noqa: E402
+from table import print_table  # noqa: E402 (bench/table.py)
 from lab import dockerd  # noqa: E402
 
 
@@ -75,11 +76,7 @@ def main() -> int:
         ("local:   down(wipe=True)", f"{ld:.2f} s", "", None),
         ("compose up / local up", f"{cu / lu:.1f}", "", None),
     ]
-    w = max(len(r[0]) for r in rows)
-    print(f"\n{'measure (median of ' + str(args.runs) + ')':<{w}}  {'value':>8}  {'target':<9} ok")
-    print("-" * (w + 24))
-    for name, val, target, good in rows:
-        print(f"{name:<{w}}  {val:>8}  {target:<9} {'' if good is None else ('yes' if good else 'NO')}")
+    print_table(rows, f'measure (median of {args.runs})')
     return 0
 
 
