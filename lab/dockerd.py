@@ -8,7 +8,7 @@ The engine never touches the host's Docker (if any): it has its own root directo
 (``/var/tmp/pglab-dockerd/<pid>-<random>``, ``LAB_DOCKERD_ROOT`` moves the parent) holding its
 socket, data-root, exec-root, pidfile, config file and log.  It runs with
 ``--iptables=false --ip-forward=false --bridge=none``: no firewall rule or sysctl of the host
-changes (see compose/probe-notes/FINDINGS.md).  Ports published on 127.0.0.1 still work (through
+changes (see docs/docker-engine-findings.md).  Ports published on 127.0.0.1 still work (through
 docker-proxy), and so do containers reaching each other by name on a user-defined network.
 Containers have no way out to the internet, which the tests do not need.  There is no default
 ``bridge`` network: a container started without ``--network`` has no network at all (and its
