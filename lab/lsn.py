@@ -47,7 +47,10 @@ def lsn_diff(a, b) -> "int | None":
 
 
 def wal_segment_name(lsn, timeline: int = 1, segment_size: int = 16 * 1024 * 1024) -> str:
-    """The WAL file holding ``lsn`` (like ``pg_walfile_name``).
+    """The WAL file holding the byte *at* ``lsn``.
+
+    ``pg_walfile_name`` names the file of the byte *before* the LSN (where the record that
+    ended there was written), so at an exact segment boundary it gives the previous file.
 
     >>> wal_segment_name("0/3000060")
     '000000010000000000000003'

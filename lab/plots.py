@@ -17,6 +17,25 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from .errors import LabError
 
+
+def show_figures_in_notebooks() -> None:
+    """Make a Figure that is a cell's value show as a picture.
+
+    Jupyter's inline backend registers its PNG formatter only once pyplot is imported, and
+    the lab never imports pyplot: register the same formatter for ``Figure`` ourselves.
+    """
+    try:
+        from IPython import get_ipython
+        from IPython.core.pylabtools import print_figure
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is not None:
+        ip.display_formatter.formatters["image/png"].for_type(Figure, lambda f: print_figure(f, "png"))
+
+
+show_figures_in_notebooks()
+
 # fill, edge, text per look; stopped nodes are greyed
 _LOOK = {
     "primary": ("#dbe8f6", "#2f5d8a", "black"),
