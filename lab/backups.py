@@ -1,0 +1,428 @@
+"""Base backups by hand: ``pg_basebackup -R -X stream`` into a directory, and what is inside it.
+
+>>> path = lab.backups.take_base_backup(cluster)               # doctest: +SKIP
+>>> lab.backups.backup_label(path)                             # doctest: +SKIP
+>>> lab.backups.verify(cluster, path)                          # doctest: +SKIP
+✅ pg_verifybackup: backup successfully verified
+>>> cluster.add_replica("replica_manual", from_backup=path)    # doctest: +SKIP
+
+The replication password never goes on a command line (where ``ps`` shows it) nor into the
+backup: it sits in one libpq password file, ``<data_root>/replication.pgpass`` (mode 0600, owned
+by the server user), and the connection string names that file with ``passfile=``.  A replica
+made from such a backup reads the same file when it connects, so the file stays until
+``clean(cluster)`` finds no node that uses it.  Local backend only: with containers each replica
+takes its own base backup.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import LabError, NotRunning
+
+PASSFILE = "replication.pgpass"
+# not a valid node name (it has a '-'), so it never collides with a node's directory
+BACKUPS_DIR = "base-backups"
+
+# What pg_basebackup -R -X stream leaves that a student should look at, in reading order.
+NOTABLE = {
+    "backup_label": "where recovery starts (checkpoint, first WAL)",
+    "backup_manifest": "each file's size and checksum; the WAL range",
+    "standby.signal": "start as a standby, not as a primary (-R)",
+    "postgresql.auto.conf": "primary_conninfo: how to reach the primary (-R)",
+    "pg_wal": "the WAL written during the copy (-X stream)",
+    "base": "the databases: tables and indexes",
+    "global": "cluster-wide: roles, databases, pg_control",
+}
+
+
+# --- pure functions: file formats --------------------------------------------------------
+def passfile_line(host: str, port, database: str, user: str, password: str) -> str:
+    """One line of a libpq password file (``:`` and ``\\`` escaped in each field).
+
+    >>> passfile_line("127.0.0.1", "*", "*", "replicator", "a:b")
+    '127.0.0.1:*:*:replicator:a\\\\:b\\n'
+    """
+    def esc(v):
+        v = str(v)
+        return v if v == "*" else v.replace("\\", "\\\\").replace(":", "\\:")
+    return ":".join(esc(v) for v in (host, port, database, user, password)) + "\n"
+
+
+def parse_backup_label(text: str) -> dict:
+    """``backup_label`` as a dict of its lines, keys as PostgreSQL writes them.
+
+    >>> parse_backup_label("START WAL LOCATION: 0/3000028 (file 000000010000000000000003)\\nLABEL: x\\n")
+    {'START WAL LOCATION': '0/3000028 (file 000000010000000000000003)', 'LABEL': 'x'}
+    """
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip():
+            out[key.strip()] = value.strip()
+    return out
+
+
+_START_RE = re.compile(r"^([0-9A-Fa-f]+/[0-9A-Fa-f]+)\s*\(file ([0-9A-Fa-f]{24})\)")
+
+
+def start_of(label: dict) -> "tuple[str, str] | None":
+    """(LSN, WAL file) of a parsed label's START WAL LOCATION, or None.
+
+    >>> start_of({"START WAL LOCATION": "0/3000028 (file 000000010000000000000003)"})
+    ('0/3000028', '000000010000000000000003')
+    """
+    m = _START_RE.match(label.get("START WAL LOCATION", ""))
+    return (m.group(1), m.group(2).upper()) if m else None
+
+
+def summarise_manifest(manifest: dict) -> dict:
+    """What a ``backup_manifest`` (parsed JSON) says: how many files, how big, which WAL."""
+    files = manifest.get("Files", [])
+    ranges = manifest.get("WAL-Ranges", [])
+    algos = sorted({f.get("Checksum-Algorithm", "NONE") for f in files})
+    return {
+        "manifest_version": manifest.get("PostgreSQL-Backup-Manifest-Version"),
+        "files": len(files),
+        "total_bytes": sum(int(f.get("Size", 0)) for f in files),
+        "checksum_algorithm": ", ".join(algos) or None,
+        "wal_timeline": ranges[0]["Timeline"] if ranges else None,
+        "wal_start_lsn": ranges[0]["Start-LSN"] if ranges else None,
+        "wal_end_lsn": ranges[-1]["End-LSN"] if ranges else None,
+    }
+
+
+_SETTING_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*?)\s*$")
+
+
+def parse_auto_conf(text: str) -> dict:
+    """The settings of a ``postgresql.auto.conf`` text (quotes removed, ``''`` unescaped)."""
+    out = {}
+    for line in text.splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        m = _SETTING_RE.match(line)
+        if not m:
+            continue
+        value = m.group(2)
+        if len(value) >= 2 and value[0] == value[-1] == "'":
+            value = value[1:-1].replace("''", "'")
+        out[m.group(1)] = value
+    return out
+
+
+_CONNINFO_TOKEN_RE = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']*)")
+
+
+def parse_conninfo(conninfo: str) -> dict:
+    """A libpq connection string as a dict (quoted values unquoted).
+
+    >>> parse_conninfo("user=r passfile='/a b/p' port=5")
+    {'user': 'r', 'passfile': '/a b/p', 'port': '5'}
+    """
+    out, pos = {}, 0
+    while pos < len(conninfo):
+        m = _CONNINFO_TOKEN_RE.match(conninfo, pos)
+        if not m:
+            break
+        value = m.group(2)
+        if value.startswith("'"):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        out[m.group(1)] = value
+        pos = m.end()
+    return out
+
+
+# --- where backups live --------------------------------------------------------------------
+def _data_root(cluster) -> Path:
+    root = cluster.data_root
+    if root is None:
+        raise LabError("base backups by hand need the local backend (lab.up(backend='local')): "
+                       "in containers each replica takes its own base backup")
+    return root
+
+
+def backups_dir(cluster) -> Path:
+    """``<data_root>/base-backups``: where ``take_base_backup`` puts backups."""
+    return _data_root(cluster) / BACKUPS_DIR
+
+
+def _chown(cluster, path: Path) -> None:
+    cluster.backend.user.chown(path, recursive=False)
+
+
+def write_passfile(cluster) -> Path:
+    """``<data_root>/replication.pgpass``: the replication login, mode 0600, owned by the server user."""
+    cred = cluster.credentials
+    path = _data_root(cluster) / PASSFILE
+    tmp = path.with_name(f".{PASSFILE}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        # any port: the primary may move to another port across down()/up()
+        f.write(passfile_line("127.0.0.1", "*", "*", cred["replication_user"], cred["replication_password"]))
+    os.chmod(tmp, 0o600)
+    _chown(cluster, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def passfile_info(cluster) -> pd.Series:
+    """The password file: where it is, its mode and owner, and its line with the password masked."""
+    import pwd
+    import stat
+    path = _data_root(cluster) / PASSFILE
+    if not path.exists():
+        raise LabError(f"no {path}: take_base_backup(cluster) writes it")
+    st = path.stat()
+    fields = re.split(r"(?<!\\):", path.read_text().strip(), maxsplit=4)
+    return pd.Series(dict(path=str(path), mode=stat.filemode(st.st_mode), owner=pwd.getpwuid(st.st_uid).pw_name,
+                          line=":".join(fields[:4] + ["********"])), name=PASSFILE, dtype="object")
+
+
+def conninfo_value(value) -> str:
+    """A value quoted for a libpq connection string when it needs it.
+
+    >>> conninfo_value("/data/rep.pgpass"), conninfo_value("/my data/it's")
+    ('/data/rep.pgpass', "'/my data/it\\\\'s'")
+    """
+    v = str(value)
+    if v and not re.search(r"[\s'\\]", v):
+        return v
+    return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def conninfo(cluster, passfile: Path) -> str:
+    """How pg_basebackup reaches the primary: the replication user, its password from ``passfile``."""
+    p = cluster.primary
+    return (f"host={p.host} port={p.port} user={conninfo_value(cluster.credentials['replication_user'])} "
+            f"passfile={conninfo_value(passfile)}")
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for n in files:
+            try:
+                total += os.lstat(os.path.join(root, n)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _remove_backup_dir(path: Path) -> None:
+    if (path / "postmaster.pid").exists():
+        raise LabError(f"{path} has a postmaster.pid: a server may run on it, so it is not removed")
+    shutil.rmtree(path)
+
+
+# --- taking and inspecting ----------------------------------------------------------------
+def take_base_backup(cluster, name: str = "manual", label: str = "taken by hand", quiet: bool = False) -> Path:
+    """``pg_basebackup -R -X stream -c fast`` of the primary into ``<data_root>/base-backups/<name>``.
+
+    An earlier backup of the same name is removed first (a half-written one would otherwise be
+    taken for a good one).  No slot (``-S``): a replica made from it keeps no WAL on the primary.
+    >>> path = lab.backups.take_base_backup(cluster)       # doctest: +SKIP
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name or "") or name.startswith("."):
+        raise LabError(f"a backup name uses letters, digits, '_', '-' and '.', not {name!r}")
+    root = backups_dir(cluster)
+    primary = cluster.primary
+    if not primary.is_running:
+        raise NotRunning(f"the primary ({primary.name}) is stopped: start it with cluster.start()")
+    root.mkdir(mode=0o700, exist_ok=True)
+    _chown(cluster, root)
+    path = root / name
+    if path.exists():
+        if not quiet:
+            print(f"removing an earlier backup in {path}")
+        _remove_backup_dir(path)
+    pf = write_passfile(cluster)
+    t0 = time.monotonic()
+    r = primary.tool("pg_basebackup", "-D", path, "-R", "-X", "stream", "-c", "fast", "-l", label,
+                     "--no-password", "-d", conninfo(cluster, pf), check=False, timeout=300)
+    if r.returncode != 0:
+        shutil.rmtree(path, ignore_errors=True)  # never leave a half-written backup behind
+        last = (r.stderr or r.stdout).strip().splitlines()
+        raise LabError(f"pg_basebackup failed: {last[-1] if last else 'exit ' + str(r.returncode)}")
+    if not quiet:
+        from .plots import human_bytes
+        print(f"base backup of {primary.name}: {human_bytes(_size(path))} in {path} "
+              f"({time.monotonic() - t0:.1f} s)")
+    return path
+
+
+def _read(source, name: str) -> str:
+    """A file of a backup directory, or of a node's data directory (read where the node runs)."""
+    from .node import Node
+    if isinstance(source, Node):
+        r = source.tool("cat", f"{source.pgdata}/{name}", check=False)
+        if r.returncode != 0:
+            raise FileNotFoundError(name)
+        return r.stdout
+    return (Path(source) / name).read_text()
+
+
+def backup_label(source) -> pd.Series:
+    """The lines of a backup's ``backup_label``: a backup directory, or a node (its ``backup_label.old``).
+
+    >>> lab.backups.backup_label(path)["START WAL LOCATION"]           # doctest: +SKIP
+    '0/3000028 (file 000000010000000000000003)'
+    """
+    for name in ("backup_label", "backup_label.old"):
+        try:
+            text = _read(source, name)
+        except (FileNotFoundError, NotRunning):
+            continue
+        return pd.Series(parse_backup_label(text), name=name, dtype="object")
+    raise LabError(f"no backup_label in {getattr(source, 'pgdata', source)}: is it a base backup?")
+
+
+def manifest(path) -> pd.Series:
+    """What the backup's ``backup_manifest`` lists, beside what is on disk.
+
+    ``files`` / ``total_bytes`` come from the manifest; ``files_on_disk`` counts every file of
+    the backup, and ``not_in_manifest`` names those the manifest does not list (``pg_wal/*``: the
+    ``wal_files_in_pg_wal`` WAL files).
+    """
+    path = Path(path)
+    try:
+        data = json.loads((path / "backup_manifest").read_text())
+    except FileNotFoundError:
+        raise LabError(f"no backup_manifest in {path}: pg_basebackup writes one unless --no-manifest") from None
+    out = summarise_manifest(data)
+    on_disk = {os.path.relpath(os.path.join(root, n), path) for root, _dirs, files in os.walk(path) for n in files}
+    listed = {f.get("Path") for f in data.get("Files", [])}
+    out["files_on_disk"] = len(on_disk)
+    missing = sorted(on_disk - listed)
+    wal = [m for m in missing if m.startswith("pg_wal/")]
+    out["not_in_manifest"] = ", ".join([m for m in missing if m not in wal] + (["pg_wal/*"] if wal else []))
+    out["wal_files_in_pg_wal"] = len(wal)
+    from .plots import human_bytes
+    out["total_size"] = human_bytes(out["total_bytes"])
+    return pd.Series(out, name="backup_manifest", dtype="object")
+
+
+def backup_files(path, everything: bool = False) -> pd.DataFrame:
+    """The top of a backup directory: the entries worth knowing first (``everything=True``: all)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise LabError(f"{path} is not a directory: pass what take_base_backup returned")
+    from .plots import human_bytes
+    rows = []
+    entries = sorted(path.iterdir(), key=lambda p: (p.name not in NOTABLE, list(NOTABLE).index(p.name)
+                                                      if p.name in NOTABLE else 0, p.name))
+    for p in entries:
+        if not everything and p.name not in NOTABLE:
+            continue
+        size = _size(p)
+        rows.append(dict(name=p.name + ("/" if p.is_dir() else ""), size=human_bytes(size), bytes=size,
+                         what=NOTABLE.get(p.name, "")))
+    return pd.DataFrame(rows, columns=["name", "size", "bytes", "what"])
+
+
+# the keywords of primary_conninfo worth a row of their own; the rest are libpq defaults written out
+_CONNINFO_SHOWN = ("user", "password", "passfile", "host", "port", "application_name")
+
+
+def recovery_settings(path) -> pd.DataFrame:
+    """The standby settings ``-R`` wrote: ``primary_conninfo`` keyword by keyword (a password masked),
+    ``primary_slot_name``, and whether ``standby.signal`` is there."""
+    path = Path(path)
+    try:
+        settings = parse_auto_conf((path / "postgresql.auto.conf").read_text())
+    except FileNotFoundError:
+        raise LabError(f"no postgresql.auto.conf in {path}: was the backup taken with -R?") from None
+    rows = [dict(setting="standby.signal",
+                 value="present" if (path / "standby.signal").exists() else "absent: it would start as a primary")]
+    conn = parse_conninfo(settings.pop("primary_conninfo", "") or "")
+    for key in _CONNINFO_SHOWN:
+        if key in conn:
+            rows.append(dict(setting=f"primary_conninfo: {key}", value="********" if key == "password" else conn[key]))
+    rest = [f"{k}={v}" for k, v in conn.items() if k not in _CONNINFO_SHOWN]
+    if rest:
+        rows.append(dict(setting="primary_conninfo: other keywords", value=" ".join(rest)))
+    slot = settings.pop("primary_slot_name", None)
+    rows.append(dict(setting="primary_slot_name", value=slot or "(not set: no slot)"))
+    rows += [dict(setting=k, value=v) for k, v in settings.items()]
+    return pd.DataFrame(rows, columns=["setting", "value"])
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What ``pg_verifybackup`` said: ``ok`` and its output."""
+    ok: bool
+    output: str
+
+    def __bool__(self):
+        return self.ok
+
+    def __repr__(self):
+        return f"{'✅' if self.ok else '❌'} pg_verifybackup: {self.output}"
+
+
+def verify(cluster, path) -> Verification:
+    """Run ``pg_verifybackup`` on a backup: every file against the manifest, and its WAL with pg_waldump.
+
+    A damaged backup is a ❌ with the tool's message, not an exception.
+    """
+    r = cluster.primary.tool("pg_verifybackup", Path(path), check=False, timeout=300)
+    text = "\n".join(ln for ln in (r.stdout + r.stderr).strip().splitlines() if ln.strip())
+    return Verification(r.returncode == 0, text or f"exit {r.returncode}")
+
+
+# --- the backups a cluster holds, and tidying up ---------------------------------------------
+def known_backups(cluster) -> pd.DataFrame:
+    """Every base backup in the cluster: each node's data directory (made by one) and each backup
+    directory under ``base-backups``, with where it starts."""
+    rows = []
+    sources = [(n.name, n) for n in cluster.nodes]
+    root = cluster.data_root
+    if root is not None and (root / BACKUPS_DIR).is_dir():
+        sources += [(str(p), p) for p in sorted((root / BACKUPS_DIR).iterdir()) if p.is_dir()]
+    for where, source in sources:
+        try:
+            label = backup_label(source)
+        except LabError:
+            continue
+        start = start_of(label.to_dict())
+        rows.append(dict(where=where, label=label.get("LABEL"), start_lsn=start and start[0],
+                         start_wal_file=start and start[1], start_time=label.get("START TIME")))
+    return pd.DataFrame(rows, columns=["where", "label", "start_lsn", "start_wal_file", "start_time"])
+
+
+def clean(cluster) -> str:
+    """Remove the backup directories, and the password file once no node connects with it."""
+    root = _data_root(cluster)
+    done = []
+    bdir = root / BACKUPS_DIR
+    if bdir.exists():
+        for p in sorted(bdir.iterdir()):
+            _remove_backup_dir(p) if p.is_dir() else p.unlink()
+            done.append(p.name)
+        bdir.rmdir()
+    pf = root / PASSFILE
+    users = []
+    for n in cluster.nodes:
+        try:
+            if str(pf) in (Path(n.pgdata) / "postgresql.auto.conf").read_text():
+                users.append(n.name)
+        except OSError:
+            pass
+    if pf.exists() and users:
+        kept = f"kept {pf.name}: {', '.join(users)} still connect(s) with it"
+    elif pf.exists():
+        pf.unlink()
+        kept = f"removed {pf.name}"
+    else:
+        kept = "no password file"
+    gone = f"removed {len(done)} backup(s) ({', '.join(done)})" if done else "no backups to remove"
+    return f"{gone}; {kept}"

@@ -1,0 +1,149 @@
+"""Chapter 03's self-checks: base backups and replication slots, checked against the real cluster.
+
+>>> lab.checks.check("03.1", cluster, answer="000000010000000000000003")   # doctest: +SKIP
+>>> lab.checks.exercises("03")                                             # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import re
+
+from .backups import known_backups
+from .checks import exercise
+from .errors import Timeout
+from .slots import WAL_GONE, _slot_of, inactive_slots, slot_table, wal_settings
+
+_WAL_FILE_RE = re.compile(r"^[0-9A-F]{24}$")
+_LSN_RE = re.compile(r"^[0-9A-F]+/[0-9A-F]+$")
+
+
+@exercise("03.1", "the WAL file a base backup starts in", answer=True)
+def _backup_start(cluster, answer):
+    if not isinstance(answer, str) or not answer.strip():
+        return False, "answer with a WAL file name (24 hex digits), e.g. answer='000000010000000000000003'"
+    given = answer.strip().upper()
+    backups = known_backups(cluster)
+    if backups.empty:
+        return False, "this cluster holds no base backup yet: take one with lab.backups.take_base_backup(cluster)"
+    hit = backups[backups["start_wal_file"] == given]
+    if len(hit):
+        row = hit.iloc[0]
+        return True, (f"right: the base backup in {row['where']} starts at {row['start_lsn']}, in WAL file {given} "
+                      "(START WAL LOCATION in its backup_label)")
+    if _LSN_RE.match(given):
+        if given in set(backups["start_lsn"].str.upper()):
+            return False, "that is the LSN where it starts: the answer is the WAL file named in parentheses after it"
+        return False, "answer with the WAL file's name, not an LSN: it is in parentheses on START WAL LOCATION"
+    if not _WAL_FILE_RE.match(given):
+        return False, f"a WAL file name is 24 hex digits, like '000000010000000000000003', not {answer!r}"
+    return False, ("no base backup in this cluster starts in that file: read START WAL LOCATION in "
+                   "lab.backups.backup_label(path), or lab.backups.backup_label(cluster.node('replica1'))")
+
+
+def _streaming(cluster) -> set:
+    return set(cluster.primary.sql("SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
+                                   dbname="postgres")["application_name"])
+
+
+@exercise("03.2", "a replica that streams without a slot")
+def _replica_without_slot(cluster):
+    replicas = [r for r in cluster.replicas if r.is_running]
+    if not replicas:
+        return False, "no replica runs: lab.up(replicas=1) starts replica1"
+    streaming = _streaming(cluster)
+    slotless = [r for r in replicas if not _slot_of(r)]
+    for r in slotless:
+        if r.name in streaming:
+            return True, (f"{r.name} streams from {cluster.primary.name} with no slot: nothing on the primary "
+                          "keeps WAL for it while it is away")
+    if slotless:
+        r = slotless[0]
+        return False, (f"{r.name} has no slot but does not stream: see cluster.node({r.name!r}).logs() "
+                       "(if its WAL is gone, rebuild it: exercise 03.5)")
+    return False, (f"every replica streams through a slot ({', '.join(r.name for r in replicas)}): take a base "
+                   "backup without -S, path = lab.backups.take_base_backup(cluster), and start it with "
+                   "cluster.add_replica('replica_manual', from_backup=path)")
+
+
+def _names(answer):
+    if answer is None or (isinstance(answer, str) and answer.strip().lower() in ("", "none")):
+        return set()
+    items = [answer] if isinstance(answer, str) else answer
+    if not isinstance(items, (list, tuple, set, frozenset)) or not all(isinstance(a, str) for a in items):
+        return None
+    return {a.strip() for a in items}
+
+
+@exercise("03.3", "which slots have no consumer", answer=True)
+def _which_inactive(cluster, answer):
+    given = _names(answer)
+    if given is None:
+        return False, f"answer with a slot name, a list of names, or [] for none (not {answer!r})"
+    inactive = set(inactive_slots(cluster)["slot_name"])
+    if given == inactive:
+        if not inactive:
+            return True, "right: every slot on the primary has a replica streaming through it"
+        return True, (f"right: {', '.join(sorted(inactive))} ha{'s' if len(inactive) == 1 else 've'} no consumer "
+                      "and keep(s) WAL on the primary for nobody now")
+    slots = set(slot_table(cluster)["slot_name"])
+    unknown = given - slots
+    if unknown:
+        return False, (f"no slot {', '.join(sorted(unknown))} on the primary: the slots are "
+                       f"{', '.join(sorted(slots)) or 'none'}")
+    return False, "not what the primary says: SELECT slot_name FROM pg_replication_slots WHERE NOT active"
+
+
+@exercise("03.4", "no forgotten slot, settings back to their defaults")
+def _tidy(cluster):
+    inactive = inactive_slots(cluster)
+    forgotten = inactive[inactive["owner"].isna()]
+    if len(forgotten):
+        row = forgotten.iloc[0]
+        return False, (f"slot {row['slot_name']!r} keeps {row['retained'] or 'WAL'} for no replica of this cluster: "
+                       f"drop it with lab.slots.drop_slot(cluster, {row['slot_name']!r})")
+    settings = wal_settings(cluster)
+    changed = settings[settings["set_by_alter_system"]]
+    if len(changed):
+        row = changed.iloc[0]
+        return False, (f"{row['setting']} is still {row['value']} on {row['node']} (ALTER SYSTEM, in its "
+                       f"postgresql.auto.conf): reset it with cluster.node({row['node']!r}).set({row['setting']}=None)"
+                       + ("; a replica copied it from the primary's with its base backup: resetting the primary first "
+                          "and rebuilding the replica works too" if row["node"] != cluster.primary.name else ""))
+    now = settings[settings["node"] == cluster.primary.name]
+    values = ", ".join(f"{r.setting} = {r.value}" for r in now.itertuples())
+    return True, f"every slot belongs to a replica, and no node sets these by ALTER SYSTEM ({values} on the primary)"
+
+
+@exercise("03.5", "every replica streams again")
+def _all_streaming(cluster):
+    replicas = cluster.replicas
+    if not replicas:
+        return False, "this cluster has no replica: lab.up(replicas=1) adds one"
+    stopped = [r.name for r in replicas if not r.is_running]
+    if stopped:
+        return False, f"{stopped[0]} is stopped: start it with cluster.node({stopped[0]!r}).start()"
+    streaming = _streaming(cluster)
+    behind = [r for r in replicas if r.name not in streaming and WAL_GONE not in r.logs(50)]
+    if behind:  # just started, perhaps: give it a moment to reach 'streaming'
+        try:
+            cluster.wait_streaming(timeout=5, names=[r.name for r in behind])
+        except Timeout:
+            pass
+        streaming = _streaming(cluster)
+    for r in replicas:
+        if r.name in streaming:
+            continue
+        if WAL_GONE in r.logs(50):
+            how = (f"cluster.remove_replica({r.name!r}), then a fresh base backup: cluster.add_replica({r.name!r})"
+                   if _slot_of(r) else
+                   f"cluster.remove_replica({r.name!r}), path = lab.backups.take_base_backup(cluster), "
+                   f"cluster.add_replica({r.name!r}, from_backup=path)")
+            return False, f"the primary no longer has the WAL {r.name} needs (see its logs): rebuild it: {how}"
+        return False, f"{r.name} runs but does not stream: see cluster.node({r.name!r}).logs()"
+    lost = slot_table(cluster)
+    lost = lost[lost["wal_status"] == "lost"]
+    if len(lost):
+        name = lost.iloc[0]["slot_name"]
+        return False, (f"slot {name!r} is lost (the primary gave up its WAL): drop it with "
+                       f"lab.slots.drop_slot(cluster, {name!r}), or rebuild its replica")
+    names = ", ".join(r.name for r in replicas)
+    return True, f"{names} stream{'s' if len(replicas) == 1 else ''} from {cluster.primary.name}, and no slot is lost"
