@@ -119,7 +119,7 @@ class Node:
     def _error(self, e: psycopg2.Error, query) -> SQLError:
         text = (e.pgerror or str(e)).strip()
         lines = [ln for ln in text.splitlines() if ln.strip()]
-        first = lines[0] if lines else type(e).__name__
+        first = re.sub(r"^(ERROR|FATAL|PANIC):\s+", "", lines[0]) if lines else type(e).__name__
         if e.pgcode == "25006":  # read_only_sql_transaction
             return ReadOnlyError(f"{self.name}: {first} — {self.name} is a read-only hot standby; "
                                  "send writes to cluster.primary", node=self.name, sqlstate=e.pgcode)

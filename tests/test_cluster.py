@@ -107,7 +107,7 @@ def test_write_to_replica_gives_postgres_read_only_error(cluster):
 def test_sql_error_is_one_line_and_cluster_untouched(cluster):
     with pytest.raises(SQLError) as e:
         cluster.primary.sql("SELECT * FROM no_such_table")
-    assert str(e.value) == 'primary: ERROR:  relation "no_such_table" does not exist'
+    assert str(e.value) == 'primary: relation "no_such_table" does not exist'
     assert e.value.sqlstate == "42P01"
     assert cluster.primary.scalar("SELECT 1") == 1
     with pytest.raises(LabError, match="empty query"):
