@@ -89,3 +89,18 @@ def test_delays_of_a_real_measurement(cluster):
         plots.delays(d.iloc[0:0])
     with pytest.raises(lab.LabError, match="unit"):
         plots.delays(d, unit="hours")
+
+
+def test_a_figure_shows_as_a_png_in_ipython():
+    """Figures are made without pyplot: lab.plots registers the PNG formatter itself."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from matplotlib.figure import Figure as MplFigure
+    shell = InteractiveShell.instance()
+    try:
+        plots.show_figures_in_notebooks()
+        fig = MplFigure()
+        fig.add_subplot().plot([1, 2, 3])
+        data, _ = shell.display_formatter.format(fig)
+        assert data["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        InteractiveShell.clear_instance()

@@ -146,7 +146,10 @@ def test_compare_and_figure_of_runs(cluster):
     assert table.columns.tolist() == ["feedback off, max delay 1s", "feedback off, max delay 20s"]
     assert table.loc["replica query"].tolist() == ["CANCELED", "finished"]
     assert table.loc["max_standby_streaming_delay"].tolist() == ["1s", "20s"]
-    assert standby._Figure._repr_png_(standby.conflict_figure([a]))[:8] == b"\x89PNG\r\n\x1a\n"
+    import io
+    buf = io.BytesIO()
+    standby.conflict_figure([a]).savefig(buf, format="png")
+    assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
     fig = standby.conflict_figure([a, b])
     assert isinstance(fig, Figure) and len(fig.axes[0].lines) >= 2
     with pytest.raises(lab.LabError, match="query_conflict"):
