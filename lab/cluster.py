@@ -67,12 +67,23 @@ class Cluster:
 
     @property
     def pg_version(self) -> str:
-        return self._state["pg_version"]
+        """The server's version (asked once from the primary when the backend did not record it)."""
+        v = self._state.get("pg_version")
+        if v is None and self.primary.is_running:
+            v = self.primary.scalar("SHOW server_version", dbname="postgres").split()[0]
+            self._state["pg_version"] = v
+            self._save()
+        return v or "?"
 
     @property
     def data_root(self) -> "Path | None":
         """Where the local backend keeps the data directories (None for containers)."""
         return Path(self._state["data_root"]) if self._state.get("data_root") else None
+
+    def storage(self) -> pd.DataFrame:
+        """Where each node keeps its data (a directory, or a Docker volume) and whether it exists."""
+        rows = [dict(node=spec["name"], **self.backend.storage_of(spec)) for spec in self._state["nodes"].values()]
+        return pd.DataFrame(rows, columns=["node", "kind", "where", "exists"])
 
     @property
     def credentials(self) -> dict:

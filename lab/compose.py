@@ -386,6 +386,16 @@ class ComposeBackend:
                   f"(user {self.state['superuser']}, password: cluster.credentials['password'])")
         return info
 
+    def storage_of(self, spec) -> dict:
+        import docker.errors
+        name = f"{self.cfg['project']}_{spec['service']}-data"
+        try:
+            self.client.volumes.get(name)
+            exists = True
+        except docker.errors.NotFound:
+            exists = False
+        return {"kind": "docker volume", "where": name, "exists": exists}
+
     def after_down(self) -> None:
         """Like ``docker compose down``: remove the stopped containers and the network; volumes stay."""
         if Path(self.cfg["env_file"]).exists():

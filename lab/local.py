@@ -131,6 +131,9 @@ class LocalBackend:
         return {"name": name, "role": str(role), "port": port, "pgdata": str(d / "pgdata"),
                 "log": str(d / "server.log"), "listen": "127.0.0.1"}
 
+    def storage_of(self, spec) -> dict:
+        return {"kind": "directory", "where": spec["pgdata"], "exists": Path(spec["pgdata"]).exists()}
+
     def after_down(self) -> None:
         """Every server is stopped: nothing else holds resources."""
 

@@ -236,3 +236,10 @@ def test_compose_pause_and_network_cut_of_one_node(docker_engine, tmp_path):
             assert rows_with(replica, "written during the partition") == 1
         finally:
             c.down(wipe=True)
+
+
+def test_storage_shows_where_the_data_is_and_wipe_removes_it(cluster):
+    df = cluster.storage()
+    assert df["node"].tolist() == ["primary", "replica1"] and df["exists"].all()
+    cluster.down(wipe=True)
+    assert not cluster.storage()["exists"].any()

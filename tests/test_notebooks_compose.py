@@ -1,0 +1,36 @@
+"""The chapters again, on the compose backend: nbval twice in a row in one lab home, on the
+private Docker engine (the local backend's runs are `make test`'s scripts/test-notebooks.sh).
+
+Chapter 03 is left out: its base backup taken by hand and adopted as a replica needs the local
+backend (files on the host); on compose it says so in one line.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.compose, pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parent.parent
+CHAPTERS = ["00_start_here", "01_primary_and_replica", "02_wal", "04_hot_standby"]
+
+
+def test_chapters_run_twice_on_compose(docker_engine, tmp_path):
+    env = dict(os.environ, DOCKER_HOST=docker_engine.host, LAB_NODE_IMAGE=docker_engine.images["node"],
+               LAB_BACKEND="compose", LAB_HOME=str(tmp_path / "lab"))
+    env.pop("LAB_PORT_CLAIMS", None)  # the notebooks' own claims; released by the wipe below
+    nbs = [str(REPO / "notebooks" / f"{c}.ipynb") for c in CHAPTERS]
+    try:
+        for run in (1, 2):
+            r = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "--nbval-current-env",
+                                "-p", "no:cacheprovider", *nbs], env=env, cwd=REPO, capture_output=True,
+                               text=True, timeout=900)
+            assert r.returncode == 0, f"nbval run {run} on compose failed:\n{r.stdout[-4000:]}"
+            assert " passed" in r.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([sys.executable, "-m", "lab", "down", "--wipe"], env=env, cwd=REPO, capture_output=True,
+                       timeout=300)
