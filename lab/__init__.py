@@ -5,12 +5,12 @@
 >>> cluster.status()                 # doctest: +SKIP
 """
 from .cluster import Cluster, attach, down, up
-from .errors import LabError, NotRunning, ReadOnlyError, SQLError, Timeout
+from .errors import LabError, NotRunning, ReadOnlyError, SQLError, Timeout, attempt
 from .lsn import format_lsn, lsn_diff, parse_lsn
 from .node import Node, Role, State
 
 __all__ = ["up", "attach", "down", "Cluster", "Node", "Role", "State", "LabError", "SQLError",
-           "ReadOnlyError", "NotRunning", "Timeout", "parse_lsn", "format_lsn", "lsn_diff", "doctor"]
+           "ReadOnlyError", "NotRunning", "Timeout", "attempt", "parse_lsn", "format_lsn", "lsn_diff", "doctor"]
 __version__ = "0.1.0"
 
 # Chapter modules load on first use (``lab.checks.check(...)``): matplotlib and ipywidgets are

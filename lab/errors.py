@@ -51,3 +51,17 @@ class NotRunning(LabError):
 
 class Timeout(LabError):
     pass
+
+
+def attempt(action, *args, **kwargs):
+    """Run ``action(*args, **kwargs)``; if the lab raises, return its one-line message instead.
+
+    For cells that show an error on purpose (a write sent to a replica, a stopped node):
+    >>> lab.attempt(cluster.node("replica1").execute, "INSERT INTO t VALUES (1)")   # doctest: +SKIP
+    ReadOnlyError: replica1: cannot execute INSERT in a read-only transaction — ...
+    """
+    try:
+        return action(*args, **kwargs)
+    except LabError as e:
+        from .node import Text
+        return Text(f"{type(e).__name__}: {e}")

@@ -495,3 +495,11 @@ def test_a_base_backup_taken_by_hand_becomes_a_replica(fresh_cluster):
     with pytest.raises(LabError, match="is not a base backup taken with -R"):
         c.add_replica("replica_bad", from_backup=c.data_root / "nothing-here")
     assert "replica_bad" not in [n.name for n in c.nodes]
+
+
+def test_attempt_returns_the_error_message_instead_of_raising(cluster):
+    out = lab.attempt(cluster.node("replica1").execute, "INSERT INTO test_replication (mensaje) VALUES ('x')")
+    assert out.startswith("ReadOnlyError: replica1: cannot execute INSERT in a read-only transaction")
+    assert lab.attempt(cluster.primary.scalar, "SELECT 41 + 1") == 42
+    with pytest.raises(ZeroDivisionError):  # only the lab's own errors are turned into messages
+        lab.attempt(lambda: 1 / 0)
