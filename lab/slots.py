@@ -527,7 +527,8 @@ def slot_dashboard(cluster):
     The buttons call ``slot_table`` and ``drop_slot``, which you can call yourself.
     """
     import ipywidgets as w
-    from IPython.display import display
+
+    from .widgets import show_table
 
     picker = w.Dropdown(options=[], description="slot", layout=w.Layout(width="240px"))
     refresh_button = w.Button(description="refresh", icon="refresh", layout=w.Layout(width="100px"))
@@ -542,13 +543,7 @@ def slot_dashboard(cluster):
         except LabError as e:
             message.value = html.escape(str(e))
             return
-        names = df["slot_name"].tolist()
-        keep = picker.value if picker.value in names else (names[0] if names else None)
-        picker.options = names
-        picker.value = keep
-        with out:
-            out.clear_output(wait=True)
-            display(df)
+        show_table(df, df["slot_name"].tolist(), out, picker)
 
     def on_drop(_button):
         message.value = html.escape(drop_slot(cluster, picker.value))

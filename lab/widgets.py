@@ -50,16 +50,20 @@ def node_action(cluster, node_name: str, action: str) -> str:
         return f"{node_name}: could not {action}: {e}"
 
 
-def _show_status(cluster, out: w.Output, picker: w.Dropdown) -> None:
-    df = refresh(cluster)
-    names = df["node"].tolist()
-    if list(picker.options) != names:  # a replica added or removed since
+def show_table(df, names, out: w.Output, picker: w.Dropdown) -> None:
+    """Show ``df`` in ``out`` and offer ``names`` in ``picker``, keeping its choice if still there."""
+    if list(picker.options) != names:  # something added or removed since
         keep = picker.value if picker.value in names else (names[0] if names else None)
         picker.options = names
         picker.value = keep
     with out:
         out.clear_output(wait=True)
         display(df)
+
+
+def _show_status(cluster, out: w.Output, picker: w.Dropdown) -> None:
+    df = refresh(cluster)
+    show_table(df, df["node"].tolist(), out, picker)
 
 
 def control_panel(cluster) -> w.VBox:
