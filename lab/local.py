@@ -393,6 +393,21 @@ class LocalBackend:
             wait_gone(pid, 10)
         return pid
 
+    def pause(self, spec) -> None:
+        """SIGSTOP the postmaster and every child (lab.faults.pause adds a watchdog that resumes it)."""
+        from .faults import process_tree, signal_tree
+        pid = self.pid(spec)
+        if not pid:
+            raise LabError(f"{spec['name']} is not running")
+        signal_tree(process_tree(pid), signal.SIGSTOP)
+
+    def unpause(self, spec) -> None:
+        """SIGCONT the postmaster and every child (a no-op on a running node)."""
+        from .faults import process_tree, signal_tree
+        pid = self.pid(spec)
+        if pid:
+            signal_tree(reversed(process_tree(pid)), signal.SIGCONT)
+
     def promote(self, spec, timeout=60) -> None:
         self.run(self.bins.cmd("pg_ctl", "promote", "-D", spec["pgdata"], "-w", "-t", timeout, "-s"),
                  timeout=timeout + 10)

@@ -222,6 +222,16 @@ class Node:
         self._cluster.backend.kill(self.spec)
         return self
 
+    def pause(self, max_seconds: float = 60) -> str:
+        """Freeze this node (SIGSTOP of its processes / ``docker pause``): see lab.faults.pause."""
+        from . import faults
+        return faults.pause(self, max_seconds)
+
+    def resume(self) -> str:
+        """Thaw a paused node (SIGCONT / ``docker unpause``); a no-op if it is not paused."""
+        from . import faults
+        return faults.resume(self)
+
     def promote(self) -> "Node":
         """Make this replica a primary (``pg_ctl promote``); the cluster now writes here."""
         self._cluster._promote(self.name)

@@ -1,0 +1,611 @@
+"""A steady client: a writer that inserts numbered rows and keeps its own log of what the server
+answered, and a reader that watches what one node shows.  Chapters 05 and 06 build on both.
+
+>>> with lab.workload.Writer(cluster.primary, rate=200, duration=3) as w:     # doctest: +SKIP
+...     pass                                                                  # (3 s of writes)
+>>> w.log().outcome.value_counts()                                            # doctest: +SKIP
+>>> lab.workload.lost_writes(w, cluster.node("replica1"))                     # doctest: +SKIP
+
+The writer's log lives OUTSIDE the database (memory, and a JSON-lines file if you name one),
+so it survives the node it describes: after a crash, ``audit`` compares it with any node.
+
+Each write is one row ``(run, seq)`` of the table ``lab_writes``; its outcome is
+  - ``acknowledged``: COMMIT returned success to the client;
+  - ``failed``: the server said no (an ERROR, the transaction rolled back) or the writer could
+    not connect, so nothing was sent;
+  - ``unknown``: the connection broke while the COMMIT was in flight: it may or may not have
+    committed (the case every careful client must handle).
+An acknowledged commit whose synchronous-replication wait was cancelled keeps its server's
+warning in ``note`` ("committed locally, but might not have been replicated").
+
+Why ``pg_current_wal_insert_lsn()`` *after* the COMMIT: it is at or past the end of our commit
+record, so a replica that has replayed it shows our row.  ``pg_current_wal_lsn()`` inside the
+transaction is *before* the commit record (a replica at that LSN may not show the row yet), and
+``pg_current_wal_lsn()`` after the COMMIT can still be before it with ``synchronous_commit = off``
+(the record is inserted but not yet written).  The LSN may be a little past our commit (other
+sessions' WAL): waiting for it is safe, only a hair longer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import psycopg2
+import psycopg2.extensions
+
+from .errors import LabError, NotRunning
+from .lsn import parse_lsn
+
+TABLE = "lab_writes"
+MAX_SECONDS = 600           # a writer or reader never runs longer than this
+OUTCOMES = ("acknowledged", "failed", "unknown")
+
+CREATE_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    run        text        NOT NULL,
+    seq        bigint      NOT NULL,
+    payload    text        NOT NULL DEFAULT '',
+    written_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (run, seq)
+)"""
+
+# One round trip: the explicit COMMIT ends the transaction (and its synchronous wait) before the
+# SELECT runs, in the same simple-query message.
+_WRITE = (f"BEGIN; INSERT INTO {TABLE} (run, seq, payload) VALUES (%s, %s, %s); COMMIT; "
+          "SELECT pg_current_wal_insert_lsn()::text")
+
+# SQLSTATE classes after which a COMMIT in flight may or may not have happened
+_UNKNOWN_CLASSES = ("08", "57", "58", "XX")
+
+
+@dataclasses.dataclass
+class Write:
+    """One write as the client saw it."""
+    seq: int
+    outcome: str                 # acknowledged / failed / unknown
+    lsn: "str | None"            # pg_current_wal_insert_lsn() right after the COMMIT (acknowledged only)
+    node: "str | None"           # the node (or host:port) the connection was on
+    sent_at: float               # wall clock (time.time()) when the write was sent
+    done_at: float               # wall clock when the answer (or the error) came
+    latency_s: float             # done_at - sent_at, on a monotonic clock
+    error: "str | None" = None
+    note: "str | None" = None    # a server warning that matters (a cancelled synchronous wait)
+
+
+def _first_line(e: BaseException) -> str:
+    text = (getattr(e, "pgerror", None) or str(e) or type(e).__name__).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    for prefix in ("ERROR:", "FATAL:", "PANIC:"):
+        if line.startswith(prefix):
+            line = line[len(prefix):].strip()
+    return line
+
+
+def classify(e: BaseException, sent: bool = True) -> str:
+    """``failed`` or ``unknown`` for an error met by a write (``sent``: the COMMIT had gone out).
+
+    >>> classify(psycopg2.OperationalError("server closed the connection unexpectedly"))
+    'unknown'
+    >>> classify(psycopg2.OperationalError("could not connect"), sent=False)
+    'failed'
+    """
+    if not sent:
+        return "failed"
+    code = getattr(e, "pgcode", None)
+    if code is None:  # no SQLSTATE: the connection itself broke (or never answered)
+        return "unknown" if isinstance(e, (psycopg2.OperationalError, psycopg2.InterfaceError)) else "failed"
+    return "unknown" if code[:2] in _UNKNOWN_CLASSES else "failed"
+
+
+def node_dsn(node, **extra) -> str:
+    """A node's libpq connection string plus ``extra`` keywords (``connect_timeout=2``...)."""
+    params = dict(node._params())
+    params.update(extra)
+    return " ".join(f"{k}={_dsn_value(v)}" for k, v in params.items())
+
+
+def _dsn_value(v) -> str:
+    s = str(v)
+    if s and not any(c in s for c in " '\\"):
+        return s
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def multi_host_dsn(cluster, target_session_attrs: str = "read-write", nodes=None, connect_timeout: int = 2,
+                   **extra) -> str:
+    """One libpq connection string naming every node: libpq tries them in order and keeps the first
+    that matches ``target_session_attrs`` (``read-write``: the primary, whichever node it is now).
+
+    >>> dsn = lab.workload.multi_host_dsn(cluster)          # doctest: +SKIP
+    >>> lab.workload.Writer(dsn, rate=100, duration=5)      # doctest: +SKIP
+    """
+    nodes = list(nodes) if nodes is not None else cluster.nodes
+    if not nodes:
+        raise LabError("multi_host_dsn needs at least one node")
+    p = nodes[0]._params()
+    params = dict(host=",".join(n.host for n in nodes), port=",".join(str(n.port) for n in nodes),
+                  user=p["user"], password=p["password"], dbname=p["dbname"],
+                  target_session_attrs=target_session_attrs, connect_timeout=connect_timeout)
+    params.update(extra)
+    return " ".join(f"{k}={_dsn_value(v)}" for k, v in params.items())
+
+
+def _resolve(target, cluster) -> "tuple[str, object, str]":
+    """(dsn, cluster or None, label) for a Node, a Cluster or a libpq string."""
+    from .cluster import Cluster
+    from .node import Node
+    if isinstance(target, Cluster):
+        return node_dsn(target.primary, connect_timeout=2), target, target.primary.name
+    if isinstance(target, Node):
+        return node_dsn(target, connect_timeout=2), cluster or target._cluster, target.name
+    if isinstance(target, str) and "=" in target:
+        return target, cluster, "dsn"
+    raise LabError(f"write to a node (cluster.primary), a cluster, or a libpq connection string, not {target!r}")
+
+
+def _node_names(cluster) -> dict:
+    if cluster is None:
+        return {}
+    return {(n.host, str(n.port)): n.name for n in cluster.nodes}
+
+
+def _bound(duration, max_rows, what: str) -> tuple:
+    if duration is None and max_rows is None:
+        raise LabError(f"a {what} bounds its own time: give duration= (seconds) or max_rows=")
+    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
+                                 or not 0 < duration <= MAX_SECONDS):
+        raise LabError(f"duration is in seconds, more than 0 and at most {MAX_SECONDS}, not {duration!r}")
+    if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
+        raise LabError(f"max_rows is a whole number of at least 1, not {max_rows!r}")
+    return (float(duration) if duration is not None else float(MAX_SECONDS)), max_rows
+
+
+def _check_rate(rate):
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 100_000):
+        raise LabError(f"rate is rows per second (more than 0, at most 100000) or None for as fast as "
+                       f"it can, not {rate!r}")
+    return rate
+
+
+def ensure_table(node) -> None:
+    """Create ``lab_writes`` on ``node`` (the primary) if it is not there."""
+    node.execute(CREATE_TABLE)
+
+
+class _Loop:
+    """A bounded background loop: start / stop / context manager; ``error`` keeps what killed it."""
+
+    kind = "loop"
+
+    def __init__(self, duration, max_rows, rate):
+        self.duration, self.max_rows = _bound(duration, max_rows, self.kind)
+        self.rate = _check_rate(rate)
+        self._stop = threading.Event()
+        self._thread: "threading.Thread | None" = None
+        self.started_at: "float | None" = None     # wall clock
+        self.stopped_at: "float | None" = None
+        self.error: "str | None" = None
+
+    def start(self):
+        if self._thread is not None:
+            raise LabError(f"this {self.kind} has run already: make a new one")
+        self._setup()
+        self._thread = threading.Thread(target=self._main, name=f"lab-{self.kind}", daemon=True)
+        self.started_at = time.time()
+        self._thread.start()
+        return self
+
+    def _setup(self):
+        pass
+
+    def _main(self):
+        try:
+            self._run()
+        except Exception as e:  # the thread must not die silently
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            self.stopped_at = time.time()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 15):
+        """Ask the loop to stop and wait for it (its connection is closed on the way out)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self
+
+    def wait(self, timeout: "float | None" = None):
+        """Wait until the loop ends by itself (its duration or row count)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self
+
+    def run(self):
+        """Start and wait until the loop ends by itself: a blocking run."""
+        self.start()
+        return self.wait()
+
+    def __enter__(self):
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def _pace(self, i: int, t0: float, deadline: float) -> bool:
+        """Sleep until the ``i``-th tick of the rate (no burst to catch up); False when it is time to stop."""
+        if self.rate:
+            wake = t0 + i / self.rate
+            now = time.monotonic()
+            if wake > now:
+                self._stop.wait(min(wake, deadline) - now)
+        return not self._stop.is_set() and time.monotonic() < deadline
+
+
+class Writer(_Loop):
+    """Insert numbered rows ``(run, seq)`` into ``lab_writes`` through its own connection, at ``rate``
+    rows per second (None: as fast as it can), for ``duration`` seconds or ``max_rows`` writes.
+
+    ``target``: a Node, a Cluster (its primary) or a libpq string (``multi_host_dsn(cluster)``
+    follows the primary across a failover).  The writer reconnects by itself after an error
+    (``retry_interval`` s between attempts); every attempt is in its log.  ``synchronous_commit``
+    sets that setting for its session.  ``log_path``: also append each write as a JSON line.
+
+    >>> w = lab.workload.Writer(cluster.primary, rate=100, duration=2).run()   # doctest: +SKIP
+    >>> w.summary()                                                            # doctest: +SKIP
+    """
+
+    kind = "writer"
+
+    def __init__(self, target, rate: "float | None" = None, duration: "float | None" = 10,
+                 max_rows: "int | None" = None, *, cluster=None, run: "str | None" = None,
+                 synchronous_commit: "str | None" = None, payload_bytes: int = 16,
+                 retry_interval: float = 0.05, log_path=None, create_table: bool = True):
+        super().__init__(duration, max_rows, rate)
+        self.dsn, self.cluster, self.target = _resolve(target, cluster)
+        self.run_id = run or f"w{secrets.token_hex(3)}"
+        self.synchronous_commit = synchronous_commit
+        self.payload = "x" * max(0, int(payload_bytes))
+        self.retry_interval = float(retry_interval)
+        self.log_path = Path(log_path) if log_path else None
+        self._create_table = create_table
+        self._names = _node_names(self.cluster)
+        self._log: list[Write] = []
+        self._lock = threading.Lock()
+        self.reconnects = 0
+        self._conn = None
+
+    def __repr__(self):
+        state = "running" if self.running else ("done" if self._thread else "not started")
+        return f"<Writer {self.run_id} -> {self.target}: {len(self._log)} writes, {state}>"
+
+    # --- connection --------------------------------------------------------------------
+    def _connect(self):
+        conn = psycopg2.connect(self.dsn, application_name=f"lab-writer-{self.run_id}")
+        conn.autocommit = True
+        if self.synchronous_commit:
+            with conn.cursor() as cur:
+                cur.execute("SELECT set_config('synchronous_commit', %s, false)", (self.synchronous_commit,))
+        return conn
+
+    def _where(self, conn) -> str:
+        try:
+            key = (conn.info.host, str(conn.info.port))
+        except Exception:
+            return "?"
+        return self._names.get(key, f"{key[0]}:{key[1]}")
+
+    def _setup(self):
+        try:
+            conn = self._connect()
+        except psycopg2.Error as e:
+            raise NotRunning(f"the writer cannot connect to {self.target}: {_first_line(e)}; "
+                             "is the primary running? see cluster.status()") from None
+        try:
+            if self._create_table:
+                with conn.cursor() as cur:
+                    try:
+                        cur.execute(CREATE_TABLE)
+                    except psycopg2.Error as e:
+                        raise LabError(f"the writer cannot create {TABLE} on {self._where(conn)}: "
+                                       f"{_first_line(e)} (write to the primary)") from None
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.log_path, "a")
+
+    # --- the loop --------------------------------------------------------------------------
+    def _record(self, w: Write) -> None:
+        with self._lock:
+            self._log.append(w)
+        if self.log_path:
+            self._file.write(json.dumps(dataclasses.asdict(w)) + "\n")
+            self._file.flush()
+
+    def _one(self, seq: int) -> None:
+        if self._conn is None or self._conn.closed:
+            t_wall, t0 = time.time(), time.perf_counter()
+            try:
+                self._conn = self._connect()
+                self.reconnects += 1
+            except psycopg2.Error as e:
+                self._conn = None
+                self._record(Write(seq, "failed", None, None, t_wall, time.time(), time.perf_counter() - t0,
+                                   error=f"could not connect: {_first_line(e)}"))
+                self._stop.wait(self.retry_interval)
+                return
+        conn = self._conn
+        where = self._where(conn)
+        del conn.notices[:]
+        t_wall, t0 = time.time(), time.perf_counter()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(_WRITE, (self.run_id, seq, self.payload))
+                lsn = cur.fetchone()[0]
+        except psycopg2.Error as e:
+            outcome = classify(e, sent=True)
+            if conn.closed or outcome == "unknown":
+                try:
+                    conn.close()
+                finally:
+                    self._conn = None
+            else:
+                try:  # an ERROR inside BEGIN ... leaves the session in a failed transaction block
+                    with conn.cursor() as cur:
+                        cur.execute("ROLLBACK")
+                except psycopg2.Error:
+                    conn.close()
+                    self._conn = None
+            self._record(Write(seq, outcome, None, where, t_wall, time.time(), time.perf_counter() - t0,
+                               error=_first_line(e)))
+            self._stop.wait(self.retry_interval)
+            return
+        note = None
+        for n in conn.notices:
+            if "committed locally" in n or "synchronous replication" in n:
+                note = " ".join(n.split())
+        self._record(Write(seq, "acknowledged", lsn, where, t_wall, time.time(), time.perf_counter() - t0,
+                           note=note))
+
+    def _run(self):
+        t0 = time.monotonic()
+        deadline = t0 + self.duration
+        seq = 0
+        try:
+            while self.max_rows is None or seq < self.max_rows:
+                if not self._pace(seq, t0, deadline):
+                    break
+                seq += 1
+                self._one(seq)
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self.log_path:
+                self._file.close()
+
+    # --- what happened ---------------------------------------------------------------------
+    @property
+    def writes(self) -> list:
+        with self._lock:
+            return list(self._log)
+
+    def log(self) -> pd.DataFrame:
+        """One row per write: seq, outcome, lsn, node, sent_at, done_at, latency_s, error, note."""
+        return log_frame(self.writes, self.run_id)
+
+    def acknowledged(self) -> pd.DataFrame:
+        df = self.log()
+        return df[df["outcome"] == "acknowledged"].reset_index(drop=True)
+
+    def summary(self) -> pd.DataFrame:
+        """One row: writes by outcome, rows/s, latency median and p99 (ms), reconnects."""
+        return summarize(self.log(), self.reconnects)
+
+
+def log_frame(writes, run_id: "str | None" = None) -> pd.DataFrame:
+    cols = [f.name for f in dataclasses.fields(Write)]
+    df = pd.DataFrame([dataclasses.asdict(w) for w in writes], columns=cols)
+    df["seq"] = df["seq"].astype("int64")
+    for c in ("sent_at", "done_at", "latency_s"):
+        df[c] = df[c].astype("float")
+    df.attrs["run"] = run_id
+    return df
+
+
+def read_log(path) -> pd.DataFrame:
+    """A writer's JSON-lines log, as ``Writer.log()`` shows it (the run id is not in the lines:
+    pass it to ``audit(..., run=)``)."""
+    path = Path(path)
+    if not path.exists():
+        raise LabError(f"no writer log at {path}: pass the log_path the Writer was given")
+    with open(path) as f:
+        writes = [Write(**json.loads(line)) for line in f if line.strip()]
+    return log_frame(writes)
+
+
+def summarize(log: pd.DataFrame, reconnects: int = 0) -> pd.DataFrame:
+    counts = log["outcome"].value_counts()
+    ack = log[log["outcome"] == "acknowledged"]
+    span = (log["done_at"].max() - log["sent_at"].min()) if len(log) else 0.0
+    row = {o: int(counts.get(o, 0)) for o in OUTCOMES}
+    row.update(writes=len(log), seconds=round(float(span), 2),
+               ack_per_s=round(len(ack) / span, 1) if span else None,
+               latency_ms_p50=round(float(ack["latency_s"].median()) * 1000, 2) if len(ack) else None,
+               latency_ms_p99=round(float(ack["latency_s"].quantile(0.99)) * 1000, 2) if len(ack) else None,
+               reconnects=reconnects)
+    return pd.DataFrame([row])
+
+
+def _log_of(source) -> "tuple[pd.DataFrame, str | None]":
+    if isinstance(source, Writer):
+        return source.log(), source.run_id
+    if isinstance(source, pd.DataFrame):
+        return source, source.attrs.get("run")
+    if isinstance(source, (str, Path)):
+        return read_log(source), None
+    raise LabError(f"audit a Writer, its log() DataFrame or its log file, not {type(source).__name__}")
+
+
+def rows_on(node, run: str) -> set:
+    """The seq numbers of run ``run`` that ``node`` shows."""
+    try:
+        df = node.sql(f"SELECT seq FROM {TABLE} WHERE run = %s", (run,))
+    except LabError as e:
+        if "does not exist" in str(e):
+            return set()
+        raise
+    return set(int(s) for s in df["seq"]) if len(df) else set()
+
+
+def audit(source, node, run: "str | None" = None) -> pd.DataFrame:
+    """Reconcile a writer's log with what ``node`` shows: one row per outcome, how many of those
+    writes the node has and how many it lacks.  Acknowledged-but-missing are lost writes.
+
+    >>> lab.workload.audit(writer, cluster.primary)    # doctest: +SKIP
+    """
+    log, log_run = _log_of(source)
+    run = run or log_run
+    if not run:
+        raise LabError("the log does not say its run id: pass run= (the Writer's run_id)")
+    present = rows_on(node, run)
+    rows = []
+    for outcome in OUTCOMES:
+        seqs = set(log.loc[log["outcome"] == outcome, "seq"].astype(int))
+        rows.append(dict(outcome=outcome, writes=len(seqs), on_node=len(seqs & present),
+                         missing=len(seqs - present)))
+    df = pd.DataFrame(rows)
+    logged = set(log["seq"].astype(int))
+    df.attrs.update(node=node.name, run=run, never_logged=len(present - logged))
+    return df
+
+
+def lost_writes(source, node, run: "str | None" = None) -> pd.DataFrame:
+    """The acknowledged writes ``node`` does not have (the writer's log rows): lost, if ``node`` is
+    the primary now."""
+    log, log_run = _log_of(source)
+    run = run or log_run
+    if not run:
+        raise LabError("the log does not say its run id: pass run= (the Writer's run_id)")
+    present = rows_on(node, run)
+    ack = log[log["outcome"] == "acknowledged"]
+    return ack[~ack["seq"].astype(int).isin(present)].reset_index(drop=True)
+
+
+def outage(log: pd.DataFrame, after: "float | None" = None) -> "float | None":
+    """The longest gap between two acknowledged writes (seconds, wall clock), optionally only gaps
+    that end after the wall-clock time ``after`` (a crash): how long writes were impossible."""
+    ack = log[log["outcome"] == "acknowledged"].sort_values("done_at")
+    if len(ack) < 2:
+        return None
+    ends = ack["done_at"].to_numpy()
+    gaps = ends[1:] - ends[:-1]
+    if after is not None:
+        gaps = gaps[ends[1:] > after]
+    return float(gaps.max()) if len(gaps) else None
+
+
+@dataclasses.dataclass
+class Read:
+    t: float                     # wall clock when the read was sent
+    node: str
+    max_seq: "int | None"        # the highest seq of the run the node showed
+    rows: "int | None"
+    replayed_lsn: "str | None"   # pg_last_wal_replay_lsn() (None on a primary)
+    latency_s: float
+    error: "str | None" = None
+
+
+class Reader(_Loop):
+    """Read from one node (a replica, usually) at ``rate`` reads per second, for ``duration`` s or
+    ``max_rows`` reads: what of a writer's run it shows, and its replay LSN.  Reconnects itself.
+
+    >>> with lab.workload.Writer(cluster.primary, rate=100, duration=3) as w, \\
+    ...      lab.workload.Reader(cluster.node("replica1"), run=w.run_id, rate=20, duration=3) as r:
+    ...     pass                                                  # doctest: +SKIP
+    >>> r.log()                                                   # doctest: +SKIP
+    """
+
+    kind = "reader"
+
+    def __init__(self, node, run: "str | None" = None, rate: "float | None" = 20, duration: "float | None" = 10,
+                 max_rows: "int | None" = None, retry_interval: float = 0.1):
+        super().__init__(duration, max_rows, rate)
+        self.node = node
+        self.run_id = run
+        self.retry_interval = float(retry_interval)
+        self._log: list[Read] = []
+        self._lock = threading.Lock()
+        self._conn = None
+
+    def _setup(self):
+        self._conn = self.node.connect(connect_timeout=2)
+
+    def _read(self):
+        with self._conn.cursor() as cur:
+            cur.execute("SELECT pg_last_wal_replay_lsn()::text")
+            replayed = cur.fetchone()[0]
+            if self.run_id:
+                cur.execute(f"SELECT max(seq), count(*) FROM {TABLE} WHERE run = %s", (self.run_id,))
+                mx, n = cur.fetchone()
+            else:
+                mx, n = None, None
+        return mx, n, replayed
+
+    def _run(self):
+        t0 = time.monotonic()
+        deadline = t0 + self.duration
+        i = 0
+        try:
+            while self.max_rows is None or i < self.max_rows:
+                if not self._pace(i, t0, deadline):
+                    break
+                i += 1
+                t_wall, p0 = time.time(), time.perf_counter()
+                try:
+                    if self._conn is None or self._conn.closed:
+                        self._conn = self.node.connect(connect_timeout=2)
+                    mx, n, replayed = self._read()
+                except (psycopg2.Error, LabError) as e:
+                    if self._conn is not None and not self._conn.closed:
+                        self._conn.close()
+                    self._conn = None
+                    with self._lock:
+                        self._log.append(Read(t_wall, self.node.name, None, None, None,
+                                              time.perf_counter() - p0, _first_line(e)))
+                    self._stop.wait(self.retry_interval)
+                    continue
+                with self._lock:
+                    self._log.append(Read(t_wall, self.node.name, None if mx is None else int(mx),
+                                          None if n is None else int(n), replayed, time.perf_counter() - p0))
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def log(self) -> pd.DataFrame:
+        with self._lock:
+            reads = list(self._log)
+        cols = [f.name for f in dataclasses.fields(Read)]
+        df = pd.DataFrame([dataclasses.asdict(r) for r in reads], columns=cols)
+        for c in ("max_seq", "rows"):
+            df[c] = df[c].astype("Int64")
+        return df
+
+
+def replayed_at_least(node, lsn) -> bool:
+    """Has ``node`` (a replica) replayed ``lsn``?  (A primary has everything it wrote.)"""
+    got = node.scalar("SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END",
+                      dbname="postgres")
+    return got is None or parse_lsn(got) >= parse_lsn(lsn)
