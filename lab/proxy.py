@@ -224,6 +224,8 @@ class Proxy:
         self._stats["connections"] += 1
         try:
             await asyncio.gather(self._pump(client_r, server_w, "up"), self._pump(server_r, client_w, "down"))
+        except asyncio.CancelledError:  # close(): end quietly (asyncio logs a handler that raises)
+            pass
         finally:
             self._conns.discard(conn)
             conn.abort()
