@@ -20,7 +20,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import math
 import re
 import secrets
 from typing import Annotated, Literal, Optional
@@ -88,8 +87,8 @@ class CoinSummary(BaseModel):
 
 class TickIn(BaseModel):
     symbol: Annotated[str, Field(pattern=SYMBOL_PATTERN, examples=["BTC"])]
-    price: Annotated[float, Field(gt=0, lt=1e15, allow_inf_nan=False)]
-    volume: Annotated[float, Field(ge=0, lt=1e18, allow_inf_nan=False)] = 0.0
+    price: Annotated[float, Field(ge=1e-9, le=1e12, allow_inf_nan=False)]
+    volume: Annotated[float, Field(ge=0, le=1e15, allow_inf_nan=False)] = 0.0
     time: Optional[dt.datetime] = Field(None, description="when; default: now (UTC). Without an offset: UTC")
 
     @field_validator("time")
@@ -154,10 +153,6 @@ def _default(o):
     if isinstance(o, dt.datetime):
         return o.isoformat()
     raise TypeError(type(o).__name__)
-
-
-def _num(x) -> "float | None":
-    return None if x is None or not math.isfinite(x) else x
 
 
 def _problem(status: int, detail: str, headers: "dict | None" = None) -> JSONResponse:
@@ -244,20 +239,20 @@ def create_app(settings: "Settings | None" = None, router: "Router | None" = Non
     async def _not_found(request: Request, exc: NotFound):
         return _problem(404, str(exc), exc.served.headers() if exc.served else None)
 
-    def _read(router: Router, sql: str, params, min_lsn, symbol: "str | None" = None):
-        """Rows of ``sql`` from a replica (or the primary); 404 when ``symbol`` is unknown there."""
-        def fn(cur):
-            cur.execute(sql, params)
-            rows = cur.fetchall()
-            if symbol is not None and not rows:
+    def _read(router: Router, sql: str, params, min_lsn, symbol: "str | None" = None) -> tuple[str, Served]:
+        """The JSON ``sql`` answers on a replica (or the primary); 404 when ``symbol`` is unknown there."""
+        text, served = router.read_json(sql, params, min_lsn)
+        if symbol is not None and text == "[]":
+            def exists(cur):
                 cur.execute(schema.COIN_EXISTS_SQL, (symbol,))
-                if not cur.fetchone()[0]:
-                    return None
-            return rows
-        rows, served = router.read(fn, min_lsn)
-        if rows is None:
-            raise NotFound(f"unknown symbol {symbol}: GET /coins lists the known ones", served)
-        return rows, served
+                return cur.fetchone()[0]
+            known, served = router.read(exists, min_lsn)
+            if not known:
+                raise NotFound(f"unknown symbol {symbol}: GET /coins lists the known ones", served)
+        return text, served
+
+    def _raw(body: str, served: Served) -> Response:
+        return Response(body, media_type="application/json", headers=served.headers())
 
     @app.get("/health", response_model=Health, responses=ERRORS, tags=["app"])
     def health(router: R):
@@ -267,8 +262,7 @@ def create_app(settings: "Settings | None" = None, router: "Router | None" = Non
 
     @app.get("/coins", response_model=list[Coin], responses=ERRORS, tags=["market"])
     def list_coins(router: R, min_lsn: MinLsn = None):
-        rows, served = _read(router, schema.COINS_SQL, None, min_lsn)
-        return _json([{"symbol": s, "name": n} for s, n in rows], served)
+        return _raw(*_read(router, schema.COINS_JSON, None, min_lsn))
 
     @app.get("/prices/{symbol}", response_model=Prices, responses=ERRORS, tags=["market"])
     def prices(router: R, symbol: Symbol, start: Start = None, end: End = None,
@@ -277,10 +271,9 @@ def create_app(settings: "Settings | None" = None, router: "Router | None" = Non
         """The newest ``limit`` ticks in [start, end], oldest first."""
         symbol = symbol.upper()
         start, end = _range(start, end)
-        rows, served = _read(router, schema.PRICES_SQL,
+        text, served = _read(router, schema.PRICES_JSON,
                              {"coin": symbol, "start": start, "end": end, "limit": limit}, min_lsn, symbol)
-        pts = [{"time": t, "price": p, "volume": v} for t, p, v in reversed(rows)]
-        return _json({"symbol": symbol, "prices": pts}, served)
+        return _raw(f'{{"symbol":"{symbol}","prices":{text}}}', served)
 
     @app.get("/candles/{symbol}", response_model=Candles, responses=ERRORS, tags=["market"])
     def candles(router: R, symbol: Symbol,
@@ -292,21 +285,13 @@ def create_app(settings: "Settings | None" = None, router: "Router | None" = Non
         symbol = symbol.upper()
         start, end = _range(start, end)
         params = {"coin": symbol, "secs": schema.INTERVALS[interval], "start": start, "end": end, "limit": limit}
-        rows, served = _read(router, schema.CANDLES_SQL, params, min_lsn, symbol)
-        out = [{"time": t, "open": o, "high": h, "low": lo, "close": c, "volume": v, "ticks": n}
-               for t, o, h, lo, c, v, n in reversed(rows)]
-        return _json({"symbol": symbol, "interval": interval, "candles": out}, served)
+        text, served = _read(router, schema.CANDLES_JSON, params, min_lsn, symbol)
+        return _raw(f'{{"symbol":"{symbol}","interval":"{interval}","candles":{text}}}', served)
 
     @app.get("/market/summary", response_model=list[CoinSummary], responses=ERRORS, tags=["market"])
     def market_summary(router: R, min_lsn: MinLsn = None):
         """Per coin: last price, its change over 24 h (%), and the volume of those 24 h."""
-        rows, served = _read(router, schema.SUMMARY_SQL, None, min_lsn)
-        out = []
-        for sym, name, t, price, ago, vol in rows:
-            change = (price / ago - 1) * 100 if price and ago else None
-            out.append({"symbol": sym, "name": name, "time": t, "price": _num(price),
-                        "change_24h_pct": _num(change), "volume_24h": _num(vol)})
-        return _json(out, served)
+        return _raw(*_read(router, schema.SUMMARY_JSON, None, min_lsn))
 
     def require_token(authorization: Annotated[Optional[str], Header(
             description="Bearer <APP_API_TOKEN>")] = None) -> None:

@@ -98,6 +98,8 @@ def backfill(router: Router, sim: Simulator, days: float, step_s: int,
         copy_ticks(cur, ticks)
         return len(ticks)
     rows, lsn, _ = router.write(fn)
+    if rows:  # fresh statistics for the planner (replicas get them through the WAL too)
+        router.write(lambda cur: cur.execute("ANALYZE coins, price_ticks"))
     return rows, lsn
 
 

@@ -19,8 +19,8 @@ CREATE TABLE IF NOT EXISTS coins (
 CREATE TABLE IF NOT EXISTS price_ticks (
     coin   text NOT NULL REFERENCES coins (symbol),
     time   timestamptz NOT NULL,
-    price  double precision NOT NULL CHECK (price > 0),
-    volume double precision NOT NULL CHECK (volume >= 0),
+    price  double precision NOT NULL CHECK (price > 0 AND price < 'Infinity'),  -- no NaN either
+    volume double precision NOT NULL CHECK (volume >= 0 AND volume < 'Infinity'),
     PRIMARY KEY (coin, time)
 );
 """
@@ -28,47 +28,54 @@ CREATE TABLE IF NOT EXISTS price_ticks (
 # A lock so that two processes starting at once (API workers, simulator) do not race the DDL.
 SCHEMA_LOCK = 0x43525950  # "CRYP"
 
-COINS_SQL = "SELECT symbol, name FROM coins ORDER BY symbol"
-
 COIN_EXISTS_SQL = "SELECT EXISTS (SELECT 1 FROM coins WHERE symbol = %s)"
 
-# The newest ticks first within [start, end]; the caller reverses for a chart.
-PRICES_SQL = """
-SELECT time, price, volume FROM price_ticks
-WHERE coin = %(coin)s
-  AND time >= coalesce(%(start)s::timestamptz, '-infinity')
-  AND time <= coalesce(%(end)s::timestamptz, 'infinity')
-ORDER BY time DESC
-LIMIT %(limit)s
+# The read queries answer one JSON text each, made by the server: the API passes it on as it
+# is (no row-by-row work in Python), and the probe below rides in the same round trip.
+COINS_JSON = """
+SELECT coalesce(json_agg(json_build_object('symbol', symbol, 'name', name) ORDER BY symbol), '[]')::text
+FROM coins
 """
 
-CANDLES_SQL = """
-WITH t AS (
-    SELECT to_timestamp(floor(extract(epoch FROM time) / %(secs)s) * %(secs)s) AS bucket, time, price, volume
-    FROM price_ticks
-    WHERE coin = %(coin)s
-      AND time >= coalesce(%(start)s::timestamptz, '-infinity')
-      AND time <= coalesce(%(end)s::timestamptz, 'infinity')
-)
-SELECT bucket AS time,
-       (array_agg(price ORDER BY time))[1]      AS open,
-       max(price)                               AS high,
-       min(price)                               AS low,
-       (array_agg(price ORDER BY time DESC))[1] AS close,
-       sum(volume)                              AS volume,
-       count(*)                                 AS ticks
-FROM t
-GROUP BY bucket
-ORDER BY bucket DESC
-LIMIT %(limit)s
+# The newest %(limit)s ticks within [start, end], oldest first.
+PRICES_JSON = """
+SELECT coalesce(json_agg(json_build_object('time', time, 'price', price, 'volume', volume) ORDER BY time), '[]')::text
+FROM (SELECT time, price, volume FROM price_ticks
+      WHERE coin = %(coin)s
+        AND time >= coalesce(%(start)s::timestamptz, '-infinity')
+        AND time <= coalesce(%(end)s::timestamptz, 'infinity')
+      ORDER BY time DESC
+      LIMIT %(limit)s) t
+"""
+
+# OHLCV per bucket of %(secs)s seconds (epoch arithmetic: PostgreSQL 13 has no date_bin),
+# the newest %(limit)s buckets within [start, end], oldest first.
+CANDLES_JSON = """
+SELECT coalesce(json_agg(json_build_object('time', bucket, 'open', open, 'high', high, 'low', low,
+                                           'close', close, 'volume', volume, 'ticks', ticks)
+                         ORDER BY bucket), '[]')::text
+FROM (SELECT to_timestamp(floor(extract(epoch FROM time) / %(secs)s) * %(secs)s) AS bucket,
+             (array_agg(price ORDER BY time))[1]      AS open,
+             max(price)                               AS high,
+             min(price)                               AS low,
+             (array_agg(price ORDER BY time DESC))[1] AS close,
+             sum(volume)                              AS volume,
+             count(*)                                 AS ticks
+      FROM price_ticks
+      WHERE coin = %(coin)s
+        AND time >= coalesce(%(start)s::timestamptz, '-infinity')
+        AND time <= coalesce(%(end)s::timestamptz, 'infinity')
+      GROUP BY 1
+      ORDER BY 1 DESC
+      LIMIT %(limit)s) c
 """
 
 # Per coin: its newest tick, the newest tick at least 24 h older than that, and the volume
 # of the 24 h up to the newest tick.  Each LATERAL is an index range scan on (coin, time).
-SUMMARY_SQL = """
-SELECT c.symbol, c.name, l.time, l.price,
-       p.price AS price_24h_ago,
-       v.volume AS volume_24h
+SUMMARY_JSON = """
+SELECT coalesce(json_agg(json_build_object(
+           'symbol', c.symbol, 'name', c.name, 'time', l.time, 'price', l.price,
+           'change_24h_pct', (l.price / p.price - 1) * 100, 'volume_24h', v.volume) ORDER BY c.symbol), '[]')::text
 FROM coins c
 LEFT JOIN LATERAL (SELECT time, price FROM price_ticks t WHERE t.coin = c.symbol
                    ORDER BY time DESC LIMIT 1) l ON true
@@ -77,7 +84,6 @@ LEFT JOIN LATERAL (SELECT price FROM price_ticks t WHERE t.coin = c.symbol
                    ORDER BY time DESC LIMIT 1) p ON true
 LEFT JOIN LATERAL (SELECT sum(volume) AS volume FROM price_ticks t WHERE t.coin = c.symbol
                      AND t.time > l.time - interval '24 hours') v ON true
-ORDER BY c.symbol
 """
 
 # What the node that serves a read says about itself, in the same round trip as nothing else:
@@ -103,22 +109,3 @@ ON CONFLICT (coin, time) DO UPDATE SET price = excluded.price, volume = excluded
 
 COMMIT_LSN_SQL = "SELECT pg_current_wal_insert_lsn()::text"
 
-
-def create(conn, coins) -> None:
-    """Create the tables (if missing) and the coins (added if missing), in one transaction."""
-    from psycopg2.extras import execute_values
-
-    autocommit = conn.autocommit
-    conn.autocommit = False
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            cur.execute(DDL)
-            execute_values(cur, "INSERT INTO coins (symbol, name) VALUES %s ON CONFLICT (symbol) DO NOTHING",
-                           [(c.symbol, c.name) for c in coins])
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
-    finally:
-        conn.autocommit = autocommit
