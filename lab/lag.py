@@ -330,3 +330,60 @@ def phase_summary(samples: pd.DataFrame) -> pd.DataFrame:
         "replay_lag_ms_median": g["replay_lag_s"].median() * 1000,
     }).reindex(order)
     return out.round(1).reset_index()
+
+
+# --- a panel for the link: latency slider, cut and heal -----------------------------------------
+LINK_ACTIONS = ("latency", "cut", "heal", "direct")
+
+
+def link_action(cluster, replica: str, action: str, latency_ms: float = 0) -> str:
+    """What the link panel's controls do, as a plain function; a one-line message, never a LabError.
+
+    ``latency``: route ``replica`` through a proxy (if it is not) with ``latency_ms`` each way;
+    ``cut`` / ``heal``: the proxy's link; ``direct``: back on the primary, no proxy.
+    >>> lab.lag.link_action(cluster, "replica1", "latency", 50)   # doctest: +SKIP
+    'replica1: +50 ms each way (through the proxy on port 31234)'
+    """
+    from . import faults, proxy
+    if action not in LINK_ACTIONS:
+        return f"unknown action {action!r}: choose one of {', '.join(LINK_ACTIONS)}"
+    try:
+        if action == "latency":
+            lk = proxy.route(cluster, replica, latency_ms=latency_ms)
+            return f"{replica}: +{latency_ms:g} ms each way (through the proxy on port {lk.proxy.port})"
+        if action == "cut":
+            return faults.cut(cluster, replica)
+        if action == "heal":
+            return faults.heal(cluster, replica)
+        proxy.unroute(cluster, replica)
+        return f"{replica}: streams from the primary directly again"
+    except LabError as e:
+        return f"{replica}: could not {action}: {e}"
+
+
+def link_panel(cluster, replica: str = "replica1"):
+    """A latency slider and cut / heal / direct buttons for ``replica``'s link, with its lag table.
+    Each control calls ``link_action``; nothing changes until you touch one."""
+    import html
+
+    import ipywidgets as w
+    from IPython.display import display
+
+    from .standby import lag_table
+    slider = w.IntSlider(value=0, min=0, max=200, step=10, description="latency ms",
+                         continuous_update=False, layout=w.Layout(width="360px"))
+    buttons = {a: w.Button(description=a, layout=w.Layout(width="80px")) for a in ("cut", "heal", "direct")}
+    buttons["cut"].button_style = "warning"
+    message = w.HTML(value=f"<i>{html.escape(replica)} streams as it did; move the slider to add latency</i>")
+    out = w.Output()
+
+    def show(text):
+        message.value = html.escape(text)
+        with out:
+            out.clear_output(wait=True)
+            display(lag_table(cluster))
+
+    slider.observe(lambda ch: show(link_action(cluster, replica, "latency", ch["new"])), names="value")
+    for action, b in buttons.items():
+        b.on_click(lambda _b, a=action: show(link_action(cluster, replica, a)))
+    return w.VBox([w.HBox([slider, *buttons.values()]), message, out])
