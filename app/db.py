@@ -74,7 +74,7 @@ def write_dsn(primary_dsn: str, replica_dsns=()) -> str:
 
     Replicas with other credentials or another database are left out (libpq uses one login).
     >>> write_dsn("host=h1 port=1 dbname=d user=u", ["host=h2 port=2 dbname=d user=u"])
-    'host=h1,h2 port=1,2 dbname=d user=u target_session_attrs=read-write'
+    'host=h1,h2 port=1,2 user=u dbname=d target_session_attrs=read-write'
     """
     base = psycopg2.extensions.parse_dsn(primary_dsn)
     hosts = _dsn_hosts(base)

@@ -170,6 +170,8 @@ class LiveSource:
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 body = resp.read(1_000_000)
+        except urllib.error.HTTPError as e:
+            raise LiveSourceError(f"{self.url}: HTTP {e.code} {e.reason}") from None
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise LiveSourceError(f"{self.url}: {getattr(e, 'reason', e)}") from None
         try:
