@@ -133,7 +133,8 @@ def page(api: ApiClient, symbol: "str | None", range_name: str, interval: str) -
 
 def sidebar(symbols: list[str]) -> tuple["str | None", str, str, bool]:
     st.sidebar.header("Crypto app")
-    symbol = st.sidebar.selectbox("coin", symbols, index=0 if symbols else None, key="symbol")
+    first = symbols.index("BTC") if "BTC" in symbols else 0
+    symbol = st.sidebar.selectbox("coin", symbols, index=first if symbols else None, key="symbol")
     range_name = st.sidebar.selectbox("range", list(RANGES), index=2, key="range")
     interval = st.sidebar.selectbox("candle interval", INTERVALS,
                                     index=INTERVALS.index(DEFAULT_INTERVAL[range_name]), key="interval")
