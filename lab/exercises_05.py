@@ -79,8 +79,18 @@ def _read_your_writes(cluster):
         return False, (f"{misses} of 10 rows written on the primary were not yet on {replica.name} when read "
                        f"right after COMMIT (synchronous_commit = {level}): which level makes COMMIT wait "
                        f"for the replica's replay, and what must {replica.name} be for it to apply?")
-    return True, (f"10 of 10 rows were on {replica.name} at once (synchronous_commit = {level}). Put it back "
-                  "afterwards: cluster.primary.set(synchronous_commit=None, synchronous_standby_names=None)")
+    if level != "remote_apply":
+        return False, (f"10 of 10 rows were on {replica.name} at once, but only because it is fast: with "
+                       f"synchronous_commit = {level} COMMIT does not wait for the replica's replay, and a "
+                       "replica a few ms away misses them (you measured it). Which level waits for replay?")
+    names = cluster.primary.scalar("SHOW synchronous_standby_names")
+    state = _sync_rows(cluster).set_index("application_name")["sync_state"].get(replica.name)
+    if state not in ("sync", "quorum"):
+        return False, (f"synchronous_commit is remote_apply, but {replica.name} is not a synchronous standby "
+                       f"(synchronous_standby_names = {names!r}): COMMIT waits for no replica")
+    return True, (f"10 of 10 rows were on {replica.name} at once: COMMIT waited for its replay (remote_apply, "
+                  f"{replica.name} {state}). Put it back afterwards: "
+                  "cluster.primary.set(synchronous_commit=None, synchronous_standby_names=None)")
 
 
 @exercise("05.4", "every replica streams from the primary directly again")

@@ -245,3 +245,11 @@ def tidy(cluster) -> "list[str]":
         cluster.primary.set(synchronous_standby_names=None)
         done.append("synchronous_standby_names reset (asynchronous replication)")
     return done or ["nothing to tidy"]
+
+
+def cost_table(*costs) -> pd.DataFrame:
+    """``commit_cost`` results one under the other (one row per setup and level)."""
+    frames = [c for c in costs if isinstance(c, pd.DataFrame)]
+    if not frames:
+        raise LabError("cost_table lists what lab.sync.commit_cost(cluster) returns: pass one or more")
+    return pd.concat(frames, ignore_index=True)

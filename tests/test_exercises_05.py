@@ -43,9 +43,15 @@ def test_05_3_read_your_writes_needs_remote_apply_on_a_sync_standby(two):
     try:
         proxy.route(two, "replica1", latency_ms=5)   # so that replica1 surely lags
         assert not checks.check("05.3", two)
-        sync.set_synchronous(two, "replica1")
         two.primary.set(synchronous_commit="remote_apply")
+        r = checks.check("05.3", two)          # remote_apply, but no synchronous standby
+        assert not r and "what must replica1 be" in r.message
+        sync.set_synchronous(two, "replica1")
         assert checks.check("05.3", two)
+        proxy.unroute(two, "replica1")
+        two.primary.set(synchronous_commit="on")
+        r = checks.check("05.3", two)          # all seen, but on does not wait for replay
+        assert not r
     finally:
         two.primary.set(synchronous_commit=None)
         sync.tidy(two)
