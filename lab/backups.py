@@ -10,8 +10,13 @@ The replication password never goes on a command line (where ``ps`` shows it) no
 backup: it sits in one libpq password file, ``<data_root>/replication.pgpass`` (mode 0600, owned
 by the server user), and the connection string names that file with ``passfile=``.  A replica
 made from such a backup reads the same file when it connects, so the file stays until
-``clean(cluster)`` finds no node that uses it.  Local backend only: with containers each replica
-takes its own base backup.
+``clean(cluster)`` finds no node that uses it.
+
+With the compose backend the backup is taken where the primary runs, in its container (the
+password file is ``/var/lib/postgresql/replication.pgpass`` there, and ``-R`` names the primary by
+its service name, as a replica container reaches it), then copied out to
+``<lab home>/base-backups/<name>`` so that you can read it like any directory; ``add_replica(
+from_backup=path)`` copies it into a replica container's volume.
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ import pandas as pd
 from .errors import LabError, NotRunning
 
 PASSFILE = "replication.pgpass"
+# where the server user can write in a node's container (its home), with the compose backend
+CONTAINER_HOME = "/var/lib/postgresql"
 # not a valid node name (it has a '-'), so it never collides with a node's directory
 BACKUPS_DIR = "base-backups"
 
@@ -141,27 +148,45 @@ def parse_conninfo(conninfo: str) -> dict:
 
 
 # --- where backups live --------------------------------------------------------------------
+def _in_containers(cluster) -> bool:
+    return cluster.data_root is None
+
+
 def _data_root(cluster) -> Path:
-    root = cluster.data_root
-    if root is None:
-        raise LabError("base backups by hand need the local backend (lab.up(backend='local')): "
-                       "in containers each replica takes its own base backup")
-    return root
+    """The directory that holds the nodes' data (local), or the lab home (compose)."""
+    return cluster.home.path if _in_containers(cluster) else cluster.data_root
 
 
 def backups_dir(cluster) -> Path:
-    """``<data_root>/base-backups``: where ``take_base_backup`` puts backups."""
+    """``<data_root>/base-backups`` (``<lab home>/base-backups`` with compose): where
+    ``take_base_backup`` puts backups."""
     return _data_root(cluster) / BACKUPS_DIR
 
 
+def _passfile_path(cluster):
+    """The password file, where pg_basebackup runs: on the host, or in the primary's container."""
+    if _in_containers(cluster):
+        from pathlib import PurePosixPath
+        return PurePosixPath(CONTAINER_HOME) / PASSFILE
+    return _data_root(cluster) / PASSFILE
+
+
 def _chown(cluster, path: Path) -> None:
-    cluster.backend.user.chown(path, recursive=False)
+    """Local backend: the server user must read what it will serve (compose: files stay the host user's)."""
+    if not _in_containers(cluster):
+        cluster.backend.user.chown(path, recursive=False)
 
 
 def write_passfile(cluster) -> Path:
-    """``<data_root>/replication.pgpass``: the replication login, mode 0600, owned by the server user."""
+    """``<data_root>/replication.pgpass``: the replication login, mode 0600, owned by the server user
+    (with compose, in the primary's container)."""
     cred = cluster.credentials
-    path = _data_root(cluster) / PASSFILE
+    path = _passfile_path(cluster)
+    if _in_containers(cluster):
+        # any host: the primary is reached by its service name inside the compose network
+        line = passfile_line("*", "*", "*", cred["replication_user"], cred["replication_password"])
+        cluster.backend.write_file(cluster.primary.spec, str(path), line, mode=0o600)
+        return path
     tmp = path.with_name(f".{PASSFILE}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -177,12 +202,22 @@ def passfile_info(cluster) -> pd.Series:
     """The password file: where it is, its mode and owner, and its line with the password masked."""
     import pwd
     import stat
-    path = _data_root(cluster) / PASSFILE
-    if not path.exists():
-        raise LabError(f"no {path}: take_base_backup(cluster) writes it")
-    st = path.stat()
-    fields = re.split(r"(?<!\\):", path.read_text().strip(), maxsplit=4)
-    return pd.Series(dict(path=str(path), mode=stat.filemode(st.st_mode), owner=pwd.getpwuid(st.st_uid).pw_name,
+    path = _passfile_path(cluster)
+    if _in_containers(cluster):
+        p = cluster.primary
+        r = p.tool("stat", "-c", "%A %U", path, check=False)
+        if r.returncode != 0:
+            raise LabError(f"no {path} in {p.spec['container']}: take_base_backup(cluster) writes it")
+        mode, owner = r.stdout.split()
+        text = p.tool("cat", path).stdout
+        where = f"{p.spec['container']}:{path}"
+    else:
+        if not path.exists():
+            raise LabError(f"no {path}: take_base_backup(cluster) writes it")
+        st = path.stat()
+        mode, owner, text, where = stat.filemode(st.st_mode), pwd.getpwuid(st.st_uid).pw_name, path.read_text(), path
+    fields = re.split(r"(?<!\\):", text.strip(), maxsplit=4)
+    return pd.Series(dict(path=str(where), mode=mode, owner=owner,
                           line=":".join(fields[:4] + ["********"])), name=PASSFILE, dtype="object")
 
 
@@ -199,9 +234,11 @@ def conninfo_value(value) -> str:
 
 
 def conninfo(cluster, passfile: Path) -> str:
-    """How pg_basebackup reaches the primary: the replication user, its password from ``passfile``."""
+    """How pg_basebackup reaches the primary: the replication user, its password from ``passfile``.
+    With compose: the primary's service name and port inside the network, as a replica reaches it."""
     p = cluster.primary
-    return (f"host={p.host} port={p.port} user={conninfo_value(cluster.credentials['replication_user'])} "
+    host, port = (p.spec["service"], 5432) if _in_containers(cluster) else (p.host, p.port)
+    return (f"host={host} port={port} user={conninfo_value(cluster.credentials['replication_user'])} "
             f"passfile={conninfo_value(passfile)}")
 
 
@@ -247,12 +284,24 @@ def take_base_backup(cluster, name: str = "manual", label: str = "taken by hand"
         _remove_backup_dir(path)
     pf = write_passfile(cluster)
     t0 = time.monotonic()
-    r = primary.tool("pg_basebackup", "-D", path, "-R", "-X", "stream", "-c", "fast", "-l", label,
+    # with compose, pg_basebackup writes in the primary's container; the copy comes out after
+    target = f"{CONTAINER_HOME}/{BACKUPS_DIR}/{name}" if _in_containers(cluster) else path
+    if _in_containers(cluster):
+        primary.tool("rm", "-rf", target)
+    r = primary.tool("pg_basebackup", "-D", target, "-R", "-X", "stream", "-c", "fast", "-l", label,
                      "--no-password", "-d", conninfo(cluster, pf), check=False, timeout=300)
-    if r.returncode != 0:
+    try:
+        if r.returncode != 0:
+            last = (r.stderr or r.stdout).strip().splitlines()
+            raise LabError(f"pg_basebackup failed: {last[-1] if last else 'exit ' + str(r.returncode)}")
+        if _in_containers(cluster):
+            cluster.backend.copy_out(primary.spec, target, path)
+    except BaseException:
         shutil.rmtree(path, ignore_errors=True)  # never leave a half-written backup behind
-        last = (r.stderr or r.stdout).strip().splitlines()
-        raise LabError(f"pg_basebackup failed: {last[-1] if last else 'exit ' + str(r.returncode)}")
+        raise
+    finally:
+        if _in_containers(cluster):
+            primary.tool("rm", "-rf", target, check=False)
     if not quiet:
         from .plots import human_bytes
         print(f"base backup of {primary.name}: {human_bytes(_size(path))} in {path} "
@@ -374,8 +423,26 @@ def verify(cluster, path) -> Verification:
 
     A damaged backup is a ❌ with the tool's message, not an exception.
     """
-    r = cluster.primary.tool("pg_verifybackup", Path(path), check=False, timeout=300)
+    path = Path(path)
+    if not path.is_dir():
+        raise LabError(f"{path} is not a directory: pass what take_base_backup returned")
+    p = cluster.primary
+    if _in_containers(cluster):  # verify this very copy: put it where the tool runs, then remove it
+        where = f"{CONTAINER_HOME}/{BACKUPS_DIR}/.verify-{path.name}"
+        uid, gid = (int(p.tool("id", flag).stdout) for flag in ("-u", "-g"))
+        p.tool("mkdir", "-p", f"{CONTAINER_HOME}/{BACKUPS_DIR}")
+        p.tool("rm", "-rf", where)
+        cluster.backend.copy_in(p.spec, path, f"{CONTAINER_HOME}/{BACKUPS_DIR}", arcname=f".verify-{path.name}",
+                                uid=uid, gid=gid)
+        try:
+            r = p.tool("pg_verifybackup", where, check=False, timeout=300)
+        finally:
+            p.tool("rm", "-rf", where, check=False)
+    else:
+        r = p.tool("pg_verifybackup", path, check=False, timeout=300)
     text = "\n".join(ln for ln in (r.stdout + r.stderr).strip().splitlines() if ln.strip())
+    if _in_containers(cluster):
+        text = text.replace(where, str(path))
     return Verification(r.returncode == 0, text or f"exit {r.returncode}")
 
 
@@ -385,9 +452,9 @@ def known_backups(cluster) -> pd.DataFrame:
     directory under ``base-backups``, with where it starts."""
     rows = []
     sources = [(n.name, n) for n in cluster.nodes]
-    root = cluster.data_root
-    if root is not None and (root / BACKUPS_DIR).is_dir():
-        sources += [(str(p), p) for p in sorted((root / BACKUPS_DIR).iterdir()) if p.is_dir()]
+    bdir = backups_dir(cluster)
+    if bdir.is_dir():
+        sources += [(str(p), p) for p in sorted(bdir.iterdir()) if p.is_dir()]
     for where, source in sources:
         try:
             label = backup_label(source)
@@ -401,15 +468,24 @@ def known_backups(cluster) -> pd.DataFrame:
 
 def clean(cluster) -> str:
     """Remove the backup directories, and the password file once no node connects with it."""
-    root = _data_root(cluster)
     done = []
-    bdir = root / BACKUPS_DIR
+    bdir = backups_dir(cluster)
     if bdir.exists():
         for p in sorted(bdir.iterdir()):
             _remove_backup_dir(p) if p.is_dir() else p.unlink()
             done.append(p.name)
         bdir.rmdir()
-    pf = root / PASSFILE
+    gone = f"removed {len(done)} backup(s) ({', '.join(done)})" if done else "no backups to remove"
+    if _in_containers(cluster):
+        # only pg_basebackup reads it there: a replica container has the password in its environment
+        p = cluster.primary
+        pf = _passfile_path(cluster)
+        if not p.is_running:
+            return f"{gone}; {pf.name} kept in {p.spec['container']} (stopped): run clean again once it runs"
+        had = p.tool("test", "-e", pf, check=False).returncode == 0
+        p.tool("rm", "-rf", pf, f"{CONTAINER_HOME}/{BACKUPS_DIR}", check=False)
+        return f"{gone}; {'removed ' + pf.name if had else 'no password file'} (in {p.spec['container']})"
+    pf = _data_root(cluster) / PASSFILE
     users = []
     for n in cluster.nodes:
         try:
@@ -424,5 +500,4 @@ def clean(cluster) -> str:
         kept = f"removed {pf.name}"
     else:
         kept = "no password file"
-    gone = f"removed {len(done)} backup(s) ({', '.join(done)})" if done else "no backups to remove"
     return f"{gone}; {kept}"

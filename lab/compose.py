@@ -28,6 +28,7 @@ COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"
 DEFAULT_IMAGE = "pglab/postgres-node:15"
 PGDATA = "/var/lib/postgresql/data/pgdata"
 SERVICES = {"primary": "pg-master", "replica1": "pg-replica", "replica2": "pg-replica2", "replica3": "pg-replica3"}
+REPLICA_SERVICES = ("pg-replica", "pg-replica2", "pg-replica3")
 PORT_VARS = {"pg-master": "PG_MASTER_PORT", "pg-replica": "PG_REPLICA_PORT",
              "pg-replica2": "PG_REPLICA2_PORT", "pg-replica3": "PG_REPLICA3_PORT"}
 PROFILES = ["replica2", "replica3", "app", "pgadmin"]
@@ -115,11 +116,19 @@ class ComposeBackend:
         return f"container {self.cfg['prefix']}pg-master ({self.cfg['image']})"
 
     def node_spec(self, name: str, role, port: int) -> dict:
-        if name not in SERVICES:
-            raise LabError(f"the compose backend has services for {', '.join(SERVICES)}, not {name!r}")
-        service = SERVICES[name]
+        """A node runs in one of the compose file's services: its own (primary -> pg-master,
+        replicaN -> pg-replicaN) when free, else the first free replica service; the node's
+        name is its application_name and slot there (PG_REPLICA*_NAME / _SLOT)."""
+        taken = {s["service"] for n, s in self.state["nodes"].items() if n != name}
+        service = SERVICES.get(name)
+        if service is None or service in taken:
+            free = [s for s in REPLICA_SERVICES if s not in taken]
+            if service == SERVICES["primary"] or not free:
+                raise LabError(f"the compose file has services for a primary and {len(REPLICA_SERVICES)} replicas "
+                               f"({', '.join(REPLICA_SERVICES)}), all in use: remove a replica first")
+            service = free[0]
         return {"name": name, "role": str(role), "port": port, "service": service,
-                "container": self.cfg["prefix"] + service, "app_name": service, "pgdata": PGDATA}
+                "container": self.cfg["prefix"] + service, "app_name": name, "pgdata": PGDATA}
 
     # --- the compose CLI ------------------------------------------------------------
     def write_env(self) -> None:
@@ -134,7 +143,11 @@ class ComposeBackend:
             "PG_REPLICA_PORT": "0",
         }
         for spec in nodes.values():
-            env[PORT_VARS[spec["service"]]] = str(spec["port"])
+            var = PORT_VARS[spec["service"]]
+            env[var] = str(spec["port"])
+            if spec["service"] in REPLICA_SERVICES:  # PG_REPLICA2_PORT -> PG_REPLICA2_NAME / _SLOT
+                env[var[:-len("PORT")] + "NAME"] = spec.get("app_name", spec["name"])
+                env[var[:-len("PORT")] + "SLOT"] = spec["name"]
         if self.cfg.get("pgadmin_port"):
             env.update(PGADMIN_PORT=str(self.cfg["pgadmin_port"]), PGADMIN_EMAIL=PGADMIN_EMAIL,
                        PGADMIN_SERVERS_JSON=str(self.pgadmin_servers_file))
@@ -222,8 +235,7 @@ class ComposeBackend:
         if c is not None and published == str(spec["port"]):
             c.start()
         else:  # no container yet, or its port moved: (re)create it; its volume keeps the data
-            profile = [] if spec["service"] in ("pg-master", "pg-replica") else ["--profile", spec["service"][3:]]
-            self.compose(*profile, "up", "-d", "--no-deps", "--no-build", spec["service"])
+            self.compose(*self._profile(spec), "up", "-d", "--no-deps", "--no-build", spec["service"])
         return self.wait_ready(spec)
 
     def wait_ready(self, spec, timeout: float = READY_TIMEOUT) -> int:
@@ -280,8 +292,79 @@ class ComposeBackend:
             raise LabError(f"pg_ctl promote failed on {spec['container']}: {out.decode().strip()}")
 
     def adopt(self, spec, backup) -> None:
-        raise LabError("adopting a base backup as a replica needs the local backend "
-                       "(lab.up(backend='local')); in containers a replica takes its own base backup")
+        """Make a base backup on the host (``lab.backups`` copies one out of the primary's
+        container) this replica's data: its container is created, not started, and the backup
+        is copied into its volume, owned by the server user.  Like the local backend, the backup
+        is moved: the host copy is removed once it is in."""
+        backup = Path(backup)
+        if not (backup / "PG_VERSION").is_file():
+            raise LabError(f"{backup} is not a base backup (no PG_VERSION): pass what "
+                           "lab.backups.take_base_backup(cluster) returned")
+        self.write_env()
+        self.compose(*self._profile(spec), "up", "--no-start", "--no-deps", "--no-build", spec["service"])
+        c = self.container(spec)
+        if c is None:
+            raise LabError(f"compose did not create {spec['container']}: see `docker-compose ps`")
+        primary = self.state["nodes"][self.state["primary"]]
+        uid, gid = (int(self.tool(primary, ["id", flag]).stdout) for flag in ("-u", "-g"))
+        self.copy_in(spec, backup, str(Path(PGDATA).parent), arcname=Path(PGDATA).name, uid=uid, gid=gid)
+        shutil.rmtree(backup)
+
+    @staticmethod
+    def _profile(spec) -> list:
+        return [] if spec["service"] in ("pg-master", "pg-replica") else ["--profile", spec["service"][3:]]
+
+    # --- files in and out of containers (the docker archive API: works on stopped ones) -----
+    def copy_out(self, spec, path: str, dest: Path) -> None:
+        """Copy a directory of a node's container to ``dest`` on the host (created; modes kept)."""
+        import tarfile
+        c = self.container(spec)
+        if c is None:
+            raise NotRunning(f"{spec['name']} has no container: start it first")
+        stream, _stat = c.get_archive(path)
+        dest = Path(dest)
+        dest.mkdir(mode=0o700, parents=True)
+        with tarfile.open(fileobj=_ChunkReader(stream), mode="r|") as tar:
+            for m in tar:
+                parts = Path(m.name).parts[1:]  # the archive's top entry is the directory itself
+                if not parts:
+                    continue
+                if ".." in parts or Path(m.name).is_absolute() or not (m.isfile() or m.isdir()):
+                    continue  # a data directory holds only files and directories
+                m.name = str(Path(*parts))
+                m.uid = m.gid = os.getuid()
+                m.uname = m.gname = ""
+                tar.extract(m, dest, set_attrs=True, **_TRUSTED)
+
+    def copy_in(self, spec, src: Path, dest_dir: str, arcname: str, uid: int, gid: int, mode=None) -> None:
+        """Copy ``src`` (a host file or directory) into a node's container as
+        ``dest_dir/arcname``, owned by uid:gid (``mode`` for a single file)."""
+        import io
+        import tarfile
+        c = self.container(spec)
+        if c is None:
+            raise NotRunning(f"{spec['name']} has no container: start it first")
+
+        def owned(info):
+            info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
+            if mode is not None and info.isfile():
+                info.mode = mode
+            return info
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(str(src), arcname=arcname, filter=owned)
+        if not c.put_archive(dest_dir, buf.getvalue()):
+            raise LabError(f"could not copy {src} into {spec['container']}:{dest_dir}")
+
+    def write_file(self, spec, path: str, text: str, mode: int = 0o600) -> None:
+        """Write a small file into a node's container, owned by the server user (put_archive:
+        the content never appears on a command line or in an environment)."""
+        import tempfile
+        uid, gid = (int(self.tool(spec, ["id", flag]).stdout) for flag in ("-u", "-g"))
+        with tempfile.TemporaryDirectory() as d:
+            f = Path(d) / "f"
+            f.write_text(text)
+            self.copy_in(spec, f, str(Path(path).parent), arcname=Path(path).name, uid=uid, gid=gid, mode=mode)
 
     def tool(self, spec, args, check=True, timeout=120, env=None) -> subprocess.CompletedProcess:
         """Run a command in this node's container as postgres (LANG=C)."""
@@ -410,3 +493,27 @@ class ComposeBackend:
         if self._docker is not None:
             self._docker.close()
             self._docker = None
+
+
+# our own container's archive, names checked above (Python >= 3.12 warns without a filter)
+_TRUSTED = {"filter": "fully_trusted"} if hasattr(__import__("tarfile"), "fully_trusted_filter") else {}
+
+
+class _ChunkReader:
+    """A file-like reader over the byte chunks the docker SDK streams (for tarfile's "r|")."""
+
+    def __init__(self, chunks):
+        self._chunks = iter(chunks)
+        self._buf = b""
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buf) < n:
+            try:
+                self._buf += next(self._chunks)
+            except StopIteration:
+                break
+        if n < 0:
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out

@@ -414,12 +414,18 @@ def lose_wal(cluster, replica: str = "replica_manual", segments: int = 4, timeou
     node.stop()
     _say(quiet, f"{node.name} stopped at {stopped_at}; the primary writes on")
     write_wal(cluster, segments, quiet=quiet)
-    checkpoint(cluster)
-    oldest = wal_dir(primary)["oldest"]
+    needs = wal_segment_name(stopped_at, timeline, seg)
+    # another replica's slot holds WAL until that replica has flushed it: let them catch up, so
+    # that the CHECKPOINT removes what this one needs (a slow machine could otherwise keep it)
+    for _ in range(4):
+        cluster.wait_replayed(timeout=timeout)
+        checkpoint(cluster)
+        if (oldest := wal_dir(primary)["oldest"]) is None or oldest > needs:
+            break
+        write_wal(cluster, 1)
     error = start_and_read_error(cluster, node.name, timeout=timeout)
     _say(quiet, f"{node.name} started: the primary no longer has the WAL it needs")
-    return pd.Series(dict(replica=node.name, stopped_at_lsn=stopped_at,
-                          needs_segment=wal_segment_name(stopped_at, timeline, seg),
+    return pd.Series(dict(replica=node.name, stopped_at_lsn=stopped_at, needs_segment=needs,
                           oldest_segment_on_primary=oldest, error=_message(error)),
                      name="lose_wal", dtype="object")
 

@@ -243,3 +243,53 @@ def test_storage_shows_where_the_data_is_and_wipe_removes_it(cluster):
     assert df["node"].tolist() == ["primary", "replica1"] and df["exists"].all()
     cluster.down(wipe=True)
     assert not cluster.storage()["exists"].any()
+
+
+@pytest.mark.compose
+def test_compose_base_backup_by_hand_becomes_a_replica_in_a_free_service(docker_engine, tmp_path):
+    """Chapter 03 on containers: the backup is taken in the primary's container, copied out to the
+    lab home (what the student reads and verifies), and copied into a free replica service's volume."""
+    from lab import backups
+    from lab.checks import check
+    with compose_env(docker_engine):
+        c = lab.up(replicas=1, home=tmp_path / "lab", quiet=True, backend="compose")
+        try:
+            path = backups.take_base_backup(c, name="t1", quiet=True)
+            assert path == c.home.path / "base-backups" / "t1" and (path / "PG_VERSION").is_file()
+            info = backups.passfile_info(c)
+            assert info["mode"] == "-rw-------" and info["owner"] == "postgres"
+            assert info["path"].endswith("pg-master:/var/lib/postgresql/replication.pgpass")
+            assert c.credentials["replication_password"] not in info.to_string()
+            settings = backups.recovery_settings(path).set_index("setting")["value"]
+            # -R wrote how a replica container reaches the primary: its service name, inside the network
+            assert settings["primary_conninfo: host"] == "pg-master"
+            assert settings["primary_conninfo: port"] == "5432"
+            assert c.credentials["replication_password"] not in (path / "postgresql.auto.conf").read_text()
+            assert backups.verify(c, path).ok
+            with open(path / "PG_VERSION", "a") as f:  # the host copy is the one verified
+                f.write("damage\n")
+            bad = backups.verify(c, path)
+            assert not bad.ok and "PG_VERSION" in bad.output and ".verify-" not in bad.output
+            path = backups.take_base_backup(c, name="t1", quiet=True)
+
+            node = c.add_replica("replica_manual", from_backup=path)
+            assert node.spec["service"] == "pg-replica2" and not path.exists()
+            assert node.scalar("SHOW primary_slot_name") == ""
+            insert(c.primary, "a mano")
+            c.wait_replayed()
+            assert rows_with(node, "a mano") == 1
+            assert backups.backup_label(node)["LABEL"] == "taken by hand"
+            assert check("03.2", c).ok
+            # replica3 keeps its own service; a further name gets none left, with a clear error
+            extra = c.add_replica("replica3")
+            assert extra.spec["service"] == "pg-replica3"
+            slots = set(c.primary.sql("SELECT slot_name FROM pg_replication_slots")["slot_name"])
+            assert slots == {"replica1", "replica3"}  # the node's name is its slot's, in any service
+            with pytest.raises(lab.LabError, match="at most 3 replicas .*remove one first"):
+                c.add_replica("one_more")
+            c.remove_replica("replica_manual")
+            assert c.add_replica("one_more").spec["service"] == "pg-replica2"
+            assert backups.clean(c) == "no backups to remove; removed replication.pgpass (in " \
+                                       f"{c.primary.spec['container']})"
+        finally:
+            c.down(wipe=True)

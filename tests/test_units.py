@@ -10,7 +10,7 @@ import pytest
 
 from lab import binaries, ports
 from lab.config import primary_conninfo, render_node_conf, retarget_conninfo
-from lab.errors import BinariesNotFound, LabHomeError, PortUnavailable, PostgresTooOld
+from lab.errors import BinariesNotFound, LabError, LabHomeError, PortUnavailable, PostgresTooOld
 from lab.home import LabHome
 from lab.lsn import format_lsn, lsn_diff, parse_lsn, wal_segment_name
 
@@ -176,3 +176,22 @@ def test_corrupt_state_is_a_clear_error(tmp_path):
     h.state_file.write_text("{not json")
     with pytest.raises(LabHomeError, match="corrupt"):
         h.load()
+
+
+def test_compose_maps_any_replica_name_onto_a_free_service():
+    from lab.compose import ComposeBackend
+
+    def spec(name, service):
+        return {"name": name, "service": service}
+    state = {"compose": {"prefix": "p-"}, "nodes": {"primary": spec("primary", "pg-master")}}
+    b = ComposeBackend(home=type("H", (), {"owner": "t"})(), state=state)
+    assert b.node_spec("replica1", "replica", 1)["service"] == "pg-replica"
+    manual = b.node_spec("replica_manual", "replica", 2)
+    assert (manual["service"], manual["container"], manual["app_name"]) == ("pg-replica", "p-pg-replica",
+                                                                             "replica_manual")
+    state["nodes"]["replica_manual"] = manual
+    assert b.node_spec("replica1", "replica", 3)["service"] == "pg-replica2"  # its own is taken
+    assert b.node_spec("replica3", "replica", 3)["service"] == "pg-replica3"
+    state["nodes"].update(r2=spec("r2", "pg-replica2"), r3=spec("r3", "pg-replica3"))
+    with pytest.raises(LabError, match="all in use: remove a replica first"):
+        b.node_spec("one_more", "replica", 4)
