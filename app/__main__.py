@@ -42,11 +42,19 @@ def cmd_api(args) -> int:
 
 
 def cmd_dashboard(args) -> int:
-    s = _settings({"APP_DASHBOARD_PORT": args.port, "APP_API_URL": args.api_url})
+    # the dashboard talks to the API only: it needs no database settings
+    for k, v in {"APP_DASHBOARD_PORT": args.port, "APP_API_URL": args.api_url}.items():
+        if v is not None:
+            os.environ[k] = str(v)
+    from .dashboard import api_url, refresh_seconds
+    from .settings import _int
+
+    url, port = api_url(), _int(os.environ, "APP_DASHBOARD_PORT", 8501, 1, 65535)
+    refresh_seconds()
     host = args.host or "127.0.0.1"
-    print(f"crypto app dashboard on http://{host}:{s.dashboard_port} (API {s.api_url})", flush=True)
+    print(f"crypto app dashboard on http://{host}:{port} (API {url})", flush=True)
     argv = [sys.executable, "-m", "streamlit", "run", str(PAGE), "--server.address", host,
-            "--server.port", str(s.dashboard_port), "--server.headless", "true",
+            "--server.port", str(port), "--server.headless", "true",
             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
             "--client.toolbarMode", "viewer"]
     os.execv(sys.executable, argv)

@@ -82,6 +82,13 @@ def candlestick(df: pd.DataFrame) -> alt.Chart:
     return wick + body
 
 
+def price_line(df: pd.DataFrame) -> alt.Chart:
+    """The price over time, on an axis that fits the prices (not from zero)."""
+    return alt.Chart(df).mark_line().encode(
+        x=alt.X("time:T", title=None), y=alt.Y("price:Q", scale=alt.Scale(zero=False), title="USD"),
+        tooltip=["time:T", "price:Q", "volume:Q"])
+
+
 def coin_view(api: ApiClient, symbol: str, range_name: str, interval: str) -> dict:
     """One coin over a range: its price line and its candlesticks."""
     st.subheader(f"{symbol} over the last {range_name}")
@@ -94,7 +101,7 @@ def coin_view(api: ApiClient, symbol: str, range_name: str, interval: str) -> di
         if prices.empty:
             st.info(f"no ticks of {symbol} in the last {range_name}")
         else:
-            st.line_chart(prices, x="time", y="price", height=300)
+            st.altair_chart(price_line(prices), height=300)
     with right:
         st.caption(f"candles of {interval}, {len(candles)}")
         if candles.empty:
