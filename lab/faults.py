@@ -1,9 +1,9 @@
 """Faults, the same on both backends: crash a node, freeze it, cut a replica off the primary.
 
->>> lab.faults.kill(cluster.primary)                        # doctest: +SKIP   (SIGKILL: a crash)
->>> with lab.faults.paused(cluster.node("replica1")):       # doctest: +SKIP   (SIGSTOP / docker pause)
+>>> lab.faults.kill(cluster.primary)                        # SIGKILL, a crash     # doctest: +SKIP
+>>> with lab.faults.paused(cluster.node("replica1")):       # SIGSTOP/docker pause # doctest: +SKIP
 ...     ...                                                 # resumed on the way out, whatever happens
->>> with lab.faults.partitioned(cluster, "replica1"):       # doctest: +SKIP   (proxy cut / network disconnect)
+>>> with lab.faults.partitioned(cluster, "replica1"):       # proxy cut/disconnect # doctest: +SKIP
 ...     ...
 
 =========  =====================================  ===========================================

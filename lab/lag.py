@@ -249,6 +249,15 @@ def _wait_caught_up(cluster, name: str, target: int, timeout: float, sampler, pl
     return None
 
 
+def _hold(seconds: float, sampler, plot, every: float = 0.5) -> None:
+    """Let ``seconds`` pass, redrawing the live plot every ``every`` s."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(min(every, max(0.0, end - time.monotonic())))
+        if plot is not None:
+            plot.update(sampler)
+
+
 def lag_under_latency(cluster, replica: str = "replica1", latencies=(0, 20, 50, 100), seconds: float = 2.0,
                       cut_seconds: float = 2.0, rate: "float | None" = 300, every: float = 0.1, live: bool = True,
                       quiet: bool = False) -> pd.DataFrame:
@@ -279,22 +288,14 @@ def lag_under_latency(cluster, replica: str = "replica1", latencies=(0, 20, 50, 
             sampler.phase = f"+{ms:g} ms"
             if not quiet:
                 print(f"{replica}: {ms:g} ms added each way", flush=True)
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                time.sleep(min(0.5, max(0.0, end - time.monotonic())))
-                if plot is not None:
-                    plot.update(sampler)
+            _hold(seconds, sampler, plot)
         link.set_latency(0)
         if cut_seconds:
             sampler.phase = "cut"
             link.cut()
             if not quiet:
                 print(f"{replica}: link cut for {cut_seconds:g} s", flush=True)
-            end = time.monotonic() + cut_seconds
-            while time.monotonic() < end:
-                time.sleep(min(0.5, max(0.0, end - time.monotonic())))
-                if plot is not None:
-                    plot.update(sampler)
+            _hold(cut_seconds, sampler, plot)
             writer.stop()
             target = parse_lsn(cluster.primary.scalar("SELECT pg_current_wal_lsn()::text", dbname="postgres"))
             got = cluster.node(replica).scalar("SELECT pg_last_wal_replay_lsn()::text", dbname="postgres")

@@ -5,7 +5,7 @@ stopped synchronous standby and the ways out, and a quorum that survives one fai
 >>> cost = lab.sync.commit_cost(cluster, seconds=1)               # doctest: +SKIP
 >>> lab.sync.cost_figure(cost)                                    # doctest: +SKIP
 >>> lab.sync.blocked_commit(cluster, "replica1", unblock="start") # doctest: +SKIP
->>> lab.sync.set_synchronous(cluster, "")                         # back to asynchronous
+>>> lab.sync.set_synchronous(cluster, "")                         # doctest: +SKIP
 
 ``synchronous_commit`` (per session or per transaction) says how long COMMIT waits, once
 ``synchronous_standby_names`` names a standby:

@@ -448,14 +448,20 @@ def summarize(log: pd.DataFrame, reconnects: int = 0) -> pd.DataFrame:
     return pd.DataFrame([row])
 
 
-def _log_of(source) -> "tuple[pd.DataFrame, str | None]":
+def _log_of(source, run: "str | None" = None) -> "tuple[pd.DataFrame, str]":
+    """(the log, its run id) of a Writer, its log() DataFrame or its log file."""
     if isinstance(source, Writer):
-        return source.log(), source.run_id
-    if isinstance(source, pd.DataFrame):
-        return source, source.attrs.get("run")
-    if isinstance(source, (str, Path)):
-        return read_log(source), None
-    raise LabError(f"audit a Writer, its log() DataFrame or its log file, not {type(source).__name__}")
+        log, log_run = source.log(), source.run_id
+    elif isinstance(source, pd.DataFrame):
+        log, log_run = source, source.attrs.get("run")
+    elif isinstance(source, (str, Path)):
+        log, log_run = read_log(source), None
+    else:
+        raise LabError(f"audit a Writer, its log() DataFrame or its log file, not {type(source).__name__}")
+    run = run or log_run
+    if not run:
+        raise LabError("the log does not say its run id: pass run= (the Writer's run_id)")
+    return log, run
 
 
 def rows_on(node, run: str) -> set:
@@ -475,10 +481,7 @@ def audit(source, node, run: "str | None" = None) -> pd.DataFrame:
 
     >>> lab.workload.audit(writer, cluster.primary)    # doctest: +SKIP
     """
-    log, log_run = _log_of(source)
-    run = run or log_run
-    if not run:
-        raise LabError("the log does not say its run id: pass run= (the Writer's run_id)")
+    log, run = _log_of(source, run)
     present = rows_on(node, run)
     rows = []
     for outcome in OUTCOMES:
@@ -494,10 +497,7 @@ def audit(source, node, run: "str | None" = None) -> pd.DataFrame:
 def lost_writes(source, node, run: "str | None" = None) -> pd.DataFrame:
     """The acknowledged writes ``node`` does not have (the writer's log rows): lost, if ``node`` is
     the primary now."""
-    log, log_run = _log_of(source)
-    run = run or log_run
-    if not run:
-        raise LabError("the log does not say its run id: pass run= (the Writer's run_id)")
+    log, run = _log_of(source, run)
     present = rows_on(node, run)
     ack = log[log["outcome"] == "acknowledged"]
     return ack[~ack["seq"].astype(int).isin(present)].reset_index(drop=True)

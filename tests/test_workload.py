@@ -148,3 +148,11 @@ def test_classify():
     assert workload.classify(psycopg2.OperationalError("server closed the connection unexpectedly")) == "unknown"
     assert workload.classify(psycopg2.OperationalError("x"), sent=False) == "failed"
     assert workload.classify(ValueError("x")) == "failed"
+
+
+def test_doctests_of_the_chapter_05_modules():
+    import doctest
+
+    from lab import consistency, faults, lag, proxy, sync
+    for mod in (workload, proxy, faults, lag, sync, consistency):
+        assert doctest.testmod(mod, raise_on_error=False).failed == 0, mod.__name__
