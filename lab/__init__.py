@@ -15,7 +15,8 @@ __version__ = "0.1.0"
 
 # Chapter modules load on first use (``lab.checks.check(...)``): matplotlib and ipywidgets are
 # slow to import and ``python -m lab down`` needs neither.
-_SUBMODULES = ("backups", "checks", "pgadmin", "plots", "replication", "slots", "standby", "wal", "widgets")
+_SUBMODULES = ("backups", "checks", "consistency", "faults", "lag", "pgadmin", "plots", "proxy", "replication",
+               "slots", "standby", "sync", "wal", "widgets", "workload")
 
 
 def __getattr__(name):

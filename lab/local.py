@@ -313,6 +313,10 @@ class LocalBackend:
             if pid:
                 os.kill(pid, signal.SIGHUP)
 
+    def follow(self, spec, primary_spec) -> None:
+        """After a promotion: stream from the new primary (``primary_conninfo`` retargeted, reloaded)."""
+        self.retarget(spec, "127.0.0.1", primary_spec["port"])
+
     def start(self, spec, state=None, primary_spec=None) -> int:
         pid = self.pid(spec)
         if pid:
@@ -375,6 +379,8 @@ class LocalBackend:
 
     def stop_many(self, specs, timeout: float = 30) -> None:
         """Fast shutdown (SIGINT) of several nodes at once; SIGKILL whoever outlives the timeout."""
+        for s in specs:  # a frozen (paused) server cannot shut down: thaw it first
+            self.unpause(s)
         pids = [(s, self.signal_stop(s)) for s in specs]
         deadline = time.monotonic() + timeout
         for s, pid in pids:
@@ -387,7 +393,9 @@ class LocalBackend:
                 wait_gone(pid, 10, reaped=True)
 
     def kill(self, spec) -> "int | None":
-        """SIGKILL the postmaster: a crash, for experiments."""
+        """SIGKILL the postmaster: a crash, for experiments (a paused one is thawed first, so
+        that its children see their postmaster die and exit instead of staying frozen)."""
+        self.unpause(spec)
         pid = self.signal_stop(spec, signal.SIGKILL)
         if pid:
             wait_gone(pid, 10)
