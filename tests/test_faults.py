@@ -113,6 +113,18 @@ def test_kill_of_a_paused_node_leaves_no_frozen_child(cluster):
     cluster.wait_streaming()
 
 
+def test_node_kill_and_cluster_down_thaw_a_paused_node_first(cluster):
+    """Node.kill() and cluster.down() (not only faults.kill) on a paused node: no frozen child stays."""
+    replica = cluster.node("replica1")
+    for stop in (lambda: replica.kill(), lambda: cluster.down()):
+        faults.pause(replica)
+        pids = faults.process_tree(replica.pid)
+        stop()
+        assert _wait(lambda: all(faults._state(p) in (None, "Z") for p in pids))
+        cluster.start()
+        cluster.wait_streaming()
+
+
 def test_cut_stops_replication_and_heal_catches_up(cluster):
     replica = cluster.node("replica1")
     try:
