@@ -95,7 +95,10 @@ class TickIn(BaseModel):
     @classmethod
     def _aware(cls, v):
         if v is not None:
-            v = v if v.tzinfo else v.replace(tzinfo=UTC)
+            try:
+                v = v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("time is out of the range of dates") from None
             if not dt.datetime(1970, 1, 1, tzinfo=UTC) <= v <= dt.datetime(9000, 1, 1, tzinfo=UTC):
                 raise ValueError("time must be between 1970 and 9000")
         return v
@@ -171,12 +174,19 @@ class Refused(Exception):
         self.status = status
 
 
-def _aware(t: "dt.datetime | None") -> "dt.datetime | None":
-    return None if t is None else (t if t.tzinfo else t.replace(tzinfo=UTC))
+def _utc(t: "dt.datetime | None", name: str) -> "dt.datetime | None":
+    """``t`` in UTC (naive means UTC).  PostgreSQL takes offsets up to 15:59 only, Python up to 23:59."""
+    if t is None:
+        return None
+    try:
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    except OverflowError:
+        raise RequestValidationError([{"loc": ("query", name), "msg": "out of the range of dates",
+                                       "type": "value_error", "input": str(t)}]) from None
 
 
 def _range(start, end):
-    start, end = _aware(start), _aware(end)
+    start, end = _utc(start, "start"), _utc(end, "end")
     if start and end and end < start:
         raise RequestValidationError([{"loc": ("query", "end"), "msg": "end is before start",
                                        "type": "value_error", "input": str(end)}])

@@ -334,3 +334,14 @@ def app_settings_for(cluster):
     from app_fixtures import app_settings
 
     return app_settings(cluster)
+
+
+def test_times_with_any_offset_python_accepts(api_client):
+    """Found by the fuzz test: PostgreSQL takes UTC offsets up to 15:59, Python up to 23:59."""
+    r = api_client.get("/prices/BTC", params={"end": "2000-01-01T00:00:00+16:00"})
+    assert r.status_code == 200 and r.json()["prices"] == []
+    r = api_client.get("/prices/BTC", params={"start": "0001-01-01T00:00:00+01:00"})
+    assert r.status_code == 422 and "start" in r.json()["detail"]
+    r = api_client.post("/ticks", json={"ticks": [{"symbol": "BTC", "price": 1.0,
+                                                   "time": "2032-01-01T00:00:00+23:00"}]}, headers=auth())
+    assert r.status_code == 201, r.text
