@@ -136,6 +136,99 @@ class Cluster:
             spec["role"] = Role.PRIMARY.value
             self._state["primary"] = name
             self._save()
+            self._follow_primary()
+
+    def _follow_primary(self) -> None:
+        """Point every replica at the current primary (after a promotion): its slot is created
+        there, its primary_conninfo retargeted and reloaded.  A replica that had not gone past
+        the fork switches to the new timeline by itself (recovery_target_timeline = 'latest'); one
+        that had (it received WAL the new primary never got) is rewound at its next start."""
+        primary = self.primary
+        for r in self.replicas:
+            if r.name == primary.name:
+                continue
+            if primary.is_running:
+                primary.execute("SELECT pg_create_physical_replication_slot(%s) WHERE NOT EXISTS "
+                                "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
+                                (r.name, r.name), dbname="postgres")
+            self.backend.follow(r.spec, primary.spec)
+
+    def rejoin(self, name: str, quiet: bool = True) -> Node:
+        """Make a former primary (or any node off the current timeline) a replica of the current
+        primary: it is stopped if it runs (fenced), the primary checkpoints (so pg_rewind sees its
+        new timeline), then ``replica/entrypoint.sh`` with REPLICA_REJOIN=1 rewinds it with
+        pg_rewind and gives it its own slot; it starts on its own port (pg_rewind copied the
+        primary's configuration; node.conf is rewritten at start).  Whatever it wrote after the
+        fork is discarded: that is the point.
+
+        >>> cluster.rejoin("primary")          # doctest: +SKIP
+        """
+        if self.backend_name != "local":
+            raise LabError("rejoin needs the local backend for now: with compose, remove the former primary's "
+                           "container and volume (lab.down(wipe=True) resets the cluster)")
+        t0 = time.monotonic()
+        with self.home.locked():
+            self._reload()
+            node = self.node(name)
+            if name == self._state["primary"]:
+                raise LabError(f"{name} is the current primary: rejoin a former primary, or switchover() first")
+            primary = self.primary
+            if not primary.is_running:
+                raise NotRunning(f"the primary ({primary.name}) is stopped: start it before rejoining {name}")
+            spec = node.spec
+            self.backend.stop(spec)
+            primary.execute("CHECKPOINT", dbname="postgres")
+            self.backend.ensure_port(spec)
+            self._save()
+            self.backend.prepare_replica(spec, self._state, primary.spec, rejoin=True)
+            spec["role"] = Role.REPLICA.value
+            self._save()
+            self.backend.start(spec, self._state)
+            self._save()
+        self.wait_streaming(names=[name])
+        _say(quiet, f"{name}: rewound and streaming from {primary.name} ({time.monotonic() - t0:.1f} s)")
+        return Node(self, name)
+
+    def switchover(self, name: str, timeout: float = 30, quiet: bool = True) -> Node:
+        """A planned change of primary that loses no acknowledged write: the primary shuts down
+        cleanly (its WAL senders first send every record, the shutdown checkpoint included, to the
+        replicas), replica ``name`` replays all of it and is promoted, the other replicas follow
+        it, and the old primary rejoins as its replica.  Clients are cut for the time it takes.
+
+        >>> cluster.switchover("replica1")     # doctest: +SKIP
+        """
+        from .lsn import parse_lsn as _parse
+        if self.backend_name != "local":
+            raise LabError("switchover needs the local backend for now (rejoin of the old primary): "
+                           "on compose, stop the primary and promote a replica by hand")
+        t0 = time.monotonic()
+        with self.home.locked():
+            self._reload()
+            target = self.node(name)
+            old = self.primary
+            if target.role != Role.REPLICA:
+                raise LabError(f"{name} is the {target.role}: switch over to a replica")
+            if not target.is_running or not old.is_running:
+                raise NotRunning(f"switchover needs the primary and {name} running: cluster.start() first")
+            self.wait_streaming(names=[name])
+            old.stop()
+            control = old.tool("pg_controldata", old.pgdata).stdout
+            last = next(line.split(":", 1)[1].strip() for line in control.splitlines()
+                        if line.startswith("Latest checkpoint location:"))
+            deadline = time.monotonic() + timeout
+            while True:
+                replayed = target.scalar("SELECT pg_last_wal_replay_lsn()", dbname="postgres")
+                if replayed and _parse(replayed) > _parse(last):
+                    break
+                if time.monotonic() > deadline:
+                    old.start()
+                    raise Timeout(f"{name} did not replay the old primary's shutdown checkpoint ({last}) within "
+                                  f"{timeout:g} s: nothing changed, {old.name} is the primary again")
+                time.sleep(0.005)
+            self._promote(name)
+            self.rejoin(old.name)
+        _say(quiet, f"switchover: {name} is the primary, {old.name} its replica ({time.monotonic() - t0:.1f} s)")
+        return Node(self, name)
 
     def start(self, quiet: bool = True) -> "Cluster":
         """Start every stopped node (the primary first); data is kept."""

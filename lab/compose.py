@@ -219,6 +219,29 @@ class ComposeBackend:
     def retarget(self, spec, host: str, port: int) -> None:
         """Replicas reach the primary by its service name inside the network: nothing to do."""
 
+    def follow(self, spec, primary_spec) -> None:
+        """After a promotion: point a running replica's ``primary_conninfo`` at the new primary's
+        service (ALTER SYSTEM + reload, inside the network).  Its container's PRIMARY_HOST still
+        names pg-master, so a restarted replica container asks pg-master again."""
+        if not self.pid(spec):
+            return
+        import psycopg2
+        from .config import retarget_conninfo
+        conn = psycopg2.connect(host="127.0.0.1", port=spec["port"], user=self.state["superuser"],
+                                password=self.state["password"], dbname="postgres", connect_timeout=5)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SHOW primary_conninfo")
+                info = cur.fetchone()[0]
+                line = "primary_conninfo = '" + info.replace("'", "''") + "'\n"
+                new = retarget_conninfo(line, primary_spec["service"], 5432)
+                value = new.split("= '", 1)[1].rsplit("'", 1)[0].replace("''", "'")
+                cur.execute("ALTER SYSTEM SET primary_conninfo = %s", (value,))
+                cur.execute("SELECT pg_reload_conf()")
+        finally:
+            conn.close()
+
     def create_primary(self, spec, state) -> None:
         self.ensure_image()
         self.start(spec, state)
