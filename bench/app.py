@@ -199,6 +199,7 @@ def main() -> int:
             env = {**base, "APP_READ_FROM": mode, "APP_API_PORT": str(port)}
             apis.append(Api(env, port, home / f"api-{mode}.log"))
             modes[mode] = port
+        print(f"load average before the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         print(f"{os.cpu_count()} cores; API: {args.workers} uvicorn worker(s), pool {args.pool_size}/node/worker; "
               f"load: {'wrk' if args.wrk else 'asyncio keep-alive client'}, {args.connections} connections, "
               f"{args.seconds:g} s x {args.runs} runs per cell", flush=True)
@@ -237,6 +238,8 @@ def main() -> int:
                 ]
             rows.append((f"{endpoint}: req/s replicas / primary", f"{cells['replicas'] / cells['primary']:.2f}", "", None))
         table.print_table(rows, "measure (median of runs)")
+        print(f"load average after the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+              "(other work on the machine shows in p99 first)")
         Router  # noqa: B018 (the app's own router is what the API processes use)
     finally:
         stop.set()
