@@ -123,7 +123,7 @@ def read_your_writes_compare(cluster, replica: str = "replica1", n: int = 30, la
     names = cluster.primary.scalar("SHOW synchronous_standby_names")
     frames = []
     try:
-        if latency_ms and cluster.backend_name == "local":
+        if latency_ms:
             proxy.route(cluster, replica, latency_ms=latency_ms)
         for fix in RYW_FIXES:
             if fix == "remote_apply":
@@ -134,7 +134,7 @@ def read_your_writes_compare(cluster, replica: str = "replica1", n: int = 30, la
                         f"median {s['latency_s'].median() * 1000:.1f} ms from write to read")
     finally:
         cluster.primary.set(synchronous_standby_names=names or None)
-        if latency_ms and cluster.backend_name == "local":
+        if latency_ms:
             proxy.unroute(cluster, replica)
     return pd.concat(frames, ignore_index=True)
 
@@ -189,7 +189,7 @@ def monotonic_reads_compare(cluster, replicas=("replica1", "replica2"), n: int =
     from . import proxy
     slow = replicas[-1]
     frames = []
-    routed = delay_ms and cluster.backend_name == "local"
+    routed = bool(delay_ms)
     try:
         if routed:
             proxy.route(cluster, slow, latency_ms=delay_ms)

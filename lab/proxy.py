@@ -16,8 +16,13 @@ the bytes are delivered on ``heal``).
 
 The proxy runs in a thread of the process that made it (your notebook's kernel): if that
 process ends, the replica points at a closed port until ``unroute_all(cluster)`` (or ``tidy``
-of chapter 05) puts it back.  The compose backend's containers cannot reach a proxy on the
-host's 127.0.0.1: there, ``lab.faults.cut`` disconnects the container from the network.
+of chapter 05) puts it back.
+
+With the compose backend the replica runs in a container, which cannot reach the host's
+127.0.0.1: the proxy listens on the host's address on the compose network (its gateway, which
+only that network's containers and the host reach) and forwards to the primary's published
+port; the replica's ``primary_conninfo`` is set with ALTER SYSTEM, and ``unroute`` points it
+back at the primary's service (``host=pg-master port=5432``).
 """
 from __future__ import annotations
 
@@ -57,8 +62,9 @@ class Proxy:
     """
 
     def __init__(self, target_host: str, target_port: int, *, owner: str, name: str = "proxy",
-                 latency_ms: float = 0, jitter_ms: float = 0):
+                 latency_ms: float = 0, jitter_ms: float = 0, listen: str = "127.0.0.1"):
         self.target = (target_host, int(target_port))
+        self.listen = listen
         self.owner = owner
         self.name = name
         self.port: "int | None" = None
@@ -77,7 +83,7 @@ class Proxy:
 
     def __repr__(self):
         state = "cut" if self._cut else "open"
-        return (f"<Proxy {self.name} 127.0.0.1:{self.port} -> {self.target[0]}:{self.target[1]}, {state}, "
+        return (f"<Proxy {self.name} {self.listen}:{self.port} -> {self.target[0]}:{self.target[1]}, {state}, "
                 f"latency {self._delay['up'] * 1000:g}+{self._delay['down'] * 1000:g} ms>")
 
     # --- lifecycle --------------------------------------------------------------------
@@ -96,7 +102,7 @@ class Proxy:
                 self._healed = asyncio.Event()
                 self._healed.set()
                 self._server = loop.run_until_complete(
-                    asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True))
+                    asyncio.start_server(self._handle, self.listen, self.port, reuse_address=True))
             except OSError as e:
                 failure.append(e)
                 ready.set()
@@ -115,7 +121,7 @@ class Proxy:
             self._thread.join(5)
             self._thread = None
             ports.release([self.port], self.owner)
-            raise LabError(f"the proxy could not listen on 127.0.0.1:{self.port}: "
+            raise LabError(f"the proxy could not listen on {self.listen}:{self.port}: "
                            f"{failure[0] if failure else 'no answer'}; try again")
         return self
 
@@ -307,11 +313,37 @@ def _key(cluster, replica: str):
     return (str(cluster.home.path), replica)
 
 
-def _check_local(cluster) -> None:
-    if cluster.backend_name != "local":
-        raise LabError("the compose backend's containers cannot reach a proxy on the host's 127.0.0.1: "
-                       "use lab.faults.cut(cluster, replica) (a network disconnect) for a cut; "
-                       "injected latency needs the local backend (LAB_BACKEND=local)")
+def _listen_host(cluster) -> str:
+    """Where a replica can reach a proxy on this host: 127.0.0.1, or the compose network's gateway."""
+    if cluster.backend_name == "local":
+        return "127.0.0.1"
+    try:
+        return cluster.backend.network().attrs["IPAM"]["Config"][0]["Gateway"]
+    except (KeyError, IndexError, TypeError):
+        raise LabError("the compose network has no gateway address for a proxy on this host: "
+                       "use lab.faults.cut(cluster, replica) (a network disconnect) instead") from None
+
+
+def _direct(cluster) -> "tuple[str, int]":
+    """The primary as a replica reaches it without a proxy."""
+    p = cluster.primary
+    return ("127.0.0.1", p.port) if cluster.backend_name == "local" else (p.spec["service"], 5432)
+
+
+def _point(cluster, node, host: str, port: int) -> None:
+    """Point ``node``'s primary_conninfo at host:port (reloaded: its WAL receiver reconnects)."""
+    if cluster.backend_name == "local":
+        cluster.backend.retarget(node.spec, host, port)
+        return
+    if not node.is_running:
+        return  # a container's settings are changed through its server
+    from .config import retarget_conninfo
+    info = node.scalar("SHOW primary_conninfo", dbname="postgres") or ""
+    line = retarget_conninfo("primary_conninfo = '" + info.replace("'", "''") + "'\n", host, port)
+    value = line.split("= '", 1)[1].rsplit("'", 1)[0].replace("''", "'")
+    if value != info:
+        node.execute("ALTER SYSTEM SET primary_conninfo = %s", (value,), dbname="postgres")
+        node.execute("SELECT pg_reload_conf()", dbname="postgres")
 
 
 def link(cluster, replica: str) -> "Link | None":
@@ -331,7 +363,6 @@ def route(cluster, replica: str = "replica1", latency_ms: float = 0, jitter_ms: 
 
     >>> link = lab.proxy.route(cluster, "replica1", latency_ms=20)   # doctest: +SKIP
     """
-    _check_local(cluster)
     node = cluster.node(replica)
     if node.role != Role.REPLICA:
         raise LabError(f"{replica} is the {node.role}: only a replica's link to the primary goes through a proxy")
@@ -343,12 +374,12 @@ def route(cluster, replica: str = "replica1", latency_ms: float = 0, jitter_ms: 
     if not node.is_running:
         raise NotRunning(f"{replica} is stopped: start it with cluster.node({replica!r}).start()")
     proxy = Proxy("127.0.0.1", cluster.primary.port, owner=cluster.home.owner, name=replica,
-                  latency_ms=latency_ms, jitter_ms=jitter_ms)
+                  latency_ms=latency_ms, jitter_ms=jitter_ms, listen=_listen_host(cluster))
     try:
-        cluster.backend.retarget(node.spec, "127.0.0.1", proxy.port)
+        _point(cluster, node, proxy.listen, proxy.port)
         _wait_through(cluster, node, proxy, timeout)
     except BaseException:
-        cluster.backend.retarget(node.spec, "127.0.0.1", cluster.primary.port)
+        _point(cluster, node, *_direct(cluster))
         proxy.close()
         raise
     lk = Link(cluster, replica, proxy)
@@ -376,8 +407,8 @@ def unroute(cluster, replica: str = "replica1", timeout: float = 30, wait: bool 
     """Point ``replica`` back at the primary and close its proxy (a no-op if it has none)."""
     lk = _links.pop(_key(cluster, replica), None)
     node = cluster.node(replica)
-    if cluster.backend_name == "local" and node.role == Role.REPLICA:
-        cluster.backend.retarget(node.spec, "127.0.0.1", cluster.primary.port)
+    if node.role == Role.REPLICA:
+        _point(cluster, node, *_direct(cluster))
     if lk is not None:
         lk.proxy.close()
     if wait and node.is_running and node.role == Role.REPLICA and cluster.primary.is_running:
@@ -391,8 +422,8 @@ def unroute_all(cluster, wait: bool = True) -> list:
     for r in cluster.replicas:
         if r.name in names:
             unroute(cluster, r.name, wait=wait)
-        elif cluster.backend_name == "local":
-            cluster.backend.retarget(r.spec, "127.0.0.1", cluster.primary.port)
+        else:
+            _point(cluster, r, *_direct(cluster))
     if wait and cluster.primary.is_running:
         running = [r.name for r in cluster.replicas if r.is_running]
         if running:

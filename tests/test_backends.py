@@ -293,3 +293,35 @@ def test_compose_base_backup_by_hand_becomes_a_replica_in_a_free_service(docker_
                                        f"{c.primary.spec['container']})"
         finally:
             c.down(wipe=True)
+
+
+@pytest.mark.compose
+def test_compose_replica_streams_through_a_proxy_with_latency(docker_engine, tmp_path):
+    """lab.proxy on containers: the proxy listens on the compose network's gateway (the container
+    cannot reach the host's 127.0.0.1), the replica streams through it, and goes back to pg-master."""
+    from lab import proxy
+    with compose_env(docker_engine):
+        c = lab.up(replicas=1, home=tmp_path / "lab", quiet=True, backend="compose")
+        try:
+            replica = c.node("replica1")
+            link = proxy.route(c, "replica1", latency_ms=25)
+            gateway = c.backend.network().attrs["IPAM"]["Config"][0]["Gateway"]
+            assert link.proxy.listen == gateway != "127.0.0.1"
+            receiver = replica.sql("SELECT status, sender_host, sender_port FROM pg_stat_wal_receiver").iloc[0]
+            assert (receiver["status"], receiver["sender_host"], receiver["sender_port"]) == (
+                "streaming", gateway, link.proxy.port)
+            insert(c.primary, "via proxy")
+            c.wait_replayed()
+            assert rows_with(replica, "via proxy") == 1 and link.proxy.stats()["bytes_up"] > 0
+            link.cut()
+            insert(c.primary, "while cut")
+            assert rows_with(replica, "while cut") == 0
+            link.heal()
+            c.wait_replayed(timeout=60)
+            assert rows_with(replica, "while cut") == 1
+            proxy.unroute(c, "replica1")
+            receiver = replica.sql("SELECT sender_host, sender_port FROM pg_stat_wal_receiver").iloc[0]
+            assert (receiver["sender_host"], receiver["sender_port"]) == ("pg-master", 5432)
+        finally:
+            proxy.unroute_all(c, wait=False)
+            c.down(wipe=True)

@@ -1,8 +1,9 @@
 """The chapters again, on the compose backend: nbval twice in a row in one lab home, on the
 private Docker engine (the local backend's runs are `make test`'s scripts/test-notebooks.sh).
 
-Chapter 03 included: its base backup is taken in the primary's container, copied out to the lab
-home, and copied into a replica container's volume when adopted.
+Chapter 03: its base backup is taken in the primary's container, copied out to the lab home, and
+copied into a replica container's volume when adopted.  Chapter 05: the proxy listens on the compose
+network's gateway, which the replica containers reach.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import pytest
 pytestmark = [pytest.mark.compose, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parent.parent
-CHAPTERS = ["00_start_here", "01_primary_and_replica", "02_wal", "03_base_backups_and_slots", "04_hot_standby"]
+CHAPTERS = ["00_start_here", "01_primary_and_replica", "02_wal", "03_base_backups_and_slots", "04_hot_standby",
+            "05_lag_and_sync_commit"]
 
 
 def test_chapters_run_twice_on_compose(docker_engine, tmp_path):
