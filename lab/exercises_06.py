@@ -1,0 +1,80 @@
+"""Self-checks of chapter 06 (failover); ``lab.checks.check("06.1", cluster, answer=...)`` loads them."""
+from __future__ import annotations
+
+from .checks import _as_count, exercise
+from .failover import _follows, timeline
+from .node import Role
+
+
+@exercise("06.1", "the timeline the primary writes on now", answer=True)
+def _primary_timeline(cluster, answer):
+    primary = cluster.primary
+    if not primary.is_running:
+        return False, f"the primary ({primary.name}) is stopped: lab.failover.tidy(cluster), then check again"
+    given = _as_count(answer)
+    if given is None:
+        return False, f"answer with a whole number, e.g. answer=2 (not {answer!r})"
+    now = timeline(primary)["timeline"]
+    if given == now:
+        return True, (f"right: {primary.name} writes on timeline {now}; every promotion started a new one, and "
+                      f"its {now:08X}.history file in pg_wal says where each older one was left")
+    return False, ("not the primary's timeline: lab.failover.timelines(cluster) shows it (column timeline), or "
+                   "read the first 8 hex digits of pg_walfile_name(pg_current_wal_lsn()) on the primary")
+
+
+@exercise("06.2", "exactly one node accepts writes")
+def _one_writable(cluster):
+    writers = []
+    for n in cluster.nodes:
+        if n.is_running and not timeline(n)["in_recovery"]:
+            writers.append(n.name)
+    if not writers:
+        return False, "no running node accepts writes: start the primary (lab.failover.tidy(cluster))"
+    if len(writers) > 1:
+        others = [w for w in writers if w != cluster.primary.name]
+        return False, (f"split brain: {', '.join(writers)} all accept writes; fence the old one(s): "
+                       f"lab.failover.fence(cluster, {others[0]!r}) or cluster.rejoin({others[0]!r})")
+    if writers[0] != cluster.primary.name:
+        return False, f"{writers[0]} accepts writes but the lab's primary is {cluster.primary.name}: cluster.status()"
+    return True, f"only {writers[0]} accepts writes: a client with any host order reaches the same primary"
+
+
+@exercise("06.3", "every other node is a replica of the current primary again")
+def _all_follow(cluster):
+    problems = []
+    for n in cluster.nodes:
+        if n.name == cluster.primary.name:
+            continue
+        if n.role != Role.REPLICA:
+            problems.append(f"{n.name} is a {n.role} (cluster.rejoin({n.name!r}) rewinds it)")
+        elif not n.is_running:
+            problems.append(f"{n.name} is stopped")
+        elif not _follows(cluster, n):
+            problems.append(f"{n.name} does not stream from {cluster.primary.name} on its timeline")
+    if problems:
+        return False, "; ".join(problems) + ": lab.failover.restore(cluster) repairs all of it"
+    count = len(cluster.nodes) - 1
+    return True, (f"{count} node{'s' if count != 1 else ''} stream{'' if count != 1 else 's'} from "
+                  f"{cluster.primary.name} on timeline {timeline(cluster.primary)['timeline']}")
+
+
+@exercise("06.4", "a crash of the primary now would lose no acknowledged write")
+def _zero_loss(cluster):
+    primary = cluster.primary
+    if not primary.is_running:
+        return False, f"the primary ({primary.name}) is stopped: lab.failover.tidy(cluster) first"
+    names = primary.scalar("SHOW synchronous_standby_names", dbname="postgres")
+    level = primary.scalar("SHOW synchronous_commit", dbname="postgres")
+    if not names:
+        return False, ("synchronous_standby_names is empty: every replica is asynchronous, and a crash loses "
+                       "what they had not received yet (your RPO table counted it)")
+    states = primary.sql("SELECT application_name, sync_state FROM pg_stat_replication", dbname="postgres")
+    sync = states[states["sync_state"].isin(["sync", "quorum"])]["application_name"].tolist()
+    if not sync:
+        return False, f"synchronous_standby_names = {names!r}, but no running replica matches it: commits block"
+    if level not in ("on", "remote_apply"):
+        return False, (f"synchronous_commit = {level} on the primary: COMMIT does not wait until a standby has "
+                       "the WAL on disk; which levels do?")
+    return True, (f"synchronous_standby_names = {names!r} ({', '.join(sync)} synchronous) with synchronous_commit = "
+                  f"{level}: an acknowledged COMMIT is on a standby's disk, so promoting the most advanced standby "
+                  "loses none. Put it back afterwards: lab.failover.set_mode(cluster, 'async')")

@@ -1,0 +1,535 @@
+"""Failover: the primary crashes (or is cut off) under write load, a replica is promoted, and the
+writer's own log says how long writes were impossible and which acknowledged writes were lost.
+
+>>> run = lab.failover.failover(cluster, mode="async", latency_ms=10)    # doctest: +SKIP
+>>> run.summary()                  # outage, lost acknowledged writes, promote time   # doctest: +SKIP
+>>> lab.failover.timelines(cluster)                                      # doctest: +SKIP
+>>> lab.failover.history(cluster.primary)       # the new timeline's .history file  # doctest: +SKIP
+>>> lab.failover.restore(cluster)   # former primary rewound (pg_rewind) into a replica   # doctest: +SKIP
+
+Who plays the HA manager: this module, by hand and at once — it kills the primary, picks the
+replica that received the most WAL, promotes it, and (for a partition) fences the old primary.
+Clients follow by themselves: the writer connects with one libpq string naming every node and
+``target_session_attrs=read-write`` (``lab.workload.multi_host_dsn``), so after the promotion
+libpq skips the dead node and the read-only ones and lands on the new primary.
+
+Modes (``MODES``): ``async`` (no synchronous standby), ``on`` and ``remote_apply`` (every
+running replica in ``synchronous_standby_names = 'ANY 1 (...)'``, the writer's
+``synchronous_commit`` at that level).  Faults (``FAULTS``): ``crash`` (SIGKILL of the
+primary) and ``partition`` (every replica cut off the primary by its proxy; the writer stays
+with the old primary until it is fenced).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pandas as pd
+import psycopg2
+from matplotlib.figure import Figure
+
+from . import faults, plots, proxy, sync, workload  # noqa: F401 (plots: Figures show as pictures)
+from .errors import LabError, NotRunning, Timeout
+from .lsn import parse_lsn
+from .node import Node, Role, Text
+
+MODES = ("async", "on", "remote_apply")
+FAULTS = ("crash", "partition")
+
+
+def _say(quiet: bool, msg: str) -> None:
+    if not quiet:
+        print(msg, flush=True)
+
+
+# --- timelines -------------------------------------------------------------------------------
+def _control(node) -> dict:
+    """pg_controldata of a node, as a dict (LANG=C is set by Node.tool)."""
+    out = node.tool("pg_controldata", node.pgdata).stdout
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in out.splitlines() if ":" in line)}
+
+
+def timeline(node) -> dict:
+    """Where ``node`` stands: its current timeline (from the WAL it writes, or receives), the
+    timeline of its last checkpoint (``pg_control_checkpoint()`` and ``pg_controldata``, the same
+    control file), and its cluster state."""
+    row = node.sql("SELECT pg_is_in_recovery() AS in_recovery, "
+                   "(SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_timeline, "
+                   "CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver) "
+                   "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END "
+                   "AS timeline", dbname="postgres").iloc[0]
+    control = _control(node)
+    return dict(node=node.name, in_recovery=bool(row["in_recovery"]),
+                timeline=None if pd.isna(row["timeline"]) else int(row["timeline"]),
+                checkpoint_timeline=int(row["checkpoint_timeline"]),
+                controldata_timeline=int(control.get("Latest checkpoint's TimeLineID", 0)),
+                cluster_state=control.get("Database cluster state"))
+
+
+def timelines(cluster) -> pd.DataFrame:
+    """One row per running node: role, timeline now, timeline of its last checkpoint (SQL and
+    pg_controldata), cluster state.  Right after a promotion the checkpoint columns still show the
+    old timeline until the new primary's first checkpoint (pg_rewind reads them: CHECKPOINT first)."""
+    rows = []
+    for n in cluster.nodes:
+        if n.is_running:
+            rows.append(dict(role=n.role.value, **timeline(n)))
+    cols = ["node", "role", "in_recovery", "timeline", "checkpoint_timeline", "controldata_timeline",
+            "cluster_state"]
+    df = pd.DataFrame(rows, columns=cols)
+    df["timeline"] = df["timeline"].astype("Int64")
+    return df
+
+
+def history(node) -> pd.DataFrame:
+    """The timeline history files in ``node``'s pg_wal (``00000002.history``...), one row per line:
+    the timeline the file describes, a parent timeline, the LSN where it was left, and why.
+    The raw text is in ``df.attrs["text"]``."""
+    files = node.sql("SELECT name FROM pg_ls_waldir() WHERE name LIKE '%.history' ORDER BY name",
+                     dbname="postgres")["name"].tolist()
+    rows, texts = [], []
+    for f in files:
+        text = node.scalar("SELECT pg_read_file('pg_wal/' || %s)", (f,), dbname="postgres") or ""
+        texts.append(f"--- {f}\n{text}")
+        for line in text.splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2 and parts[0].strip().isdigit():
+                rows.append(dict(file=f, timeline=int(f[:8], 16), parent_timeline=int(parts[0]),
+                                 switchpoint=parts[1].strip(), reason=(parts[2] if len(parts) > 2 else "").strip()))
+    df = pd.DataFrame(rows, columns=["file", "timeline", "parent_timeline", "switchpoint", "reason"])
+    df.attrs["text"] = Text("\n".join(texts) or "(no history file: this node has only ever been on timeline 1)")
+    return df
+
+
+# --- who is the primary -----------------------------------------------------------------------
+def who_answers(cluster, target_session_attrs: str = "read-write", nodes=None) -> dict:
+    """Connect once with ``multi_host_dsn`` (every node, or ``nodes`` in that order) and say which
+    node libpq chose, and whether it is in recovery."""
+    dsn = workload.multi_host_dsn(cluster, target_session_attrs=target_session_attrs, nodes=nodes,
+                                  connect_timeout=2)
+    names = {(n.host, str(n.port)): n.name for n in cluster.nodes}
+    order = " → ".join(n.name for n in (nodes or cluster.nodes))
+    try:
+        conn = psycopg2.connect(dsn)
+    except psycopg2.OperationalError as e:
+        return dict(hosts_in_order=order, answered_by=None, in_recovery=None,
+                    error=str(e).strip().splitlines()[-1])
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_is_in_recovery()")
+            rec = cur.fetchone()[0]
+        return dict(hosts_in_order=order, answered_by=names.get((conn.info.host, str(conn.info.port))),
+                    in_recovery=rec, error=None)
+    finally:
+        conn.close()
+
+
+def writable(cluster) -> pd.DataFrame:
+    """Every running node and whether it accepts writes (not in recovery): more than one is split brain."""
+    rows = []
+    for n in cluster.nodes:
+        if n.is_running:
+            t = timeline(n)
+            rows.append(dict(node=n.name, accepts_writes=not t["in_recovery"], timeline=t["timeline"], port=n.port))
+    return pd.DataFrame(rows, columns=["node", "accepts_writes", "timeline", "port"])
+
+
+def best_candidate(cluster) -> Node:
+    """The running replica that has received the most WAL (what an HA manager promotes)."""
+    best, best_lsn = None, -1
+    for r in cluster.replicas:
+        if not r.is_running:
+            continue
+        try:
+            lsn = r.scalar("SELECT coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text",
+                           dbname="postgres")
+        except LabError:
+            continue
+        at = parse_lsn(lsn) if lsn else 0
+        if at > best_lsn:
+            best, best_lsn = r, at
+    if best is None:
+        raise NotRunning("no running replica to promote: start one (cluster.start()) or add one")
+    return best
+
+
+# --- one failover ----------------------------------------------------------------------------
+@dataclasses.dataclass
+class Failover:
+    """What one failover did and what the writer saw.  ``summary()`` is one row of the RPO/RTO table."""
+    mode: str
+    fault: str
+    old: str
+    new: str
+    writer: workload.Writer
+    t_fault: float                      # wall clock
+    t_promoted: float
+    promote_s: float                    # the promotion itself (pg_ctl promote + the lab's bookkeeping)
+    t_fenced: "float | None" = None
+    lost: "pd.DataFrame | None" = None  # acknowledged writes the new primary lacks
+    audit: "pd.DataFrame | None" = None
+
+    @property
+    def log(self) -> pd.DataFrame:
+        return self.writer.log()
+
+    @property
+    def outage_s(self) -> "float | None":
+        """From the fault to the first write acknowledged by the new primary."""
+        log = self.log
+        after = log[(log["outcome"] == "acknowledged") & (log["node"] == self.new) & (log["done_at"] > self.t_fault)]
+        return None if after.empty else round(float(after["done_at"].min() - self.t_fault), 3)
+
+    def summary(self) -> pd.DataFrame:
+        log = self.log
+        counts = log["outcome"].value_counts()
+        on_old_late = log[(log["outcome"] == "acknowledged") & (log["node"] == self.old)
+                          & (log["done_at"] > self.t_fault)]
+        return pd.DataFrame([dict(
+            mode=self.mode, fault=self.fault, old_primary=self.old, new_primary=self.new,
+            acknowledged=int(counts.get("acknowledged", 0)), lost=0 if self.lost is None else len(self.lost),
+            unknown=int(counts.get("unknown", 0)), failed=int(counts.get("failed", 0)),
+            acked_by_old_after_fault=len(on_old_late), outage_s=self.outage_s, promote_s=round(self.promote_s, 3))])
+
+    def figure(self) -> Figure:
+        """Acknowledged writes per 50 ms, by the node that acknowledged them; the fault, the
+        promotion and the fencing as lines; lost writes in red."""
+        log = self.log
+        t0 = self.t_fault
+        fig = Figure(figsize=(9, 3))
+        ax = fig.subplots()
+        ack = log[log["outcome"] == "acknowledged"]
+        colours = {self.old: "#2f5d8a", self.new: "#3b7d3b"}
+        for node, part in ack.groupby("node"):
+            t = part["done_at"] - t0
+            bins = [x / 20 for x in range(int(min(t.min(), 0) * 20) - 1, int(t.max() * 20) + 2)]
+            ax.hist(t, bins=bins, color=colours.get(node, "#777777"), alpha=0.8, label=f"acknowledged by {node}")
+        if self.lost is not None and len(self.lost):
+            ax.hist(self.lost["done_at"] - t0, bins=40, color="#b3261e", label="acknowledged, then LOST")
+        for x, what, style in ((0, "fault", "-"), (self.t_promoted - t0, "promoted", "--"),
+                               (None if self.t_fenced is None else self.t_fenced - t0, "fenced", ":")):
+            if x is not None:
+                ax.axvline(x, color="black", linestyle=style, linewidth=1)
+                ax.text(x, ax.get_ylim()[1] * 0.95, f" {what}", fontsize=8, va="top")
+        ax.set_xlabel(f"seconds since the {self.fault}")
+        ax.set_ylabel("writes per 50 ms")
+        ax.set_title(f"{self.mode}, {self.fault}: outage {self.outage_s} s, "
+                     f"{0 if self.lost is None else len(self.lost)} acknowledged writes lost", fontsize=10)
+        ax.legend(fontsize=8, loc="upper left")
+        fig.tight_layout()
+        return fig
+
+
+def _check_mode(mode, fault):
+    if mode not in MODES:
+        raise LabError(f"mode is one of {', '.join(MODES)}, not {mode!r}")
+    if fault not in FAULTS:
+        raise LabError(f"fault is one of {', '.join(FAULTS)}, not {fault!r}")
+
+
+def set_mode(cluster, mode: str) -> str:
+    """``async``: no synchronous standby; ``on`` / ``remote_apply``: every running replica in
+    ``ANY 1 (...)`` (each COMMIT waits for one of them).  Returns synchronous_standby_names."""
+    _check_mode(mode, "crash")
+    names = ""
+    if mode != "async":
+        running = [r.name for r in cluster.replicas if r.is_running]
+        if not running:
+            raise NotRunning("a synchronous mode needs a running replica: cluster.start()")
+        names = f"ANY 1 ({', '.join(running)})"
+        sync.set_synchronous(cluster, names)
+    elif cluster.primary.scalar("SHOW synchronous_standby_names", dbname="postgres"):
+        cluster.primary.set(synchronous_standby_names=None)
+    return names
+
+
+def _wait_for(pred, timeout: float, step: float = 0.005) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def failover(cluster, mode: str = "async", fault: str = "crash", rate: "float | None" = 500,
+             before: float = 1.0, after: float = 0.5, latency_ms: float = 0, fence_after: float = 0.5,
+             candidate: "str | None" = None, quiet: bool = False) -> Failover:
+    """Write at ``rate`` rows/s through a multi-host connection string, then after ``before`` s:
+    ``crash`` (SIGKILL the primary; with ``latency_ms`` its links go down with it, so WAL still in
+    flight is lost, as when a machine loses power) or ``partition`` (cut every replica off it), promote the replica
+    with the most WAL (or ``candidate``), and for a partition fence the old primary (stop it) after
+    ``fence_after`` s.  Writes go on ``after`` s past the first one the new primary acknowledges.
+    ``latency_ms``: one-way latency added on every replica's link (lag, so async loses writes).
+
+    The old primary is left stopped (a former primary): ``restore(cluster)`` rewinds it into a replica.
+    """
+    _check_mode(mode, fault)
+    old = cluster.primary
+    if not old.is_running:
+        raise NotRunning(f"the primary ({old.name}) is stopped: restore(cluster) or cluster.start() first")
+    running = [r for r in cluster.replicas if r.is_running]
+    if not running:
+        raise NotRunning("failover needs a running replica: cluster.start() or cluster.add_replica()")
+    if (latency_ms or fault == "partition") and cluster.backend_name != "local":
+        raise LabError("added latency and a partition go through the lab's proxy, which needs the local "
+                       "backend (LAB_BACKEND=local); on compose, use fault='crash' without latency_ms")
+    workload.ensure_table(old)
+    names = set_mode(cluster, mode)
+    routed = []
+    if latency_ms or fault == "partition":
+        for r in running:
+            proxy.route(cluster, r.name, latency_ms=latency_ms)
+            routed.append(r.name)
+    level = None if mode == "async" else mode
+    dsn = workload.multi_host_dsn(cluster, connect_timeout=1)
+    w = workload.Writer(dsn, rate=rate, duration=before + after + fence_after + 60, cluster=cluster,
+                        synchronous_commit=level, retry_interval=0.02, run=f"fo-{mode}-{fault}-{int(time.time())}")
+    _say(quiet, f"{mode}, {fault}: writing to {old.name} ({names or 'asynchronous'}"
+                f"{f', +{latency_ms:g} ms each way to every replica' if latency_ms else ''})")
+    t_fenced = None
+    w.start()
+    try:
+        _wait_for(lambda: any(x.outcome == "acknowledged" for x in w.writes), 10)
+        time.sleep(before)
+        t_fault = time.time()
+        if fault == "crash":
+            # The machine dies with its network: WAL still on its way to a replica is lost too.
+            for r in routed:
+                proxy.link(cluster, r).cut()
+            faults.kill(old)
+            _say(quiet, f"  {old.name} killed (SIGKILL){', its links down with it' if routed else ''}")
+        else:
+            for r in routed:
+                proxy.link(cluster, r).cut()
+            _say(quiet, f"  every replica cut off {old.name}; {old.name} still runs and its clients still write")
+        new = cluster.node(candidate) if candidate else best_candidate(cluster)
+        p0 = time.perf_counter()
+        new.promote()
+        promote_s = time.perf_counter() - p0
+        t_promoted = time.time()
+        _say(quiet, f"  {new.name} promoted in {promote_s:.3f} s")
+        if fault == "partition":
+            time.sleep(fence_after)
+            old.stop()
+            t_fenced = time.time()
+            _say(quiet, f"  {old.name} fenced (stopped) {t_fenced - t_fault:.2f} s after the cut")
+
+        def first_on_new():
+            return any(x.outcome == "acknowledged" and x.node == new.name for x in w.writes)
+        if not _wait_for(first_on_new, 15, 0.01):
+            raise Timeout(f"no write reached the new primary {new.name} within 15 s: see writer.log()")
+        time.sleep(after)
+    finally:
+        w.stop()
+        for r in routed:
+            proxy.unroute(cluster, r, wait=False)
+    run = Failover(mode, fault, old.name, new.name, w, t_fault, t_promoted, promote_s, t_fenced)
+    run.lost = workload.lost_writes(w, new)
+    run.audit = workload.audit(w, new)
+    s = run.summary().iloc[0]
+    _say(quiet, f"  first write on {new.name} {s['outage_s']} s after the {fault}; "
+                f"{s['lost']} of {s['acknowledged']} acknowledged writes lost, {s['unknown']} unknown")
+    return run
+
+
+# --- after a failover ---------------------------------------------------------------------------
+def _follows(cluster, r: Node, timeout: float = 2.0) -> bool:
+    """Does replica ``r`` stream from the current primary, on its timeline?"""
+    try:
+        cluster.wait_streaming(timeout=timeout, names=[r.name])
+    except (Timeout, LabError):
+        return False
+    try:
+        tli = r.scalar("SELECT received_tli FROM pg_stat_wal_receiver", dbname="postgres")
+        return tli == timeline(cluster.primary)["timeline"]
+    except LabError:
+        return False
+
+
+def restore(cluster, quiet: bool = True) -> "list[str]":
+    """Every node back to work under the current primary: former primaries (and replicas that had
+    gone past the fork, so cannot follow) rewound with pg_rewind; stopped replicas started.  What
+    it did, one line each."""
+    done = []
+    faults.resume_all(cluster)
+    for n in cluster.nodes:
+        if n.name == cluster.primary.name:
+            continue
+        if n.role == Role.REPLICA and not n.is_running:
+            try:
+                n.start()
+                done.append(f"started {n.name}")
+            except LabError:
+                pass
+        if n.role == Role.REPLICA and n.is_running and _follows(cluster, n):
+            continue
+        t0 = time.monotonic()
+        cluster.rejoin(n.name)
+        done.append(f"rewound {n.name} into a replica of {cluster.primary.name} ({time.monotonic() - t0:.1f} s)")
+    _say(quiet, "\n".join(done))
+    return done
+
+
+def tidy(cluster) -> "list[str]":
+    """Put back what this chapter changes, after an interrupted run: thaw, unroute proxies,
+    asynchronous replication, every other node a streaming replica of the primary."""
+    done = []
+    thawed = faults.resume_all(cluster)
+    if thawed:
+        done.append(f"resumed {', '.join(thawed)}")
+    if not cluster.primary.is_running:
+        cluster.primary.start()
+        done.append(f"started the primary {cluster.primary.name}")
+    routed = proxy.unroute_all(cluster, wait=False)
+    if routed:
+        done.append(f"closed the proxy of {', '.join(routed)}")
+    if cluster.primary.scalar("SHOW synchronous_standby_names", dbname="postgres"):
+        cluster.primary.set(synchronous_standby_names=None)
+        done.append("synchronous_standby_names reset (asynchronous replication)")
+    done += restore(cluster)
+    return done or ["nothing to tidy"]
+
+
+# --- split brain and fencing ----------------------------------------------------------------
+SPLIT = "split brain: written on "
+
+
+def split_brain(cluster, former: "str | None" = None) -> pd.DataFrame:
+    """Start the former primary again after a failover: it comes back writable, on its old
+    timeline, beside the new primary.  One row is written on every writable node; the table shows
+    which node has which rows (they diverge), and which node a multi-host client reaches when its
+    host list starts with each of them."""
+    if former is None:
+        formers = [n for n in cluster.nodes if n.role == Role.FORMER_PRIMARY]
+        if not formers:
+            raise LabError("no former primary: run a failover first (lab.failover.failover(cluster))")
+        former = formers[0].name
+    old = cluster.node(former)
+    if not old.is_running:
+        old.start()  # a former primary starts as it was: a primary (crash recovery after a kill)
+    now = cluster.primary
+    stamp = time.strftime("%H:%M:%S")
+    rows = []
+    for n in (now, old):
+        if not timeline(n)["in_recovery"]:
+            n.execute("INSERT INTO test_replication (mensaje) VALUES (%s)", (f"{SPLIT}{n.name} at {stamp}",))
+    for n in (now, old):
+        t = timeline(n)
+        mine = n.sql("SELECT mensaje FROM test_replication WHERE mensaje LIKE %s AND mensaje LIKE %s ORDER BY id",
+                     (SPLIT + "%", f"% at {stamp}"))["mensaje"].tolist()
+        first = [n] + [m for m in cluster.nodes if m.name != n.name]
+        rows.append(dict(node=n.name, accepts_writes=not t["in_recovery"], timeline=t["timeline"],
+                         rows_it_has=mine, client_listing_it_first_reaches=who_answers(cluster, nodes=first)["answered_by"]))
+    return pd.DataFrame(rows)
+
+
+def fence(cluster, name: str, how: str = "stop") -> pd.DataFrame:
+    """Fence a node that must not take writes: ``stop`` it, or ``standby`` (stop, write a
+    ``standby.signal`` and start it: it comes back read-only and follows nobody's writes).
+    Returns ``writable(cluster)``."""
+    if how not in ("stop", "standby"):
+        raise LabError(f"fence with how='stop' or how='standby', not {how!r}")
+    node = cluster.node(name)
+    if name == cluster.primary.name:
+        raise LabError(f"{name} is the current primary: fence the OLD one")
+    node.stop()
+    if how == "standby":
+        node.tool("touch", f"{node.pgdata}/standby.signal")
+        node.start()
+    return writable(cluster)
+
+
+# --- a commit whose synchronous wait was cancelled --------------------------------------------
+def cancelled_wait(cluster, quiet: bool = False) -> pd.DataFrame:
+    """Synchronous replication does not protect a commit whose wait was cancelled: with a replica
+    as the one synchronous standby, stop it and commit a row (it waits), cancel the waiting
+    session (the client gets success and a WARNING), crash the primary, start the standby and
+    promote it.  One row per step; the acknowledged write is lost.  Leaves the old primary
+    stopped: ``restore(cluster)``."""
+    old = cluster.primary
+    standby = best_candidate(cluster)
+    workload.ensure_table(old)
+    steps, t0 = [], time.monotonic()
+
+    def step(what, **extra):
+        steps.append(dict(t_s=round(time.monotonic() - t0, 3), step=what, **extra))
+        _say(quiet, f"{time.monotonic() - t0:5.2f} s  {what}")
+
+    sync.set_synchronous(cluster, standby.name)
+    step(f"synchronous_standby_names = '{standby.name}' on {old.name}")
+    standby.stop()
+    step(f"{standby.name} stopped")
+    w = workload.Writer(workload.multi_host_dsn(cluster), max_rows=1, duration=60, cluster=cluster,
+                        synchronous_commit="on", run=f"cancelled-{int(time.time())}")
+    app = f"lab-writer-{w.run_id}"
+    try:
+        w.start()
+        _wait_for(lambda: sync._sync_waiters(cluster, app) > 0, 10, 0.02)
+        step("COMMIT waits for the synchronous standby", waiting_in_SyncRep=sync._sync_waiters(cluster, app))
+        old.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                    (app,), dbname="postgres")
+        w.wait(10)
+        rec = w.writes[0] if w.writes else None
+        step("the waiting session cancelled: COMMIT returns", acknowledged=int(bool(rec and rec.outcome == "acknowledged")),
+             warning=rec.note if rec else None)
+        seen = old.scalar("SELECT count(*) FROM lab_writes WHERE run = %s", (w.run_id,))
+        step(f"the row, read on {old.name}", rows_visible=int(seen))
+    finally:
+        w.stop()
+    faults.kill(old)
+    step(f"{old.name} crashes (SIGKILL)")
+    standby.start()
+    standby.promote()
+    step(f"{standby.name} started and promoted")
+    lost = workload.lost_writes(w, standby)
+    step(f"the acknowledged row, read on the new primary {standby.name}", lost=len(lost))
+    return pd.DataFrame(steps)
+
+
+# --- the RPO/RTO table ---------------------------------------------------------------------------
+def rpo_rto(cluster, modes=MODES, faults_=FAULTS, rate: float = 500, before: float = 0.8, after: float = 0.3,
+            latency_ms: float = 10, quiet: bool = False) -> pd.DataFrame:
+    """One failover per (mode, fault), each followed by ``restore``: lost acknowledged writes (RPO)
+    and outage (RTO) side by side."""
+    rows = []
+    for mode in modes:
+        for fault in faults_:
+            run = failover(cluster, mode=mode, fault=fault, rate=rate, before=before, after=after,
+                           latency_ms=latency_ms, quiet=True)
+            rows.append(run.summary().iloc[0].to_dict())
+            restore(cluster)
+            _say(quiet, f"{mode:>12} × {fault:<9}: lost {rows[-1]['lost']:>3} acknowledged writes, "
+                        f"outage {rows[-1]['outage_s']} s")
+    set_mode(cluster, "async")
+    df = pd.DataFrame(rows)
+    return df[["mode", "fault", "acknowledged", "lost", "unknown", "acked_by_old_after_fault", "outage_s",
+               "promote_s", "old_primary", "new_primary"]]
+
+
+def switchover(cluster, to: str, rate: float = 300, seconds: float = 1.0, quiet: bool = False) -> pd.DataFrame:
+    """A planned switchover to replica ``to`` under write load (``Cluster.switchover``): the writer's
+    audit on the new primary, and how long writes paused."""
+    workload.ensure_table(cluster.primary)
+    set_mode(cluster, "async")
+    w = workload.Writer(workload.multi_host_dsn(cluster, connect_timeout=1), rate=rate, duration=seconds + 60,
+                        cluster=cluster, retry_interval=0.02, run=f"switchover-{int(time.time())}")
+    w.start()
+    try:
+        time.sleep(seconds / 2)
+        t0 = time.time()
+        cluster.switchover(to)
+        _wait_for(lambda: any(x.outcome == "acknowledged" and x.node == to for x in w.writes), 15, 0.01)
+        time.sleep(seconds / 2)
+    finally:
+        w.stop()
+    log = w.log()
+    first_new = log[(log["outcome"] == "acknowledged") & (log["node"] == to)]["done_at"].min()
+    lost = workload.lost_writes(w, cluster.node(to))
+    counts = log["outcome"].value_counts()
+    row = dict(new_primary=to, acknowledged=int(counts.get("acknowledged", 0)), lost=len(lost),
+               unknown=int(counts.get("unknown", 0)), failed=int(counts.get("failed", 0)),
+               writes_paused_s=round(float(first_new - t0), 3) if pd.notna(first_new) else None)
+    _say(quiet, f"switchover to {to}: {row['lost']} of {row['acknowledged']} acknowledged writes lost, "
+                f"writes paused {row['writes_paused_s']} s")
+    return pd.DataFrame([row])

@@ -1,0 +1,170 @@
+"""Chapter 06 on real servers: a crash and a partition under write load, the writer following the
+primary through a multi-host string, lost writes audited against the new timeline, split brain,
+fencing, pg_rewind, a planned switchover, and the chapter's self-checks."""
+from __future__ import annotations
+
+import pytest
+
+import lab
+from lab import checks, failover, workload
+from lab.errors import LabError
+from lab.lsn import parse_lsn
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    home = tmp_path_factory.mktemp("lab")
+    c = lab.up(replicas=2, home=home, quiet=True)
+    yield c
+    try:
+        failover.tidy(c)
+    finally:
+        lab.down(wipe=True, home=home)
+
+
+@pytest.fixture
+def cluster(two):
+    failover.tidy(two)
+    return two
+
+
+def test_chapter_06_registers_its_exercises():
+    assert list(checks.exercises("06")["exercise"]) == ["06.1", "06.2", "06.3", "06.4"]
+
+
+def test_async_crash_loses_exactly_the_writes_past_the_fork(cluster):
+    before = failover.timeline(cluster.primary)["timeline"]
+    run = failover.failover(cluster, mode="async", fault="crash", rate=500, before=0.8, after=0.3,
+                            latency_ms=20, quiet=True)
+    s = run.summary().iloc[0]
+    assert run.new != run.old and cluster.primary.name == run.new
+    assert cluster.node(run.old).role == "former primary" and not cluster.node(run.old).is_running
+    # the writer reached the new primary by itself (multi-host string, read-write)
+    assert s["outage_s"] is not None and s["outage_s"] > 0
+    # 20 ms of WAL in flight was on the links the crash took down: acknowledged, then lost
+    assert s["lost"] >= 1
+    audit = run.audit.set_index("outcome")
+    assert audit.loc["acknowledged", "missing"] == s["lost"]
+    # the new timeline forked where the promoted replica's WAL ended: exactly the acknowledged writes
+    # whose commit is past that point are missing
+    hist = failover.history(cluster.primary)
+    assert hist["timeline"].max() == before + 1
+    switchpoint = parse_lsn(hist[hist["timeline"] == before + 1]["switchpoint"].iloc[-1])
+    assert all(parse_lsn(lsn) > switchpoint for lsn in run.lost["lsn"])
+    present = workload.rows_on(cluster.primary, run.writer.run_id)
+    ack = run.writer.acknowledged()
+    assert set(ack["seq"]) - present == set(run.lost["seq"])
+    tl = failover.timelines(cluster).set_index("node")
+    assert tl.loc[run.new, "timeline"] == before + 1 and not tl.loc[run.new, "in_recovery"]
+    # the replica that was not promoted followed the new primary onto its timeline without a restart
+    other = [r for r in cluster.replicas if r.is_running][0]
+    assert failover._follows(cluster, other)
+    assert checks.check("06.1", cluster, answer=before + 1)
+    assert not checks.check("06.1", cluster, answer=before)
+    assert not checks.check("06.3", cluster)  # the former primary is not back yet
+    done = failover.restore(cluster)
+    assert any(f"rewound {run.old}" in d for d in done)
+    assert checks.check("06.3", cluster)
+
+
+def test_split_brain_fencing_and_rejoin(cluster):
+    run = failover.failover(cluster, mode="async", rate=200, before=0.3, after=0.2, quiet=True)
+    brain = failover.split_brain(cluster).set_index("node")
+    assert brain["accepts_writes"].all()                        # two writable primaries
+    assert brain.loc[run.old, "timeline"] < brain.loc[run.new, "timeline"]
+    mine_old, mine_new = brain.loc[run.old, "rows_it_has"], brain.loc[run.new, "rows_it_has"]
+    assert len(mine_old) == 1 and mine_old[0].startswith(f"{failover.SPLIT}{run.old} ")
+    assert len(mine_new) == 1 and run.new in mine_new[0]         # divergent: each has only its own
+    # a client whose host list starts with the old primary writes there
+    assert brain.loc[run.old, "client_listing_it_first_reaches"] == run.old
+    assert not checks.check("06.2", cluster)
+    fenced = failover.fence(cluster, run.old, how="standby").set_index("node")
+    assert fenced["accepts_writes"].sum() == 1 and not fenced.loc[run.old, "accepts_writes"]
+    assert checks.check("06.2", cluster)
+    with pytest.raises(LabError):
+        cluster.node(run.old).execute("INSERT INTO test_replication (mensaje) VALUES ('fenced')")
+    cluster.rejoin(run.old)
+    old = cluster.node(run.old)
+    assert old.role == "replica"
+    assert "pg_rewind done" in old.logs(400)
+    cluster.wait_replayed(timeout=30)
+    # the rows the old primary wrote in the split brain were discarded by the rewind
+    assert old.scalar("SELECT count(*) FROM test_replication WHERE mensaje = %s", (mine_old[0],)) == 0
+    assert old.scalar("SELECT count(*) FROM test_replication WHERE mensaje = %s", (mine_new[0],)) == 1
+    assert checks.check("06.3", cluster)
+
+
+def test_rejoined_node_keeps_its_own_port(cluster):
+    run = failover.failover(cluster, mode="async", rate=100, before=0.2, after=0.1, quiet=True)
+    port = cluster.node(run.old).port
+    cluster.rejoin(run.old)
+    node = cluster.node(run.old)
+    assert node.port == port and node.is_running
+    assert node.scalar("SHOW port", dbname="postgres") == str(port)
+
+
+@pytest.mark.parametrize("mode", ["on", "remote_apply"])
+def test_synchronous_crash_loses_no_acknowledged_write(cluster, mode):
+    run = failover.failover(cluster, mode=mode, fault="crash", rate=300, before=0.6, after=0.2,
+                            latency_ms=10, quiet=True)
+    s = run.summary().iloc[0]
+    assert s["acknowledged"] > 0 and s["lost"] == 0
+    assert run.audit.set_index("outcome").loc["acknowledged", "missing"] == 0
+
+
+def test_partition_async_loses_what_the_old_primary_acknowledged_alone(cluster):
+    run = failover.failover(cluster, mode="async", fault="partition", rate=300, before=0.4, after=0.2,
+                            fence_after=0.4, quiet=True)
+    s = run.summary().iloc[0]
+    assert s["acked_by_old_after_fault"] > 0
+    assert s["lost"] == s["acked_by_old_after_fault"]
+    assert run.t_fenced is not None and not cluster.node(run.old).is_running
+
+
+def test_partition_sync_blocks_instead_of_losing(cluster):
+    df = failover.rpo_rto(cluster, modes=("on",), faults_=("partition",), before=0.4, after=0.2, quiet=True)
+    row = df.iloc[0]
+    assert row["lost"] == 0 and row["acked_by_old_after_fault"] == 0 and row["outage_s"] > 0
+    assert checks.check("06.3", cluster)  # rpo_rto restores after each run
+    assert cluster.primary.scalar("SHOW synchronous_standby_names") == ""
+
+
+def test_a_cancelled_synchronous_wait_loses_an_acknowledged_write(cluster):
+    steps = failover.cancelled_wait(cluster, quiet=True)
+    returned = steps[steps["step"].str.startswith("the waiting session cancelled")].iloc[0]
+    assert returned["acknowledged"] == 1 and "committed locally" in returned["warning"]
+    assert steps[steps["step"].str.startswith("the row, read on")]["rows_visible"].iloc[0] == 1
+    assert steps["lost"].dropna().iloc[-1] == 1
+
+
+def test_switchover_loses_nothing_and_swaps_roles(cluster):
+    old = cluster.primary.name
+    to = cluster.replicas[0].name
+    df = failover.switchover(cluster, to, rate=300, seconds=0.6, quiet=True)
+    row = df.iloc[0]
+    assert row["lost"] == 0 and row["acknowledged"] > 0
+    assert cluster.primary.name == to and cluster.node(old).role == "replica"
+    assert failover._follows(cluster, cluster.node(old))
+    assert checks.check("06.2", cluster) and checks.check("06.3", cluster)
+
+
+def test_zero_loss_setting_check(cluster):
+    assert not checks.check("06.4", cluster)
+    failover.set_mode(cluster, "on")
+    try:
+        assert checks.check("06.4", cluster)
+    finally:
+        failover.set_mode(cluster, "async")
+
+
+def test_errors_a_student_can_meet(cluster):
+    with pytest.raises(LabError, match="mode is one of"):
+        failover.failover(cluster, mode="sync")
+    with pytest.raises(LabError, match="fault is one of"):
+        failover.failover(cluster, fault="fire")
+    with pytest.raises(LabError, match="current primary"):
+        cluster.rejoin(cluster.primary.name)
+    with pytest.raises(LabError, match="fence the OLD one"):
+        failover.fence(cluster, cluster.primary.name)
+    with pytest.raises(LabError, match="switch over to a replica"):
+        cluster.switchover(cluster.primary.name)
