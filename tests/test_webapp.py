@@ -1,0 +1,158 @@
+"""lab.webapp and chapter 07's self-checks: the crypto app started from the lab on a real primary +
+2 replicas, re-attached, used, stopped; nothing left behind."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+import lab
+from lab import webapp
+from lab.checks import check
+
+pytestmark = [pytest.mark.integration, pytest.mark.app]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    h = tmp_path_factory.mktemp("weblab")
+    lab.up(replicas=2, home=h, quiet=True)
+    yield h
+    webapp.stop(h, quiet=True, wipe=True)  # cluster.down() will do it too (see the report on lab/cluster.py)
+    lab.down(wipe=True, home=h)
+    left = _marked_processes(str(h))
+    assert not left, f"app processes left running: {left}"
+
+
+def _marked_processes(home: str) -> dict:
+    """Processes whose environment says they are this lab home's app (lab.webapp marks them)."""
+    from pathlib import Path
+    mark = f"LAB_WEBAPP_HOME={home}".encode()
+    out = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if mark in (d / "environ").read_bytes().split(b"\0"):
+                    out[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ")[:100]
+            except OSError:
+                pass
+    return out
+
+
+@pytest.fixture
+def cluster(home):
+    c = lab.up(replicas=2, home=home, quiet=True)
+    c.start()
+    c.wait_replayed()
+    return c
+
+
+@pytest.fixture
+def running(cluster):
+    info = webapp.start(cluster, quiet=True)
+    return info
+
+
+def _pids_alive(info) -> list:
+    from lab.procs import pid_alive
+    return [p for p in info.pids.values() if pid_alive(p)]
+
+
+def test_start_shows_urls_and_the_app_answers(running, cluster):
+    assert running.running and running.api_url.startswith("http://127.0.0.1:")
+    assert set(running.pids) == {"api", "feed", "dashboard"}
+    html = running._repr_html_()
+    assert running.dashboard_url in html and "<iframe" in html and "/docs" in html
+    assert running.token not in repr(running) and running.token not in html, "the token is not shown"
+    state = (cluster.home.path / "webapp" / "webapp.json")
+    assert oct(state.stat().st_mode & 0o777) == "0o600"
+    assert oct((cluster.home.path / "webapp").stat().st_mode & 0o777) == "0o700"
+
+
+def test_start_again_reattaches_even_from_another_process(running, cluster):
+    again = webapp.start(cluster, quiet=True)
+    assert again.pids == running.pids and again.api_url == running.api_url
+    out = subprocess.run([sys.executable, "-c", f"import lab.webapp as w; print(w.status({str(cluster.home.path)!r}).api_url)"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == running.api_url
+
+
+def test_reads_spread_and_the_feed_writes(running, cluster):
+    counts = webapp.spread(cluster, n=10).set_index("served_by")["reads"].to_dict()
+    assert counts == {"replica1": 5, "replica2": 5}
+    before = cluster.primary.scalar("SELECT count(*) FROM price_ticks")
+    deadline = time.monotonic() + 15
+    while cluster.primary.scalar("SELECT count(*) FROM price_ticks") == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert cluster.primary.scalar("SELECT count(*) FROM price_ticks") > before, "the live feed writes ticks"
+
+
+def test_a_stopped_replica_and_read_your_writes(running, cluster):
+    r1 = cluster.node("replica1")
+    r1.stop()
+    try:
+        assert set(webapp.reads(cluster, n=4)["served_by"]) == {"replica2"}
+    finally:
+        r1.start()
+    from lab import standby
+    for r in cluster.replicas:
+        standby.pause_replay(cluster, r.name)
+    try:
+        stale = webapp.read_your_writes(cluster, rounds=4, use_min_lsn=False)
+        fresh = webapp.read_your_writes(cluster, rounds=4, use_min_lsn=True)
+    finally:
+        for r in cluster.replicas:
+            standby.resume_replay(cluster, r.name)
+    assert not stale["saw_own_write"].any(), "paused replicas cannot show the write"
+    assert fresh["saw_own_write"].all() and set(fresh["served_by"]) == {"primary"}
+
+
+def test_chapter_07_checks(running, cluster):
+    assert check("07.1", cluster).ok
+    assert not check("07.2", cluster).ok
+    assert not check("07.2", cluster, answer="replica1").ok
+    assert check("07.2", cluster, answer="primary").ok
+    assert check("07.3", cluster).ok
+    assert check("07.4", cluster).ok
+
+
+def test_primary_crash_writes_503_then_resume(running, cluster):
+    cluster.primary.kill()
+    try:
+        w = webapp.write(cluster)
+        assert w["status"] == 503 and w["retry_after_s"] >= 1
+        assert not check("07.3", cluster).ok
+        assert (webapp.reads(cluster, n=2)["status"] == 200).all()
+    finally:
+        cluster.primary.start()
+    deadline = time.monotonic() + 15
+    while webapp.write(cluster)["status"] != 201 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert check("07.3", cluster).ok
+
+
+def test_stop_ends_every_process_and_releases_the_ports(running, cluster):
+    from lab import ports
+    assert webapp.stop(cluster, quiet=True)
+    assert not _pids_alive(running)
+    assert not _marked_processes(str(cluster.home.path)), "streamlit's and uvicorn's children too"
+    assert not webapp.status(cluster).running
+    assert running.api_url.rsplit(":", 1)[1] not in {str(p) for p in ports.claims_of(cluster.home.owner)}
+    assert not check("07.1", cluster).ok
+    assert webapp.stop(cluster, quiet=True) is False
+    token = json.loads((cluster.home.path / "webapp" / "webapp.json").read_text())["token"]
+    assert token == running.token, "the token survives a stop"
+    assert "stopped" in repr(webapp.status(cluster))
+
+
+def test_start_needs_a_running_primary(cluster):
+    webapp.stop(cluster, quiet=True)
+    cluster.primary.stop()
+    try:
+        with pytest.raises(lab.LabError, match="primary .* is stopped"):
+            webapp.start(cluster, quiet=True)
+    finally:
+        cluster.primary.start()
