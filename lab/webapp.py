@@ -160,6 +160,12 @@ def app_env(cluster, token: str, api_port: int, dashboard_port: int, read_from: 
     }
 
 
+def _topology(cluster) -> dict:
+    """Who the app writes to and reads from, as its settings name them (ports included)."""
+    return {"primary": [cluster.primary.name, cluster.primary.port],
+            "replicas": [[n.name, n.port] for n in cluster.nodes if n.name != cluster.primary.name]}
+
+
 def _spawn(files: _Files, what: str, args: list, env: dict) -> subprocess.Popen:
     fd = os.open(files.log(what), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     child_env = {**os.environ, **env, _MARK: str(files.home.path), "PYTHONUNBUFFERED": "1",
@@ -213,8 +219,15 @@ def start(cluster, quiet: bool = False, feed: bool = True, read_from: str = "rep
     with _flock(files.lock):
         state = files.read()
         pids = state.get("pids", {})
-        if state and all(_ours(pids.get(w), files) for w in PROCESSES if w != "feed" or state.get("feed")) \
-                and _answers(state["api_url"] + "/health"):
+        cluster._reload()
+        topology = _topology(cluster)
+        alive = state and all(_ours(pids.get(w), files) for w in PROCESSES if w != "feed" or state.get("feed"))
+        if alive and state.get("topology") != topology:
+            # a failover since the start: the app's DSNs name the old roles; start it again with the new
+            _say(quiet, f"the cluster changed since the app started (primary now {cluster.primary.name}): "
+                        "restarting the app with the new connection strings")
+            alive = False
+        if alive and _answers(state["api_url"] + "/health"):
             with contextlib.suppress(LabError):
                 ports.claim(state["api_port"], files.home.owner)
                 ports.claim(state["dashboard_port"], files.home.owner)
@@ -223,7 +236,6 @@ def start(cluster, quiet: bool = False, feed: bool = True, read_from: str = "rep
             _say(quiet, repr(info))
             return info
         _stop_locked(files)
-        cluster._reload()
         if not cluster.primary.is_running:
             raise LabError(f"the primary ({cluster.primary.name}) is stopped: cluster.start() first, "
                            "the app creates its tables there")
@@ -233,7 +245,7 @@ def start(cluster, quiet: bool = False, feed: bool = True, read_from: str = "rep
         env = app_env(cluster, token, api_port, dash_port, read_from, tick_rate)
         state = {"token": token, "api_port": api_port, "dashboard_port": dash_port, "feed": feed,
                  "api_url": f"http://{HOST}:{api_port}", "dashboard_url": f"http://{HOST}:{dash_port}",
-                 "read_from": read_from, "pids": {}, "started": dt.datetime.now(dt.timezone.utc).isoformat()}
+                 "read_from": read_from, "topology": topology, "pids": {}, "started": dt.datetime.now(dt.timezone.utc).isoformat()}
         started = []
         try:
             fill = subprocess.run([sys.executable, "-m", "app", "simulate", "--backfill-only"], cwd=REPO,
@@ -338,18 +350,31 @@ def reads(where=None, path: str = "/prices/BTC", n: int = 20, min_lsn: "str | No
     return pd.DataFrame(rows)
 
 
-def spread(where=None, path: str = "/prices/BTC", n: int = 20) -> pd.DataFrame:
-    """How ``n`` reads of ``path`` spread over the nodes: one row per node that served some."""
+def spread(where=None, path: str = "/prices/BTC", n: int = 20, wait: float = 0) -> pd.DataFrame:
+    """How ``n`` reads of ``path`` spread over the nodes: one row per node that served some.
+    ``wait``: first give the app up to this many seconds to find its replicas again (it skips a
+    replica that failed for APP_NODE_RETRY_S, 1 s here)."""
+    deadline = time.monotonic() + wait
+    while wait and time.monotonic() < deadline:
+        if set(reads(where, path, 4)["role"]) == {"replica"}:
+            break
+        time.sleep(0.25)
     df = reads(where, path, n)
     out = df.groupby(["served_by", "role"], dropna=False).size().rename("reads").reset_index()
     return out.sort_values("served_by").reset_index(drop=True)
 
 
-def write(where=None, symbol: str = "BTC", price: "float | None" = None) -> dict:
-    """POST one tick; the answer as a dict: status, the commit LSN and the primary (or why not)."""
+def write(where=None, symbol: str = "BTC", price: "float | None" = None, wait: float = 0) -> dict:
+    """POST one tick; the answer as a dict: status, the commit LSN and the primary (or why not).
+    ``wait``: retry a 503 (no primary) for up to this many seconds, as a client honouring Retry-After."""
+    deadline = time.monotonic() + wait
     with client(where) as api:
         body = {"ticks": [{"symbol": symbol, "price": price or 60_000.0 + secrets.randbelow(10_000)}]}
-        r = api._http.post("/ticks", json=body, headers={"Authorization": f"Bearer {api.token}"})
+        while True:
+            r = api._http.post("/ticks", json=body, headers={"Authorization": f"Bearer {api.token}"})
+            if r.status_code != 503 or time.monotonic() >= deadline:
+                break
+            time.sleep(0.25)
     out = {"status": r.status_code, **(r.json() if r.headers.get("content-type", "").startswith("application/json")
                                        else {"detail": r.text[:200]})}
     if "Retry-After" in r.headers:
@@ -374,8 +399,61 @@ def read_your_writes(where=None, rounds: int = 10, use_min_lsn: bool = True, sym
             params = {"start": t.isoformat(), "end": t.isoformat()}
             if use_min_lsn:
                 params["min_lsn"] = w.json()["lsn"]
+            t0 = time.perf_counter()
             r = api._http.get(f"/prices/{symbol}", params=params)
+            read_ms = (time.perf_counter() - t0) * 1000
             seen = [p["price"] for p in r.json().get("prices", [])] if r.status_code == 200 else []
             rows.append({"round": i + 1, "lsn": w.json()["lsn"], "served_by": r.headers.get("X-Served-By"),
-                         "saw_own_write": price in seen, "fallback": r.headers.get("X-Read-Fallback", "")})
+                         "saw_own_write": price in seen, "read_ms": round(read_ms, 2),
+                         "fallback": r.headers.get("X-Read-Fallback", "")})
     return pd.DataFrame(rows)
+
+
+def compare_read_your_writes(where=None, rounds: int = 30) -> pd.DataFrame:
+    """Read-your-writes off and on, measured: for each, how many reads right after their write saw
+    it, how many the primary had to serve, and the median read time."""
+    out = []
+    for use in (False, True):
+        df = read_your_writes(where, rounds=rounds, use_min_lsn=use)
+        out.append({"min_lsn": "on" if use else "off", "reads": len(df),
+                    "saw_own_write": int(df["saw_own_write"].sum()),
+                    "served_by_primary": int((df["served_by"] == _primary_name(where)).sum()),
+                    "served_by_replicas": int((df["served_by"] != _primary_name(where)).sum()),
+                    "median_read_ms": round(float(df["read_ms"].median()), 2)})
+    return pd.DataFrame(out)
+
+
+def _primary_name(where) -> str:
+    primary = getattr(where, "primary", None)
+    if primary is not None:
+        return primary.name
+    from .cluster import attach
+    return attach(_home_of(where).path).primary.name
+
+
+def pause_replay(cluster) -> list:
+    """Pause WAL replay on every running replica (chapter 04): they receive WAL but apply none."""
+    from . import standby
+    return [standby.pause_replay(cluster, r.name) for r in cluster.replicas if r.is_running]
+
+
+def resume_replay(cluster) -> list:
+    from . import standby
+    return [standby.resume_replay(cluster, r.name) for r in cluster.replicas if r.is_running]
+
+
+def tidy(cluster) -> list:
+    """Put back what chapter 07 changes, after an interrupted run: every node started and a
+    streaming replica of the current primary (a former primary rewound), replay resumed."""
+    from . import failover
+    done = []
+    if not cluster.primary.is_running:
+        cluster.primary.start()
+        done.append(f"started the primary {cluster.primary.name}")
+    done += failover.restore(cluster)
+    from . import standby
+    for r in cluster.replicas:
+        if r.is_running and r.scalar("SELECT pg_is_wal_replay_paused()", dbname="postgres"):
+            standby.resume_replay(cluster, r.name)
+            done.append(f"replay resumed on {r.name}")
+    return done or ["nothing to tidy"]
