@@ -156,3 +156,25 @@ def test_start_needs_a_running_primary(cluster):
             webapp.start(cluster, quiet=True)
     finally:
         cluster.primary.start()
+
+
+def test_after_a_failover_start_restarts_the_app_on_the_new_roles(tmp_path):
+    from lab import failover
+
+    home = tmp_path / "lab"
+    c = lab.up(replicas=2, home=home, quiet=True)
+    try:
+        first = webapp.start(c, quiet=True, feed=False)
+        c.primary.kill()
+        c.node("replica1").promote()
+        assert webapp.write(c, wait=15)["primary"] == "replica1"
+        failover.restore(c)
+        again = webapp.start(c, quiet=True, feed=False)
+        assert again.pids != first.pids, "restarted: its replicas are now primary and replica2"
+        counts = webapp.spread(c, n=6, wait=10).set_index("served_by")["reads"].to_dict()
+        assert counts == {"primary": 3, "replica2": 3}
+        assert set(webapp.spread(c, n=2)["role"]) == {"replica"}
+    finally:
+        webapp.stop(home, quiet=True, wipe=True)
+        lab.down(wipe=True, home=home)
+    assert not _marked_processes(str(home))
