@@ -1,12 +1,14 @@
 """Crypto app benchmark: the API under load, reads on the replicas vs on the primary only.
 
-    .venv/bin/python bench/app.py [--runs 3] [--seconds 5] [--connections 8] [--workers 2]
+    .venv/bin/python bench/app.py [--runs 3] [--seconds 5] [--connections 4,8] [--workers 2]
 
 In one run it brings up a primary + 2 replicas (a scratch lab home), back-fills 7 days of
 ticks and keeps writing live ticks (1 round/s), then starts the API twice on 127.0.0.1 —
 APP_READ_FROM=replicas and APP_READ_FROM=primary — and loads each endpoint from a second
 process: a keep-alive HTTP/1.1 client on asyncio (``--connections`` concurrent requests,
-closed loop; or wrk with --wrk when it is installed, which cannot tell who served a read).
+closed loop, each level measured; or wrk with --wrk when it is installed, which cannot tell who
+served a read).  In a closed loop, concurrency beyond what saturates the server only queues:
+latency grows, req/s does not.
 Runs are interleaved (replicas, primary, replicas, ...) so drift in the machine hits both.
 Prints req/s and p50/p99 (medians over --runs), the share of reads each node served, and
 replicas/primary ratios.  Target on 2 cores (issue 6): /prices/{symbol} >= 1000 req/s with
@@ -89,7 +91,7 @@ def load_main(args) -> int:
         uvloop.install()
     except ImportError:
         pass
-    print(json.dumps(asyncio.run(_load(args.host, args.port, args.path, args.seconds, args.connections))))
+    print(json.dumps(asyncio.run(_load(args.host, args.port, args.path, args.seconds, int(args.connections)))))
     return 0
 
 
@@ -147,7 +149,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--connections", default="4,8",
+                    help="concurrent requests of the closed-loop client; a list measures each (default 4,8)")
     ap.add_argument("--workers", type=int, default=2, help="uvicorn worker processes per API")
     ap.add_argument("--pool-size", type=int, default=4, help="connections per node and worker")
     ap.add_argument("--wrk", action="store_true", help="load with wrk (must be installed)")
@@ -168,7 +171,6 @@ def main() -> int:
     table = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table)
 
-    from app.db import Router
     from app.feed import Feeder
     from app.settings import Settings
 
@@ -200,47 +202,48 @@ def main() -> int:
             apis.append(Api(env, port, home / f"api-{mode}.log"))
             modes[mode] = port
         print(f"load average before the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        levels = [int(c) for c in str(args.connections).split(",") if c.strip()]
         print(f"{os.cpu_count()} cores; API: {args.workers} uvicorn worker(s), pool {args.pool_size}/node/worker; "
-              f"load: {'wrk' if args.wrk else 'asyncio keep-alive client'}, {args.connections} connections, "
+              f"load: {'wrk' if args.wrk else 'asyncio keep-alive client'}, {levels} concurrent requests, "
               f"{args.seconds:g} s x {args.runs} runs per cell", flush=True)
         load = run_wrk if args.wrk else run_load
-        results = {(e, m): [] for e in ENDPOINTS for m in modes}
+        cells = [(e, c) for e in ENDPOINTS for c in levels]
+        results = {(e, c, m): [] for e, c in cells for m in modes}
         for i in range(args.runs):
-            for endpoint in ENDPOINTS:
+            for endpoint, conc in cells:
                 for mode, port in modes.items():
-                    r = load(port, endpoint, args.seconds, args.connections)
-                    results[(endpoint, mode)].append(r)
+                    r = load(port, endpoint, args.seconds, conc)
+                    results[(endpoint, conc, mode)].append(r)
                     bad = {k: v for k, v in r["statuses"].items() if k != "200"}
-                    print(f"  run {i + 1} {endpoint:<16} reads on {mode:<8}: {r['rps']:7.0f} req/s  "
+                    print(f"  run {i + 1} {endpoint:<16} c={conc:<3} reads on {mode:<8}: {r['rps']:7.0f} req/s  "
                           f"p50 {r['p50_ms']:5.1f} ms  p99 {r['p99_ms']:5.1f} ms  served {r['served']}"
                           + (f"  NON-200 {bad}" if bad else ""), flush=True)
         med = statistics.median
         rows = []
-        for endpoint in ENDPOINTS:
-            cells = {}
+        for endpoint, conc in cells:
+            rps_of = {}
             for mode in modes:
-                rs = results[(endpoint, mode)]
+                rs = results[(endpoint, conc, mode)]
                 rps, p50, p99 = med(r["rps"] for r in rs), med(r["p50_ms"] for r in rs), med(r["p99_ms"] for r in rs)
                 served = collections.Counter()
                 for r in rs:
                     served.update(r["served"])
                 total = sum(served.values()) or 1
                 share = ", ".join(f"{n} {100 * c / total:.0f}%" for n, c in sorted(served.items()))
-                cells[mode] = rps
+                rps_of[mode] = rps
                 target = endpoint.startswith("/prices")
+                name = f"{endpoint} c={conc} reads on {mode}"
                 rows += [
-                    (f"{endpoint} reads on {mode}: req/s", f"{rps:.0f}", ">= 1000" if target else "",
-                     rps >= 1000 if target else None),
-                    (f"{endpoint} reads on {mode}: p50", f"{p50:.1f} ms", "", None),
-                    (f"{endpoint} reads on {mode}: p99", f"{p99:.1f} ms", "<= 25 ms" if target else "",
-                     p99 <= 25 if target else None),
-                    (f"{endpoint} reads on {mode}: served by", share or "-", "", None),
+                    (f"{name}: req/s", f"{rps:.0f}", ">= 1000" if target else "", rps >= 1000 if target else None),
+                    (f"{name}: p50", f"{p50:.1f} ms", "", None),
+                    (f"{name}: p99", f"{p99:.1f} ms", "<= 25 ms" if target else "", p99 <= 25 if target else None),
+                    (f"{name}: served by", share or "-", "", None),
                 ]
-            rows.append((f"{endpoint}: req/s replicas / primary", f"{cells['replicas'] / cells['primary']:.2f}", "", None))
+            rows.append((f"{endpoint} c={conc}: req/s replicas / primary",
+                         f"{rps_of['replicas'] / rps_of['primary']:.2f}", "", None))
         table.print_table(rows, "measure (median of runs)")
         print(f"load average after the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
               "(other work on the machine shows in p99 first)")
-        Router  # noqa: B018 (the app's own router is what the API processes use)
     finally:
         stop.set()
         if feeder_thread:
