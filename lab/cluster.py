@@ -130,6 +130,7 @@ class Cluster:
             if not self.backend.pid(spec):
                 raise NotRunning(f"{name} is stopped: start it before promoting it")
             self.backend.promote(spec)
+            self._wait_writable(name)
             old = self._state["primary"]
             if old != name:
                 self._state["nodes"][old]["role"] = Role.FORMER_PRIMARY.value
@@ -137,6 +138,23 @@ class Cluster:
             self._state["primary"] = name
             self._save()
             self._follow_primary()
+
+    def _wait_writable(self, name: str, timeout: float = 30) -> None:
+        """Until a promoted node accepts writes (its control file says "in production" a moment
+        before its sessions leave recovery)."""
+        conn = Node(self, name).connect(dbname="postgres")
+        try:
+            deadline = time.monotonic() + timeout
+            with conn.cursor() as cur:
+                while True:
+                    cur.execute("SELECT pg_is_in_recovery()")
+                    if not cur.fetchone()[0]:
+                        return
+                    if time.monotonic() > deadline:
+                        raise Timeout(f"{name} is still in recovery {timeout:g} s after its promotion: see its logs()")
+                    time.sleep(0.002)
+        finally:
+            conn.close()
 
     def _follow_primary(self) -> None:
         """Point every replica at the current primary (after a promotion): its slot is created

@@ -292,16 +292,18 @@ def failover(cluster, mode: str = "async", fault: str = "crash", rate: "float | 
     try:
         _wait_for(lambda: any(x.outcome == "acknowledged" for x in w.writes), 10)
         time.sleep(before)
-        t_fault = time.time()
+        # t_fault: when the fault is complete (the primary dead, or every link down)
         if fault == "crash":
             # The machine dies with its network: WAL still on its way to a replica is lost too.
             for r in routed:
                 proxy.link(cluster, r).cut()
             faults.kill(old)
+            t_fault = time.time()
             _say(quiet, f"  {old.name} killed (SIGKILL){', its links down with it' if routed else ''}")
         else:
             for r in routed:
                 proxy.link(cluster, r).cut()
+            t_fault = time.time()
             _say(quiet, f"  every replica cut off {old.name}; {old.name} still runs and its clients still write")
         new = cluster.node(candidate) if candidate else best_candidate(cluster)
         p0 = time.perf_counter()
