@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 
 # Chapter modules load on first use (``lab.checks.check(...)``): matplotlib and ipywidgets are
 # slow to import and ``python -m lab down`` needs neither.
-_SUBMODULES = ("backups", "checks", "consistency", "faults", "lag", "pgadmin", "plots", "proxy", "replication",
-               "slots", "standby", "sync", "wal", "widgets", "workload")
+_SUBMODULES = ("backups", "checks", "consistency", "failover", "faults", "lag", "pgadmin", "plots", "proxy",
+               "replication", "slots", "standby", "sync", "wal", "webapp", "widgets", "workload")
 
 
 def __getattr__(name):

@@ -266,7 +266,8 @@ class Cluster:
             specs = list(self._state["nodes"].values())
             # replicas first, so none logs a lost primary on its way out
             specs.sort(key=lambda s: s["role"] == Role.PRIMARY)
-            from . import pgadmin  # like docker compose down: pgAdmin goes too
+            from . import pgadmin, webapp  # like docker compose down: pgAdmin and the app go too
+            webapp.stop(self.home, quiet=True, wipe=wipe)
             pgadmin.stop(self.home, quiet=True, wipe=wipe)
             self.backend.stop_many(specs, timeout)
             self.backend.after_down()
@@ -590,7 +591,8 @@ def down(wipe: bool = False, home=None) -> None:
     """Stop this lab home's cluster if there is one (``wipe=True``: also remove its data)."""
     h = LabHome(home)
     if h.load() is None:
-        from . import pgadmin
+        from . import pgadmin, webapp
+        webapp.stop(h, quiet=True, wipe=wipe)
         pgadmin.stop(h, quiet=True, wipe=wipe)
         ports.release_all(h.owner)
         return

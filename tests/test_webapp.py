@@ -21,8 +21,7 @@ def home(tmp_path_factory):
     h = tmp_path_factory.mktemp("weblab")
     lab.up(replicas=2, home=h, quiet=True)
     yield h
-    webapp.stop(h, quiet=True, wipe=True)  # cluster.down() will do it too (see the report on lab/cluster.py)
-    lab.down(wipe=True, home=h)
+    lab.down(wipe=True, home=h)  # stops the app too, like pgAdmin
     left = _marked_processes(str(h))
     assert not left, f"app processes left running: {left}"
 
@@ -176,5 +175,18 @@ def test_after_a_failover_start_restarts_the_app_on_the_new_roles(tmp_path):
         assert set(webapp.spread(c, n=2)["role"]) == {"replica"}
     finally:
         webapp.stop(home, quiet=True, wipe=True)
+        lab.down(wipe=True, home=home)
+    assert not _marked_processes(str(home))
+
+
+def test_cluster_down_stops_the_app_too(tmp_path):
+    home = tmp_path / "lab"
+    c = lab.up(replicas=1, home=home, quiet=True)
+    try:
+        webapp.start(c, quiet=True)
+        assert _marked_processes(str(home))
+        c.down()  # data kept, like docker compose down: web-app goes with the databases
+        assert not _marked_processes(str(home))
+    finally:
         lab.down(wipe=True, home=home)
     assert not _marked_processes(str(home))
