@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -64,8 +65,8 @@ def raw_promote(rate: float) -> float:
             elapsed = time.perf_counter() - t0
         finally:
             w.stop()
-        c.down(wipe=True)
     finally:
+        lab.down(wipe=True, home=home / "lab")
         shutil.rmtree(home, ignore_errors=True)
     return elapsed
 
@@ -73,6 +74,7 @@ def raw_promote(rate: float) -> float:
 def bench_mode(mode: str, runs: int, rate: float, latency_ms: float, ref_runs: int) -> dict:
     home = scratch(f"pglab-bench-fo-{mode}-")
     out = dict(mode=mode, outage=[], lost=[], unknown=[], acked=[], promote=[], ref=[], restore=[])
+    c = None
     try:
         c = lab.up(replicas=1, home=home / "lab", quiet=True)
         ref_every = max(1, runs // max(1, ref_runs))
@@ -93,8 +95,9 @@ def bench_mode(mode: str, runs: int, rate: float, latency_ms: float, ref_runs: i
             if (i + 1) % 10 == 0 or i + 1 == runs:
                 print(f"  {mode}: {i + 1}/{runs} failovers, lost so far {sum(out['lost'])}, "
                       f"outage median {statistics.median(out['outage']):.3f} s", flush=True)
-        c.down(wipe=True)
     finally:
+        if c is not None:
+            lab.down(wipe=True, home=home / "lab")
         shutil.rmtree(home, ignore_errors=True)
     return out
 
@@ -107,6 +110,8 @@ def main() -> int:
     ap.add_argument("--latency-ms", type=float, default=0, help="one-way latency added on the replica's link")
     ap.add_argument("--ref-runs", type=int, default=5, help="raw pg_ctl promote references per mode")
     args = ap.parse_args()
+    # a kill (SIGTERM) unwinds like Ctrl-C, so every cluster of the bench is wiped on the way out
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bins = binaries.find()
     print(f"PostgreSQL {bins.version} ({bins.bindir}), {os.cpu_count()} cores, server user {server_user().name}; "

@@ -82,13 +82,13 @@ def timelines(cluster) -> pd.DataFrame:
 
 
 def history(node) -> pd.DataFrame:
-    """The timeline history files in ``node``'s pg_wal (``00000002.history``...), one row per line:
-    the timeline the file describes, a parent timeline, the LSN where it was left, and why.
-    The raw text is in ``df.attrs["text"]``."""
+    """The newest timeline history file in ``node``'s pg_wal (``00000002.history``...; it repeats the
+    lineage of the older ones), one row per line: the timeline the file describes, a parent
+    timeline, the LSN where that parent was left, and why.  The raw text is in ``df.attrs["text"]``."""
     files = node.sql("SELECT name FROM pg_ls_waldir() WHERE name LIKE '%.history' ORDER BY name",
                      dbname="postgres")["name"].tolist()
     rows, texts = [], []
-    for f in files:
+    for f in files[-1:]:  # the newest holds the whole lineage
         text = node.scalar("SELECT pg_read_file('pg_wal/' || %s)", (f,), dbname="postgres") or ""
         texts.append(f"--- {f}\n{text}")
         for line in text.splitlines():
@@ -183,13 +183,37 @@ class Failover:
     def summary(self) -> pd.DataFrame:
         log = self.log
         counts = log["outcome"].value_counts()
-        on_old_late = log[(log["outcome"] == "acknowledged") & (log["node"] == self.old)
-                          & (log["done_at"] > self.t_fault)]
+        ack = log[log["outcome"] == "acknowledged"]
+        on_old, on_new = ack[ack["node"] == self.old], ack[ack["node"] == self.new]
+        # after a partition the old primary still answers its clients; a killed one answers nobody
+        # (an acknowledgement logged a hair after the kill is a race of the two threads' clocks)
+        late = len(on_old[on_old["done_at"] > self.t_fault]) if self.fault == "partition" else None
+
+        def ms(part):
+            return round(float(part["latency_s"].median()) * 1000, 2) if len(part) else None
         return pd.DataFrame([dict(
             mode=self.mode, fault=self.fault, old_primary=self.old, new_primary=self.new,
             acknowledged=int(counts.get("acknowledged", 0)), lost=0 if self.lost is None else len(self.lost),
             unknown=int(counts.get("unknown", 0)), failed=int(counts.get("failed", 0)),
-            acked_by_old_after_fault=len(on_old_late), outage_s=self.outage_s, promote_s=round(self.promote_s, 3))])
+            acked_by_old_after_fault=late, outage_s=self.outage_s, promote_s=round(self.promote_s, 3),
+            commit_ms_old=ms(on_old), commit_ms_new=ms(on_new))])
+
+    def against_fork(self) -> pd.DataFrame:
+        """The acknowledged writes split by where their commit LSN lies against the new timeline's
+        switchpoint (from the new primary's .history file), and whether the new primary has them:
+        the lost ones are all past the fork."""
+        hist = history(self.writer.cluster.node(self.new))
+        if hist.empty:
+            raise LabError(f"{self.new} has no timeline history file: was it promoted?")
+        point = hist.sort_values("timeline")["switchpoint"].iloc[-1]
+        ack = self.writer.acknowledged()
+        lost = set(self.lost["seq"]) if self.lost is not None else set()
+        where = ack["lsn"].map(lambda x: "before the switchpoint" if parse_lsn(x) <= parse_lsn(point)
+                               else "past the switchpoint")
+        df = pd.DataFrame({"commit_lsn": where, "on_new_primary": ~ack["seq"].isin(lost)})
+        out = df.groupby(["commit_lsn", "on_new_primary"]).size().rename("writes").reset_index()
+        out.attrs["switchpoint"] = point
+        return out
 
     def figure(self) -> Figure:
         """Acknowledged writes per 50 ms, by the node that acknowledged them; the fault, the
@@ -369,7 +393,7 @@ def restore(cluster, quiet: bool = True) -> "list[str]":
         t0 = time.monotonic()
         cluster.rejoin(n.name)
         done.append(f"rewound {n.name} into a replica of {cluster.primary.name} ({time.monotonic() - t0:.1f} s)")
-    _say(quiet, "\n".join(done))
+    _say(quiet, "\n".join(done) or "nothing to restore: every node streams from the primary")
     return done
 
 
@@ -423,6 +447,21 @@ def split_brain(cluster, former: "str | None" = None) -> pd.DataFrame:
         first = [n] + [m for m in cluster.nodes if m.name != n.name]
         rows.append(dict(node=n.name, accepts_writes=not t["in_recovery"], timeline=t["timeline"],
                          rows_it_has=mine, client_listing_it_first_reaches=who_answers(cluster, nodes=first)["answered_by"]))
+    return pd.DataFrame(rows)
+
+
+def survivors(cluster, brain: pd.DataFrame) -> pd.DataFrame:
+    """The rows ``split_brain`` wrote, and which running node has each now (after fencing and
+    rejoining, only the new primary's survive)."""
+    rows = []
+    for writer, texts in zip(brain["node"], brain["rows_it_has"]):
+        for text in texts:
+            row = dict(row=text, written_on=writer)
+            for n in cluster.nodes:
+                if n.is_running:
+                    row[f"on {n.name}"] = bool(n.scalar("SELECT count(*) FROM test_replication WHERE mensaje = %s",
+                                                        (text,)))
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -506,12 +545,23 @@ def rpo_rto(cluster, modes=MODES, faults_=FAULTS, rate: float = 500, before: flo
     set_mode(cluster, "async")
     df = pd.DataFrame(rows)
     return df[["mode", "fault", "acknowledged", "lost", "unknown", "acked_by_old_after_fault", "outage_s",
-               "promote_s", "old_primary", "new_primary"]]
+               "promote_s", "commit_ms_old", "old_primary", "new_primary"]]
 
 
-def switchover(cluster, to: str, rate: float = 300, seconds: float = 1.0, quiet: bool = False) -> pd.DataFrame:
+def rewind_log(node, tail: int = 400) -> Text:
+    """The lines of ``node``'s log written by replica/entrypoint.sh and pg_rewind (its last rejoin)."""
+    lines = [ln for ln in node.logs(tail).splitlines() if ln.startswith(("entrypoint[", "pg_rewind:"))]
+    last = max((i for i, ln in enumerate(lines) if "timeline" in ln and "here" in ln), default=0)
+    return Text("\n".join(lines[last:]) or "(no rejoin in the last lines of the log)")
+
+
+def switchover(cluster, to: "str | None" = None, rate: float = 300, seconds: float = 1.0, quiet: bool = False) -> pd.DataFrame:
     """A planned switchover to replica ``to`` under write load (``Cluster.switchover``): the writer's
-    audit on the new primary, and how long writes paused."""
+    audit on the new primary, and how long writes paused.  ``to``: by default the node called
+    ``primary`` if it is a replica now, else the replica with the most WAL."""
+    if to is None:
+        names = [r.name for r in cluster.replicas if r.is_running]
+        to = "primary" if "primary" in names else best_candidate(cluster).name
     workload.ensure_table(cluster.primary)
     set_mode(cluster, "async")
     w = workload.Writer(workload.multi_host_dsn(cluster, connect_timeout=1), rate=rate, duration=seconds + 60,
