@@ -188,11 +188,15 @@ class LongQuery:
         return bool(self.ok)
 
     def __exit__(self, *exc):
-        if self._thread is not None and not self._done.is_set():
+        # a cancel that lands between two statements (before pg_sleep began) cancels nothing:
+        # send it again until the query has ended
+        deadline = time.monotonic() + 10
+        while self._thread is not None and not self._done.is_set() and time.monotonic() < deadline:
             try:
                 self._conn.cancel()
             except psycopg2.Error:
                 pass
+            self._done.wait(0.2)
         if self._thread is not None:
             self._thread.join(10)
 
