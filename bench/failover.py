@@ -25,7 +25,6 @@ import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,13 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import lab  # noqa: E402
 from lab import binaries, failover, workload  # noqa: E402
 from lab.osuser import server_user  # noqa: E402
+from bringup import scratch  # noqa: E402 (bench/bringup.py: a temp dir the server user can reach)
 from table import print_table  # noqa: E402 (bench/table.py)
-
-
-def scratch(prefix: str) -> Path:
-    d = Path(tempfile.mkdtemp(prefix=prefix))
-    os.chmod(d, 0o755)
-    return d
 
 
 def p99(xs):

@@ -548,6 +548,60 @@ def rpo_rto(cluster, modes=MODES, faults_=FAULTS, rate: float = 500, before: flo
                "promote_s", "commit_ms_old", "old_primary", "new_primary"]]
 
 
+def failover_action(cluster, mode: str, fault: str, latency_ms: float = 10, rows: "list | None" = None) -> str:
+    """What the failover panel's button does, as a plain function: one failover (``failover``), then
+    ``restore``; its summary row is appended to ``rows`` (your RPO/RTO table, ``rpo_table(rows)``).
+    A one-line message, never a LabError.
+
+    >>> mine = []                                                                  # doctest: +SKIP
+    >>> lab.failover.failover_action(cluster, "async", "partition", 10, mine)      # doctest: +SKIP
+    'async × partition: 212 of 690 acknowledged writes lost, outage 0.64 s (replica1 is the primary now)'
+    """
+    try:
+        run = failover(cluster, mode=mode, fault=fault, latency_ms=latency_ms, before=0.8, after=0.3, quiet=True)
+        restore(cluster)
+    except LabError as e:
+        return f"{mode} × {fault}: could not fail over: {e}"
+    row = run.summary().iloc[0].to_dict()
+    row["latency_ms"] = latency_ms
+    if rows is not None:
+        rows.append(row)
+    return (f"{mode} × {fault}: {row['lost']} of {row['acknowledged']} acknowledged writes lost, "
+            f"outage {row['outage_s']} s ({run.new} is the primary now)")
+
+
+def rpo_table(rows) -> pd.DataFrame:
+    """The rows ``failover_action`` collected: one line per failover you ran."""
+    cols = ["mode", "fault", "latency_ms", "acknowledged", "lost", "unknown", "outage_s", "commit_ms_old"]
+    return pd.DataFrame(list(rows), columns=cols)
+
+
+def failover_panel(cluster, rows: "list | None" = None):
+    """Pick a mode, a fault and the added latency, press *fail over*: each press runs
+    ``failover_action`` and adds a row to the table below it (``rows``, if you pass your own list)."""
+    import html
+
+    import ipywidgets as w
+    from IPython.display import display
+    rows = rows if rows is not None else []
+    mode = w.Dropdown(options=MODES, value="async", description="mode", layout=w.Layout(width="200px"))
+    fault = w.Dropdown(options=FAULTS, value="crash", description="fault", layout=w.Layout(width="200px"))
+    latency = w.IntSlider(value=10, min=0, max=50, step=5, description="latency ms", layout=w.Layout(width="320px"))
+    go = w.Button(description="fail over", button_style="danger", layout=w.Layout(width="110px"))
+    message = w.HTML(value="<i>nothing happens until you press the button (each press takes a few seconds)</i>")
+    out = w.Output()
+
+    def on_click(_b):
+        message.value = f"<i>{html.escape(mode.value)} × {html.escape(fault.value)}: failing over…</i>"
+        message.value = html.escape(failover_action(cluster, mode.value, fault.value, latency.value, rows))
+        with out:
+            out.clear_output(wait=True)
+            display(rpo_table(rows))
+
+    go.on_click(on_click)
+    return w.VBox([w.HBox([mode, fault, latency, go]), message, out])
+
+
 def rewind_log(node, tail: int = 400) -> Text:
     """The lines of ``node``'s log written by replica/entrypoint.sh and pg_rewind (its last rejoin)."""
     lines = [ln for ln in node.logs(tail).splitlines() if ln.startswith(("entrypoint[", "pg_rewind:"))]

@@ -164,6 +164,19 @@ def test_zero_loss_setting_check(cluster):
         failover.set_mode(cluster, "async")
 
 
+def test_failover_panel_callback_builds_the_table(cluster):
+    rows = []
+    msg = failover.failover_action(cluster, "remote_apply", "crash", 5, rows)
+    assert msg.startswith("remote_apply × crash: 0 of ") and "is the primary now" in msg
+    table = failover.rpo_table(rows)
+    assert table[["mode", "fault", "latency_ms", "lost"]].values.tolist() == [["remote_apply", "crash", 5, 0]]
+    assert checks.check("06.3", cluster)  # restored after the failover
+    assert failover.failover_action(cluster, "quorum", "crash", 5, rows).startswith("quorum × crash: could not")
+    assert len(rows) == 1
+    panel = failover.failover_panel(cluster, rows)
+    assert panel.children[0].children[3].description == "fail over"
+
+
 def test_errors_a_student_can_meet(cluster):
     with pytest.raises(LabError, match="mode is one of"):
         failover.failover(cluster, mode="sync")
@@ -175,3 +188,27 @@ def test_errors_a_student_can_meet(cluster):
         failover.fence(cluster, cluster.primary.name)
     with pytest.raises(LabError, match="switch over to a replica"):
         cluster.switchover(cluster.primary.name)
+
+
+@pytest.mark.compose
+def test_compose_crash_failover_and_its_limits(docker_engine, tmp_path):
+    """On compose: a kill -9 failover under load, the writer following, the second replica retargeted
+    to the new primary's service (ALTER SYSTEM primary_conninfo); rejoin says it needs local."""
+    from test_backends import compose_env
+    with compose_env(docker_engine):
+        home = tmp_path / "lab"
+        c = lab.up(replicas=2, home=home, quiet=True, backend="compose")
+        try:
+            run = failover.failover(c, mode="on", fault="crash", rate=100, before=0.5, after=0.3, quiet=True)
+            s = run.summary().iloc[0]
+            assert s["lost"] == 0 and s["outage_s"] is not None
+            other = [r for r in c.replicas if r.name != run.new][0]
+            assert failover._follows(c, other, timeout=30)
+            host = other.scalar("SELECT sender_host FROM pg_stat_wal_receiver", dbname="postgres")
+            assert host == c.node(run.new).spec["service"]
+            with pytest.raises(LabError, match="needs the local backend"):
+                c.rejoin(run.old)
+            with pytest.raises(LabError, match="needs the local backend"):
+                failover.failover(c, fault="partition")
+        finally:
+            lab.down(wipe=True, home=home)
