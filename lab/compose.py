@@ -35,6 +35,8 @@ PROFILES = ["replica2", "replica3", "app", "pgadmin"]
 READY_TIMEOUT = 90
 PGADMIN_EMAIL = "student@lab.example.com"
 PGADMIN_IMAGE = os.environ.get("LAB_PGADMIN_IMAGE", "dpage/pgadmin4:8")
+DEFAULT_APP_IMAGE = "pglab/crypto-app:latest"
+APP_START_TIMEOUT = 180
 
 
 def compose_cli() -> "list[str] | None":
@@ -151,6 +153,17 @@ class ComposeBackend:
         if self.cfg.get("pgadmin_port"):
             env.update(PGADMIN_PORT=str(self.cfg["pgadmin_port"]), PGADMIN_EMAIL=PGADMIN_EMAIL,
                        PGADMIN_SERVERS_JSON=str(self.pgadmin_servers_file))
+        # web-app (the crypto app): its token, image, ports, and the nodes by service name inside
+        # the network (the password reaches it as PGPASSWORD, from POSTGRES_PASSWORD above)
+        env["APP_API_TOKEN"] = self.cfg.setdefault("app_token", __import__("secrets").token_urlsafe(24))
+        env["LAB_APP_IMAGE"] = self.cfg.get("app_image") or os.environ.get("LAB_APP_IMAGE", DEFAULT_APP_IMAGE)
+        primary = nodes.get(self.state.get("primary"))
+        if primary:
+            env["APP_PRIMARY_DSN"] = f"host={primary['service']} port=5432"
+            env["APP_REPLICA_DSNS"] = ";".join(f"host={n['service']} port=5432" for n in nodes.values()
+                                               if n is not primary)
+        if self.cfg.get("app_ports"):
+            env["APP_API_PORT"], env["APP_DASHBOARD_PORT"] = map(str, self.cfg["app_ports"])
         path = Path(self.cfg["env_file"])
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -491,6 +504,78 @@ class ComposeBackend:
             print(repr(info) + f"\n  servers: {', '.join(n['service'] for n in self.state['nodes'].values())} "
                   f"(user {self.state['superuser']}, password: cluster.credentials['password'])")
         return info
+
+    # --- the crypto app (the web-app service) ---------------------------------------------
+    def start_webapp(self, quiet: bool = False, timeout: float = APP_START_TIMEOUT):
+        """The ``web-app`` service: the crypto app's API, dashboard and price feed in one container,
+        reaching the nodes by service name; API and dashboard published on 127.0.0.1.  Starting it
+        again re-creates it only if its settings changed (e.g. the primary after a failover).
+        Returns a ``lab.webapp.WebApp`` (URLs and the API token)."""
+        import docker.errors
+        from .webapp import WebApp
+        image = self.cfg.get("app_image") or os.environ.get("LAB_APP_IMAGE", DEFAULT_APP_IMAGE)
+        self.cfg["app_image"] = image
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            self.write_env()
+            r = self.compose("--profile", "app", "build", "web-app", check=False, timeout=1800)
+            if r.returncode != 0:
+                tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-8:])
+                raise ServerStartError(f"building the app image {image} failed; last lines:\n{tail}")
+        # the old ports first, unless a node or pgAdmin of this lab has one now (claim() would say "ours")
+        taken = {n["port"] for n in self.state["nodes"].values()} | {self.cfg.get("pgadmin_port")}
+        old = [p for p in self.cfg.get("app_ports") or [] if p not in taken]
+        api_port, dash_port = ports.claim_free_ports(2, self.owner, preferred=old)
+        self.cfg["app_ports"] = [api_port, dash_port]
+        self.home.save(self.state)
+        self.write_env()
+        self.compose("--profile", "app", "up", "-d", "--no-deps", "--no-build", "web-app")
+        api, dash = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{dash_port}"
+        self._wait_webapp([api + "/health", dash + "/_stcore/health"], timeout)
+        info = WebApp(api_url=api, dashboard_url=dash, token=self.cfg["app_token"], pids={}, running=True,
+                      home=str(self.home.path))
+        if not quiet:
+            print(repr(info) + f"\n  container: {self.cfg['prefix']}web-app (docker logs {self.cfg['prefix']}web-app)")
+        return info
+
+    def _wait_webapp(self, urls, timeout: float) -> None:
+        import urllib.request
+        import docker.errors
+        name = self.cfg["prefix"] + "web-app"
+        deadline = time.monotonic() + timeout
+        todo = list(urls)
+        while todo:
+            try:
+                with urllib.request.urlopen(todo[0], timeout=2) as r:
+                    if r.status == 200:
+                        todo.pop(0)
+                        continue
+            except OSError:
+                pass
+            try:
+                c = self.client.containers.get(name)
+                stopped = c.status in ("exited", "dead")
+            except docker.errors.NotFound:
+                c, stopped = None, True
+            if stopped or time.monotonic() > deadline:
+                tail = c.logs(tail=8).decode("utf-8", "replace").strip() if c else ""
+                what = "stopped while starting" if stopped else f"did not answer on {todo[0]} within {timeout:.0f} s"
+                raise ServerStartError(f"the crypto app ({name}) {what}; last log lines:\n{tail}")
+            time.sleep(0.25)
+
+    def stop_webapp(self) -> bool:
+        """Stop and remove the ``web-app`` container and release its ports (the token is kept);
+        True if it ran."""
+        import docker.errors
+        try:
+            was = self.client.containers.get(self.cfg["prefix"] + "web-app").status == "running"
+        except docker.errors.NotFound:
+            was = False
+        if Path(self.cfg["env_file"]).exists():
+            self.compose("--profile", "app", "rm", "-f", "-s", "web-app", check=False, timeout=120)
+        ports.release(self.cfg.get("app_ports") or [], self.owner)
+        return was
 
     def storage_of(self, spec) -> dict:
         import docker.errors
