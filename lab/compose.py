@@ -590,11 +590,13 @@ class ComposeBackend:
     def after_down(self) -> None:
         """Like ``docker compose down``: remove the stopped containers and the network; volumes stay."""
         if Path(self.cfg["env_file"]).exists():
+            self.write_env()  # an env file of an older lab may lack a variable the compose file requires
             self.compose(*sum((["--profile", p] for p in PROFILES), []), "down", "--remove-orphans",
                          check=False, timeout=120)
 
     def wipe(self) -> None:
         if Path(self.cfg["env_file"]).exists():
+            self.write_env()
             self.compose(*sum((["--profile", p] for p in PROFILES), []), "down", "-v", "--remove-orphans",
                          check=False, timeout=120)
         Path(self.cfg["env_file"]).unlink(missing_ok=True)

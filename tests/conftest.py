@@ -74,6 +74,22 @@ def cluster(lab_home):
     return lab.up(replicas=1, home=lab_home, quiet=True)
 
 
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    """A primary + two replicas for a test module; what chapter 05 changes (proxies, synchronous
+    standbys) is put back, then it is wiped."""
+    import lab
+    from lab import sync
+
+    home = tmp_path_factory.mktemp("lab")
+    c = lab.up(replicas=2, home=home, quiet=True)
+    yield c
+    try:
+        sync.tidy(c)
+    finally:
+        lab.down(wipe=True, home=home)
+
+
 @pytest.fixture
 def fresh_cluster(tmp_path):
     """A primary + one replica for one destructive test; wiped afterwards."""

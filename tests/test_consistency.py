@@ -3,18 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-import lab
 from lab import consistency as cs
 from lab import proxy
 from lab.errors import LabError
-
-
-@pytest.fixture(scope="module")
-def two(tmp_path_factory):
-    home = tmp_path_factory.mktemp("lab")
-    c = lab.up(replicas=2, home=home, quiet=True)
-    yield c
-    lab.down(wipe=True, home=home)
 
 
 def test_read_your_writes_violated_without_a_fix_and_never_with_either(two):

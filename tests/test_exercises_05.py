@@ -1,19 +1,7 @@
 """Chapter 05's self-checks and the link panel's callback, on a real cluster: ❌ before, ✅ after."""
 from __future__ import annotations
 
-import pytest
-
-import lab
 from lab import checks, lag, proxy, sync
-
-
-@pytest.fixture(scope="module")
-def two(tmp_path_factory):
-    home = tmp_path_factory.mktemp("lab")
-    c = lab.up(replicas=2, home=home, quiet=True)
-    yield c
-    sync.tidy(c)
-    lab.down(wipe=True, home=home)
 
 
 def test_chapter_05_registers_its_exercises():

@@ -5,18 +5,8 @@ from __future__ import annotations
 import pytest
 from matplotlib.figure import Figure
 
-import lab
 from lab import proxy, sync
 from lab.errors import LabError
-
-
-@pytest.fixture(scope="module")
-def two(tmp_path_factory):
-    home = tmp_path_factory.mktemp("lab")
-    c = lab.up(replicas=2, home=home, quiet=True)
-    yield c
-    sync.tidy(c)
-    lab.down(wipe=True, home=home)
 
 
 def test_set_synchronous_and_back(two):
