@@ -224,13 +224,14 @@ class Failover:
         ax = fig.subplots()
         ack = log[log["outcome"] == "acknowledged"]
         colours = {self.old: "#2f5d8a", self.new: "#3b7d3b"}
+        t_all = ack["done_at"] - t0
+        bins = [x / 20 for x in range(int(min(t_all.min(), 0) * 20) - 1, int(t_all.max() * 20) + 2)]
         for node, part in ack.groupby("node"):
-            t = part["done_at"] - t0
-            bins = [x / 20 for x in range(int(min(t.min(), 0) * 20) - 1, int(t.max() * 20) + 2)]
-            ax.hist(t, bins=bins, color=colours.get(node, "#777777"), alpha=0.8, label=f"acknowledged by {node}")
+            ax.hist(part["done_at"] - t0, bins=bins, color=colours.get(node, "#777777"), alpha=0.8,
+                    label=f"acknowledged by {node}")
         if self.lost is not None and len(self.lost):
-            ax.hist(self.lost["done_at"] - t0, bins=40, color="#b3261e", label="acknowledged, then LOST")
-        for x, what, style in ((0, "fault", "-"), (self.t_promoted - t0, "promoted", "--"),
+            ax.hist(self.lost["done_at"] - t0, bins=bins, color="#b3261e", label="acknowledged, then LOST")
+        for x, what, style in ((0, "fault", "-"), (self.t_promoted - t0, "promote() returned", "--"),
                                (None if self.t_fenced is None else self.t_fenced - t0, "fenced", ":")):
             if x is not None:
                 ax.axvline(x, color="black", linestyle=style, linewidth=1)

@@ -54,6 +54,9 @@ def test_async_crash_loses_exactly_the_writes_past_the_fork(cluster):
     present = workload.rows_on(cluster.primary, run.writer.run_id)
     ack = run.writer.acknowledged()
     assert set(ack["seq"]) - present == set(run.lost["seq"])
+    fig = run.figure()
+    assert f"{s['lost']} acknowledged writes lost" in fig.axes[0].get_title()
+    assert "acknowledged, then LOST" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     tl = failover.timelines(cluster).set_index("node")
     assert tl.loc[run.new, "timeline"] == before + 1 and not tl.loc[run.new, "in_recovery"]
     # the replica that was not promoted followed the new primary onto its timeline without a restart
