@@ -233,7 +233,8 @@ class Node:
         return faults.resume(self)
 
     def promote(self) -> "Node":
-        """Make this replica a primary (``pg_ctl promote``); the cluster now writes here."""
+        """Make this replica a primary (a promote signal, like ``pg_ctl promote``); the other
+        replicas follow it; the cluster now writes here."""
         self._cluster._promote(self.name)
         return self
 
