@@ -6,7 +6,7 @@
 #   make down     stop the lab's cluster (data kept)
 #   make doctor   diagnose the environment
 #   make pgadmin  pgAdmin 4 on 127.0.0.1 with the cluster's nodes (installs it into .venv-pgadmin the first time)
-#   make bench    run the benchmarks
+#   make bench    the bring-up benchmark (make bench-failover, make bench-app: the others)
 #   make clean    stop and wipe the clusters under .lab/, then remove .lab and .venv
 
 SHELL := /bin/bash
@@ -23,7 +23,7 @@ NBVAL_LAB_HOME := $(CURDIR)/.lab/nbval
 # Jupyter refuses to run as root without --allow-root (CI, containers).
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: help setup lab test down doctor bench clean pgadmin
+.PHONY: help setup lab test down doctor bench bench-failover bench-app clean pgadmin
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -73,6 +73,12 @@ pgadmin: setup
 
 bench: setup
 	$(PY) bench/bringup.py
+
+bench-failover: setup
+	$(PY) bench/failover.py --runs 100
+
+bench-app: setup
+	$(PY) bench/app.py
 
 # .lab is removed only after its clusters are stopped and wiped.
 clean:
