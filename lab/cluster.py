@@ -177,13 +177,12 @@ class Cluster:
         new timeline), then ``replica/entrypoint.sh`` with REPLICA_REJOIN=1 rewinds it with
         pg_rewind and gives it its own slot; it starts on its own port (pg_rewind copied the
         primary's configuration; node.conf is rewritten at start).  Whatever it wrote after the
-        fork is discarded: that is the point.
+        fork is discarded: that is the point.  On compose the node's container does the same at its
+        start: its role file says ``ROLE=replica`` with ``REPLICA_REJOIN=1`` (``master/entrypoint.sh``
+        hands over to ``replica/entrypoint.sh``).
 
         >>> cluster.rejoin("primary")          # doctest: +SKIP
         """
-        if self.backend_name != "local":
-            raise LabError("rejoin needs the local backend for now: with compose, remove the former primary's "
-                           "container and volume (lab.down(wipe=True) resets the cluster)")
         t0 = time.monotonic()
         with self.home.locked():
             self._reload()
@@ -216,9 +215,6 @@ class Cluster:
         >>> cluster.switchover("replica1")     # doctest: +SKIP
         """
         from .lsn import parse_lsn as _parse
-        if self.backend_name != "local":
-            raise LabError("switchover needs the local backend for now (rejoin of the old primary): "
-                           "on compose, stop the primary and promote a replica by hand")
         t0 = time.monotonic()
         with self.home.locked():
             self._reload()
@@ -245,6 +241,7 @@ class Cluster:
                 time.sleep(0.005)
             self._promote(name)
             self.rejoin(old.name)
+            self.wait_streaming()  # the other replicas too (each one's WAL receiver reconnects)
         _say(quiet, f"switchover: {name} is the primary, {old.name} its replica ({time.monotonic() - t0:.1f} s)")
         return Node(self, name)
 

@@ -296,9 +296,6 @@ def failover(cluster, mode: str = "async", fault: str = "crash", rate: "float | 
     running = [r for r in cluster.replicas if r.is_running]
     if not running:
         raise NotRunning("failover needs a running replica: cluster.start() or cluster.add_replica()")
-    if (latency_ms or fault == "partition") and cluster.backend_name != "local":
-        raise LabError("added latency and a partition go through the lab's proxy, which needs the local "
-                       "backend (LAB_BACKEND=local); on compose, use fault='crash' without latency_ms")
     workload.ensure_table(old)
     names = set_mode(cluster, mode)
     routed = []

@@ -8,8 +8,15 @@
 #     from inside the container, run init-master.sh, stop it;
 #  3. exec postgres (arguments are passed on, e.g. -c cluster_name=pg-master).
 #
+# After a failover this container's node may be a replica of another service: the lab records
+# each node's role beside its data (LAB_ROLE_FILE, in the volume: ROLE=replica,
+# PRIMARY_HOST=..., REPLICA_NAME, SLOT_NAME, REPLICA_REJOIN).  With ROLE=replica this script
+# hands over to replica/entrypoint.sh (a former primary rejoins: pg_rewind).  Without the
+# file, or with ROLE=primary, it runs as above.
+#
 # Environment: PGDATA (required), POSTGRES_USER (default admin), POSTGRES_PASSWORD and
-# REPLICATION_PASSWORD (required), REPLICATION_USER, APP_DB (see init-master.sh).
+# REPLICATION_PASSWORD (required), REPLICATION_USER, APP_DB (see init-master.sh),
+# LAB_ROLE_FILE (optional).
 set -eu
 
 : "${PGDATA:?set PGDATA, the primary's data directory}"
@@ -19,6 +26,16 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 DONE="$PGDATA/lab-initialised"
 
 log() { echo "entrypoint[pg-master]: $*" >&2; }
+
+if [ -n "${LAB_ROLE_FILE:-}" ] && [ -f "$LAB_ROLE_FILE" ]; then
+    set -a   # what the file sets goes on to replica/entrypoint.sh
+    . "$LAB_ROLE_FILE"
+    set +a
+    if [ "${ROLE:-primary}" = "replica" ]; then
+        log "$LAB_ROLE_FILE: this node is now a replica of ${PRIMARY_HOST:-pg-master}: running replica/entrypoint.sh"
+        exec "$HERE/../replica/entrypoint.sh" "$@"
+    fi
+fi
 
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     log "empty data directory: initdb"

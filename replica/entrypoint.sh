@@ -14,6 +14,12 @@
 #  2. start PostgreSQL (exec), unless REPLICA_PREPARE_ONLY=1 (the lab's local
 #     backend prepares with this script and starts the server itself).
 #
+# First, the lab's record of this node's role (LAB_ROLE_FILE, beside the data in the volume;
+# containers only) is read: what it sets wins over the environment, which was fixed when the
+# container was created (PRIMARY_HOST=pg-master).  ROLE=primary (a promoted replica): start
+# the existing data as it is, a primary; ROLE=replica: the steps above, towards its
+# PRIMARY_HOST.  Without the file nothing changes.
+#
 # Environment (no host paths are baked in; containers and the lab both set these):
 #   PGDATA                 data directory of this replica (required)
 #   PRIMARY_HOST           primary's address           (default pg-master)
@@ -26,7 +32,15 @@
 #   WAIT_TIMEOUT           seconds to wait for the primary (default 60)
 #   REPLICA_REJOIN         1: rewind a former primary's data onto the primary (its
 #                          unreplicated writes are lost); default: refuse
+#   LAB_ROLE_FILE          the lab's role record (ROLE=primary|replica and the variables
+#                          above); optional
 set -eu
+
+if [ -n "${LAB_ROLE_FILE:-}" ] && [ -f "$LAB_ROLE_FILE" ]; then
+    set -a
+    . "$LAB_ROLE_FILE"
+    set +a
+fi
 
 : "${PGDATA:?set PGDATA, the replica's data directory}"
 : "${PRIMARY_HOST:=pg-master}"
@@ -43,6 +57,18 @@ log() { echo "entrypoint[$REPLICA_NAME]: $*" >&2; }
 export PGPASSWORD="$REPLICATION_PASSWORD"
 export PGCONNECT_TIMEOUT=5
 PARTIAL="${PGDATA%/}.basebackup-incomplete"
+
+if [ "${ROLE:-replica}" = "primary" ]; then
+    if [ ! -f "$PGDATA/PG_VERSION" ]; then
+        log "$LAB_ROLE_FILE says this node is a primary, but $PGDATA holds no database: refusing to start"
+        exit 3
+    fi
+    log "$LAB_ROLE_FILE: this node is a primary (promoted): starting its data as it is"
+    if [ "$REPLICA_PREPARE_ONLY" = "1" ]; then
+        exit 0
+    fi
+    exec postgres -D "$PGDATA" "$@"
+fi
 
 # Wait for the primary (pg_isready: no password needed, polled with a deadline).
 wait_for_primary() {
@@ -89,6 +115,16 @@ base_backup() {
 # reaches by itself, and the WAL since the fork still on the primary: wal_keep_size, slots).
 rewind() {
     log "rewinding with pg_rewind onto the primary's timeline"
+    # After a crash pg_rewind runs the data's crash recovery (postgres --single), which refuses a
+    # postmaster.pid naming a live process.  In a container the dead postmaster was PID 1, which
+    # is now this script: that file is stale (and so is one whose process is gone).
+    if [ -f "$PGDATA/postmaster.pid" ]; then
+        old_pid=$(head -n 1 "$PGDATA/postmaster.pid")
+        if [ "$old_pid" = "$$" ] || ! kill -0 "$old_pid" 2>/dev/null; then
+            log "removing a stale postmaster.pid (PID $old_pid) left by the crashed server"
+            rm -f "$PGDATA/postmaster.pid"
+        fi
+    fi
     if pg_rewind --target-pgdata="$PGDATA" --write-recovery-conf --progress \
         --source-server="host=$PRIMARY_HOST port=$PRIMARY_PORT user=$REPLICATION_USER dbname=postgres application_name=$REPLICA_NAME" \
         >&2; then

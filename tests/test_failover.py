@@ -193,25 +193,114 @@ def test_errors_a_student_can_meet(cluster):
         cluster.switchover(cluster.primary.name)
 
 
-@pytest.mark.compose
-def test_compose_crash_failover_and_its_limits(docker_engine, tmp_path):
-    """On compose: a kill -9 failover under load, the writer following, the second replica retargeted
-    to the new primary's service (ALTER SYSTEM primary_conninfo); rejoin says it needs local."""
+# --- the compose backend: the same chapter on containers ----------------------------------------
+@pytest.fixture(scope="module")
+def on_compose(request, tmp_path_factory):
+    """Two replicas as containers (pg-master, pg-replica, pg-replica2) on the private engine."""
     from test_backends import compose_env
-    with compose_env(docker_engine):
-        home = tmp_path / "lab"
+    engine = request.getfixturevalue("docker_engine")
+    home = tmp_path_factory.mktemp("lab")
+    with compose_env(engine):
         c = lab.up(replicas=2, home=home, quiet=True, backend="compose")
         try:
-            run = failover.failover(c, mode="on", fault="crash", rate=100, before=0.5, after=0.3, quiet=True)
-            s = run.summary().iloc[0]
-            assert s["lost"] == 0 and s["outage_s"] is not None
-            other = [r for r in c.replicas if r.name != run.new][0]
-            assert failover._follows(c, other, timeout=30)
-            host = other.scalar("SELECT sender_host FROM pg_stat_wal_receiver", dbname="postgres")
-            assert host == c.node(run.new).spec["service"]
-            with pytest.raises(LabError, match="needs the local backend"):
-                c.rejoin(run.old)
-            with pytest.raises(LabError, match="needs the local backend"):
-                failover.failover(c, fault="partition")
+            yield c
         finally:
-            lab.down(wipe=True, home=home)
+            try:
+                failover.tidy(c)
+            finally:
+                lab.down(wipe=True, home=home)
+
+
+@pytest.fixture
+def ccluster(on_compose):
+    failover.tidy(on_compose)
+    return on_compose
+
+
+def role_file(cluster, name) -> dict:
+    """The role file in a node's volume (what its entrypoint reads at the next start)."""
+    import io
+    import tarfile
+    from lab.compose import ROLE_FILE
+    c = cluster.backend.container(cluster.node(name).spec)
+    stream, _ = c.get_archive(ROLE_FILE)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        text = tar.extractfile(tar.getmembers()[0]).read().decode()
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+
+
+@pytest.mark.compose
+def test_compose_crash_with_latency_then_the_former_primary_rejoins(ccluster):
+    """A kill -9 under load with 20 ms on every replica's link (the proxy on the network's gateway);
+    the writer follows; the other replica is retargeted to the new primary's service; pg-master's
+    container, restarted with ROLE=replica in its role file, rewinds itself into a replica."""
+    c = ccluster
+    run = failover.failover(c, mode="async", fault="crash", rate=300, before=0.6, after=0.3, latency_ms=20,
+                            quiet=True)
+    s = run.summary().iloc[0]
+    assert s["outage_s"] is not None and s["lost"] == run.audit.set_index("outcome").loc["acknowledged", "missing"]
+    assert all(parse_lsn(lsn) > parse_lsn(run.against_fork().attrs["switchpoint"]) for lsn in run.lost["lsn"])
+    new = c.node(run.new)
+    assert role_file(c, run.new)["ROLE"] == "primary"
+    other = [r for r in c.replicas if r.name != run.new][0]
+    assert failover._follows(c, other, timeout=30)
+    assert other.scalar("SELECT sender_host FROM pg_stat_wal_receiver", dbname="postgres") == new.spec["service"]
+    assert role_file(c, other.name)["PRIMARY_HOST"] == new.spec["service"]
+    done = failover.restore(c)
+    assert any(f"rewound {run.old}" in d for d in done)
+    old = c.node(run.old)
+    assert old.role == "replica"
+    assert "pg_rewind done" in old.logs(400), failover.rewind_log(old)
+    rf = role_file(c, run.old)
+    assert (rf["ROLE"], rf["PRIMARY_HOST"], rf["REPLICA_REJOIN"]) == ("replica", new.spec["service"], "0")
+    assert old.scalar("SELECT sender_host FROM pg_stat_wal_receiver", dbname="postgres") == new.spec["service"]
+    c.wait_replayed(timeout=30)
+    assert checks.check("06.3", c)
+
+
+@pytest.mark.compose
+def test_compose_containers_restart_in_their_new_roles(ccluster):
+    """After a failover: the promoted replica's container (replica/entrypoint.sh) restarts as the
+    primary; a replica's container restarted streams from the new primary's service; a replica added
+    now (a new container) takes its base backup from it (PG_PRIMARY_HOST)."""
+    c = ccluster
+    to = next(r.name for r in c.replicas if r.spec["service"] != "pg-master")  # runs replica/entrypoint.sh
+    run = failover.failover(c, mode="on", fault="crash", rate=100, before=0.3, after=0.2, candidate=to, quiet=True)
+    assert run.summary().iloc[0]["lost"] == 0
+    failover.restore(c)
+    new = c.node(run.new)
+    new.restart()
+    assert c.primary.name == run.new and not failover.timeline(new)["in_recovery"]
+    assert "this node is a primary (promoted)" in new.logs(50)
+    c.wait_streaming(timeout=60)
+    for r in c.replicas:
+        r.restart()
+    c.wait_streaming(timeout=60)
+    assert all(failover._follows(c, r, timeout=30) for r in c.replicas)
+    extra = c.add_replica()
+    try:
+        assert extra.spec["service"] == "pg-replica3"
+        assert extra.scalar("SELECT sender_host FROM pg_stat_wal_receiver", dbname="postgres") == new.spec["service"]
+    finally:
+        c.remove_replica(extra.name)
+
+
+@pytest.mark.compose
+def test_compose_partition_split_brain_fence_and_switchover(ccluster):
+    c = ccluster
+    run = failover.failover(c, mode="async", fault="partition", rate=300, before=0.4, after=0.2,
+                            fence_after=0.4, quiet=True)
+    s = run.summary().iloc[0]
+    assert s["acked_by_old_after_fault"] > 0 and s["lost"] >= s["acked_by_old_after_fault"]
+    assert set(run.lost["node"]) == {run.old} and not c.node(run.old).is_running
+    brain = failover.split_brain(c).set_index("node")
+    assert brain["accepts_writes"].all()
+    fenced = failover.fence(c, run.old, how="standby").set_index("node")  # standby.signal into a stopped container
+    assert fenced["accepts_writes"].sum() == 1 and not fenced.loc[run.old, "accepts_writes"]
+    c.rejoin(run.old)
+    assert c.node(run.old).role == "replica" and checks.check("06.3", c)
+    df = failover.switchover(c, run.old, rate=200, seconds=0.6, quiet=True)
+    assert df.iloc[0]["lost"] == 0 and df.iloc[0]["acknowledged"] > 0
+    assert c.primary.name == run.old and c.node(run.new).role == "replica"
+    assert failover._follows(c, c.node(run.new), timeout=30)
+    assert checks.check("06.2", c) and checks.check("06.3", c)
