@@ -277,6 +277,18 @@ def _wait_for(pred, timeout: float, step: float = 0.005) -> bool:
     return pred()
 
 
+def _route(cluster, replica: str, latency_ms: float):
+    """``proxy.route``, tried once more if the proxy's new port could not be bound: on compose the
+    proxy listens on the network's gateway, where a port free on 127.0.0.1 (what its claim checks)
+    may still be taken; the retry claims another."""
+    try:
+        return proxy.route(cluster, replica, latency_ms=latency_ms)
+    except LabError as e:
+        if "could not listen" not in str(e):
+            raise
+        return proxy.route(cluster, replica, latency_ms=latency_ms)
+
+
 def failover(cluster, mode: str = "async", fault: str = "crash", rate: "float | None" = 500,
              before: float = 1.0, after: float = 0.5, latency_ms: float = 0, fence_after: float = 0.5,
              candidate: "str | None" = None, quiet: bool = False) -> Failover:
@@ -301,7 +313,7 @@ def failover(cluster, mode: str = "async", fault: str = "crash", rate: "float | 
     routed = []
     if latency_ms or fault == "partition":
         for r in running:
-            proxy.route(cluster, r.name, latency_ms=latency_ms)
+            _route(cluster, r.name, latency_ms)
             routed.append(r.name)
     level = None if mode == "async" else mode
     dsn = workload.multi_host_dsn(cluster, connect_timeout=1)

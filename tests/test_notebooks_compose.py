@@ -3,7 +3,9 @@ private Docker engine (the local backend's runs are `make test`'s scripts/test-n
 
 Chapter 03: its base backup is taken in the primary's container, copied out to the lab home, and
 copied into a replica container's volume when adopted.  Chapter 05: the proxy listens on the compose
-network's gateway, which the replica containers reach.
+network's gateway, which the replica containers reach.  Chapters 06 and 07: failovers, rejoins and a
+switchover move the roles between containers; each node's role file in its volume (lab-role.env)
+tells its entrypoint what it is when its container starts again.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ pytestmark = [pytest.mark.compose, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parent.parent
 CHAPTERS = ["00_start_here", "01_primary_and_replica", "02_wal", "03_base_backups_and_slots", "04_hot_standby",
-            "05_lag_and_sync_commit"]
+            "05_lag_and_sync_commit", "06_failover", "07_crypto_app"]
 
 
 def test_chapters_run_twice_on_compose(docker_engine, tmp_path):
@@ -30,7 +32,7 @@ def test_chapters_run_twice_on_compose(docker_engine, tmp_path):
         for run in (1, 2):
             r = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "--nbval-current-env",
                                 "-p", "no:cacheprovider", *nbs], env=env, cwd=REPO, capture_output=True,
-                               text=True, timeout=900)
+                               text=True, timeout=1500)
             assert r.returncode == 0, f"nbval run {run} on compose failed:\n{r.stdout[-4000:]}"
             assert " passed" in r.stdout.strip().splitlines()[-1]
     finally:
