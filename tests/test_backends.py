@@ -325,3 +325,20 @@ def test_compose_replica_streams_through_a_proxy_with_latency(docker_engine, tmp
         finally:
             proxy.unroute_all(c, wait=False)
             c.down(wipe=True)
+
+
+def test_switchover_and_back_keeps_every_row(cluster):
+    """A planned switchover to the replica and back, on either backend: on compose the old primary's
+    container (pg-master) restarts as a replica (its role file), then becomes the primary again."""
+    insert(cluster.primary, "before the switchover")
+    cluster.switchover("replica1")
+    assert cluster.primary.name == "replica1" and cluster.node("primary").role == "replica"
+    insert(cluster.primary, "on replica1 as the primary")
+    cluster.wait_replayed()
+    assert rows_with(cluster.node("primary"), "on replica1 as the primary") == 1
+    cluster.switchover("primary")
+    assert cluster.primary.name == "primary" and cluster.node("replica1").role == "replica"
+    insert(cluster.primary, "back on primary")
+    cluster.wait_replayed()
+    r = cluster.node("replica1")
+    assert [rows_with(r, t) for t in ("before the switchover", "on replica1 as the primary", "back on primary")] == [1, 1, 1]
