@@ -131,6 +131,12 @@ class Cluster:
                 raise NotRunning(f"{name} is stopped: start it before promoting it")
             self.backend.promote(spec)
             self._wait_writable(name)
+            # a primary keeps no standby settings: a base backup (or pg_rewind) of it would copy
+            # them, and a replica made from it would ask for this node's old slot
+            node = Node(self, name)
+            node.execute("ALTER SYSTEM RESET primary_conninfo", dbname="postgres")
+            node.execute("ALTER SYSTEM RESET primary_slot_name", dbname="postgres")
+            node.execute("SELECT pg_reload_conf()", dbname="postgres")
             old = self._state["primary"]
             if old != name:
                 self._state["nodes"][old]["role"] = Role.FORMER_PRIMARY.value

@@ -287,6 +287,11 @@ def test_promote_makes_the_replica_the_primary(fresh_cluster):
     assert timeline >= 1
     with pytest.raises(LabError, match="only a replica can be promoted"):
         c.node("replica1").promote()
+    # no standby settings left on the new primary: a base backup of it would copy them
+    assert c.primary.scalar("SHOW primary_slot_name") == ""
+    assert c.primary.scalar("SHOW primary_conninfo") == ""
+    auto = c.primary.tool("cat", f"{c.primary.pgdata}/postgresql.auto.conf").stdout
+    assert "primary_slot_name" not in auto and "primary_conninfo" not in auto
 
 
 def test_two_labs_side_by_side(tmp_path):
