@@ -13,7 +13,9 @@ cd "$ROOT"
 
 PY=${PY:-$ROOT/.venv/bin/python}
 export LAB_HOME=${NBVAL_LAB_HOME:-$ROOT/.lab/nbval}
-NBVAL_ARGS=(--nbval-lax --nbval-current-env -p no:cacheprovider notebooks)
+# a cell that hangs (a commit waiting for a stopped synchronous standby...) fails after 300 s
+# instead of holding CI until its own limit
+NBVAL_ARGS=(--nbval-lax --nbval-current-env --nbval-cell-timeout=300 -p no:cacheprovider notebooks)
 
 status=0
 
