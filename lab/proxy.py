@@ -88,6 +88,17 @@ class Proxy:
 
     # --- lifecycle --------------------------------------------------------------------
     def start(self) -> "Proxy":
+        """Listen on a claimed port.  The claim checks the port on 127.0.0.1; on another address
+        (the compose network's gateway) it may still be taken there: then another port is tried."""
+        import errno
+        for attempt in range(5):
+            try:
+                return self._start_once()
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or attempt == 4:
+                    raise LabError(f"the proxy could not listen on {self.listen}: {e}; try again") from None
+
+    def _start_once(self) -> "Proxy":
         if self._thread is not None:
             return self
         self.port = ports.claim_free_ports(1, self.owner)[0]
@@ -121,6 +132,8 @@ class Proxy:
             self._thread.join(5)
             self._thread = None
             ports.release([self.port], self.owner)
+            if failure and isinstance(failure[0], OSError) and failure[0].errno is not None:
+                raise failure[0]  # start() tries another port if this one is in use
             raise LabError(f"the proxy could not listen on {self.listen}:{self.port}: "
                            f"{failure[0] if failure else 'no answer'}; try again")
         return self

@@ -128,3 +128,28 @@ def test_unroute_all_repairs_a_replica_left_on_a_dead_port(cluster):
     proxy.unroute_all(cluster)
     rcv = replica.sql("SELECT status, sender_port FROM pg_stat_wal_receiver", dbname="postgres").iloc[0]
     assert rcv["status"] == "streaming" and int(rcv["sender_port"]) == cluster.primary.port
+
+
+def test_a_port_in_use_on_the_listen_address_moves_the_proxy_to_another(monkeypatch):
+    """The port claim checks 127.0.0.1; a proxy on another address whose port is taken there
+    (simulated here on 127.0.0.1 itself) tries the next claimed port instead of failing."""
+    import socket
+    from lab import ports
+    from lab.proxy import Proxy
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    taken = busy.getsockname()[1]
+    real = ports.claim_free_ports
+    calls = []
+
+    def first_the_busy_port(n, owner):
+        calls.append(n)
+        return [taken] if len(calls) == 1 else real(n, owner)
+    monkeypatch.setattr(ports, "claim_free_ports", first_the_busy_port)
+    try:
+        with Proxy("127.0.0.1", 9, owner="test-proxy-retry") as p:
+            assert p.port != taken and len(calls) == 2
+    finally:
+        busy.close()
+        ports.release_all("test-proxy-retry")
