@@ -61,6 +61,23 @@ def net_state_changes(before: dict, after: dict) -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def compose_env(engine, **extra):
+    """DOCKER_HOST and the node image of the private engine (and ``extra`` variables, e.g.
+    LAB_APP_IMAGE=...) in os.environ for a while; the earlier values come back afterwards."""
+    new = {"DOCKER_HOST": engine.host, "LAB_NODE_IMAGE": engine.images["node"], **extra}
+    saved = {k: os.environ.get(k) for k in new}
+    os.environ.update(new)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def require_compose_tier() -> None:
     from lab.dockerd import availability
     ok, why = availability()

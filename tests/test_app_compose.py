@@ -4,7 +4,6 @@ API and dashboard published on 127.0.0.1, the nodes reached by service name insi
 (lab.webapp) on the compose backend's published ports."""
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 
@@ -16,23 +15,9 @@ import lab.config
 import lab.webapp
 from lab import ports
 
+from docker_fixtures import compose_env
+
 pytestmark = [pytest.mark.integration, pytest.mark.compose]
-
-
-@contextlib.contextmanager
-def compose_env(engine, app_image):
-    """DOCKER_HOST, the node image and the app image of the private engine, for a while."""
-    new = {"DOCKER_HOST": engine.host, "LAB_NODE_IMAGE": engine.images["node"], "LAB_APP_IMAGE": app_image}
-    saved = {k: os.environ.get(k) for k in new}
-    os.environ.update(new)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +25,7 @@ def app_cluster(docker_engine, tmp_path_factory):
     from lab.dockerd import ensure_app_image
     image = ensure_app_image(docker_engine, lab.config.REPO)
     home = tmp_path_factory.mktemp("app-compose") / "lab"
-    with compose_env(docker_engine, image):
+    with compose_env(docker_engine, LAB_APP_IMAGE=image):
         c = lab.up(replicas=1, home=home, quiet=True, backend="compose")
         try:
             yield c

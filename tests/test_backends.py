@@ -2,7 +2,6 @@
 compose one (containers on a private Docker engine, where this machine can run one)."""
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -17,24 +16,9 @@ import lab.pgadmin
 from lab import ports
 
 from conftest import insert, rows_with
+from docker_fixtures import compose_env
 
 pytestmark = pytest.mark.integration
-
-
-@contextlib.contextmanager
-def compose_env(engine):
-    """DOCKER_HOST and the node image of the private engine, for the duration of a test."""
-    saved = {k: os.environ.get(k) for k in ("DOCKER_HOST", "LAB_NODE_IMAGE")}
-    os.environ["DOCKER_HOST"] = engine.host
-    os.environ["LAB_NODE_IMAGE"] = engine.images["node"]
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(params=["local", pytest.param("compose", marks=pytest.mark.compose)])

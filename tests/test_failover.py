@@ -197,7 +197,7 @@ def test_errors_a_student_can_meet(cluster):
 @pytest.fixture(scope="module")
 def on_compose(request, tmp_path_factory):
     """Two replicas as containers (pg-master, pg-replica, pg-replica2) on the private engine."""
-    from test_backends import compose_env
+    from docker_fixtures import compose_env
     engine = request.getfixturevalue("docker_engine")
     home = tmp_path_factory.mktemp("lab")
     with compose_env(engine):
