@@ -165,7 +165,7 @@ def main() -> int:
         ap.error("--wrk: wrk is not installed (apt-get install wrk)")
 
     import lab
-    from lab import ports
+    from lab.system import ports
     import importlib.util
     spec = importlib.util.spec_from_file_location("bench_table", BENCH / "table.py")
     table = importlib.util.module_from_spec(spec)

@@ -30,9 +30,9 @@ import psycopg2  # noqa: E402
 
 import lab  # noqa: E402
 from table import print_table  # noqa: E402 (bench/table.py)
-from lab import binaries, ports  # noqa: E402
-from lab.local import postmaster_pid  # noqa: E402
-from lab.osuser import server_user  # noqa: E402
+from lab.system import binaries, ports  # noqa: E402
+from lab.backends.local import postmaster_pid  # noqa: E402
+from lab.system.osuser import server_user  # noqa: E402
 
 
 def scratch(prefix: str) -> Path:

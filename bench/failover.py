@@ -31,8 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lab  # noqa: E402
-from lab import binaries, failover, workload  # noqa: E402
-from lab.osuser import server_user  # noqa: E402
+from lab import failover, workload
+from lab.system import binaries  # noqa: E402
+from lab.system.osuser import server_user  # noqa: E402
 from bringup import scratch  # noqa: E402 (bench/bringup.py: a temp dir the server user can reach)
 from table import print_table  # noqa: E402 (bench/table.py)
 

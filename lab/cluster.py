@@ -7,18 +7,18 @@
 """
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from . import ports
+from .backends import backend_class, choose_backend, make_backend
 from .errors import LabError, NotRunning, Timeout
-from .home import LabHome
 from .lsn import lsn_diff, parse_lsn
 from .node import Node, Role, valid_node_name
+from .system import ports
+from .system.home import LabHome
 
 MAX_REPLICAS = 5
 
@@ -220,7 +220,6 @@ class Cluster:
 
         >>> cluster.switchover("replica1")     # doctest: +SKIP
         """
-        from .lsn import parse_lsn as _parse
         t0 = time.monotonic()
         with self.home.locked():
             self._reload()
@@ -238,7 +237,7 @@ class Cluster:
             deadline = time.monotonic() + timeout
             while True:
                 replayed = target.scalar("SELECT pg_last_wal_replay_lsn()", dbname="postgres")
-                if replayed and _parse(replayed) > _parse(last):
+                if replayed and parse_lsn(replayed) > parse_lsn(last):
                     break
                 if time.monotonic() > deadline:
                     old.start()
@@ -451,33 +450,6 @@ class Cluster:
 
 
 # --- module-level entry points ---------------------------------------------------------
-BACKENDS = ("local", "compose")
-
-
-def _backend_class(name: str):
-    if name == "local":
-        from .local import LocalBackend
-        return LocalBackend
-    if name == "compose":
-        from .compose import ComposeBackend
-        return ComposeBackend
-    raise LabError(f"unknown backend {name!r}: use 'local' (processes) or 'compose' (Docker containers)")
-
-
-def make_backend(home: LabHome, state: dict):
-    return _backend_class(state.get("backend", "local"))(home, state)
-
-
-def choose_backend(backend: "str | None") -> str:
-    """An explicit choice, else LAB_BACKEND, else compose where a Docker daemon answers."""
-    name = backend or os.environ.get("LAB_BACKEND")
-    if name:
-        _backend_class(name)
-        return name
-    from .compose import compose_available
-    return "compose" if compose_available()[0] else "local"
-
-
 def _check_replicas(replicas) -> int:
     if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= MAX_REPLICAS:
         raise LabError(f"replicas must be a whole number from 0 to {MAX_REPLICAS}, not {replicas!r}")
@@ -531,7 +503,7 @@ def up(replicas: int = 1, home=None, quiet: bool = False, backend: "str | None" 
 
 def _create(h: LabHome, replicas: int, quiet: bool, backend: str) -> Cluster:
     t0 = time.monotonic()
-    cls = _backend_class(backend)
+    cls = backend_class(backend)
     if replicas > cls.max_replicas:
         raise LabError(f"the {backend} backend runs at most {cls.max_replicas} replicas, not {replicas}")
     state = {

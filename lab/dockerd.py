@@ -50,7 +50,7 @@ import threading
 import time
 from pathlib import Path
 
-from .procs import pid_alive
+from .system.process import pid_alive
 
 ROOT_PARENT = Path(os.environ.get("LAB_DOCKERD_ROOT", "/var/tmp/pglab-dockerd"))
 # No firewall rule, no sysctl, no default bridge: nothing on the host changes.
@@ -781,7 +781,7 @@ def node_key(repo_root: Path, base: str) -> str:
 
 def default_cache_dir(repo_root: Path) -> Path:
     """Beside the template cache (``~/.cache/pglab``, ``LAB_CACHE``), so clones share it."""
-    from .home import cache_dir
+    from .system.home import cache_dir
     return Path(os.environ.get("LAB_DOCKER_IMAGE_CACHE") or cache_dir() / "docker-images")
 
 

@@ -7,15 +7,15 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from . import binaries, ports
+from .system import binaries, ports
 from .errors import LabError
-from .home import LabHome, cache_dir
-from .osuser import server_user
+from .system.home import LabHome, cache_dir
+from .system.osuser import server_user
 
 
 def docker_status() -> tuple[bool, str]:
     """(answers, detail) for the Docker daemon, without waiting long."""
-    from .compose import _client
+    from .backends.compose import _client
     try:
         client = _client(timeout=3)
     except LabError as e:
@@ -65,8 +65,8 @@ def report(home=None) -> list[tuple[str, bool, str]]:
         rows.append(("lab home", False, str(e)))
     ok, detail = docker_status()
     rows.append(("Docker", ok, detail))
-    from .cluster import choose_backend
-    from .compose import compose_cli
+    from .backends import choose_backend
+    from .backends.compose import compose_cli
     cli = compose_cli()
     rows.append(("Compose CLI", True, " ".join(Path(c).name for c in cli) if cli else
                  "none (only the compose backend needs it: docker compose v2 or docker-compose)"))

@@ -2,6 +2,13 @@
 from __future__ import annotations
 
 
+class Text(str):
+    """A string that shows as plain lines in a notebook (logs, one-line accounts)."""
+
+    def __repr__(self):
+        return str(self)
+
+
 class LabError(Exception):
     """Base error of the lab.  In Jupyter it renders as its message alone, no traceback.
 
@@ -63,5 +70,4 @@ def attempt(action, *args, **kwargs):
     try:
         return action(*args, **kwargs)
     except LabError as e:
-        from .node import Text
         return Text(f"{type(e).__name__}: {e}")

@@ -17,7 +17,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql as pgsql
 
-from .errors import LabError, NotRunning, ReadOnlyError, SQLError
+from .errors import LabError, NotRunning, ReadOnlyError, SQLError, Text  # noqa: F401 (Text: lab.node.Text)
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -40,13 +40,6 @@ class State(str, enum.Enum):
 
     def __str__(self):
         return self.value
-
-
-class Text(str):
-    """A string that shows as plain lines in a notebook (for logs)."""
-
-    def __repr__(self):
-        return str(self)
 
 
 class Node:

@@ -44,10 +44,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import ports
+from .system import ports
 from .errors import LabError
-from .home import LabHome, cache_dir
-from .procs import pid_alive, pid_exists
+from .system.home import LabHome, cache_dir
+from .system.process import pid_alive, pid_exists
 
 REQUIREMENT = "pgadmin4>=9.0,<10"
 EMAIL = "student@lab.example.com"  # pgAdmin rejects special-use domains (.local, .test, localhost)

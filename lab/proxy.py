@@ -33,7 +33,7 @@ import time
 
 import pandas as pd
 
-from . import ports
+from .system import ports
 from .errors import LabError, NotRunning, Timeout
 from .node import Role
 
@@ -350,7 +350,7 @@ def _point(cluster, node, host: str, port: int) -> None:
         return
     if not node.is_running:
         return  # a container's settings are changed through its server
-    from .config import retarget_conninfo
+    from .backends.pgconf import retarget_conninfo
     info = node.scalar("SHOW primary_conninfo", dbname="postgres") or ""
     line = retarget_conninfo("primary_conninfo = '" + info.replace("'", "''") + "'\n", host, port)
     value = line.split("= '", 1)[1].rsplit("'", 1)[0].replace("''", "'")

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import ports
+from .system import ports
 from .errors import LabError
-from .home import LabHome
-from .procs import pid_alive
+from .system.home import LabHome
+from .system.process import pid_alive
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 90.0

@@ -17,7 +17,7 @@ set -u
 
 MIN_MAJOR=13
 REQUIRED="postgres initdb pg_ctl pg_basebackup psql pg_isready"
-# Same wording as lab.binaries.INSTALL_HINT.
+# Same wording as lab.system.binaries.INSTALL_HINT.
 INSTALL_HINT='install the PostgreSQL server (>= 13): `sudo apt-get install postgresql` (Debian/Ubuntu), `brew install postgresql@16` (macOS), or `conda install -c conda-forge postgresql`; or point PG_BIN at the directory holding `postgres` and `initdb`'
 
 say() { printf '%s\n' "ensure-postgres: $*" >&2; }
@@ -84,7 +84,7 @@ candidates() {
     return 0
 }
 
-# First number (with optional minor) in `postgres --version`, like lab.binaries.server_version.
+# First number (with optional minor) in `postgres --version`, like lab.system.binaries.server_version.
 server_version() {
     "$1/postgres" --version 2>/dev/null | head -n 1 \
         | sed -n 's/^[^0-9]*\([0-9][0-9]*\(\.[0-9][0-9]*\)\{0,1\}\).*/\1/p'

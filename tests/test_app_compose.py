@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 import lab
-import lab.config
+import lab.backends.pgconf
+import lab.system.paths
 import lab.webapp
-from lab import ports
+from lab.system import ports
 
 from docker_fixtures import compose_env
 
@@ -23,7 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.compose]
 @pytest.fixture(scope="module")
 def app_cluster(docker_engine, tmp_path_factory):
     from lab.dockerd import ensure_app_image
-    image = ensure_app_image(docker_engine, lab.config.REPO)
+    image = ensure_app_image(docker_engine, lab.system.paths.REPO)
     home = tmp_path_factory.mktemp("app-compose") / "lab"
     with compose_env(docker_engine, LAB_APP_IMAGE=image):
         c = lab.up(replicas=1, home=home, quiet=True, backend="compose")

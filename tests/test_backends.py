@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 import lab
-import lab.compose
-import lab.config
+import lab.backends.compose
+import lab.backends.pgconf
+import lab.system.paths
 import lab.pgadmin
-from lab import ports
+from lab.system import ports
 
 from conftest import insert, rows_with
 from docker_fixtures import compose_env
@@ -145,7 +146,7 @@ def test_a_port_taken_while_down_moves_the_node(cluster):
         assert rows_with(again.node("replica1"), "after the move") == 1
         if again.backend_name == "local":  # the replica's primary_conninfo followed the move
             auto = (Path(again.node("replica1").pgdata) / "postgresql.auto.conf").read_text()
-            assert lab.config.primary_conninfo(auto)["port"] == str(again.primary.port)
+            assert lab.backends.pgconf.primary_conninfo(auto)["port"] == str(again.primary.port)
 
 
 @pytest.mark.compose
@@ -187,11 +188,11 @@ def _check_compose_pgadmin(cluster):
     assert cluster.credentials["password"] not in str(servers)
     import docker.errors
     try:
-        cluster.backend.client.images.get(lab.compose.PGADMIN_IMAGE)
+        cluster.backend.client.images.get(lab.backends.compose.PGADMIN_IMAGE)
     except docker.errors.ImageNotFound:
         with pytest.raises(lab.LabError, match="pgAdmin image .* cannot be pulled"):
             lab.pgadmin.start(cluster, quiet=True)
-        pytest.skip(f"{lab.compose.PGADMIN_IMAGE} is not in the private engine and no registry answers here")
+        pytest.skip(f"{lab.backends.compose.PGADMIN_IMAGE} is not in the private engine and no registry answers here")
     info = lab.pgadmin.start(cluster, quiet=True)
     assert info.url.startswith("http://127.0.0.1:")
 

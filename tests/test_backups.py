@@ -10,7 +10,7 @@ import pytest
 import lab
 from lab import backups
 from lab.checks import check
-from lab.osuser import server_user
+from lab.system.osuser import server_user
 
 pytestmark = pytest.mark.integration
 

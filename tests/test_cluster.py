@@ -15,12 +15,13 @@ import pandas as pd
 import pytest
 
 import lab
-from lab import ports
-import lab.binaries
-import lab.config
-import lab.home
+from lab.system import ports
+import lab.system.binaries
+import lab.backends.pgconf
+import lab.system.paths
+import lab.system.home
 from lab.errors import LabError, NotRunning, ReadOnlyError, SQLError
-from lab.local import pid_alive
+from lab.system.process import pid_alive
 from lab.lsn import parse_lsn
 
 from conftest import insert, rows_with
@@ -315,7 +316,7 @@ def test_two_labs_side_by_side(tmp_path):
 
 def test_failed_start_tears_down_what_it_started(tmp_path):
     """A replica that cannot be made: the primary that did start is stopped and removed."""
-    real = lab.binaries.find().bindir
+    real = lab.system.binaries.find().bindir
     broken = Path(tempfile.mkdtemp(prefix="pglab-test-bin-"))  # the server user must reach it
     os.chmod(broken, 0o755)
     for tool in real.iterdir():
@@ -332,7 +333,7 @@ def test_failed_start_tears_down_what_it_started(tmp_path):
     assert ports.claims_of(str(home)) == []
     assert not (home / "data").exists() or not any((home / "data").iterdir())
     from conftest import postmasters
-    data_root = lab.home.LabHome(home).default_data_root(lambda p: False)
+    data_root = lab.system.home.LabHome(home).default_data_root(lambda p: False)
     assert not data_root.exists()
     assert not [d for d in postmasters().values() if str(data_root) in d]
     shutil.rmtree(broken)
@@ -369,7 +370,7 @@ def test_command_line_up_status_down(tmp_path):
 def test_doctor_reports_binaries_and_lab_home(tmp_path):
     d = lab.doctor(home=tmp_path / "lab")
     text = repr(d)
-    assert "PostgreSQL server" in text and lab.binaries.find().version in text
+    assert "PostgreSQL server" in text and lab.system.binaries.find().version in text
     assert str(tmp_path / "lab") in text and "Docker" in text
     assert d.ok
 

@@ -221,7 +221,7 @@ def role_file(cluster, name) -> dict:
     """The role file in a node's volume (what its entrypoint reads at the next start)."""
     import io
     import tarfile
-    from lab.compose import ROLE_FILE
+    from lab.backends.compose import ROLE_FILE
     c = cluster.backend.container(cluster.node(name).spec)
     stream, _ = c.get_archive(ROLE_FILE)
     with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:

@@ -5,7 +5,7 @@
 - .gitignore keeps environments and lab state out of git;
 - `make test` is what CI runs;
 - none of the original project's fixed passwords survive;
-- scripts/ensure-postgres.sh finds the same server binaries as lab.binaries.
+- scripts/ensure-postgres.sh finds the same server binaries as lab.system.binaries.
 """
 from __future__ import annotations
 
@@ -251,7 +251,7 @@ def test_password_scan_sees_the_scripts():
 
 
 # --------------------------------------------------------------------------
-# scripts/ensure-postgres.sh and lab.binaries look in the same places
+# scripts/ensure-postgres.sh and lab.system.binaries look in the same places
 # --------------------------------------------------------------------------
 
 def _fake_bindir(path: Path, version: str) -> Path:
@@ -281,7 +281,7 @@ def _script_finds(env: dict) -> "str | None":
 
 
 def _package_finds(env: dict) -> "str | None":
-    from lab import binaries
+    from lab.system import binaries
     from lab.errors import BinariesNotFound, PostgresTooOld
 
     try:

@@ -24,8 +24,8 @@ import pytest
 
 import lab
 from lab import pgadmin as pga
-from lab import ports
-from lab.home import LabHome
+from lab.system import ports
+from lab.system.home import LabHome
 
 
 # --------------------------------------------------------------------------

@@ -7,7 +7,8 @@ import time
 import psycopg2
 import pytest
 
-from lab import ports, proxy
+from lab import proxy
+from lab.system import ports
 from lab.errors import LabError
 
 
@@ -134,7 +135,7 @@ def test_a_port_in_use_on_the_listen_address_moves_the_proxy_to_another(monkeypa
     """The port claim checks 127.0.0.1; a proxy on another address whose port is taken there
     (simulated here on 127.0.0.1 itself) tries the next claimed port instead of failing."""
     import socket
-    from lab import ports
+    from lab.system import ports
     from lab.proxy import Proxy
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))

@@ -8,10 +8,10 @@ import stat
 
 import pytest
 
-from lab import binaries, ports
-from lab.config import primary_conninfo, render_node_conf, retarget_conninfo
+from lab.system import binaries, ports
+from lab.backends.pgconf import primary_conninfo, render_node_conf, retarget_conninfo
 from lab.errors import BinariesNotFound, LabError, LabHomeError, PortUnavailable, PostgresTooOld
-from lab.home import LabHome
+from lab.system.home import LabHome
 from lab.lsn import format_lsn, lsn_diff, parse_lsn, wal_segment_name
 
 
@@ -179,7 +179,7 @@ def test_corrupt_state_is_a_clear_error(tmp_path):
 
 
 def test_compose_maps_any_replica_name_onto_a_free_service():
-    from lab.compose import ComposeBackend
+    from lab.backends.compose import ComposeBackend
 
     def spec(name, service):
         return {"name": name, "service": service}

@@ -56,7 +56,7 @@ def running(cluster):
 
 
 def _pids_alive(info) -> list:
-    from lab.procs import pid_alive
+    from lab.system.process import pid_alive
     return [p for p in info.pids.values() if pid_alive(p)]
 
 
@@ -134,7 +134,7 @@ def test_primary_crash_writes_503_then_resume(running, cluster):
 
 
 def test_stop_ends_every_process_and_releases_the_ports(running, cluster):
-    from lab import ports
+    from lab.system import ports
     assert webapp.stop(cluster, quiet=True)
     assert not _pids_alive(running)
     assert not _marked_processes(str(cluster.home.path)), "streamlit's and uvicorn's children too"

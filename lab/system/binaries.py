@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BinariesNotFound, PostgresTooOld
+from ..errors import BinariesNotFound, PostgresTooOld
 
 MIN_MAJOR = 13
 REQUIRED = ("postgres", "initdb", "pg_ctl", "pg_basebackup", "psql", "pg_isready")

@@ -14,8 +14,8 @@ import socket
 import tempfile
 from pathlib import Path
 
-from .errors import PortUnavailable
-from .procs import pid_alive
+from ..errors import PortUnavailable
+from .process import pid_alive
 
 PORT_RANGE = (20000, 40000)
 

@@ -18,12 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-from . import binaries, ports
-from .config import MASTER_DIR, REPLICA_DIR, render_node_conf, retarget_conninfo
-from .errors import LabError, ServerStartError, Timeout
-from .home import cache_dir
-from .osuser import server_user
-from .procs import pid_alive, pid_exists
+from ..errors import LabError, ServerStartError, Timeout
+from ..system import binaries, ports
+from ..system.home import cache_dir
+from ..system.osuser import server_user
+from ..system.paths import MASTER_DIR, REPLICA_DIR
+from ..system.process import pid_alive, process_tree, signal_tree, wait_gone
+from .pgconf import render_node_conf, retarget_conninfo
 
 TEMPLATE_FORMAT = 1  # bump when initdb options change
 START_TIMEOUT = 60
@@ -38,22 +39,6 @@ def postmaster_pid(pgdata) -> "int | None":
     except (OSError, ValueError):
         return None
     return pid if pid_alive(pid) else None
-
-
-def wait_gone(pid: int, timeout: float, reaped: bool = False) -> bool:
-    """Wait until ``pid`` has exited; with ``reaped``, until its parent has reaped it too.
-
-    A server that shut down cleanly removed its postmaster.pid, so its zombie does not
-    matter.  After a SIGKILL the file stays, and PostgreSQL refuses to start while the
-    pid in it exists, zombies included; some init processes reap slowly (seconds), so
-    start() also retries on that error.
-    """
-    deadline = time.monotonic() + timeout
-    while pid_exists(pid) if reaped else pid_alive(pid):
-        if time.monotonic() > deadline:
-            return not pid_alive(pid)
-        time.sleep(0.005)
-    return True
 
 
 def tail(path, n: int = 20) -> str:
@@ -418,7 +403,6 @@ class LocalBackend:
 
     def pause(self, spec) -> None:
         """SIGSTOP the postmaster and every child (lab.faults.pause adds a watchdog that resumes it)."""
-        from .faults import process_tree, signal_tree
         pid = self.pid(spec)
         if not pid:
             raise LabError(f"{spec['name']} is not running")
@@ -426,7 +410,6 @@ class LocalBackend:
 
     def unpause(self, spec) -> None:
         """SIGCONT the postmaster and every child (a no-op on a running node)."""
-        from .faults import process_tree, signal_tree
         pid = self.pid(spec)
         if pid:
             signal_tree(reversed(process_tree(pid)), signal.SIGCONT)

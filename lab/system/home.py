@@ -16,7 +16,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .errors import LabHomeError
+from ..errors import LabHomeError
 
 STATE_VERSION = 1
 

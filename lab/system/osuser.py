@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LabHomeError
+from ..errors import LabHomeError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,124 @@
+"""Processes of this machine: is one there, its tree, signals, waiting until it is gone.
+
+The one place the lab looks at processes (port claims, the local backend, faults, services);
+psutil reads them, so the same code runs on Linux and macOS.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+
+
+def pid_exists(pid) -> bool:
+    """True while the pid exists at all, zombies included (PostgreSQL's own lock-file check)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def state(pid) -> "str | None":
+    """The process's status as psutil names it ("running", "sleeping", "stopped", "zombie", …);
+    None if there is no such process."""
+    try:
+        return psutil.Process(int(pid)).status()
+    except (psutil.Error, ValueError, TypeError):
+        return None
+
+
+def pid_alive(pid) -> bool:
+    """True if the process exists and is not a zombie."""
+    if not pid or not pid_exists(pid):
+        return False
+    st = state(pid)
+    if st is None:  # gone meanwhile, or not readable: existing is alive
+        return pid_exists(pid)
+    return st != psutil.STATUS_ZOMBIE
+
+
+def is_stopped(pid) -> bool:
+    """Is the process frozen by SIGSTOP?"""
+    return state(pid) in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+
+
+def process_tree(pid: int) -> "list[int]":
+    """``pid`` and every descendant, parents before children (empty if ``pid`` is gone)."""
+    try:
+        root = psutil.Process(int(pid))
+        children = root.children(recursive=True)
+    except psutil.Error:
+        return []
+    by_parent: dict = {}
+    for c in children:
+        try:
+            by_parent.setdefault(c.ppid(), []).append(c.pid)
+        except psutil.Error:
+            continue
+    out, todo = [], [root.pid]
+    while todo:
+        p = todo.pop(0)
+        out.append(p)
+        todo.extend(sorted(by_parent.get(p, [])))
+    return out
+
+
+def signal_tree(pids, sig) -> None:
+    """Send ``sig`` to each pid in turn (those already gone are skipped)."""
+    for p in pids:
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass
+
+
+def wait_states(pids, stopped: bool, timeout: float = 2.0) -> None:
+    """Signals arrive asynchronously: wait until every process shows them taken (stopped or not)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = [state(p) for p in pids]
+        if all(st is None or st == psutil.STATUS_ZOMBIE
+               or (st in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)) == stopped for st in states):
+            return
+        time.sleep(0.002)
+
+
+def wait_gone(pid: int, timeout: float, reaped: bool = False) -> bool:
+    """Wait until ``pid`` has exited; with ``reaped``, until its parent has reaped it too.
+    True if it is gone (or only a zombie, without ``reaped``) when this returns."""
+    deadline = time.monotonic() + timeout
+    while pid_exists(pid) if reaped else pid_alive(pid):
+        if time.monotonic() > deadline:
+            return not pid_alive(pid)
+        time.sleep(0.005)
+    return True
+
+
+def terminate_tree(pid: int, timeout: float = 10, sig=signal.SIGTERM) -> bool:
+    """``sig`` to ``pid`` and its descendants, SIGKILL to whoever outlives ``timeout``; True if all
+    are gone."""
+    try:
+        procs = [psutil.Process(p) for p in process_tree(pid)]
+    except psutil.Error:
+        procs = []
+    if not procs:
+        return True
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGCONT)  # a frozen process cannot act on the signal
+            p.send_signal(sig)
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(alive, timeout=5)
+    return not alive
