@@ -152,6 +152,19 @@ class Node:
             return row[0] if row else None
         return self._run(query, params, dbname, fetch)
 
+    def settings(self, *names: str) -> pd.DataFrame:
+        """The named settings as this server sees them: one row each with ``name``, ``setting``
+        (the raw value), ``unit``, ``value`` (as ``SHOW`` prints it), ``source`` and
+        ``set_by_alter_system`` (``postgresql.auto.conf``: ``ALTER SYSTEM`` or ``node.set``).
+
+        >>> cluster.primary.settings("wal_keep_size", "max_slot_wal_keep_size")   # doctest: +SKIP
+        """
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise LabError("name the settings to read, e.g. node.settings('wal_keep_size')")
+        return self.sql("SELECT name, setting, unit, current_setting(name) AS value, source, "
+                        "coalesce(sourcefile LIKE '%%postgresql.auto.conf', false) AS set_by_alter_system "
+                        "FROM pg_settings WHERE name = ANY(%s) ORDER BY name", (list(names),), dbname="postgres")
+
     def set(self, **settings) -> pd.DataFrame:
         """``ALTER SYSTEM SET`` each setting, then reload; None resets one to its default.
 

@@ -1,0 +1,1 @@
+"""Self-check exercises: one registry, one module per chapter."""

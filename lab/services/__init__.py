@@ -1,0 +1,1 @@
+"""Background services a lab starts next to its cluster (pgAdmin, the crypto app)."""
