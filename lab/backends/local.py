@@ -24,6 +24,7 @@ from ..system.home import cache_dir
 from ..system.osuser import server_user
 from ..system.paths import MASTER_DIR, REPLICA_DIR
 from ..system.process import pid_alive, process_tree, signal_tree, wait_gone
+from .apps import LocalApps
 from .pgconf import render_node_conf, retarget_conninfo
 
 TEMPLATE_FORMAT = 1  # bump when initdb options change
@@ -86,7 +87,7 @@ def read_from(path, offset: int) -> str:
         return ""
 
 
-class LocalBackend:
+class LocalBackend(LocalApps):
     """Servers as processes of this machine, data under the lab home (or a temp dir)."""
 
     name = "local"
