@@ -370,8 +370,16 @@ def failover(cluster, mode: str = "async", fault: str = "crash", rate: "float | 
 
 
 # --- after a failover ---------------------------------------------------------------------------
-def _follows(cluster, r: Node, timeout: float = 2.0) -> bool:
-    """Does replica ``r`` stream from the current primary, on its timeline?"""
+def follows(cluster, r: Node, timeout: float = 2.0) -> bool:
+    """Does replica ``r`` stream from the current primary, on its timeline?
+
+    True when ``r`` streams (within ``timeout`` seconds) and the timeline its WAL receiver
+    receives is the current primary's; False for a stopped node, a replica left on an old
+    timeline after a failover, or one that never connects::
+
+        >>> failover.follows(cluster, cluster.node("pg-replica"))
+        True
+    """
     try:
         cluster.wait_streaming(timeout=timeout, names=[r.name])
     except (Timeout, LabError):
@@ -381,6 +389,9 @@ def _follows(cluster, r: Node, timeout: float = 2.0) -> bool:
         return tli == timeline(cluster.primary)["timeline"]
     except LabError:
         return False
+
+
+_follows = follows  # the old private name, until its last caller moves to follows
 
 
 def restore(cluster, quiet: bool = True) -> "list[str]":
@@ -398,7 +409,7 @@ def restore(cluster, quiet: bool = True) -> "list[str]":
                 done.append(f"started {n.name}")
             except LabError:
                 pass
-        if n.role == Role.REPLICA and n.is_running and _follows(cluster, n):
+        if n.role == Role.REPLICA and n.is_running and follows(cluster, n):
             continue
         t0 = time.monotonic()
         cluster.rejoin(n.name)

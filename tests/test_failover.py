@@ -61,7 +61,7 @@ def test_async_crash_loses_exactly_the_writes_past_the_fork(cluster):
     assert tl.loc[run.new, "timeline"] == before + 1 and not tl.loc[run.new, "in_recovery"]
     # the replica that was not promoted followed the new primary onto its timeline without a restart
     other = [r for r in cluster.replicas if r.is_running][0]
-    assert failover._follows(cluster, other)
+    assert failover.follows(cluster, other)
     assert checks.check("06.1", cluster, answer=before + 1)
     assert not checks.check("06.1", cluster, answer=before)
     assert not checks.check("06.3", cluster)  # the former primary is not back yet
@@ -154,7 +154,7 @@ def test_switchover_loses_nothing_and_swaps_roles(cluster):
     row = df.iloc[0]
     assert row["lost"] == 0 and row["acknowledged"] > 0
     assert cluster.primary.name == to and cluster.node(old).role == "replica"
-    assert failover._follows(cluster, cluster.node(old))
+    assert failover.follows(cluster, cluster.node(old))
     assert checks.check("06.2", cluster) and checks.check("06.3", cluster)
 
 
@@ -243,7 +243,7 @@ def test_compose_crash_with_latency_then_the_former_primary_rejoins(ccluster):
     new = c.node(run.new)
     assert role_file(c, run.new)["ROLE"] == "primary"
     other = [r for r in c.replicas if r.name != run.new][0]
-    assert failover._follows(c, other, timeout=30)
+    assert failover.follows(c, other, timeout=30)
     assert other.scalar("SELECT sender_host FROM pg_stat_wal_receiver", dbname="postgres") == new.spec["service"]
     assert role_file(c, other.name)["PRIMARY_HOST"] == new.spec["service"]
     done = failover.restore(c)
@@ -276,7 +276,7 @@ def test_compose_containers_restart_in_their_new_roles(ccluster):
     for r in c.replicas:
         r.restart()
     c.wait_streaming(timeout=60)
-    assert all(failover._follows(c, r, timeout=30) for r in c.replicas)
+    assert all(failover.follows(c, r, timeout=30) for r in c.replicas)
     extra = c.add_replica()
     try:
         assert extra.spec["service"] == "pg-replica3"
@@ -302,5 +302,5 @@ def test_compose_partition_split_brain_fence_and_switchover(ccluster):
     df = failover.switchover(c, run.old, rate=200, seconds=0.6, quiet=True)
     assert df.iloc[0]["lost"] == 0 and df.iloc[0]["acknowledged"] > 0
     assert c.primary.name == run.old and c.node(run.new).role == "replica"
-    assert failover._follows(c, c.node(run.new), timeout=30)
+    assert failover.follows(c, c.node(run.new), timeout=30)
     assert checks.check("06.2", c) and checks.check("06.3", c)
