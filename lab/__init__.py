@@ -4,7 +4,10 @@
 >>> cluster = lab.up(replicas=1)     # doctest: +SKIP
 >>> cluster.status()                 # doctest: +SKIP
 """
+import importlib
+
 from .cluster import Cluster, attach, down, up
+from .doctor import Doctor, report as _report
 from .errors import LabError, NotRunning, ReadOnlyError, SQLError, Timeout, attempt
 from .lsn import format_lsn, lsn_diff, parse_lsn
 from .node import Node, Role, State
@@ -21,7 +24,6 @@ _SUBMODULES = ("backups", "checks", "consistency", "failover", "faults", "lag", 
 
 def __getattr__(name):
     if name in _SUBMODULES:
-        import importlib
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'lab' has no attribute {name!r}")
 
@@ -32,5 +34,4 @@ def __dir__():
 
 def doctor(home=None):
     """What this machine has for the lab (binaries, Docker, lab home, ports) and what to do."""
-    from .doctor import Doctor, report
-    return Doctor(report(home))
+    return Doctor(_report(home))

@@ -7,15 +7,17 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .system import binaries, ports
+from .backends import choose_backend
+from .backends.compose import _client, compose_cli
+from .cluster import Cluster
 from .errors import LabError
+from .system import binaries, ports
 from .system.home import LabHome, cache_dir
 from .system.osuser import server_user
 
 
 def docker_status() -> tuple[bool, str]:
     """(answers, detail) for the Docker daemon, without waiting long."""
-    from .backends.compose import _client
     try:
         client = _client(timeout=3)
     except LabError as e:
@@ -55,7 +57,6 @@ def report(home=None) -> list[tuple[str, bool, str]]:
         h.ensure()
         st = h.load()
         if st:
-            from .cluster import Cluster
             c = Cluster(h, st)
             desc = ", ".join(f"{n.name} {n.role} {n.state} :{n.port}" for n in c.nodes)
             rows.append(("lab home", True, f"{h.path}: {desc}"))
@@ -65,8 +66,6 @@ def report(home=None) -> list[tuple[str, bool, str]]:
         rows.append(("lab home", False, str(e)))
     ok, detail = docker_status()
     rows.append(("Docker", ok, detail))
-    from .backends import choose_backend
-    from .backends.compose import compose_cli
     cli = compose_cli()
     rows.append(("Compose CLI", True, " ".join(Path(c).name for c in cli) if cli else
                  "none (only the compose backend needs it: docker compose v2 or docker-compose)"))
