@@ -1,10 +1,11 @@
-"""Command line: ``python -m lab up|down|status|doctor``."""
+"""Command line: ``python -m lab up|down|status|doctor|pgadmin``."""
 from __future__ import annotations
 
 import argparse
 import sys
 
 from . import cluster as _cluster
+from . import pgadmin
 from .doctor import Doctor, report
 from .errors import LabError
 
@@ -39,8 +40,7 @@ def main(argv=None) -> int:
         elif args.cmd == "status":
             print(_cluster.attach(args.home).status().to_string(index=False))
         elif args.cmd == "pgadmin":
-            from . import pgadmin
-            return pgadmin.main(args)
+            return pgadmin_cli(args)
         elif args.cmd == "doctor":
             d = Doctor(report(args.home))
             print(d)
@@ -48,6 +48,23 @@ def main(argv=None) -> int:
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def pgadmin_cli(args) -> int:
+    """``python -m lab pgadmin [--stop | --status | --install]``: start (attached to the cluster of
+    ``--home``), stop, show or install pgAdmin 4."""
+    if args.install:
+        pgadmin.install()
+        return 0
+    if args.stop:
+        print("pgAdmin stopped" if pgadmin.stop(args.home, quiet=True) else "pgAdmin was not running")
+        return 0
+    if args.status:
+        info = pgadmin.status(args.home)
+        print(info)
+        return 0 if info.running else 3
+    pgadmin.start(_cluster.attach(args.home))
     return 0
 
 

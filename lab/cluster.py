@@ -17,6 +17,7 @@ from .backends import backend_class, choose_backend, make_backend
 from .errors import LabError, NotRunning, Timeout
 from .lsn import lsn_diff, parse_lsn
 from .node import Node, Role, valid_node_name
+from .services import stop_all as stop_services
 from .system import ports
 from .system.home import LabHome
 
@@ -268,9 +269,7 @@ class Cluster:
             specs = list(self._state["nodes"].values())
             # replicas first, so none logs a lost primary on its way out
             specs.sort(key=lambda s: s["role"] == Role.PRIMARY)
-            from . import pgadmin, webapp  # like docker compose down: pgAdmin and the app go too
-            webapp.stop(self.home, quiet=True, wipe=wipe)
-            pgadmin.stop(self.home, quiet=True, wipe=wipe)
+            stop_services(self.home, wipe=wipe)  # like docker compose down: pgAdmin and the app go too
             self.backend.stop_many(specs, timeout)
             self.backend.after_down()
             ports.release_all(self.home.owner)
@@ -566,9 +565,7 @@ def down(wipe: bool = False, home=None) -> None:
     """Stop this lab home's cluster if there is one (``wipe=True``: also remove its data)."""
     h = LabHome(home)
     if h.load() is None:
-        from . import pgadmin, webapp
-        webapp.stop(h, quiet=True, wipe=wipe)
-        pgadmin.stop(h, quiet=True, wipe=wipe)
+        stop_services(h, wipe=wipe)
         ports.release_all(h.owner)
         return
     attach(home).down(wipe=wipe)

@@ -1,44 +1,57 @@
-"""The compose backend's lab apps: pgAdmin and the crypto app as services of the compose project
-(``pgadmin``, ``web-app``), next to the nodes on the compose network."""
+"""The compose backend's place for the lab's apps: pgAdmin as the ``pgadmin`` service of the
+compose project, next to the nodes on the compose network.  The crypto app runs on the host
+(``start_app`` answers None: lab.services supervises it) and reaches the containers through
+their 127.0.0.1 ports; its container, the ``web-app`` service, is ``start_webapp()``.
+
+What an app is given comes in as plain data (pgAdmin's servers.json, rendered by
+lab.services); what comes back is an ``AppEndpoints``.
+"""
 from __future__ import annotations
 
+import json
 import os
 import time
+import urllib.request
 from pathlib import Path
 
 from ..errors import LabError, ServerStartError, Timeout
 from ..system import ports
+from .apps import HOST, AppEndpoints, AppNode
 
 PGADMIN_EMAIL = "student@lab.example.com"
 PGADMIN_IMAGE = os.environ.get("LAB_PGADMIN_IMAGE", "dpage/pgadmin4:8")
 DEFAULT_APP_IMAGE = "pglab/crypto-app:latest"
 APP_START_TIMEOUT = 180
+PGADMIN_START_TIMEOUT = 120
 
 
 class ComposeApps:
     """Mixed into ComposeBackend (it provides client, cfg, state, home, owner, compose(), write_env())."""
+
+    # --- the AppHost contract (lab/backends/apps.py) -------------------------------------
+    def app_node(self, spec: dict) -> AppNode:
+        """Inside the compose network a node is its service, on PostgreSQL's own port."""
+        return AppNode(name=spec["service"], host=spec["service"], port=5432)
+
+    def start_app(self, name: str, config: "dict | None" = None, quiet: bool = False) -> "AppEndpoints | None":
+        if name == "pgadmin":
+            return self.start_pgadmin((config or {})["servers"], quiet=quiet)
+        return None  # the crypto app runs on the host, on the containers' published ports
+
+    def stop_app(self, name: str) -> bool:
+        if name == "pgadmin":
+            return self._stop_service("pgadmin", "pgadmin", [self.cfg.get("pgadmin_port")])
+        return False  # the crypto app is not the backend's (``down()`` removes a web-app container)
 
     # --- pgAdmin (the compose service) -----------------------------------------------
     @property
     def pgadmin_servers_file(self) -> Path:
         return Path(self.cfg["env_file"]).parent / "pgadmin-servers.json"
 
-    def pgadmin_servers(self) -> dict:
-        """servers.json for the pgadmin container: nodes by service name inside the network."""
-        from ..pgadmin import render_servers
-        nodes = sorted(self.state["nodes"].values(), key=lambda n: n["name"] != self.state["primary"])
-        servers = render_servers([(n["service"], n["role"], n["service"], 5432) for n in nodes],
-                                 username=self.state["superuser"], maintenance_db=self.state["app_db"])
-        for srv in servers["Servers"].values():  # no password file in the container: pgAdmin asks
-            srv["ConnectionParameters"].pop("passfile", None)
-        return servers
-
-    def start_pgadmin(self, quiet: bool = False, timeout: float = 120):
-        """The ``pgadmin`` service on 127.0.0.1 with every node preloaded; returns URL and login."""
-        import json
-        import urllib.request
-        import docker.errors
-        from ..pgadmin import PgAdmin
+    def start_pgadmin(self, servers: dict, quiet: bool = False,
+                      timeout: float = PGADMIN_START_TIMEOUT) -> AppEndpoints:
+        """The ``pgadmin`` service on 127.0.0.1 with ``servers`` (servers.json) preloaded."""
+        import docker.errors  # lazy: the docker SDK takes ~0.3 s to import; only compose runs need it
         try:
             self.client.images.get(PGADMIN_IMAGE)
         except docker.errors.ImageNotFound:
@@ -51,38 +64,32 @@ class ComposeApps:
             else ports.claim_free_ports(1, self.owner)[0]
         self.cfg["pgadmin_port"] = port
         self.home.save(self.state)
-        self.pgadmin_servers_file.write_text(json.dumps(self.pgadmin_servers(), indent=2))
+        servers = json.loads(json.dumps(servers))
+        for srv in servers["Servers"].values():  # no password file in the container: pgAdmin asks
+            srv["ConnectionParameters"].pop("passfile", None)
+        self.pgadmin_servers_file.write_text(json.dumps(servers, indent=2))
         os.chmod(self.pgadmin_servers_file, 0o644)  # read by the container's pgadmin user; no secret in it
         self.write_env()
         self.compose("--profile", "pgadmin", "up", "-d", "--no-deps", "pgadmin")
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://{HOST}:{port}"
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/misc/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
+        while not _answers(url + "/misc/ping"):
             if time.monotonic() > deadline:
                 raise Timeout(f"pgAdmin did not answer on {url} within {timeout:.0f} s: "
                               f"docker logs {self.cfg['prefix']}pgadmin")
             time.sleep(0.5)
-        info = PgAdmin(url=url, email=PGADMIN_EMAIL, password=self.cfg["pgadmin_password"], port=port,
-                       pid=None, running=True, home=str(self.home.path))
-        if not quiet:
-            print(repr(info) + f"\n  servers: {', '.join(n['service'] for n in self.state['nodes'].values())} "
-                  f"(user {self.state['superuser']}, password: cluster.credentials['password'])")
-        return info
+        names = ", ".join(s["Name"] for s in servers["Servers"].values())
+        return AppEndpoints(urls={"pgadmin": url}, login={"email": PGADMIN_EMAIL, "password": self.cfg["pgadmin_password"]},
+                            ports=(port,), where=f"servers: {names} (user {self.state['superuser']}, "
+                                                 "password: cluster.credentials['password'])")
 
     # --- the crypto app (the web-app service) ---------------------------------------------
-    def start_webapp(self, quiet: bool = False, timeout: float = APP_START_TIMEOUT):
+    def start_webapp(self, quiet: bool = False, timeout: float = APP_START_TIMEOUT) -> AppEndpoints:
         """The ``web-app`` service: the crypto app's API, dashboard and price feed in one container,
         reaching the nodes by service name; API and dashboard published on 127.0.0.1.  Starting it
         again re-creates it only if its settings changed (e.g. the primary after a failover).
-        Returns a ``lab.webapp.WebApp`` (URLs and the API token)."""
-        import docker.errors
-        from ..webapp import WebApp
+        Returns its URLs (``api``, ``dashboard``) and its API token."""
+        import docker.errors  # lazy: the docker SDK takes ~0.3 s to import; only compose runs need it
         image = self.cfg.get("app_image") or os.environ.get("LAB_APP_IMAGE", DEFAULT_APP_IMAGE)
         self.cfg["app_image"] = image
         try:
@@ -101,28 +108,24 @@ class ComposeApps:
         self.home.save(self.state)
         self.write_env()
         self.compose("--profile", "app", "up", "-d", "--no-deps", "--no-build", "web-app")
-        api, dash = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{dash_port}"
+        api, dash = f"http://{HOST}:{api_port}", f"http://{HOST}:{dash_port}"
         self._wait_webapp([api + "/health", dash + "/_stcore/health"], timeout)
-        info = WebApp(api_url=api, dashboard_url=dash, token=self.cfg["app_token"], pids={}, running=True,
-                      home=str(self.home.path))
+        name = self.cfg["prefix"] + "web-app"
+        info = AppEndpoints(urls={"api": api, "dashboard": dash}, login={"token": self.cfg["app_token"]},
+                            ports=(api_port, dash_port), where=f"container: {name} (docker logs {name})")
         if not quiet:
-            print(repr(info) + f"\n  container: {self.cfg['prefix']}web-app (docker logs {self.cfg['prefix']}web-app)")
+            print(f"crypto app running\n  dashboard: {dash}\n  API:       {api}\n  {info.where}")
         return info
 
     def _wait_webapp(self, urls, timeout: float) -> None:
-        import urllib.request
-        import docker.errors
+        import docker.errors  # lazy: the docker SDK takes ~0.3 s to import; only compose runs need it
         name = self.cfg["prefix"] + "web-app"
         deadline = time.monotonic() + timeout
         todo = list(urls)
         while todo:
-            try:
-                with urllib.request.urlopen(todo[0], timeout=2) as r:
-                    if r.status == 200:
-                        todo.pop(0)
-                        continue
-            except OSError:
-                pass
+            if _answers(todo[0]):
+                todo.pop(0)
+                continue
             try:
                 c = self.client.containers.get(name)
                 stopped = c.status in ("exited", "dead")
@@ -137,12 +140,23 @@ class ComposeApps:
     def stop_webapp(self) -> bool:
         """Stop and remove the ``web-app`` container and release its ports (the token is kept);
         True if it ran."""
-        import docker.errors
+        return self._stop_service("app", "web-app", self.cfg.get("app_ports") or [])
+
+    def _stop_service(self, profile: str, service: str, held) -> bool:
+        import docker.errors  # lazy: the docker SDK takes ~0.3 s to import; only compose runs need it
         try:
-            was = self.client.containers.get(self.cfg["prefix"] + "web-app").status == "running"
+            was = self.client.containers.get(self.cfg["prefix"] + service).status == "running"
         except docker.errors.NotFound:
             was = False
         if Path(self.cfg["env_file"]).exists():
-            self.compose("--profile", "app", "rm", "-f", "-s", "web-app", check=False, timeout=120)
-        ports.release(self.cfg.get("app_ports") or [], self.owner)
+            self.compose("--profile", profile, "rm", "-f", "-s", service, check=False, timeout=120)
+        ports.release([p for p in held if p], self.owner)
         return was
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False

@@ -1,0 +1,209 @@
+"""The crypto app (``app/``) as a service of a lab home: its API, live price feed and dashboard
+as three supervised processes, given the cluster's DSNs through their APP_* variables.
+
+The app knows nothing of the lab.  Everything it keeps lives in ``<lab home>/webapp/``
+(mode 0700): ``webapp.json`` (ports, pids, URLs and the generated API token; mode 0600) and
+one log per process.  ``start()`` again re-attaches to a running app; a restarted kernel finds
+it the same way.  Its ports are claimed like the nodes' and released by ``stop()``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import secrets
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import LabError
+from ..system.paths import REPO
+from .supervisor import HOST, Service, answers
+
+if TYPE_CHECKING:
+    from ..cluster import Cluster
+
+NAME = "webapp"
+START_TIMEOUT = 90.0
+PROCESSES = ("api", "feed", "dashboard")
+
+
+@dataclass
+class WebApp:
+    """Where the app answers; shows as links (and the dashboard embedded) in a notebook."""
+
+    api_url: "str | None"
+    dashboard_url: "str | None"
+    token: str = field(repr=False)
+    pids: dict
+    running: bool
+    home: str = ""
+
+    @property
+    def docs_url(self) -> "str | None":
+        return f"{self.api_url}/docs" if self.api_url else None
+
+    def __repr__(self):
+        if not self.running:
+            return "crypto app: stopped (lab.webapp.start(cluster) starts it)"
+        return (f"crypto app running\n  dashboard: {self.dashboard_url}\n  API:       {self.api_url} "
+                f"(docs {self.docs_url})\n  POST /ticks needs: Authorization: Bearer <token> "
+                "(lab.webapp.client(cluster) has it)")
+
+    def _repr_html_(self):
+        e = html.escape
+        if not self.running:
+            return "<p>crypto app: <b>stopped</b> (<code>lab.webapp.start(cluster)</code> starts it)</p>"
+        return ("<table>"
+                f"<tr><th style='text-align:left'>dashboard</th><td><a href='{e(self.dashboard_url)}' "
+                f"target='_blank'>{e(self.dashboard_url)}</a></td></tr>"
+                f"<tr><th style='text-align:left'>API</th><td><a href='{e(self.docs_url)}' target='_blank'>"
+                f"{e(self.docs_url)}</a></td></tr></table>"
+                f"<iframe src='{e(self.dashboard_url)}' width='100%' height='640' style='border:1px solid #ddd'>"
+                "</iframe>")
+
+
+def service(where=None) -> Service:
+    """The crypto app's service of a lab home (a Cluster, a LabHome, a path, or the default home)."""
+    return Service(where, NAME, title="the app")
+
+
+def app_env(cluster: "Cluster", token: str, api_port: int, dashboard_port: int, read_from: str = "replicas",
+            tick_rate: float = 1.0) -> dict:
+    """The app's APP_* variables for this cluster: writes to its primary, reads from its replicas."""
+    return {
+        "APP_PRIMARY_DSN": cluster.primary.dsn,
+        "APP_REPLICA_DSNS": json.dumps([n.dsn for n in cluster.nodes if n.name != cluster.primary.name]),
+        "APP_READ_FROM": read_from,
+        "APP_API_HOST": HOST,
+        "APP_API_PORT": str(api_port),
+        "APP_DASHBOARD_PORT": str(dashboard_port),
+        "APP_API_URL": f"http://{HOST}:{api_port}",
+        "APP_API_TOKEN": token,
+        "APP_POOL_SIZE": "3",          # the nodes allow 40 connections: leave room for the notebooks
+        "APP_NODE_RETRY_S": "1",
+        "APP_TICK_RATE": str(tick_rate),
+        "APP_HISTORY_DAYS": "7",
+        "APP_HISTORY_STEP_S": "60",
+    }
+
+
+def _topology(cluster: "Cluster") -> dict:
+    """Who the app writes to and reads from, as its settings name them (ports included)."""
+    return {"primary": [cluster.primary.name, cluster.primary.port],
+            "replicas": [[n.name, n.port] for n in cluster.nodes if n.name != cluster.primary.name]}
+
+
+def _info(svc: Service, state: dict, running: bool) -> WebApp:
+    return WebApp(api_url=state.get("api_url") if running else None,
+                  dashboard_url=state.get("dashboard_url") if running else None,
+                  token=state.get("token", ""), pids=state.get("pids", {}) if running else {},
+                  running=running, home=str(svc.home.path))
+
+
+def start(cluster: "Cluster", quiet: bool = False, feed: bool = True, read_from: str = "replicas",
+          tick_rate: float = 1.0, timeout: float = START_TIMEOUT) -> WebApp:
+    """Start the app for this cluster (or re-attach to the running one): schema and 7 days of
+    history on the primary, then the API, the live price feed and the dashboard."""
+    if read_from not in ("replicas", "primary"):
+        raise LabError(f"read_from={read_from!r}: 'replicas' (the default) or 'primary'")
+    hosted = cluster.backend.start_app(NAME, {"feed": feed, "read_from": read_from, "tick_rate": tick_rate},
+                                       quiet=quiet)
+    if hosted is not None:  # the backend runs it
+        return WebApp(api_url=hosted.urls["api"], dashboard_url=hosted.urls["dashboard"],
+                      token=hosted.login.get("token", ""), pids={}, running=True, home=str(cluster.home.path))
+    svc = service(cluster)
+    with svc.locked():
+        state = svc.read_state()
+        pids = state.get("pids", {})
+        cluster._reload()
+        topology = _topology(cluster)
+        alive = bool(state) and svc.running(pids, [w for w in PROCESSES if w != "feed" or state.get("feed")])
+        if alive and state.get("topology") != topology:
+            # a failover since the start: the app's DSNs name the old roles; start it again with the new
+            _say(quiet, f"the cluster changed since the app started (primary now {cluster.primary.name}): "
+                        "restarting the app with the new connection strings")
+            alive = False
+        if alive and answers(state["api_url"] + "/health"):
+            svc.claim_again([state.get("api_port"), state.get("dashboard_port")])
+            _say(quiet, "the crypto app is running: re-attached")
+            info = _info(svc, state, True)
+            _say(quiet, repr(info))
+            return info
+        _stop_locked(svc)
+        if not cluster.primary.is_running:
+            raise LabError(f"the primary ({cluster.primary.name}) is stopped: cluster.start() first, "
+                           "the app creates its tables there")
+        t0 = time.monotonic()
+        token = state.get("token") or secrets.token_urlsafe(24)
+        with svc.starting(keep=("token",)) as run:
+            api_port, dash_port = run.claim_ports(2, avoid={n.port for n in cluster.nodes},
+                                                  preferred=[state.get("api_port"), state.get("dashboard_port")])
+            env = app_env(cluster, token, api_port, dash_port, read_from, tick_rate)
+            state = {"token": token, "api_port": api_port, "dashboard_port": dash_port, "feed": feed,
+                     "ports": [api_port, dash_port], "pids": run.pids,
+                     "api_url": f"http://{HOST}:{api_port}", "dashboard_url": f"http://{HOST}:{dash_port}",
+                     "read_from": read_from, "topology": topology,
+                     "started": dt.datetime.now(dt.timezone.utc).isoformat()}
+            svc.write_state(state)
+            fill = subprocess.run([sys.executable, "-m", "app", "simulate", "--backfill-only"], cwd=REPO,
+                                  env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout)
+            if fill.returncode != 0:
+                raise LabError(f"the app could not prepare its tables: {_last(fill.stderr or fill.stdout)}")
+            procs = [("api", ["api"], state["api_url"] + "/health"),
+                     ("dashboard", ["dashboard"], state["dashboard_url"] + "/_stcore/health")]
+            if feed:
+                procs.insert(1, ("feed", ["simulate"], None))
+            for what, args, url in procs:
+                proc = run.spawn(what, [sys.executable, "-m", "app", *args], env=env, cwd=REPO)
+                svc.write_state(state)  # a kernel that dies meanwhile leaves pids a next start can stop
+                if url:
+                    run.wait_ready(what, proc, url, timeout)
+        info = _info(svc, state, True)
+        _say(quiet, f"crypto app started in {time.monotonic() - t0:.1f} s ({fill.stdout.strip().splitlines()[0]})")
+        _say(quiet, repr(info))
+        return info
+
+
+def stop(where=None, quiet: bool = False, wipe: bool = False) -> bool:
+    """Stop this lab home's app (a Cluster, a lab home path, or the default home); True if it ran.
+    Its token is kept; ``wipe=True`` removes its directory too."""
+    backend = getattr(where, "backend", None)  # a Cluster: its backend may run the app itself
+    was = bool(backend is not None and backend.stop_app(NAME))
+    svc = service(where)
+    if not svc.exists():
+        return was
+    with svc.locked():
+        was = _stop_locked(svc) or was
+    if wipe:
+        svc.wipe()
+    _say(quiet, "crypto app stopped" if was else "crypto app was not running")
+    return was
+
+
+def _stop_locked(svc: Service) -> bool:
+    state = svc.read_state()
+    was = svc.stop(keep=("token",))
+    svc.release_ports([state.get("api_port"), state.get("dashboard_port")])
+    return was
+
+
+def status(where=None) -> WebApp:
+    """Is the app running for this lab home, and where?"""
+    svc = service(where)
+    state = svc.read_state()
+    running = bool(state.get("pids")) and svc.ours(state["pids"].get("api"))
+    return _info(svc, state, running)
+
+
+def _say(quiet: bool, msg: str) -> None:
+    if not quiet:
+        print(msg, flush=True)
+
+
+def _last(text: str) -> str:
+    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
