@@ -17,6 +17,12 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from .errors import LabError
 
+try:  # IPython comes with Jupyter; without it (a plain script) there is no notebook to show figures in
+    from IPython import get_ipython
+    from IPython.core.pylabtools import print_figure
+except ImportError:  # pragma: no cover
+    get_ipython = print_figure = None
+
 
 def show_figures_in_notebooks() -> None:
     """Make a Figure that is a cell's value show as a picture.
@@ -24,10 +30,7 @@ def show_figures_in_notebooks() -> None:
     Jupyter's inline backend registers its PNG formatter only once pyplot is imported, and
     the lab never imports pyplot: register the same formatter for ``Figure`` ourselves.
     """
-    try:
-        from IPython import get_ipython
-        from IPython.core.pylabtools import print_figure
-    except ImportError:
+    if get_ipython is None:
         return
     ip = get_ipython()
     if ip is not None:

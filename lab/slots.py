@@ -18,12 +18,19 @@ import html
 import re
 import time
 
+import ipywidgets as w
 import pandas as pd
 import psycopg2
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-from .errors import LabError, NotRunning, Timeout
+from . import plots  # noqa: F401 (shows Figures as pictures in notebooks)
+from .errors import LabError, NotRunning, Text, Timeout
 from .lsn import parse_lsn, wal_segment_name
 from .node import Node, Role
+from .plots import human_bytes
+from .wal import segment_number, segment_size
+from .widgets import show_table
 
 WAL_GONE = "has already been removed"  # PostgreSQL's "requested WAL segment ... has already been removed"
 FILLER = "relleno de WAL"  # the rows write_wal inserts into test_replication
@@ -44,18 +51,9 @@ SELECT pg_current_wal_lsn()::text AS current_lsn,
        s.safe_wal_size,
        (SELECT sum(size) FROM pg_ls_waldir())::bigint AS pg_wal_bytes,
        (SELECT array_agg(name ORDER BY name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$') AS wal_files,
-       (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size') AS segment_size
+       pg_size_bytes(current_setting('wal_segment_size')) AS segment_size
   FROM (SELECT 1) AS one LEFT JOIN pg_replication_slots s ON s.slot_name = %s
 """
-
-
-def segment_number(wal_file: str, segment_size: int = 16 << 20) -> int:
-    """The segment number in a WAL file's name (timeline left out).
-
-    >>> segment_number("000000010000000100000002")
-    258
-    """
-    return int(wal_file[8:16], 16) * (0x100000000 // segment_size) + int(wal_file[16:24], 16)
 
 
 def split_wal_files(names, current_lsn, segment_size: int = 16 << 20) -> tuple:
@@ -71,7 +69,6 @@ def split_wal_files(names, current_lsn, segment_size: int = 16 << 20) -> tuple:
 
 
 def _human(n) -> str:
-    from .plots import human_bytes
     return human_bytes(n)
 
 
@@ -127,8 +124,7 @@ def wal_dir(node: Node) -> pd.Series:
                  dbname="postgres")
     lsn = node.scalar("SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() "
                       "ELSE pg_current_wal_insert_lsn() END::text", dbname="postgres")
-    seg = int(node.scalar("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'",
-                          dbname="postgres"))
+    seg = segment_size(node)
     tli = int(node.scalar("SELECT timeline_id FROM pg_control_checkpoint()", dbname="postgres"))
     names = r["name"].tolist()
     behind, ahead = split_wal_files(names, lsn, seg) if lsn else (None, None)
@@ -149,10 +145,7 @@ def wal_settings(cluster) -> pd.DataFrame:
     for n in cluster.nodes:
         if not n.is_running:
             continue
-        df = n.sql("SELECT name, setting, unit, source, "
-                   "coalesce(sourcefile LIKE '%%postgresql.auto.conf', false) AS set_by_alter_system "
-                   "FROM pg_settings WHERE name = ANY(%s) ORDER BY name", (list(_WAL_SETTINGS),), dbname="postgres")
-        for r in df.itertuples():
+        for r in n.settings(*_WAL_SETTINGS).itertuples():
             value = r.setting if r.setting == "-1" else f"{r.setting}{r.unit or ''}"
             rows.append(dict(node=n.name, setting=r.name, value=value, source=r.source,
                              set_by_alter_system=bool(r.set_by_alter_system)))
@@ -293,8 +286,12 @@ def watch_slot(cluster, slot: "str | None", segments: int = 6, phase: str = "wri
     return _frame(rows)
 
 
-def _slot_of(node: Node) -> "str | None":
-    """The slot a running replica streams through (its ``primary_slot_name``), or None."""
+def slot_of(node: Node) -> "str | None":
+    """The slot a running replica streams through (its ``primary_slot_name``), or None.
+
+    >>> lab.slots.slot_of(cluster.node("replica1"))     # doctest: +SKIP
+    'replica1'
+    """
     return node.scalar("SHOW primary_slot_name", dbname="postgres") or None
 
 
@@ -313,7 +310,7 @@ def retention_while_stopped(cluster, replica: str = "replica1", segments: int = 
     ``caught up`` (after a last CHECKPOINT).  The replica runs again at the end."""
     node = _replica(cluster, replica)
     _primary_running(cluster)
-    slot = _slot_of(node) if node.is_running else None
+    slot = slot_of(node) if node.is_running else None
     slot = slot or node.name  # a stopped replica of the lab streams through the slot named after it
     if slot not in set(slot_table(cluster)["slot_name"]):
         raise LabError(f"{node.name} has no slot on the primary: this experiment needs a replica with one "
@@ -347,9 +344,8 @@ def retention_while_stopped(cluster, replica: str = "replica1", segments: int = 
 
 def _keeps_bytes(node: Node, setting: str) -> int:
     """A size setting in bytes (``-1`` stays -1)."""
-    r = node.sql("SELECT setting::bigint AS v, unit FROM pg_settings WHERE name = %s", (setting,),
-                 dbname="postgres").iloc[0]
-    v = int(r["v"])
+    r = node.settings(setting).iloc[0]
+    v = int(r["setting"])
     return v if v < 0 else v * {"MB": 1 << 20, "kB": 1 << 10, "B": 1}.get(r["unit"] or "B", 1)
 
 
@@ -399,7 +395,7 @@ def lose_wal(cluster, replica: str = "replica_manual", segments: int = 4, timeou
     _check_segments(segments)
     if not node.is_running:
         raise NotRunning(f"{node.name} is stopped: start it first (cluster.node({node.name!r}).start())")
-    slot = _slot_of(node)
+    slot = slot_of(node)
     if slot:
         raise LabError(f"{node.name} streams through slot {slot!r}: the primary keeps its WAL however much "
                        "it writes; use a replica made from a backup without -S (replica_manual)")
@@ -450,7 +446,7 @@ def lose_slot(cluster, replica: str = "replica1", max_segments: int = 32, quiet:
     if limit < 0:
         raise LabError("max_slot_wal_keep_size is -1 (no limit): a slot never gives up; set it first, "
                        "e.g. cluster.primary.set(max_slot_wal_keep_size='32MB')")
-    slot = (_slot_of(node) if node.is_running else None) or node.name
+    slot = (slot_of(node) if node.is_running else None) or node.name
     if slot not in set(slot_table(cluster)["slot_name"]):
         raise LabError(f"{node.name} has no slot on the primary: use a replica that has one (replica1)")
     t0 = time.monotonic()
@@ -477,7 +473,6 @@ def log_lines(node: Node, text: str, last: int = 3, tail: int = 2000) -> str:
 
     >>> lab.slots.log_lines(cluster.primary, "invalidating slot")     # doctest: +SKIP
     """
-    from .node import Text
     found = [ln for ln in node.logs(tail).splitlines() if text in ln][-last:]
     return Text("\n".join(found) if found else f"(no line with {text!r} in the last {tail} lines of {node.name}'s log)")
 
@@ -486,11 +481,6 @@ def log_lines(node: Node, text: str, last: int = 3, tail: int = 2000) -> str:
 def plot_retention(samples: pd.DataFrame, title: "str | None" = None):
     """WAL kept over time: the slot's retained bytes and the size of ``pg_wal``; grey where the slot
     had no consumer (its replica stopped, or nobody)."""
-    from matplotlib.figure import Figure
-
-    from . import plots  # noqa: F401 (shows Figures as pictures in notebooks)
-    from matplotlib.patches import Patch
-
     if samples is None or samples.empty or "retained_bytes" not in samples:
         raise LabError("plot_retention() plots what retention_while_stopped() or watch_slot() return")
     mb = 1 << 20
@@ -532,10 +522,6 @@ def slot_dashboard(cluster):
 
     The buttons call ``slot_table`` and ``drop_slot``, which you can call yourself.
     """
-    import ipywidgets as w
-
-    from .widgets import show_table
-
     picker = w.Dropdown(options=[], description="slot", layout=w.Layout(width="240px"))
     refresh_button = w.Button(description="refresh", icon="refresh", layout=w.Layout(width="100px"))
     drop_button = w.Button(description="drop slot", button_style="danger", layout=w.Layout(width="110px"),

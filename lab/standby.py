@@ -23,15 +23,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import ipywidgets as w
 import pandas as pd
 import psycopg2
+from IPython.display import display
 from matplotlib.figure import Figure
 from psycopg2 import sql as pgsql
 
 from . import plots  # noqa: F401 (shows Figures as pictures in notebooks)
-from .errors import LabError, NotRunning, SQLError, Timeout
+from .errors import LabError, NotRunning, SQLError, Text, Timeout
 from .lsn import lsn_diff, parse_lsn
-from .node import Node, Role, Text
+from .node import Node, Role
 
 # The settings this chapter turns; all reloadable (context sighup), reset with node.set(name=None).
 STANDBY_SETTINGS = ("hot_standby_feedback", "max_standby_streaming_delay", "recovery_min_apply_delay")
@@ -96,11 +98,9 @@ def standby_settings(cluster) -> pd.DataFrame:
     for r in cluster.replicas:
         if not r.is_running:
             continue
-        df = r.sql("SELECT name, current_setting(name) AS value, "
-                   "coalesce(sourcefile LIKE '%%postgresql.auto.conf', false) AS changed "
-                   "FROM pg_settings WHERE name = ANY(%s)", (list(STANDBY_SETTINGS),), dbname="postgres")
+        df = r.settings(*STANDBY_SETTINGS)
         values = dict(zip(df["name"], df["value"]))
-        changed = sorted(df.loc[df["changed"], "name"])
+        changed = sorted(df.loc[df["set_by_alter_system"], "name"])
         rows.append(dict(node=r.name, **{s: values.get(s) for s in STANDBY_SETTINGS},
                          changed=", ".join(changed) or "-"))
     return pd.DataFrame(rows, columns=["node", *STANDBY_SETTINGS, "changed"])
@@ -237,9 +237,13 @@ def vacuum_verbose(node: Node, table: str) -> tuple:
     return parse_vacuum_verbose(text), text
 
 
-def _slot_xmin(cluster, replica: Node) -> "str | None":
+def slot_xmin(cluster, replica: Node) -> "str | None":
     """The xmin the primary keeps for a replica (from its slot, or its WAL sender without one):
-    set only while the replica sends hot_standby_feedback."""
+    set only while the replica sends hot_standby_feedback; None otherwise.
+
+    >>> lab.standby.slot_xmin(cluster, cluster.node("replica1"))     # doctest: +SKIP
+    '748'
+    """
     app = replica.spec.get("app_name", replica.name)
     return cluster.primary.scalar(
         "SELECT coalesce(s.xmin, r.backend_xmin)::text FROM pg_stat_replication r "
@@ -252,14 +256,19 @@ def _wait_feedback(cluster, replica: Node, on: bool, timeout: float = 5) -> "str
     feedback on reload and every wal_receiver_status_interval."""
     deadline = time.monotonic() + timeout
     while True:
-        xmin = _slot_xmin(cluster, replica)
+        xmin = slot_xmin(cluster, replica)
         if (xmin is not None) == on or time.monotonic() > deadline:
             return xmin
         time.sleep(0.05)
 
 
-def _wait_replayed(primary: Node, replica: Node, timeout: float = 30, lsn=None) -> str:
-    """Wait until one replica has replayed ``lsn`` (default: the primary's current LSN)."""
+def wait_replayed(primary: Node, replica: Node, timeout: float = 30, lsn=None) -> str:
+    """Wait until one replica has replayed ``lsn`` (default: the primary's current LSN); returns that LSN.
+    A ``Timeout`` (a LabError) if it has not after ``timeout`` seconds: its replay is paused or delayed.
+
+    >>> lab.standby.wait_replayed(cluster.primary, cluster.node("replica1"), timeout=5)   # doctest: +SKIP
+    '0/3000148'
+    """
     target = lsn or primary.scalar("SELECT pg_current_wal_lsn()::text", dbname="postgres")
     deadline = time.monotonic() + timeout
     while True:
@@ -272,10 +281,21 @@ def _wait_replayed(primary: Node, replica: Node, timeout: float = 30, lsn=None) 
         time.sleep(0.01)
 
 
-def _pause_state_sql(node: Node) -> str:
+def pause_state_sql(node: Node) -> str:
+    """The SQL expression for a replica's replay state, 'not paused', 'pause requested' or 'paused', on
+    the node's PostgreSQL version (13 has no pg_get_wal_replay_pause_state)."""
     if int(node.scalar("SHOW server_version_num", dbname="postgres")) >= 140000:
         return "pg_get_wal_replay_pause_state()"
     return "CASE WHEN pg_is_wal_replay_paused() THEN 'paused' ELSE 'not paused' END"  # PostgreSQL 13
+
+
+def replay_pause_state(node: Node) -> str:
+    """A replica's replay state: 'not paused', 'pause requested' (until it reaches a record) or 'paused'.
+
+    >>> lab.standby.replay_pause_state(cluster.node("replica1"))     # doctest: +SKIP
+    'not paused'
+    """
+    return node.scalar(f"SELECT {pause_state_sql(node)}", dbname="postgres")
 
 
 class _Sampler:
@@ -284,7 +304,7 @@ class _Sampler:
 
     def __init__(self, primary: Node, replica: Node, t0: float):
         self.t0 = t0
-        self._pause = _pause_state_sql(replica)
+        self._pause = pause_state_sql(replica)
         self.p = primary.connect(dbname="postgres")
         try:
             self.r = replica.connect()
@@ -402,7 +422,7 @@ def query_conflict(cluster, replica="replica1", seconds: float = 3.0, rows: int 
                        f"reset it first with cluster.node({node.name!r}).set(recovery_min_apply_delay=None)")
     _make_conflict_table(primary, rows)
     try:
-        _wait_replayed(primary, node)
+        wait_replayed(primary, node)
         xmin = _wait_feedback(cluster, node, on=settings["hot_standby_feedback"] == "on")
         before = _confl_snapshot(node)
         with LongQuery(node, CONFLICT_TABLE, seconds) as q:
@@ -672,7 +692,7 @@ def pause_timeline(cluster, replica="replica1", before: float = 1.0, paused: flo
         primary.execute(pgsql.SQL("DROP TABLE IF EXISTS {}").format(t))
         primary.execute(pgsql.SQL("CREATE TABLE {} (id bigserial PRIMARY KEY, payload text)").format(t))
         cleanup.callback(primary.execute, pgsql.SQL("DROP TABLE IF EXISTS {}").format(t))
-        _wait_replayed(primary, node)
+        wait_replayed(primary, node)
         t0 = time.monotonic()
         sampler = _Sampler(primary, node, t0)
         cleanup.callback(sampler.close)
@@ -772,7 +792,7 @@ def lag_table(cluster) -> pd.DataFrame:
             try:
                 got = r.sql("SELECT pg_last_wal_receive_lsn()::text AS rcv, pg_last_wal_replay_lsn()::text AS rpl, "
                             "EXTRACT(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 AS age, "
-                            f"{_pause_state_sql(r)} AS pause", dbname="postgres").iloc[0]
+                            f"{pause_state_sql(r)} AS pause", dbname="postgres").iloc[0]
             except NotRunning:
                 row["state"] = "stopped"
             else:
@@ -793,7 +813,7 @@ def _replay_call(cluster, name: str, function: str) -> "tuple[bool, str]":
     try:
         node = _replica(cluster, name)
         node.execute(f"SELECT {function}()", dbname="postgres")
-        return True, node.scalar(f"SELECT {_pause_state_sql(node)}", dbname="postgres")
+        return True, replay_pause_state(node)
     except LabError as e:
         return False, str(e)
 
@@ -827,9 +847,6 @@ def replay_control(cluster):
 
     >>> lab.standby.replay_control(cluster)   # doctest: +SKIP
     """
-    import ipywidgets as w
-    from IPython.display import display
-
     names = [r.name for r in cluster.replicas]
     picker = w.Dropdown(options=names, value=names[0] if names else None, description="replica",
                         layout=w.Layout(width="240px"))
@@ -891,7 +908,7 @@ def tidy(cluster) -> Text:
     for r in cluster.replicas:
         if not r.is_running:
             continue
-        if r.scalar(f"SELECT {_pause_state_sql(r)}", dbname="postgres") != "not paused":
+        if replay_pause_state(r) != "not paused":
             r.execute("SELECT pg_wal_replay_resume()", dbname="postgres")
             done.append(f"{r.name}: replay resumed")
         changed = standby_settings(cluster).set_index("node").loc[r.name, "changed"]
@@ -905,5 +922,5 @@ def tidy(cluster) -> Text:
             done.append(f"dropped table {t}")
     for r in cluster.replicas:
         if r.is_running:
-            _wait_replayed(cluster.primary, r)
+            wait_replayed(cluster.primary, r)
     return Text("\n".join(done) if done else "nothing to tidy: the cluster is as the chapter found it")

@@ -18,13 +18,14 @@ import numbers
 import re
 import time
 
+import ipywidgets as w
 import pandas as pd
 import psycopg2
+from IPython.display import display
 from matplotlib.figure import Figure
 
-from .errors import LabError, NotRunning, SQLError
+from .errors import LabError, NotRunning, SQLError, Text
 from .lsn import format_lsn, lsn_diff, parse_lsn, wal_segment_name
-from .node import Text
 from .plots import human_bytes
 
 _WAL_FILE_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
@@ -35,9 +36,13 @@ def _server_version(node) -> int:
     return int(node.scalar("SHOW server_version_num", dbname="postgres"))
 
 
-def _segment_size(node) -> int:
-    return int(node.scalar("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'",
-                           dbname="postgres"))
+def segment_size(node) -> int:
+    """The node's WAL segment size in bytes (``wal_segment_size``, 16 MB unless initdb chose another).
+
+    >>> lab.wal.segment_size(cluster.primary)     # doctest: +SKIP
+    16777216
+    """
+    return int(node.settings("wal_segment_size").loc[0, "setting"])
 
 
 def _timeline(node) -> int:
@@ -61,7 +66,7 @@ def position(cluster) -> pd.DataFrame:
                 "(pg_walfile_name_offset(pg_current_wal_lsn())).file_offset AS offset_in_file",
                 dbname="postgres")
     lsn = row.loc[0, "current_lsn"]
-    row["lab_wal_file"] = wal_segment_name(lsn, _timeline(p), _segment_size(p))
+    row["lab_wal_file"] = wal_segment_name(lsn, _timeline(p), segment_size(p))
     row["agree"] = row["wal_file"] == row["lab_wal_file"]
     return row
 
@@ -72,7 +77,7 @@ def walfile_names(cluster, lsns) -> pd.DataFrame:
     >>> lab.wal.walfile_names(cluster, ["0/3000000", "0/3000001"])   # doctest: +SKIP
     """
     p = cluster.primary
-    tli, seg = _timeline(p), _segment_size(p)
+    tli, seg = _timeline(p), segment_size(p)
     rows = []
     for lsn in lsns:
         lsn = format_lsn(lsn)
@@ -85,7 +90,13 @@ def walfile_names(cluster, lsns) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _segno(name: str, segment_size: int) -> "int | None":
+def segment_number(name: str, segment_size: int = 16 << 20) -> "int | None":
+    """The segment number in a WAL file's name (the timeline left out), None for another file of pg_wal/
+    (a history or backup file).
+
+    >>> segment_number("000000010000000100000002"), segment_number("00000002.history")
+    (258, None)
+    """
     m = _WAL_FILE_RE.match(name)
     if not m:
         return None
@@ -100,7 +111,7 @@ def wal_files(cluster, node=None) -> pd.DataFrame:
     waiting to be written; *other* is a history or backup file.
     """
     node = node or cluster.primary
-    seg = _segment_size(node)
+    seg = segment_size(node)
     df = node.sql("SELECT name, size::bigint AS size, modification FROM pg_ls_waldir() ORDER BY name", dbname="postgres")
     if node.scalar("SELECT pg_is_in_recovery()", dbname="postgres"):
         here = node.scalar("SELECT coalesce(pg_last_wal_replay_lsn(), '0/0')::text", dbname="postgres")
@@ -109,7 +120,7 @@ def wal_files(cluster, node=None) -> pd.DataFrame:
     current = parse_lsn(here) // seg
 
     def kind(name):
-        n = _segno(name, seg)
+        n = segment_number(name, seg)
         if n is None:
             return "other"
         return "current" if n == current else ("past" if n < current else "future")
@@ -191,7 +202,7 @@ def _check_start(node, start, timeline: int) -> None:
         if parse_lsn(start) > parse_lsn(here):
             raise LabError(f"{node.name}: {format_lsn(start)} is ahead of the WAL written so far "
                            f"(pg_current_wal_insert_lsn() is {here})")
-    name = wal_segment_name(start, timeline, _segment_size(node))
+    name = wal_segment_name(start, timeline, segment_size(node))
     if not node.scalar("SELECT count(*) FROM pg_ls_waldir() WHERE name = %s", (name,), dbname="postgres"):
         raise LabError(f"{node.name}: the WAL at {format_lsn(start)} is gone: a checkpoint removed or recycled its "
                        f"file {name}; lab.wal.wal_files(cluster) lists what is left")
@@ -469,7 +480,7 @@ def retention(cluster) -> pd.DataFrame:
     or removed.
     """
     p = cluster.primary
-    tli, seg = _timeline(p), _segment_size(p)
+    tli, seg = _timeline(p), segment_size(p)
     rows = []
     redo = p.scalar("SELECT redo_lsn::text FROM pg_control_checkpoint()", dbname="postgres")
     rows.append(dict(reason="redo point of the last checkpoint (crash recovery starts here)", lsn=redo))
@@ -477,13 +488,12 @@ def retention(cluster) -> pd.DataFrame:
                   "WHERE restart_lsn IS NOT NULL ORDER BY slot_name", dbname="postgres")
     for s in slots.itertuples():
         rows.append(dict(reason=f"replication slot {s.slot_name} (its replica may still need it)", lsn=s.restart_lsn))
-    keep = p.sql("SELECT pg_current_wal_insert_lsn()::text AS here, setting::bigint * 1024 * 1024 AS keep, "
-                 "current_setting('wal_keep_size') AS pretty FROM pg_settings WHERE name = 'wal_keep_size'",
-                 dbname="postgres").iloc[0]
-    if int(keep["keep"]):
+    keep = p.settings("wal_keep_size").iloc[0]  # its unit is MB
+    if int(keep["setting"]):
         # wal_keep_size counts whole segments back from the current one
-        back = max(seg, (parse_lsn(keep["here"]) // seg) * seg - int(keep["keep"]))
-        rows.append(dict(reason=f"wal_keep_size = {keep['pretty']} behind the current file", lsn=format_lsn(back)))
+        here = p.scalar("SELECT pg_current_wal_insert_lsn()::text", dbname="postgres")
+        back = max(seg, (parse_lsn(here) // seg) * seg - int(keep["setting"]) * 1024 * 1024)
+        rows.append(dict(reason=f"wal_keep_size = {keep['value']} behind the current file", lsn=format_lsn(back)))
     df = pd.DataFrame(rows)
     df["wal_file"] = [wal_segment_name(lsn, tli, seg) for lsn in df["lsn"]]
     oldest = min(parse_lsn(lsn) for lsn in df["lsn"])
@@ -555,7 +565,12 @@ LOAD_ROWS = 270_000  # about 4000 pages, 32 MB: more than one WAL segment of ful
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) (?:UTC|GMT) ")
 
 
-def _log_time(line: str) -> "dt.datetime | None":
+def log_time(line: str) -> "dt.datetime | None":
+    """The time at the start of a server log line (log_line_prefix '%m ...', log_timezone UTC), or None.
+
+    >>> log_time("2026-01-01 10:00:05.250 UTC [1] LOG:  database system is shut down").second
+    5
+    """
     m = _LOG_TIME.match(line)
     if not m:
         return None
@@ -570,7 +585,7 @@ def count_checkpoints(log_text: str, since: "dt.datetime | None" = None) -> dict
         since = since.replace(microsecond=since.microsecond // 1000 * 1000)
     out = dict(checkpoints=0, wal_checkpoints=0, too_frequent=0)
     for line in log_text.splitlines():
-        t = _log_time(line)
+        t = log_time(line)
         if since is not None and (t is None or t < since):
             continue
         m = re.search(r"checkpoint starting:(.*)$", line)
@@ -684,9 +699,6 @@ def operation_panel(cluster):
 
     The button calls ``run_operation`` and ``describe``, which you can call yourself.
     """
-    import ipywidgets as w
-    from IPython.display import display
-
     op = w.Dropdown(options=list(OPERATIONS), value="INSERT", description="operation",
                     layout=w.Layout(width="280px"))
     rows = w.BoundedIntText(value=1000, min=1, max=MAX_ROWS, step=1000, description="rows",

@@ -1,7 +1,11 @@
 """Chapter 05's self-checks and the link panel's callback, on a real cluster: ❌ before, ✅ after."""
 from __future__ import annotations
 
+import pytest
+
 from lab import checks, lag, proxy, sync
+
+pytestmark = pytest.mark.integration
 
 
 def test_chapter_05_registers_its_exercises():

@@ -369,6 +369,6 @@ def test_tidy_undoes_the_chapter(cluster):
     cluster.remove_replica(other.name)
     assert standby.tidy(cluster) == "nothing to tidy: the cluster is as the chapter found it"
     assert replica.scalar("SELECT current_setting('max_standby_streaming_delay')") == "30s"
-    assert standby._slot_xmin(cluster, replica) is None or standby._wait_feedback(cluster, replica, on=False) is None
+    assert standby.slot_xmin(cluster, replica) is None or standby._wait_feedback(cluster, replica, on=False) is None
     slots = cluster.primary.sql("SELECT slot_name FROM pg_replication_slots")["slot_name"].tolist()
     assert slots == ["replica1"]

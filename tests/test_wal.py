@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 import lab
 from lab import wal
 from lab.checks import check
-from lab.exercises_02 import wal_checkpoints_by_setting
+from lab.exercises.ch02 import wal_checkpoints_by_setting
 from lab.lsn import lsn_diff, parse_lsn, wal_segment_name
 
 pytestmark = pytest.mark.integration
@@ -90,11 +90,12 @@ def test_parse_inodes_of_ls():
 
 def test_segment_numbers_of_file_names():
     seg = 16 * 1024 * 1024
-    assert wal._segno("000000010000000000000003", seg) == 3
-    assert wal._segno("0000000200000001000000FF", seg) == 256 + 255
-    assert wal._segno("00000002.history", seg) is None
+    assert wal.segment_number("000000010000000000000003", seg) == 3
+    assert wal.segment_number("0000000200000001000000FF", seg) == 256 + 255
+    assert wal.segment_number("00000002.history", seg) is None
+    assert wal.segment_number("000000010000000100000002") == 258  # 16 MB segments unless told
     name = wal_segment_name("1/FF000000", timeline=2)
-    assert wal._segno(name, seg) == parse_lsn("1/FF000000") // seg
+    assert wal.segment_number(name, seg) == parse_lsn("1/FF000000") // seg
 
 
 LOG = """\

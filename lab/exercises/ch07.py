@@ -1,23 +1,25 @@
-"""Self-checks of chapter 07 (the crypto app on the cluster); ``lab.checks.check("07.1", cluster)`` loads them."""
+"""Chapter 07's self-checks (the crypto app on the cluster); ``lab.checks.check("07.1", cluster)``."""
 from __future__ import annotations
 
-from .checks import exercise
-from .errors import LabError
+from .. import webapp
+from ..errors import LabError
+from .registry import Precondition, Unmet, exercise
 
-_NOT_RUNNING = "the crypto app is not running: lab.webapp.start(cluster)"
 
-
-def _running(cluster):
-    from . import webapp
+def _running_app(cluster):
     info = webapp.status(cluster)
-    return info if info.running else None
+    if not info.running:
+        raise Unmet("the crypto app is not running: lab.webapp.start(cluster)")
+    return info
 
 
-@exercise("07.1", "the app reads from the replicas")
-def _reads_on_replicas(cluster):
-    from . import webapp
-    if not _running(cluster):
-        return False, _NOT_RUNNING
+RUNNING_APP = Precondition("the crypto app, running on this cluster", _running_app)
+
+
+@exercise("07.1", "the app reads from the replicas", needs=RUNNING_APP)
+def _reads_on_replicas(cluster, _app):
+    """With both replicas running, the app's reads go to them, not to the primary: lab.webapp.reads(cluster)
+    shows who served each one."""
     df = webapp.reads(cluster, n=6)
     roles = set(df["role"])
     if roles == {"replica"}:
@@ -28,8 +30,8 @@ def _reads_on_replicas(cluster):
 
 @exercise("07.2", "who serves reads when no replica answers", answer=True)
 def _who_serves_without_replicas(cluster, answer):
-    if answer is ...:
-        return False, "answer with the name of the node, e.g. answer='replica1'"
+    """Stop both replicas, look at lab.webapp.reads(cluster)['served_by'], and answer with the name of the node
+    that serves the reads."""
     name = str(answer).strip().lower()
     if name in (cluster.primary.name, "primary", "pg-master"):
         return True, (f"right: with no replica answering, the app reads from the primary ({cluster.primary.name}) "
@@ -37,11 +39,10 @@ def _who_serves_without_replicas(cluster, answer):
     return False, "not that one: stop both replicas, then look at lab.webapp.reads(cluster)['served_by']"
 
 
-@exercise("07.3", "writes reach the current primary")
-def _writes_reach_primary(cluster):
-    from . import webapp
-    if not _running(cluster):
-        return False, _NOT_RUNNING
+@exercise("07.3", "writes reach the current primary", needs=RUNNING_APP)
+def _writes_reach_primary(cluster, _app):
+    """Write through the app, lab.webapp.write(cluster): it lands on the lab's current primary, even after a
+    failover."""
     try:
         w = webapp.write(cluster)
     except LabError as e:
@@ -54,11 +55,10 @@ def _writes_reach_primary(cluster):
     return True, f"a write committed on {w['primary']} at LSN {w['lsn']}"
 
 
-@exercise("07.4", "a read with min_lsn sees its own write")
-def _read_your_writes(cluster):
-    from . import webapp
-    if not _running(cluster):
-        return False, _NOT_RUNNING
+@exercise("07.4", "a read with min_lsn sees its own write", needs=RUNNING_APP)
+def _read_your_writes(cluster, _app):
+    """Read with min_lsn, lab.webapp.read_your_writes(cluster, use_min_lsn=True): each read waits until the
+    replica has replayed the write before it."""
     try:
         df = webapp.read_your_writes(cluster, rounds=3, use_min_lsn=True)
     except LabError as e:

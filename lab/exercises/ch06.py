@@ -1,17 +1,20 @@
-"""Self-checks of chapter 06 (failover); ``lab.checks.check("06.1", cluster, answer=...)`` loads them."""
+"""Chapter 06's self-checks (failover); ``lab.checks.check("06.1", cluster, answer=...)``."""
 from __future__ import annotations
 
-from .checks import _as_count, exercise
-from .failover import _follows, timeline
-from .node import Role
+from ..failover import follows, timeline
+from ..node import Role
+from .answers import as_count
+from .registry import exercise
 
 
 @exercise("06.1", "the timeline the primary writes on now", answer=True)
 def _primary_timeline(cluster, answer):
+    """Answer with the timeline the primary writes on: lab.failover.timelines(cluster) shows it, or the first
+    8 hex digits of pg_walfile_name(pg_current_wal_lsn()) on the primary."""
     primary = cluster.primary
     if not primary.is_running:
         return False, f"the primary ({primary.name}) is stopped: lab.failover.tidy(cluster), then check again"
-    given = _as_count(answer)
+    given = as_count(answer)
     if given is None:
         return False, f"answer with a whole number, e.g. answer=2 (not {answer!r})"
     now = timeline(primary)["timeline"]
@@ -24,6 +27,8 @@ def _primary_timeline(cluster, answer):
 
 @exercise("06.2", "exactly one node accepts writes")
 def _one_writable(cluster):
+    """After a failover, fence the old primary (lab.failover.fence, or cluster.rejoin) so that only the
+    lab's primary accepts writes."""
     writers = []
     for n in cluster.nodes:
         if n.is_running and not timeline(n)["in_recovery"]:
@@ -41,6 +46,8 @@ def _one_writable(cluster):
 
 @exercise("06.3", "every other node is a replica of the current primary again")
 def _all_follow(cluster):
+    """Bring every other node back as a streaming replica of the current primary, on its timeline:
+    cluster.rejoin(name) rewinds a former primary; lab.failover.restore(cluster) repairs all of it."""
     problems = []
     for n in cluster.nodes:
         if n.name == cluster.primary.name:
@@ -49,7 +56,7 @@ def _all_follow(cluster):
             problems.append(f"{n.name} is a {n.role} (cluster.rejoin({n.name!r}) rewinds it)")
         elif not n.is_running:
             problems.append(f"{n.name} is stopped")
-        elif not _follows(cluster, n):
+        elif not follows(cluster, n):
             problems.append(f"{n.name} does not stream from {cluster.primary.name} on its timeline")
     if problems:
         return False, "; ".join(problems) + ": lab.failover.restore(cluster) repairs all of it"
@@ -60,6 +67,8 @@ def _all_follow(cluster):
 
 @exercise("06.4", "a crash of the primary now would lose no acknowledged write")
 def _zero_loss(cluster):
+    """Make every acknowledged COMMIT wait until a standby has it on disk: a synchronous standby
+    (synchronous_standby_names) and a synchronous_commit level that waits for its flush."""
     primary = cluster.primary
     if not primary.is_running:
         return False, f"the primary ({primary.name}) is stopped: lab.failover.tidy(cluster) first"

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import re
 
-from .backups import known_backups
-from .checks import exercise
-from .errors import Timeout
-from .slots import WAL_GONE, _slot_of, inactive_slots, slot_table, wal_settings
+from ..backups import known_backups
+from ..errors import Timeout
+from ..slots import WAL_GONE, inactive_slots, slot_of, slot_table, wal_settings
+from .registry import NO_REPLICA, exercise
 
 _WAL_FILE_RE = re.compile(r"^[0-9A-F]{24}$")
 _LSN_RE = re.compile(r"^[0-9A-F]+/[0-9A-F]+$")
@@ -18,6 +18,8 @@ _LSN_RE = re.compile(r"^[0-9A-F]+/[0-9A-F]+$")
 
 @exercise("03.1", "the WAL file a base backup starts in", answer=True)
 def _backup_start(cluster, answer):
+    """Take a base backup with lab.backups.take_base_backup(cluster), read START WAL LOCATION in its
+    lab.backups.backup_label(path) and answer with the WAL file named in parentheses."""
     if not isinstance(answer, str) or not answer.strip():
         return False, "answer with a WAL file name (24 hex digits), e.g. answer='000000010000000000000003'"
     given = answer.strip().upper()
@@ -46,11 +48,13 @@ def _streaming(cluster) -> set:
 
 @exercise("03.2", "a replica that streams without a slot")
 def _replica_without_slot(cluster):
+    """Take a base backup without -S, path = lab.backups.take_base_backup(cluster), and start a replica from it
+    with cluster.add_replica('replica_manual', from_backup=path): it streams with no slot."""
     replicas = [r for r in cluster.replicas if r.is_running]
     if not replicas:
         return False, "no replica runs: lab.up(replicas=1) starts replica1"
     streaming = _streaming(cluster)
-    slotless = [r for r in replicas if not _slot_of(r)]
+    slotless = [r for r in replicas if not slot_of(r)]
     for r in slotless:
         if r.name in streaming:
             return True, (f"{r.name} streams from {cluster.primary.name} with no slot: nothing on the primary "
@@ -75,6 +79,8 @@ def _names(answer):
 
 @exercise("03.3", "which slots have no consumer", answer=True)
 def _which_inactive(cluster, answer):
+    """Ask the primary SELECT slot_name FROM pg_replication_slots WHERE NOT active and answer with the slot
+    name(s), or [] for none."""
     given = _names(answer)
     if given is None:
         return False, f"answer with a slot name, a list of names, or [] for none (not {answer!r})"
@@ -94,6 +100,8 @@ def _which_inactive(cluster, answer):
 
 @exercise("03.4", "no forgotten slot, settings back to their defaults")
 def _tidy(cluster):
+    """Drop every slot no replica of this cluster uses (lab.slots.drop_slot), and reset what you set by
+    ALTER SYSTEM (lab.slots.wal_settings(cluster) shows it) with node.set(name=None)."""
     inactive = inactive_slots(cluster)
     forgotten = inactive[inactive["owner"].isna()]
     if len(forgotten):
@@ -115,9 +123,11 @@ def _tidy(cluster):
 
 @exercise("03.5", "every replica streams again")
 def _all_streaming(cluster):
+    """Start every replica; rebuild one whose WAL the primary no longer has (cluster.remove_replica, then
+    cluster.add_replica from a fresh base backup), and drop a lost slot."""
     replicas = cluster.replicas
     if not replicas:
-        return False, "this cluster has no replica: lab.up(replicas=1) adds one"
+        return False, NO_REPLICA
     stopped = [r.name for r in replicas if not r.is_running]
     if stopped:
         return False, f"{stopped[0]} is stopped: start it with cluster.node({stopped[0]!r}).start()"
@@ -134,7 +144,7 @@ def _all_streaming(cluster):
             continue
         if WAL_GONE in r.logs(50):
             how = (f"cluster.remove_replica({r.name!r}), then a fresh base backup: cluster.add_replica({r.name!r})"
-                   if _slot_of(r) else
+                   if slot_of(r) else
                    f"cluster.remove_replica({r.name!r}), path = lab.backups.take_base_backup(cluster), "
                    f"cluster.add_replica({r.name!r}, from_backup=path)")
             return False, f"the primary no longer has the WAL {r.name} needs (see its logs): rebuild it: {how}"

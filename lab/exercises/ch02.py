@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import re
 
-from .checks import exercise
-from .errors import LabError
-from .lsn import format_lsn, parse_lsn
-from .wal import _segno, _segment_size, wal_files, waldump
+from ..errors import LabError
+from ..lsn import format_lsn, parse_lsn
+from ..wal import segment_number, segment_size, wal_files, waldump
+from .registry import exercise
 
 WAL_DE = "wal de "
 _WAL_FILE_RE = re.compile(r"^[0-9A-F]{24}$")
@@ -37,6 +37,8 @@ def _record_at(cluster, lsn: str):
 
 @exercise("02.1", "your INSERT in the WAL", answer=True)
 def _your_insert(cluster, answer):
+    """Note pg_current_wal_lsn(), INSERT a row into test_replication whose mensaje starts with 'wal de ',
+    then find it in lab.wal.waldump(cluster.primary, start) and answer with the LSN of its Heap INSERT."""
     rows = cluster.primary.sql("SELECT id, mensaje, xmin::text::bigint AS xid FROM test_replication "
                                "WHERE mensaje ILIKE %s ORDER BY id", (WAL_DE + "_%",))
     if rows.empty:
@@ -63,6 +65,8 @@ def _your_insert(cluster, answer):
 
 @exercise("02.2", "the WAL file being written now", answer=True)
 def _current_file(cluster, answer):
+    """Ask the primary for pg_walfile_name(pg_current_wal_lsn()), or look at lab.wal.wal_files(cluster), and
+    answer with the name of the WAL file being written now."""
     if not isinstance(answer, str) or not _WAL_FILE_RE.match(answer.strip().upper()):
         return False, f"answer with a WAL file name (24 hex digits), e.g. answer='000000010000000000000003' (not {answer!r})"
     given = answer.strip().upper()
@@ -70,7 +74,7 @@ def _current_file(cluster, answer):
     kinds = dict(zip(files["name"], files["kind"]))
     if kinds.get(given) == "current":
         return True, f"right: {given} holds the primary's insert position, pg_current_wal_insert_lsn()"
-    seg = _segment_size(cluster.primary)
+    seg = segment_size(cluster.primary)
     if given not in kinds:
         return False, ("no such file in the primary's pg_wal/: ask the primary for "
                        "pg_walfile_name(pg_current_wal_lsn()), or list lab.wal.wal_files(cluster)")
@@ -78,7 +82,7 @@ def _current_file(cluster, answer):
         return False, (f"{given} is in pg_wal/ but ahead of the insert position: a recycled file waiting to be "
                        "written (its modification time is old)")
     current = files.loc[files["kind"] == "current", "name"]
-    if len(current) and _segno(current.iloc[0], seg) - _segno(given, seg) == 1 and \
+    if len(current) and segment_number(current.iloc[0], seg) - segment_number(given, seg) == 1 and \
             parse_lsn(cluster.primary.scalar("SELECT pg_current_wal_lsn()::text")) % seg == 0:
         return False, (f"{given} is what pg_walfile_name() says at an exact file boundary (it names the file of the "
                        "byte before the LSN); the next record goes into the next file")
@@ -88,6 +92,8 @@ def _current_file(cluster, answer):
 
 @exercise("02.3", "a full-page image of yours", answer=True)
 def _your_fpw(cluster, answer):
+    """Read test_replication, run CHECKPOINT, UPDATE one row of it, then find your UPDATE in
+    lab.wal.waldump(...) and answer with the LSN of its record with fpw True (a full-page image)."""
     how = ("read the table (SELECT count(*) FROM test_replication), run CHECKPOINT, then UPDATE one row of "
            "test_replication, then find your UPDATE in lab.wal.waldump(...): the record with fpw True")
     lsn = _lsn(answer)
@@ -137,10 +143,11 @@ def wal_checkpoints_by_setting(log_text: str) -> list:
 
 @exercise("02.4", "break it: max_wal_size too small; then repair it")
 def _broke_and_repaired(cluster):
+    """Break it: cluster.primary.set(max_wal_size='32MB'), then lab.wal.write_load(cluster) and look for
+    'checkpoint starting: wal' in lab.wal.checkpoint_log(cluster); repair it: cluster.primary.set(max_wal_size=None)."""
     p = cluster.primary
-    s = p.sql("SELECT setting, unit, sourcefile FROM pg_settings WHERE name = 'max_wal_size'",
-              dbname="postgres").iloc[0]
-    overridden = bool(s["sourcefile"]) and s["sourcefile"].endswith("postgresql.auto.conf")
+    s = p.settings("max_wal_size").iloc[0]
+    overridden = bool(s["set_by_alter_system"])
     log = p.logs(tail=5000)
     stretches = wal_checkpoints_by_setting(log)
     if overridden:

@@ -1,21 +1,19 @@
-"""Self-checks of chapter 04 (hot standby); ``lab.checks.check("04.1", cluster, answer=...)`` loads them."""
+"""Chapter 04's self-checks (hot standby); ``lab.checks.check("04.1", cluster, answer=...)``."""
 from __future__ import annotations
 
 import time
 
-from .checks import _NO_REPLICA, _as_count, _main_replica, _stopped, exercise
-from .errors import LabError, Timeout
-from .standby import _pause_state_sql, _slot_xmin, _wait_replayed, lag_table
+from ..errors import LabError, Timeout
+from ..standby import lag_table, replay_pause_state, slot_xmin, wait_replayed
+from .answers import as_count
+from .registry import RUNNING_REPLICA, exercise
 
 
-@exercise("04.1", "how many replica queries a conflict cancelled", answer=True)
-def _snapshot_conflicts(cluster, answer):
-    replica = _main_replica(cluster)
-    if replica is None:
-        return False, _NO_REPLICA
-    if not replica.is_running:
-        return False, _stopped(replica)
-    given = _as_count(answer)
+@exercise("04.1", "how many replica queries a conflict cancelled", answer=True, needs=RUNNING_REPLICA)
+def _snapshot_conflicts(cluster, replica, answer):
+    """Ask the replica (not the primary) for confl_snapshot in pg_stat_database_conflicts, on the row of this
+    database (current_database()), and answer with that number."""
+    given = as_count(answer)
     if given is None:
         return False, f"answer with a whole number, e.g. answer=7 (not {answer!r})"
     count = int(replica.scalar("SELECT confl_snapshot FROM pg_stat_database_conflicts "
@@ -27,22 +25,19 @@ def _snapshot_conflicts(cluster, answer):
                    "pg_stat_database_conflicts, on the row of this database (current_database())")
 
 
-@exercise("04.2", "hot_standby_feedback holds back the primary's VACUUM")
-def _feedback_holds_horizon(cluster):
-    replica = _main_replica(cluster)
-    if replica is None:
-        return False, _NO_REPLICA
-    if not replica.is_running:
-        return False, _stopped(replica)
+@exercise("04.2", "hot_standby_feedback holds back the primary's VACUUM", needs=RUNNING_REPLICA)
+def _feedback_holds_horizon(cluster, replica):
+    """Turn hot_standby_feedback on on the replica, cluster.node('replica1').set(hot_standby_feedback=True):
+    the primary then keeps an xmin for it (pg_replication_slots.xmin)."""
     setting = replica.scalar("SELECT current_setting('hot_standby_feedback')")
     if setting != "on":
         return False, (f"hot_standby_feedback is {setting} on {replica.name}: turn it on with "
                        f"cluster.node({replica.name!r}).set(hot_standby_feedback=True)")
     deadline = time.monotonic() + 3  # the replica reports every wal_receiver_status_interval
-    xmin = _slot_xmin(cluster, replica)
+    xmin = slot_xmin(cluster, replica)
     while xmin is None and time.monotonic() < deadline:
         time.sleep(0.1)
-        xmin = _slot_xmin(cluster, replica)
+        xmin = slot_xmin(cluster, replica)
     if xmin is None:
         return False, (f"hot_standby_feedback is on, but the primary keeps no xmin for {replica.name}: "
                        "is it streaming? see lab.replication.stat_replication(cluster)")
@@ -51,13 +46,10 @@ def _feedback_holds_horizon(cluster):
                   f"cluster.node({replica.name!r}).set(hot_standby_feedback=None)")
 
 
-@exercise("04.3", "a paused replica still receives WAL")
-def _paused_still_receives(cluster):
-    replica = _main_replica(cluster)
-    if replica is None:
-        return False, _NO_REPLICA
-    if not replica.is_running:
-        return False, _stopped(replica)
+@exercise("04.3", "a paused replica still receives WAL", needs=RUNNING_REPLICA)
+def _paused_still_receives(cluster, replica):
+    """Pause the replica's replay with lab.standby.pause_replay(cluster, 'replica1'), then INSERT a row on the
+    primary: the replica receives its WAL but does not apply it."""
     row = lag_table(cluster).set_index("node").loc[replica.name]
     if row["replay"] == "not paused":
         return False, (f"{replica.name}'s replay is not paused: pause it with "
@@ -75,14 +67,11 @@ def _paused_still_receives(cluster):
                   f"applied{stale}. Now resume it: lab.standby.resume_replay(cluster, {replica.name!r})")
 
 
-@exercise("04.4", "replica1 applies WAL again")
-def _replica_applies_again(cluster):
-    replica = _main_replica(cluster)
-    if replica is None:
-        return False, _NO_REPLICA
-    if not replica.is_running:
-        return False, _stopped(replica)
-    state = replica.scalar(f"SELECT {_pause_state_sql(replica)}", dbname="postgres")
+@exercise("04.4", "replica1 applies WAL again", needs=RUNNING_REPLICA)
+def _replica_applies_again(cluster, replica):
+    """Resume the replica's replay, lab.standby.resume_replay(cluster, 'replica1'), and reset the setting that
+    delays it (lab.standby.standby_settings(cluster) shows it)."""
+    state = replay_pause_state(replica)
     if state != "not paused":
         return False, (f"{replica.name}'s replay is {state}: who pauses it, resumes it "
                        f"(lab.standby.resume_replay(cluster, {replica.name!r}))")
@@ -91,7 +80,7 @@ def _replica_applies_again(cluster):
         return False, (f"{replica.name} receives WAL but holds each COMMIT back: look at "
                        "lab.standby.standby_settings(cluster) for the setting that delays replay")
     try:
-        lsn = _wait_replayed(cluster.primary, replica, timeout=5)
+        lsn = wait_replayed(cluster.primary, replica, timeout=5)
     except Timeout:
         row = lag_table(cluster).set_index("node").loc[replica.name]
         return False, (f"{replica.name} is {row['lag_bytes']} bytes behind and not catching up: see "

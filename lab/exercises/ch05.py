@@ -1,24 +1,22 @@
-"""Self-checks of chapter 05 (lag, synchronous commit, consistency); ``lab.checks.check("05.1", cluster)``."""
+"""Chapter 05's self-checks (lag, synchronous commit, consistency); ``lab.checks.check("05.1", cluster)``."""
 from __future__ import annotations
 
 import re
 import time
 
-from .checks import _NO_REPLICA, _main_replica, _stopped, exercise
-from .errors import LabError
+from .. import faults
+from ..errors import LabError
+from .registry import RUNNING_REPLICA, exercise
 
 
 def _sync_rows(cluster):
     return cluster.primary.sql("SELECT application_name, sync_state FROM pg_stat_replication", dbname="postgres")
 
 
-@exercise("05.1", "replica1 is the synchronous standby")
-def _replica_is_sync(cluster):
-    replica = _main_replica(cluster)
-    if replica is None:
-        return False, _NO_REPLICA
-    if not replica.is_running:
-        return False, _stopped(replica)
+@exercise("05.1", "replica1 is the synchronous standby", needs=RUNNING_REPLICA)
+def _replica_is_sync(cluster, replica):
+    """Name the replica alone in the primary's synchronous_standby_names:
+    lab.sync.set_synchronous(cluster, 'replica1')."""
     names = cluster.primary.scalar("SHOW synchronous_standby_names")
     if not names:
         return False, ("synchronous_standby_names is empty on the primary: every replica is asynchronous; "
@@ -34,6 +32,8 @@ def _replica_is_sync(cluster):
 
 @exercise("05.2", "a quorum of one among two replicas")
 def _quorum(cluster):
+    """With two running replicas (lab.up(replicas=2)), make COMMIT wait for either one:
+    lab.sync.set_synchronous(cluster, 'ANY 1 (replica1, replica2)')."""
     running = [r.name for r in cluster.replicas if r.is_running]
     if len(running) < 2:
         return False, "this needs two running replicas: lab.up(replicas=2) adds the second one"
@@ -53,13 +53,10 @@ def _quorum(cluster):
                   "can stop without blocking the primary (you measured it with lab.sync.quorum)")
 
 
-@exercise("05.3", "your writes are visible on replica1 right after COMMIT")
-def _read_your_writes(cluster):
-    replica = _main_replica(cluster)
-    if replica is None:
-        return False, _NO_REPLICA
-    if not replica.is_running:
-        return False, _stopped(replica)
+@exercise("05.3", "your writes are visible on replica1 right after COMMIT", needs=RUNNING_REPLICA)
+def _read_your_writes(cluster, replica):
+    """Make every COMMIT on the primary wait until the replica has replayed it: pick the synchronous_commit
+    level that waits for replay, and make the replica a synchronous standby."""
     level = cluster.primary.scalar("SHOW synchronous_commit")
     w, r = cluster.primary.connect(), replica.connect()
     misses = 0
@@ -95,7 +92,8 @@ def _read_your_writes(cluster):
 
 @exercise("05.4", "every replica streams from the primary directly again")
 def _repaired(cluster):
-    from . import faults
+    """Put back what the chapter changed: lab.sync.tidy(cluster) (synchronous_standby_names empty,
+    synchronous_commit on, every replica running, unpaused and streaming straight from the primary)."""
     problems = []
     names = cluster.primary.scalar("SHOW synchronous_standby_names")
     if names:
