@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 
 from . import faults, plots, proxy, sync, workload  # noqa: F401 (plots: Figures show as pictures)
 from .errors import LabError, NotRunning, Timeout
-from .lsn import parse_lsn
+from .lsn import format_lsn, parse_lsn
 from .node import Node, Role, Text
 
 MODES = ("async", "on", "remote_apply")
@@ -134,9 +134,11 @@ def writable(cluster) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["node", "accepts_writes", "timeline", "port"])
 
 
-def best_candidate(cluster) -> Node:
-    """The running replica that has received the most WAL (what an HA manager promotes)."""
-    best, best_lsn = None, -1
+def received(cluster) -> "dict[str, int]":
+    """How far each running replica has received the WAL (and flushed it to its own disk:
+    ``pg_last_wal_receive_lsn()``, else what it replayed), as byte positions by node name.  A
+    replica that does not answer is left out."""
+    out = {}
     for r in cluster.replicas:
         if not r.is_running:
             continue
@@ -145,12 +147,31 @@ def best_candidate(cluster) -> Node:
                            dbname="postgres")
         except LabError:
             continue
-        at = parse_lsn(lsn) if lsn else 0
-        if at > best_lsn:
-            best, best_lsn = r, at
-    if best is None:
+        out[r.name] = parse_lsn(lsn) if lsn else 0
+    return out
+
+
+def _most_wal(cluster, positions: "dict[str, int]") -> Node:
+    if not positions:
         raise NotRunning("no running replica to promote: start one (cluster.start()) or add one")
-    return best
+    return cluster.node(max(positions, key=lambda name: positions[name]))
+
+
+def best_candidate(cluster) -> Node:
+    """The running replica that has received the most WAL (what an HA manager promotes)."""
+    return _most_wal(cluster, received(cluster))
+
+
+def _record_end(lsn: int, block_size: int, segment_size: int) -> int:
+    """``pg_current_wal_insert_lsn()`` as the end of the record before it.  When that record ends
+    exactly at a page boundary, the insert position points past the next page's header (24
+    bytes, 40 at a segment's first page), while the record's end — what a standby flushes, what
+    a synchronous COMMIT waits for — is the boundary itself."""
+    if lsn % segment_size == 40:
+        return lsn - 40
+    if lsn % block_size == 24:
+        return lsn - 24
+    return lsn
 
 
 # --- one failover ----------------------------------------------------------------------------
@@ -168,6 +189,10 @@ class Failover:
     t_fenced: "float | None" = None
     lost: "pd.DataFrame | None" = None  # acknowledged writes the new primary lacks
     audit: "pd.DataFrame | None" = None
+    # the most WAL any standby had when the links went down: the furthest of the replicas'
+    # received-and-flushed positions read right after the cut and the new timeline's switchpoint
+    standby_flushed: "str | None" = None
+    wal_sizes: "tuple[int, int]" = (8192, 16 * 1024 * 1024)  # wal_block_size, wal_segment_size
 
     @property
     def log(self) -> pd.DataFrame:
@@ -180,14 +205,34 @@ class Failover:
         after = log[(log["outcome"] == "acknowledged") & (log["node"] == self.new) & (log["done_at"] > self.t_fault)]
         return None if after.empty else round(float(after["done_at"].min() - self.t_fault), 3)
 
+    def acknowledged_alone(self) -> "pd.DataFrame | None":
+        """The writes the old primary acknowledged although no standby had their commit record
+        when the links went down: their commit LSN is past ``standby_flushed``.  Only the isolated
+        old primary of a partition can acknowledge such a write (a killed one answers nobody:
+        None); under ``on`` or ``remote_apply`` it cannot either, as each COMMIT waits for a
+        standby to flush it.
+
+        Decided from the WAL, not from clocks: a COMMIT whose standby's reply crossed the link
+        just before the cut may return to the client just after it, and is not one of these."""
+        if self.fault != "partition" or self.standby_flushed is None:
+            return None
+        ack = self.writer.acknowledged()
+        on_old = ack[ack["node"] == self.old]
+        flushed = parse_lsn(self.standby_flushed)
+        past = on_old["lsn"].map(lambda x: _record_end(parse_lsn(x), *self.wal_sizes) > flushed)
+        return on_old[past.astype(bool)].reset_index(drop=True)
+
     def summary(self) -> pd.DataFrame:
+        """One row: the writer's outcomes; ``lost`` (acknowledged, missing on the new primary);
+        ``acked_by_old_after_fault`` (``acknowledged_alone``: acknowledged by the cut-off old
+        primary with no standby holding the commit; None for a crash); the outage from the fault
+        to the first write on the new primary; the promotion's time; median commit times (ms)."""
         log = self.log
         counts = log["outcome"].value_counts()
         ack = log[log["outcome"] == "acknowledged"]
         on_old, on_new = ack[ack["node"] == self.old], ack[ack["node"] == self.new]
-        # after a partition the old primary still answers its clients; a killed one answers nobody
-        # (an acknowledgement logged a hair after the kill is a race of the two threads' clocks)
-        late = len(on_old[on_old["done_at"] > self.t_fault]) if self.fault == "partition" else None
+        alone = self.acknowledged_alone()
+        late = None if alone is None else len(alone)
 
         def ms(part):
             return round(float(part["latency_s"].median()) * 1000, 2) if len(part) else None
@@ -289,6 +334,20 @@ def _route(cluster, replica: str, latency_ms: float):
         return proxy.route(cluster, replica, latency_ms=latency_ms)
 
 
+def _standby_flushed(at_cut: "dict[str, int]", new: Node) -> "str | None":
+    """The furthest WAL position any standby held when its link went down: ``at_cut`` (read right
+    after the cut) or, if further, the new timeline's switchpoint (the promoted replica replays
+    all it received, bytes still in its socket when its position was read included)."""
+    points = list(at_cut.values())
+    try:
+        hist = history(new)
+    except LabError:
+        hist = pd.DataFrame()
+    if len(hist):
+        points.append(parse_lsn(hist.sort_values("timeline")["switchpoint"].iloc[-1]))
+    return format_lsn(max(points)) if points else None
+
+
 def failover(cluster, mode: str = "async", fault: str = "crash", rate: "float | None" = 500,
              before: float = 1.0, after: float = 0.5, latency_ms: float = 0, fence_after: float = 0.5,
              candidate: "str | None" = None, quiet: bool = False) -> Failover:
@@ -309,6 +368,7 @@ def failover(cluster, mode: str = "async", fault: str = "crash", rate: "float | 
     if not running:
         raise NotRunning("failover needs a running replica: cluster.start() or cluster.add_replica()")
     workload.ensure_table(old)
+    sizes = old.settings("wal_block_size", "wal_segment_size").set_index("name")["setting"].astype(int)
     names = set_mode(cluster, mode)
     routed = []
     if latency_ms or fault == "partition":
@@ -339,7 +399,10 @@ def failover(cluster, mode: str = "async", fault: str = "crash", rate: "float | 
                 proxy.link(cluster, r).cut()
             t_fault = time.time()
             _say(quiet, f"  every replica cut off {old.name}; {old.name} still runs and its clients still write")
-        new = cluster.node(candidate) if candidate else best_candidate(cluster)
+        # What the standbys hold now, the links down: no later flush of theirs can reach the old
+        # primary, so no COMMIT it acknowledges from now on is on a standby beyond this.
+        at_cut = received(cluster)
+        new = cluster.node(candidate) if candidate else _most_wal(cluster, at_cut)
         p0 = time.perf_counter()
         new.promote()
         promote_s = time.perf_counter() - p0
@@ -360,7 +423,9 @@ def failover(cluster, mode: str = "async", fault: str = "crash", rate: "float | 
         w.stop()
         for r in routed:
             proxy.unroute(cluster, r, wait=False)
-    run = Failover(mode, fault, old.name, new.name, w, t_fault, t_promoted, promote_s, t_fenced)
+    run = Failover(mode, fault, old.name, new.name, w, t_fault, t_promoted, promote_s, t_fenced,
+                   standby_flushed=_standby_flushed(at_cut, new),
+                   wal_sizes=(int(sizes["wal_block_size"]), int(sizes["wal_segment_size"])))
     run.lost = workload.lost_writes(w, new)
     run.audit = workload.audit(w, new)
     s = run.summary().iloc[0]

@@ -127,6 +127,12 @@ def test_partition_async_loses_what_the_old_primary_acknowledged_alone(cluster):
     assert s["acked_by_old_after_fault"] > 0
     assert s["lost"] >= s["acked_by_old_after_fault"]
     assert set(run.lost["node"]) == {run.old}
+    # decided from the WAL: each commit the old primary acknowledged alone lies past what any
+    # standby held at the cut, so the promoted one lacks it
+    alone = run.acknowledged_alone()
+    assert set(alone["seq"]) <= set(run.lost["seq"])
+    assert all(parse_lsn(lsn) > parse_lsn(run.standby_flushed) for lsn in alone["lsn"])
+    assert parse_lsn(run.standby_flushed) >= parse_lsn(run.against_fork().attrs["switchpoint"])
     assert run.t_fenced is not None and not cluster.node(run.old).is_running
 
 
@@ -137,6 +143,17 @@ def test_partition_sync_blocks_instead_of_losing(cluster):
     assert row["unknown"] >= 1  # the COMMIT that waited for an unreachable standby, ended by the fencing
     assert checks.check("06.3", cluster)  # rpo_rto restores after each run
     assert cluster.primary.scalar("SHOW synchronous_standby_names") == ""
+
+
+def test_partition_sync_old_primary_acknowledged_only_what_a_standby_had(cluster):
+    run = failover.failover(cluster, mode="on", fault="partition", rate=300, before=0.4, after=0.2,
+                            latency_ms=10, fence_after=0.4, quiet=True)
+    ack = run.writer.acknowledged()
+    assert (ack["node"] == run.old).sum() > 0
+    # every commit the old primary acknowledged, before the cut or (its standby's reply already
+    # in) just after it, lies at or before what a standby had flushed: none acknowledged alone
+    assert run.acknowledged_alone().empty and run.lost.empty
+    assert run.summary().iloc[0]["acked_by_old_after_fault"] == 0
 
 
 def test_a_cancelled_synchronous_wait_loses_an_acknowledged_write(cluster):
