@@ -1,28 +1,73 @@
-"""One behavioural suite, run against every backend: the local one (processes) and the
-compose one (containers on a private Docker engine, where this machine can run one)."""
+"""The Backend contract (lab/backends/base.py): each backend class has every operation of the
+protocol with its signature, and one behavioural suite runs against every backend: the local one
+(processes) and the compose one (containers on a private Docker engine, where this machine can run
+one).  A new kind of node (servers run by an HA manager) joins by adding its name to BACKENDS."""
 from __future__ import annotations
 
+import inspect
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 import lab
 import lab.backends.compose
 import lab.backends.pgconf
-import lab.system.paths
 import lab.pgadmin
+from lab import faults, proxy
+from lab.backends import CLASSES, Backend
+from lab.lsn import parse_lsn
 from lab.system import ports
 
-from conftest import insert, rows_with
 from docker_fixtures import compose_env
+from labtest.helpers import insert, postmasters, rows_with
 
-pytestmark = pytest.mark.integration
+# each backend's name; the tests that take one start servers (integration)
+BACKENDS = [pytest.param("local", marks=pytest.mark.integration),
+            pytest.param("compose", marks=[pytest.mark.compose, pytest.mark.integration])]
 
 
-@pytest.fixture(params=["local", pytest.param("compose", marks=pytest.mark.compose)])
+# --- the contract itself (no server) ------------------------------------------------------
+def _operations() -> list:
+    return sorted(n for n, v in inspect.getmembers(Backend) if not n.startswith("_") and callable(v))
+
+
+def _params(fn) -> list:
+    """What a caller relies on: each parameter's name, kind and default (annotations are the
+    protocol's documentation, not repeated in every implementation)."""
+    return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+
+def test_the_protocol_names_the_operations_the_lab_uses():
+    ops = _operations()
+    for op in ("prepare_state", "node_spec", "describe", "storage_of", "pid", "logs", "ensure_port", "start",
+               "wait_ready", "stop", "stop_many", "kill", "promote", "prepare_replica", "create_primary",
+               "adopt", "retarget", "follow", "tool", "remove_data", "after_down", "wipe", "pause", "resume",
+               "is_paused", "cut", "heal", "is_cut", "primary_address", "proxy_address", "host_dir",
+               "server_file", "write_server_file", "remove_server_file", "directory_out", "directory_in",
+               "app_node", "start_app", "stop_app"):
+        assert op in ops
+    for op in ops:  # each documented once, in the protocol
+        assert inspect.getdoc(getattr(Backend, op)), op
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
+def test_each_backend_has_every_operation_with_the_protocols_signature(name):
+    cls = CLASSES[name]
+    assert cls.name == name and isinstance(cls.max_replicas, int) and cls.max_replicas >= 1
+    for op in _operations():
+        assert hasattr(cls, op), f"{cls.__name__} has no {op}"
+        assert _params(getattr(cls, op)) == _params(getattr(Backend, op)), f"{cls.__name__}.{op}"
+    assert isinstance(inspect.getattr_static(cls, "prepare_state"), staticmethod)
+
+
+# --- the same behaviour on every backend ---------------------------------------------------
+@pytest.fixture(params=BACKENDS)
 def backend(request):
     """The backend's name, with the environment it needs set."""
     if request.param == "local":
@@ -46,7 +91,6 @@ def leftovers(c) -> list:
         client = c.backend.client
         return [x.name for x in client.containers.list(all=True, filters={"label": "com.docker.compose.project="
                                                                             + c._state["compose"]["project"]})]
-    from conftest import postmasters
     return [d for d in postmasters().values() if str(c.data_root) in d]
 
 
@@ -149,6 +193,7 @@ def test_a_port_taken_while_down_moves_the_node(cluster):
             assert lab.backends.pgconf.primary_conninfo(auto)["port"] == str(again.primary.port)
 
 
+@pytest.mark.integration
 @pytest.mark.compose
 def test_compose_image_build_failure_is_clear_and_leaves_nothing(docker_engine, tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", docker_engine.host)
@@ -163,6 +208,7 @@ def test_compose_image_build_failure_is_clear_and_leaves_nothing(docker_engine, 
     assert [c.name for c in client.containers.list(all=True) if "pg-master" in c.name] == []
 
 
+@pytest.mark.integration
 @pytest.mark.compose
 def test_compose_without_a_daemon_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
@@ -171,6 +217,7 @@ def test_compose_without_a_daemon_is_a_clear_error(tmp_path, monkeypatch):
     assert not (tmp_path / "lab" / "state.json").exists()
 
 
+@pytest.mark.integration
 @pytest.mark.compose
 def test_compose_pgadmin_gets_every_node_and_no_password(docker_engine, tmp_path):
     with compose_env(docker_engine):
@@ -197,32 +244,6 @@ def _check_compose_pgadmin(cluster):
     assert info.url.startswith("http://127.0.0.1:")
 
 
-@pytest.mark.compose
-def test_compose_pause_and_network_cut_of_one_node(docker_engine, tmp_path):
-    """docker pause / unpause and network disconnect / connect, the partition experiments' tools."""
-    import psycopg2
-    with compose_env(docker_engine):
-        c = lab.up(replicas=1, home=tmp_path / "lab", quiet=True, backend="compose")
-        try:
-            replica = c.node("replica1")
-            c.backend.pause(replica.spec)
-            assert c.backend.container(replica.spec).status == "paused"
-            with pytest.raises(psycopg2.OperationalError):  # frozen: the login times out
-                psycopg2.connect(replica.dsn, connect_timeout=2).close()
-            c.backend.unpause(replica.spec)
-            assert replica.scalar("SELECT 1") == 1
-
-            c.backend.disconnect(replica.spec)
-            insert(c.primary, "written during the partition")
-            behind = c.primary.scalar("SELECT pg_current_wal_lsn() > replay_lsn FROM pg_stat_replication")
-            assert behind in (True, None)  # not replayed: the replica cannot receive it
-            c.backend.connect(replica.spec)
-            c.wait_replayed(timeout=60)
-            assert rows_with(replica, "written during the partition") == 1
-        finally:
-            c.down(wipe=True)
-
-
 def test_storage_shows_where_the_data_is_and_wipe_removes_it(cluster):
     df = cluster.storage()
     assert df["node"].tolist() == ["primary", "replica1"] and df["exists"].all()
@@ -230,6 +251,7 @@ def test_storage_shows_where_the_data_is_and_wipe_removes_it(cluster):
     assert not cluster.storage()["exists"].any()
 
 
+@pytest.mark.integration
 @pytest.mark.compose
 def test_compose_base_backup_by_hand_becomes_a_replica_in_a_free_service(docker_engine, tmp_path):
     """Chapter 03 on containers: the backup is taken in the primary's container, copied out to the
@@ -280,38 +302,6 @@ def test_compose_base_backup_by_hand_becomes_a_replica_in_a_free_service(docker_
             c.down(wipe=True)
 
 
-@pytest.mark.compose
-def test_compose_replica_streams_through_a_proxy_with_latency(docker_engine, tmp_path):
-    """lab.proxy on containers: the proxy listens on the compose network's gateway (the container
-    cannot reach the host's 127.0.0.1), the replica streams through it, and goes back to pg-master."""
-    from lab import proxy
-    with compose_env(docker_engine):
-        c = lab.up(replicas=1, home=tmp_path / "lab", quiet=True, backend="compose")
-        try:
-            replica = c.node("replica1")
-            link = proxy.route(c, "replica1", latency_ms=25)
-            gateway = c.backend.network().attrs["IPAM"]["Config"][0]["Gateway"]
-            assert link.proxy.listen == gateway != "127.0.0.1"
-            receiver = replica.sql("SELECT status, sender_host, sender_port FROM pg_stat_wal_receiver").iloc[0]
-            assert (receiver["status"], receiver["sender_host"], receiver["sender_port"]) == (
-                "streaming", gateway, link.proxy.port)
-            insert(c.primary, "via proxy")
-            c.wait_replayed()
-            assert rows_with(replica, "via proxy") == 1 and link.proxy.stats()["bytes_up"] > 0
-            link.cut()
-            insert(c.primary, "while cut")
-            assert rows_with(replica, "while cut") == 0
-            link.heal()
-            c.wait_replayed(timeout=60)
-            assert rows_with(replica, "while cut") == 1
-            proxy.unroute(c, "replica1")
-            receiver = replica.sql("SELECT sender_host, sender_port FROM pg_stat_wal_receiver").iloc[0]
-            assert (receiver["sender_host"], receiver["sender_port"]) == ("pg-master", 5432)
-        finally:
-            proxy.unroute_all(c, wait=False)
-            c.down(wipe=True)
-
-
 def test_switchover_and_back_keeps_every_row(cluster):
     """A planned switchover to the replica and back, on either backend: on compose the old primary's
     container (pg-master) restarts as a replica (its role file), then becomes the primary again."""
@@ -327,3 +317,118 @@ def test_switchover_and_back_keeps_every_row(cluster):
     cluster.wait_replayed()
     r = cluster.node("replica1")
     assert [rows_with(r, t) for t in ("before the switchover", "on replica1 as the primary", "back on primary")] == [1, 1, 1]
+
+
+def test_wait_ready_answers_for_a_running_node_and_raises_for_a_killed_one(cluster):
+    replica = cluster.node("replica1")
+    spec = replica.spec
+    assert cluster.backend.wait_ready(spec) == replica.pid
+    pid = cluster.backend.kill(spec)
+    assert pid and not cluster.backend.pid(spec) and replica.state == "stopped"
+    with pytest.raises(lab.LabError):
+        cluster.backend.wait_ready(spec, timeout=5)
+    assert cluster.backend.kill(spec) is None  # nothing left to kill
+    replica.start()
+    cluster.wait_streaming()
+
+
+def test_pause_freezes_a_node_and_resume_thaws_it(cluster):
+    replica = cluster.node("replica1")
+    b = cluster.backend
+    assert not b.is_paused(replica.spec) and b.resume(replica.spec) == "was not paused"
+    try:
+        assert replica.pause(max_seconds=30).startswith("replica1: paused (")
+        assert b.is_paused(replica.spec) and faults.is_paused(replica)
+        with pytest.raises(psycopg2.OperationalError):  # frozen: the login times out
+            psycopg2.connect(replica.dsn, connect_timeout=2).close()
+    finally:
+        account = replica.resume()
+    assert account.startswith("replica1: resumed") and not b.is_paused(replica.spec)
+    assert replica.scalar("SELECT 1") == 1
+    faults.pause(replica)
+    cluster.down()  # a paused node is thawed to stop: nothing is left behind
+    assert leftovers(cluster) == []
+    with pytest.raises(lab.NotRunning):
+        replica.pause()
+
+
+def test_cut_and_heal_a_replica(cluster):
+    replica = cluster.node("replica1")
+    app = replica.spec.get("app_name", replica.name)
+    try:
+        assert not faults.is_cut(cluster, "replica1")
+        assert faults.cut(cluster, "replica1").startswith("replica1: ")
+        assert faults.is_cut(cluster, "replica1")
+        insert(cluster.primary, "written during the cut")
+        target = cluster.primary.scalar("SELECT pg_current_wal_lsn()::text")
+        time.sleep(0.5)
+        replayed = cluster.primary.scalar("SELECT replay_lsn::text FROM pg_stat_replication WHERE application_name = %s",
+                                          (app,), dbname="postgres")
+        assert replayed is None or parse_lsn(replayed) < parse_lsn(target)  # seen from the primary
+        assert faults.heal(cluster, "replica1").startswith("replica1: ")
+        assert not faults.is_cut(cluster, "replica1")
+        cluster.wait_replayed(target, timeout=90)
+        assert rows_with(replica, "written during the cut") == 1
+    finally:
+        proxy.unroute_all(cluster)
+    with pytest.raises(lab.LabError, match="cut a replica"):
+        faults.cut(cluster, "primary")
+
+
+def test_a_replica_streams_through_a_proxy_and_back(cluster):
+    """lab.proxy on any backend: the proxy listens where the replica reaches this host (127.0.0.1, or
+    the compose network's gateway: a container cannot reach the host's 127.0.0.1)."""
+    b = cluster.backend
+    replica = cluster.node("replica1")
+    try:
+        link = proxy.route(cluster, "replica1", latency_ms=25)
+        assert link.proxy.listen == b.proxy_address()
+        receiver = replica.sql("SELECT status, sender_host, sender_port FROM pg_stat_wal_receiver").iloc[0]
+        assert (receiver["status"], receiver["sender_host"], receiver["sender_port"]) == (
+            "streaming", b.proxy_address(), link.proxy.port)
+        insert(cluster.primary, "via proxy")
+        cluster.wait_replayed()
+        assert rows_with(replica, "via proxy") == 1 and link.proxy.stats()["bytes_up"] > 0
+        link.cut()
+        insert(cluster.primary, "while cut")
+        assert rows_with(replica, "while cut") == 0
+        link.heal()
+        cluster.wait_replayed(timeout=60)
+        assert rows_with(replica, "while cut") == 1
+        proxy.unroute(cluster, "replica1")
+        receiver = replica.sql("SELECT sender_host, sender_port FROM pg_stat_wal_receiver").iloc[0]
+        assert (receiver["sender_host"], receiver["sender_port"]) == b.primary_address()
+    finally:
+        proxy.unroute_all(cluster, wait=False)
+
+
+def test_files_beside_a_node_go_in_and_out(cluster):
+    """Server files, and directories written or read by a node's tools (base backups use them)."""
+    b = cluster.backend
+    spec = cluster.primary.spec
+    path = b.write_server_file(spec, "lab-test.txt", "secret line\n")
+    assert path == b.server_file(spec, "lab-test.txt") and path in b.where(spec, path)
+    r = cluster.primary.tool("stat", "-c", "%a", path)
+    assert r.stdout.strip() == "600"
+    assert cluster.primary.tool("cat", path).stdout == "secret line\n"
+    assert b.remove_server_file(spec, "lab-test.txt", what="test file").startswith("removed lab-test.txt")
+    assert b.remove_server_file(spec, "lab-test.txt", what="test file").startswith("no test file")
+
+    root = b.host_dir() / "lab-test-dir"
+    root.mkdir(mode=0o700)
+    b.give_to_server(root)
+    dest = root / "out"
+    try:
+        with b.directory_out(spec, dest) as target:
+            cluster.primary.tool("mkdir", "-p", target)
+            cluster.primary.tool("sh", "-c", 'echo written beside the node > "$0/f"', target)
+        assert (dest / "f").read_text() == "written beside the node\n"
+        (dest / "g").write_text("written on the host\n")
+        with b.directory_in(spec, dest) as where:
+            assert cluster.primary.tool("cat", f"{where}/g").stdout == "written on the host\n"
+        with pytest.raises(RuntimeError):  # a failure inside leaves nothing at dest
+            with b.directory_out(spec, root / "failed") as target:
+                raise RuntimeError("the tool failed")
+        assert not (root / "failed").exists() or not any((root / "failed").iterdir())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -24,7 +24,7 @@ from lab.errors import LabError, NotRunning, ReadOnlyError, SQLError
 from lab.system.process import pid_alive
 from lab.lsn import parse_lsn
 
-from conftest import insert, rows_with
+from labtest.helpers import insert, postmasters, rows_with
 
 pytestmark = pytest.mark.integration
 
@@ -332,7 +332,6 @@ def test_failed_start_tears_down_what_it_started(tmp_path):
     assert not (home / "state.json").exists()
     assert ports.claims_of(str(home)) == []
     assert not (home / "data").exists() or not any((home / "data").iterdir())
-    from conftest import postmasters
     data_root = lab.system.home.LabHome(home).default_data_root(lambda p: False)
     assert not data_root.exists()
     assert not [d for d in postmasters().values() if str(data_root) in d]
