@@ -3,7 +3,7 @@
     .venv/bin/python bench/compose.py [--runs 3]
 
 Needs what the compose test tier needs (root, docker.io, docker-compose, debootstrap): it
-starts a private Docker engine (lab/dockerd.py) and loads the cached node image (building
+starts a private Docker engine (tests/engine/) and loads the cached node image (building
 it the first time).  Prints medians of --runs runs of
   lab.up(replicas=1, backend=...)  from nothing to the replica streaming
   down(wipe=True)                  (compose: down -v)
@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # lab, and the engine (tests/engine/)
 
 import lab  # noqa: E402
 from table import print_table  # noqa: E402 (bench/table.py)
-from lab import dockerd  # noqa: E402
+from engine import PrivateDockerd, availability, ensure_images  # noqa: E402 (tests/engine/)
 
 
 def one(backend: str) -> tuple[float, float]:
@@ -47,13 +47,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    ok, why = dockerd.availability()
+    ok, why = availability()
     if not ok:
         print(f"compose benchmark skipped: {why}")
         return 0
     t0 = time.perf_counter()
-    with dockerd.PrivateDockerd() as engine:
-        images = dockerd.ensure_images(engine, REPO)
+    with PrivateDockerd() as engine:
+        images = ensure_images(engine, REPO)
         t_engine = time.perf_counter() - t0
         os.environ.update(DOCKER_HOST=engine.host, LAB_NODE_IMAGE=images["node"])
         results = {"compose": ([], []), "local": ([], [])}

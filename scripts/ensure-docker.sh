@@ -8,7 +8,7 @@
 #               Never starts a service: a policy-rc.d that denies starts is in place during
 #               the install, and on a systemd host the units the install enabled (docker,
 #               containerd) are disabled again, so no system dockerd changes the firewall at
-#               the next boot.  The tests start a private dockerd of their own (lab/dockerd.py).
+#               the next boot.  The tests start a private dockerd of their own (tests/engine/).
 # Otherwise:    prints one line saying the compose tier will be skipped, and why.
 #               LAB_NO_INSTALL=1 never installs (just reports).
 #

@@ -3,13 +3,13 @@
 Hooked in by tests/conftest.py (``from docker_fixtures import docker_engine``, or
 ``pytest_plugins = ["docker_fixtures"]``).
 
-``docker_engine`` (session): a ``lab.dockerd.PrivateDockerd`` that answers, with ``.host``
+``docker_engine`` (session): an ``engine.PrivateDockerd`` (tests/engine/) that answers, with ``.host``
 (``unix://...``), ``.env()`` (os.environ + DOCKER_HOST, for docker-compose and the docker CLI),
 ``.images`` (``{"base": ..., "node": ...}``), ``.docker(*args)`` (the CLI against it) and
 ``.client()`` (a docker SDK client).  The first use in a session starts the engine and loads the
 images from ``~/.cache/pglab/docker-images/`` (seconds) or builds them (about a minute, once per machine).
 The test that asks for it is skipped, with the reason, where the tier cannot run (not root, no
-docker.io/docker-compose/debootstrap, ...: see ``lab.dockerd.availability``).  At the end of the
+docker.io/docker-compose/debootstrap, ...: see ``engine.availability``).  At the end of the
 session everything is stopped and removed, and teardown fails if anything of the engine is left
 or the host's firewall rules or forwarding sysctls changed.
 """
@@ -23,6 +23,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from engine import PrivateDockerd, availability, ensure_images
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -79,7 +81,6 @@ def compose_env(engine, **extra):
 
 
 def require_compose_tier() -> None:
-    from lab.dockerd import availability
     ok, why = availability()
     if not ok:
         pytest.skip(f"compose tier: {why}")
@@ -88,8 +89,6 @@ def require_compose_tier() -> None:
 @pytest.fixture(scope="session")
 def docker_engine(request):
     require_compose_tier()
-    from lab.dockerd import PrivateDockerd, ensure_images
-
     plugins = request.config.pluginmanager
     reporter, capture = plugins.getplugin("terminalreporter"), plugins.getplugin("capturemanager")
 

@@ -17,13 +17,13 @@ import lab.webapp
 from lab.system import ports
 
 from docker_fixtures import compose_env
+from engine import ensure_app_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.compose]
 
 
 @pytest.fixture(scope="module")
 def app_cluster(docker_engine, tmp_path_factory):
-    from lab.dockerd import ensure_app_image
     image = ensure_app_image(docker_engine, lab.system.paths.REPO)
     home = tmp_path_factory.mktemp("app-compose") / "lab"
     with compose_env(docker_engine, LAB_APP_IMAGE=image):

@@ -1,7 +1,7 @@
-"""The compose tier's foundation: a private Docker engine on this machine (lab.dockerd).
+"""The compose tier's foundation: a private Docker engine on this machine (tests/engine/).
 
 The tests marked ``compose`` need root, docker.io, docker-compose and debootstrap; they are
-skipped with the reason otherwise (``lab.dockerd.availability()``).  The rest are pure.
+skipped with the reason otherwise (``engine.availability()``).  The rest are pure.
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from docker_fixtures import host_net_state, net_state_changes, require_compose_tier
-from lab import dockerd
-from lab.dockerd import DockerdError, PrivateDockerd
+from engine import DockerdError, PrivateDockerd, availability, debian_mirror, docker_cli, reap_stale
+from engine import app_key, host, node_key, sweep
+from lab.system.process import pid_alive, process_tree
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,20 +36,29 @@ def test_mirror_from_deb822_and_one_line_sources(tmp_path, monkeypatch):
         "Components: main\n\n"
         "Types: deb\nURIs: http://mirror.example.org/debian\nSuites: bookworm bookworm-updates\n"
         "Components: main contrib\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
-    assert dockerd.debian_mirror(tmp_path) == "http://mirror.example.org/debian"
+    assert debian_mirror(tmp_path) == "http://mirror.example.org/debian"
     (d / "debian.sources").unlink()
     (tmp_path / "sources.list").write_text("# old style\ndeb-src http://src.example.org/debian bookworm main\n"
                                            "deb http://old.example.org/debian/ trixie main\n")
-    assert dockerd.debian_mirror(tmp_path) == "http://old.example.org/debian/"
+    assert debian_mirror(tmp_path) == "http://old.example.org/debian/"
     (tmp_path / "sources.list").write_text("deb http://archive.ubuntu.com/ubuntu noble main\n")
-    assert dockerd.debian_mirror(tmp_path) is None  # Ubuntu's archive has no bookworm
+    assert debian_mirror(tmp_path) is None  # Ubuntu's archive has no bookworm
     monkeypatch.setenv("LAB_DEBIAN_MIRROR", "http://set.example.org/debian")
-    assert dockerd.debian_mirror(tmp_path) == "http://set.example.org/debian"
+    assert debian_mirror(tmp_path) == "http://set.example.org/debian"
 
 
 def test_availability_gives_a_reason():
-    ok, why = dockerd.availability()
+    ok, why = availability()
     assert isinstance(ok, bool) and why
+
+
+def test_availability_asks_the_labs_compose_finder(monkeypatch):
+    """No Compose CLI for the lab's compose backend (lab.backends.compose.compose_cli): no tier."""
+    monkeypatch.setattr(host, "compose_cli", lambda: None)
+    ok, why = host.availability()
+    assert not ok
+    if why.startswith("missing"):  # on a host that passes the earlier checks (Linux, root, Debian)
+        assert "docker-compose" in why
 
 
 def test_node_key_follows_the_image_inputs(tmp_path):
@@ -56,17 +66,32 @@ def test_node_key_follows_the_image_inputs(tmp_path):
                       ("master/entrypoint.sh", "#!/bin/sh\n"), ("replica/entrypoint.sh", "#!/bin/sh\n")):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
-    k = dockerd.node_key(tmp_path, "b1")
-    assert dockerd.node_key(tmp_path, "b1") == k
-    assert dockerd.node_key(tmp_path, "b2") != k
+    k = node_key(tmp_path, "b1")
+    assert node_key(tmp_path, "b1") == k
+    assert node_key(tmp_path, "b2") != k
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "x.ipynb").write_text("{}")
-    assert dockerd.node_key(tmp_path, "b1") == k  # not an input of the image
+    assert node_key(tmp_path, "b1") == k  # not an input of the image
     (tmp_path / "master" / "entrypoint.sh").chmod(0o755)
-    assert dockerd.node_key(tmp_path, "b1") != k
-    k = dockerd.node_key(tmp_path, "b1")
+    assert node_key(tmp_path, "b1") != k
+    k = node_key(tmp_path, "b1")
     (tmp_path / "replica" / "entrypoint.sh").write_text("#!/bin/sh\necho changed\n")
-    assert dockerd.node_key(tmp_path, "b1") != k
+    assert node_key(tmp_path, "b1") != k
+
+
+def test_app_key_follows_its_own_inputs_and_ignores_bytecode(tmp_path):
+    for rel in ("compose/app.Dockerfile", "compose/app-requirements.txt", "app/main.py", "master/x.sh"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    k = app_key(tmp_path, "b1")
+    assert k != node_key(tmp_path, "b1")
+    (tmp_path / "app" / "__pycache__").mkdir()
+    (tmp_path / "app" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"x")
+    (tmp_path / "app" / "old.pyc").write_bytes(b"x")
+    (tmp_path / "master" / "x.sh").write_text("changed")  # a node input, not an app input
+    assert app_key(tmp_path, "b1") == k
+    (tmp_path / "app" / "main.py").write_text("changed")
+    assert app_key(tmp_path, "b1") != k
 
 
 # --- a real engine ------------------------------------------------------------------------
@@ -114,7 +139,7 @@ def test_stop_leaves_no_process_mount_cgroup_bridge_or_firewall_change():
     with PrivateDockerd() as engine:
         root = engine.root
         assert engine.host == f"unix://{root}/docker.sock" and engine.ping()
-        imp = subprocess.run([dockerd.docker_cli(), "import", "--change", 'CMD ["/usr/bin/sleep", "600"]',
+        imp = subprocess.run([docker_cli(), "import", "--change", 'CMD ["/usr/bin/sleep", "600"]',
                               "-", "pglab/tiny:test"], input=_tiny_image_tar(), env=engine.env(),
                              capture_output=True, timeout=60)
         assert imp.returncode == 0, imp.stderr
@@ -125,21 +150,21 @@ def test_stop_leaves_no_process_mount_cgroup_bridge_or_firewall_change():
         port = engine.docker("port", "sleeper", "5432").stdout.split()[0]
         assert port.startswith("127.0.0.1:")
         # What stop() must clean is really there: shim, docker-proxy, overlay + netns mounts, a bridge.
-        procs = " ".join(dockerd.processes_of(root, engine.cgroup).values())
+        procs = " ".join(sweep.processes_of(root, engine.cgroup).values())
         assert "containerd-shim" in procs and "sleep 600" in procs
-        assert any("docker-proxy" in " ".join(dockerd._cmdline(p)) for p in dockerd._descendants(engine.pid))
-        kinds = {fs for m, fs in dockerd._mountinfo() if m.startswith(str(root) + "/")}
+        assert any("docker-proxy" in " ".join(sweep.cmdline(p)) for p in process_tree(engine.pid)[1:])
+        kinds = {fs for m, fs in sweep.mountinfo() if m.startswith(str(root) + "/")}
         assert {"overlay", "nsfs"} <= kinds
         veths = os.listdir(f"/sys/class/net/{bridge}/brif")  # the container's end on the host
         assert veths
-        assert dockerd.cgroup_dirs(engine.cgroup)
+        assert sweep.cgroup_dirs(engine.cgroup)
         dockerd_pid = engine.pid
     engine.stop()  # twice is fine
-    assert not dockerd.pid_alive(dockerd_pid)
+    assert not pid_alive(dockerd_pid)
     assert _ours(root) == {}
-    assert dockerd.mounts_under(root) == []
+    assert sweep.mounts_under(root) == []
     assert str(root) not in subprocess.run(["mount"], capture_output=True, text=True).stdout
-    assert dockerd.cgroup_dirs(engine.cgroup) == []
+    assert sweep.cgroup_dirs(engine.cgroup) == []
     assert not {bridge, *veths} & set(os.listdir("/sys/class/net"))
     assert not root.exists()
     assert engine.leftovers() == []
@@ -148,8 +173,8 @@ def test_stop_leaves_no_process_mount_cgroup_bridge_or_firewall_change():
 
 _OWNER_THAT_DIES = r"""
 import os, subprocess, sys
-sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], "tests")]
-from lab.dockerd import PrivateDockerd, docker_cli
+sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], "tests")]  # lab, engine, test_dockerd
+from engine import PrivateDockerd, docker_cli
 from test_dockerd import _tiny_image_tar
 e = PrivateDockerd().start()
 subprocess.run([docker_cli(), "import", "--change", 'CMD ["/usr/bin/sleep", "600"]', "-", "tiny"],
@@ -170,11 +195,11 @@ def test_an_engine_whose_owner_was_killed_is_reaped():
     root, cgroup, bridge = r.stdout.split()
     root = Path(root)
     assert root.is_dir() and bridge in os.listdir("/sys/class/net")
-    assert root in dockerd.reap_stale(root.parent)
+    assert root in reap_stale(root.parent)
     assert _ours(root) == {}
-    assert dockerd.processes_of(root, cgroup) == {}
-    assert dockerd.mounts_under(root) == []
-    assert dockerd.cgroup_dirs(cgroup) == []
+    assert sweep.processes_of(root, cgroup) == {}
+    assert sweep.mounts_under(root) == []
+    assert sweep.cgroup_dirs(cgroup) == []
     assert bridge not in os.listdir("/sys/class/net")
     assert not root.exists()
 

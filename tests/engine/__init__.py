@@ -1,0 +1,32 @@
+"""A private Docker engine for the compose test tier and for benchmarks (Linux, root).
+
+    with PrivateDockerd() as engine:            # its own dockerd + containerd, nothing shared
+        engine.images = ensure_images(engine, repo_root)
+        subprocess.run([*compose_cli(), ...], env=engine.env())
+
+Test and bench infrastructure, kept out of the students' package (and of its wheel).  Imported
+as ``engine``: pytest puts tests/ on sys.path (tests/ has no __init__.py), bench scripts and
+``python -m engine`` add it themselves (``PYTHONPATH=tests python -m engine --reap``).
+
+The engine never touches the host's Docker (if any) and changes no firewall rule or sysctl;
+its data-root is wiped at every stop and the images survive as ``docker save`` tars in
+``~/.cache/pglab/docker-images``.  One file per concern, each importing only those above it:
+
+    sweep.py      processes, mounts and cgroups of an engine on the host
+    host.py       binaries, the Debian mirror, ``availability()``, ``DockerdError``
+    api.py        the Docker API over the engine's unix socket
+    engine.py     ``PrivateDockerd``: start, stop leaving nothing, reap a dead owner's engine
+    images.py     base and node images, their keys and the tar cache
+    app_image.py  the crypto app's image (wheels built on the host)
+    __main__.py   ``python -m engine [--cold] [--reap]``: time a start + images + stop
+"""
+from lab.backends.compose import compose_cli
+
+from .app_image import APP_IMAGE, app_key, ensure_app_image
+from .engine import PrivateDockerd, reap_stale
+from .host import DockerdError, availability, debian_mirror, docker_cli
+from .images import BASE_IMAGE, NODE_IMAGE, base_key, default_cache_dir, ensure_images, node_key
+
+__all__ = ["APP_IMAGE", "BASE_IMAGE", "NODE_IMAGE", "DockerdError", "PrivateDockerd", "app_key",
+           "availability", "base_key", "compose_cli", "debian_mirror", "default_cache_dir", "docker_cli",
+           "ensure_app_image", "ensure_images", "node_key", "reap_stale"]
