@@ -11,6 +11,8 @@ from lab import proxy
 from lab.system import ports
 from lab.errors import LabError
 
+pytestmark = pytest.mark.integration
+
 
 def _connect(cluster, port, timeout=3):
     p = cluster.primary._params()
