@@ -12,6 +12,8 @@ from lab import workload
 from lab.errors import LabError, NotRunning
 from lab.lsn import parse_lsn
 
+pytestmark = pytest.mark.integration
+
 
 def test_writer_logs_every_write_acknowledged_with_increasing_lsns(cluster):
     w = workload.Writer(cluster.primary, max_rows=50, duration=30).run()
