@@ -8,6 +8,8 @@ from matplotlib.figure import Figure
 from lab import lag, proxy, workload
 from lab.errors import LabError
 
+pytestmark = pytest.mark.integration
+
 
 def test_sampler_records_every_replica_until_stopped(cluster):
     with lag.LagSampler(cluster, every=0.05, duration=30) as s:
