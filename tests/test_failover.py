@@ -10,6 +10,8 @@ from lab import checks, failover, workload
 from lab.errors import LabError
 from lab.lsn import parse_lsn
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory):
