@@ -7,6 +7,8 @@ from lab import consistency as cs
 from lab import proxy
 from lab.errors import LabError
 
+pytestmark = pytest.mark.integration
+
 
 def test_read_your_writes_violated_without_a_fix_and_never_with_either(two):
     d = cs.read_your_writes_compare(two, "replica1", n=15, latency_ms=5, quiet=True)
