@@ -8,6 +8,8 @@ from matplotlib.figure import Figure
 from lab import proxy, sync
 from lab.errors import LabError
 
+pytestmark = pytest.mark.integration
+
 
 def test_set_synchronous_and_back(two):
     t = sync.set_synchronous(two, "replica1").set_index("replica")
