@@ -7,8 +7,6 @@ from lab import checks, lag, proxy, sync
 
 pytestmark = pytest.mark.integration
 
-pytestmark = pytest.mark.integration
-
 
 def test_chapter_05_registers_its_exercises():
     assert list(checks.exercises("05")["exercise"]) == ["05.1", "05.2", "05.3", "05.4"]
