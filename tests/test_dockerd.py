@@ -251,6 +251,7 @@ def _start_primary(engine, label, name, network, publish=True):
 
 
 @pytest.mark.compose
+@pytest.mark.integration
 def test_a_port_published_on_loopback_reaches_postgres(docker_engine, docker_scratch):
     import psycopg2
 
@@ -283,6 +284,7 @@ def test_a_port_published_on_loopback_reaches_postgres(docker_engine, docker_scr
 
 
 @pytest.mark.compose
+@pytest.mark.integration
 def test_containers_on_a_user_network_reach_each_other_by_name(docker_engine, docker_scratch):
     label, prefix = docker_scratch
     net = f"{prefix}-net"
