@@ -19,7 +19,7 @@ import pytest
 from app_fixtures import (MARKER, ROOT, SESSION, api_process, dashboard_process, fresh_app_cluster,  # noqa: F401
                           free_port)
 
-pytestmark = [pytest.mark.integration, pytest.mark.app]
+pytestmark = [pytest.mark.integration, pytest.mark.app, pytest.mark.browser]
 CHUNK_ERROR = "Failed to fetch dynamically imported module"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
