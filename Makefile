@@ -2,7 +2,8 @@
 #
 #   make setup    .venv + the lab installed (again when pyproject.toml changes) + PostgreSQL >= 13
 #   make lab      start JupyterLab on 127.0.0.1 (notebooks/)
-#   make test     unit/integration tests, then every notebook twice under nbval
+#   make test     the full suite CI runs: every test tier (compose, pgAdmin, browser included), then every notebook twice under nbval
+#   make test-quick  for iterating: unit tests + integration on local servers (no compose, pgAdmin, browser, notebooks); TESTS=tests/test_wal.py for one file
 #   make down     stop the lab's cluster (data kept)
 #   make doctor   diagnose the environment
 #   make pgadmin  pgAdmin 4 on 127.0.0.1 with the cluster's nodes (installs it into .venv-pgadmin the first time)
@@ -20,10 +21,15 @@ STAMP  := $(VENV)/.installed
 # The notebooks under `make test` get a cluster of their own, never the student's.
 NBVAL_LAB_HOME := $(CURDIR)/.lab/nbval
 
+# make test-quick: the tiers it leaves out (markers: pyproject.toml, tests/README.md).  nbval's
+# plugin is not loaded (no notebooks here; it costs seconds of start-up).
+QUICK_MARKERS := not compose and not pgadmin and not browser
+TESTS ?= tests
+
 # Jupyter refuses to run as root without --allow-root (CI, containers).
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: help setup lab test down doctor bench bench-failover bench-app clean pgadmin
+.PHONY: help setup lab test test-quick down doctor bench bench-failover bench-app clean pgadmin
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -61,6 +67,9 @@ test: setup
 	@bash scripts/ensure-chromium.sh
 	$(PY) -m pytest tests
 	NBVAL_LAB_HOME='$(NBVAL_LAB_HOME)' bash scripts/test-notebooks.sh
+
+test-quick: setup
+	$(PY) -m pytest -m '$(QUICK_MARKERS)' -p no:nbval --durations=10 $(TESTS)
 
 # No install here: stopping must stay quick and must not need the network.
 down doctor:
