@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+import lab
+
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = str(os.getpid())
 MARKER = "APP_TEST_SESSION"
@@ -143,8 +145,6 @@ def dashboard_process(api_url: str, tmp_path: Path, **overrides):
 @pytest.fixture(scope="module")
 def app_home(tmp_path_factory):
     """A primary + 2 replicas with the app's schema and two days of history, for a module; wiped after."""
-    import lab
-
     home = tmp_path_factory.mktemp("applab")
     cluster = lab.up(replicas=2, home=home, quiet=True)
     try:
@@ -157,8 +157,6 @@ def app_home(tmp_path_factory):
 @pytest.fixture
 def app_cluster(app_home):
     """The module's cluster, every node started again (a test may have stopped one)."""
-    import lab
-
     cluster = lab.up(replicas=2, home=app_home, quiet=True)
     for n in cluster.nodes:
         if not n.is_running:
@@ -170,8 +168,6 @@ def app_cluster(app_home):
 @pytest.fixture
 def fresh_app_cluster(tmp_path):
     """A primary + 2 replicas with the app's data, for one destructive test (a crash, a promotion)."""
-    import lab
-
     home = tmp_path / "lab"
     cluster = lab.up(replicas=2, home=home, quiet=True)
     try:

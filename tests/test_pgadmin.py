@@ -24,6 +24,8 @@ import pytest
 
 import lab
 from lab import pgadmin as pga
+from lab.backends.apps import LocalApps
+from lab.services import pgadmin as pgadmin_service
 from lab.system import ports
 from lab.system.home import LabHome
 
@@ -73,8 +75,9 @@ def test_storage_dir_is_named_as_pgadmin_names_it(tmp_path):
 
 
 def test_without_pgadmin_start_says_how_to_install_in_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(pga, "find_python", lambda: None)
-    fake = types.SimpleNamespace(home=LabHome(tmp_path / "home"), _reload=lambda: None)
+    monkeypatch.setattr(pgadmin_service, "find_python", lambda: None)
+    fake = types.SimpleNamespace(home=LabHome(tmp_path / "home"), _reload=lambda: None, nodes=[],
+                                 credentials={"user": "admin", "database": "crypto_db"}, backend=LocalApps())
     with pytest.raises(lab.LabError) as e:
         pga.start(fake, quiet=True)
     msg = str(e.value)
@@ -122,7 +125,7 @@ def test_pgadmin_never_gets_a_node_port(tmp_path, monkeypatch):
     fake = types.SimpleNamespace(home=home, nodes=[types.SimpleNamespace(port=node_port)])
     monkeypatch.setattr(ports.random, "randint", _randint_returning([node_port]))
     try:
-        got = pga._claim_port(pga._Files(home), fake, old=node_port)
+        got = pgadmin_service.claim_port(pgadmin_service.service(home), fake, old=node_port)
         assert got != node_port
         assert ports.read_claim(node_port) is None
     finally:
@@ -235,7 +238,7 @@ def test_files_are_private_and_servers_json_has_no_password(pgadmin_cluster):
     assert login["password"] not in (d / "servers.json").read_text()
     passfile = pga.storage_user_dir(d, pga.EMAIL) / "pgpass"
     assert _mode(passfile) == 0o600
-    assert int((d / "pgadmin.pid").read_text()) == pga.status(c).pid
+    assert login["pids"]["pgadmin"] == pga.status(c).pid
 
 
 @pytest.mark.pgadmin
@@ -281,7 +284,7 @@ def test_stop_leaves_no_process_and_no_claim_then_start_keeps_the_login(pgadmin_
     assert pga.stop(c, quiet=True) is True
     assert not pga.status(c).running
     assert pga.pgadmin_pids(c.home.path / "pgadmin") == []
-    assert not (c.home.path / "pgadmin" / "pgadmin.pid").exists()
+    assert "pids" not in json.loads((c.home.path / "pgadmin" / "login.json").read_text())
     assert ports.read_claim(before.port) is None
     assert ports.port_is_free(before.port)
     assert pga.stop(c, quiet=True) is False  # stopping twice is fine
@@ -302,11 +305,11 @@ def test_failed_start_cleans_up_and_shows_the_log(pgadmin_cluster, monkeypatch):
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        monkeypatch.setattr(pga, "_claim_port", lambda files, cluster, old: port)
+        monkeypatch.setattr(pgadmin_service, "claim_port", lambda run, cluster, old: port)
         with pytest.raises(lab.LabError) as e:
             pga.start(c, quiet=True, timeout=60)
     assert "last lines" in str(e.value)
     assert "in use" in str(e.value).lower() or "address" in str(e.value).lower(), str(e.value)
     assert pga.pgadmin_pids(c.home.path / "pgadmin") == []
-    assert not (c.home.path / "pgadmin" / "pgadmin.pid").exists()
+    assert "pids" not in json.loads((c.home.path / "pgadmin" / "login.json").read_text())
     assert not pga.status(c).running

@@ -12,6 +12,7 @@ import pytest
 import lab
 from lab import webapp
 from lab.checks import check
+from lab.services.supervisor import MARK
 
 pytestmark = [pytest.mark.integration, pytest.mark.app]
 
@@ -27,9 +28,9 @@ def home(tmp_path_factory):
 
 
 def _marked_processes(home: str) -> dict:
-    """Processes whose environment says they are this lab home's app (lab.webapp marks them)."""
+    """Processes whose environment says they are this lab home's app (lab.services marks them)."""
     from pathlib import Path
-    mark = f"LAB_WEBAPP_HOME={home}".encode()
+    mark = f"{MARK}=webapp:{home}".encode()
     out = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
