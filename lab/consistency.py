@@ -23,8 +23,9 @@ import time
 import pandas as pd
 import psycopg2
 
+from . import proxy, sync, workload
 from .errors import LabError, NotRunning, Timeout
-from .workload import CREATE_TABLE, TABLE, _WRITE
+from .workload import CREATE_TABLE, TABLE, WRITE
 
 RYW_FIXES = ("none", "wait_lsn", "remote_apply")
 MONOTONIC_MODES = ("alternate", "sticky", "wait_lsn")
@@ -79,7 +80,7 @@ def read_your_writes(cluster, replica: str = "replica1", n: int = 30, fix: str =
             wc.execute("SET synchronous_commit = %s", ("remote_apply" if fix == "remote_apply" else "local",))
             for seq in range(1, n + 1):
                 t0 = time.perf_counter()
-                wc.execute(_WRITE, (run, seq, ""))
+                wc.execute(WRITE, (run, seq, ""))
                 lsn = wc.fetchone()[0]
                 committed = time.perf_counter()
                 if fix == "wait_lsn":
@@ -119,7 +120,6 @@ def read_your_writes_compare(cluster, replica: str = "replica1", n: int = 30, la
     """The three variants side by side on a replica behind ``latency_ms`` of added one-way latency
     (a proxy, so that it lags the way a replica in another building would): all trials, one row
     each; ``summarize`` counts.  Restores the replica's link and synchronous_standby_names."""
-    from . import proxy, sync
     names = cluster.primary.scalar("SHOW synchronous_standby_names")
     frames = []
     try:
@@ -146,7 +146,6 @@ def monotonic_reads(cluster, replicas=("replica1", "replica2"), n: int = 40, mod
     first waiting until the replica has replayed the highest LSN it saw before (``wait_lsn``).
     One row per read: which replica, the newest seq it showed, and ``went_back`` (a violation:
     older than a row this client had already seen)."""
-    from . import workload
     if mode not in MONOTONIC_MODES:
         raise LabError(f"mode is one of {', '.join(MONOTONIC_MODES)}, not {mode!r}")
     nodes = [cluster.node(r) for r in replicas]
@@ -186,7 +185,6 @@ def monotonic_reads_compare(cluster, replicas=("replica1", "replica2"), n: int =
                             quiet: bool = False) -> pd.DataFrame:
     """The second replica behind ``delay_ms`` of added latency (a proxy); the three modes side by
     side.  Every read, one row each; ``summarize(df, "went_back")`` counts."""
-    from . import proxy
     slow = replicas[-1]
     frames = []
     routed = bool(delay_ms)

@@ -22,6 +22,7 @@ with the old primary until it is fenced).
 from __future__ import annotations
 
 import dataclasses
+import html
 import time
 
 import pandas as pd
@@ -29,9 +30,9 @@ import psycopg2
 from matplotlib.figure import Figure
 
 from . import faults, plots, proxy, sync, workload  # noqa: F401 (plots: Figures show as pictures)
-from .errors import LabError, NotRunning, Timeout
+from .errors import LabError, NotRunning, Text, Timeout
 from .lsn import format_lsn, parse_lsn
-from .node import Node, Role, Text
+from .node import Node, Role
 
 MODES = ("async", "on", "remote_apply")
 FAULTS = ("crash", "partition")
@@ -665,10 +666,8 @@ def rpo_table(rows) -> pd.DataFrame:
 def failover_panel(cluster, rows: "list | None" = None):
     """Pick a mode, a fault and the added latency, press *fail over*: each press runs
     ``failover_action`` and adds a row to the table below it (``rows``, if you pass your own list)."""
-    import html
-
-    import ipywidgets as w
-    from IPython.display import display
+    import ipywidgets as w  # lazy: ipywidgets (~1 s under load) only for the panel, not lab.failover's functions
+    from IPython.display import display  # lazy: as ipywidgets
     rows = rows if rows is not None else []
     mode = w.Dropdown(options=MODES, value="async", description="mode", layout=w.Layout(width="200px"))
     fault = w.Dropdown(options=FAULTS, value="crash", description="fault", layout=w.Layout(width="200px"))

@@ -15,6 +15,7 @@ Per replica and sample, two views of the same stream:
 """
 from __future__ import annotations
 
+import html
 import threading
 import time
 
@@ -22,9 +23,10 @@ import pandas as pd
 import psycopg2
 from matplotlib.figure import Figure
 
-from . import plots  # noqa: F401 (shows Figures as pictures in notebooks)
+from . import faults, plots, proxy, workload  # noqa: F401 (plots: shows Figures as pictures in notebooks)
 from .errors import LabError, NotRunning
 from .lsn import lsn_diff, parse_lsn
+from .standby import lag_table
 
 _PRIMARY_SQL = """
 SELECT pg_current_wal_lsn()::text, application_name, state, sync_state,
@@ -218,8 +220,8 @@ class LivePlot:
         self.title = title
         self.handle = None
         try:
-            from IPython import get_ipython
-            from IPython.display import display
+            from IPython import get_ipython  # lazy: IPython is there only in a notebook, and slow to import
+            from IPython.display import display  # lazy: as above
             if get_ipython() is not None:
                 self.handle = display(lag_figure(pd.DataFrame(columns=COLUMNS), title), display_id=True)
         except ImportError:
@@ -268,7 +270,6 @@ def lag_under_latency(cluster, replica: str = "replica1", latencies=(0, 20, 50, 
     ``attrs["behind_at_heal"]`` how many bytes the replica had to fetch.  The replica is put
     back on the primary at the end, whatever happens.
     """
-    from . import proxy, workload
     steps = list(latencies)
     if not steps or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 <= x <= 1000 for x in steps):
         raise LabError(f"latencies are milliseconds (0 to 1000), e.g. (0, 20, 50, 100), not {latencies!r}")
@@ -345,7 +346,6 @@ def link_action(cluster, replica: str, action: str, latency_ms: float = 0) -> st
     >>> lab.lag.link_action(cluster, "replica1", "latency", 50)   # doctest: +SKIP
     'replica1: +50 ms each way (through the proxy on port 31234)'
     """
-    from . import faults, proxy
     if action not in LINK_ACTIONS:
         return f"unknown action {action!r}: choose one of {', '.join(LINK_ACTIONS)}"
     try:
@@ -365,12 +365,8 @@ def link_action(cluster, replica: str, action: str, latency_ms: float = 0) -> st
 def link_panel(cluster, replica: str = "replica1"):
     """A latency slider and cut / heal / direct buttons for ``replica``'s link, with its lag table.
     Each control calls ``link_action``; nothing changes until you touch one."""
-    import html
-
-    import ipywidgets as w
-    from IPython.display import display
-
-    from .standby import lag_table
+    import ipywidgets as w  # lazy: ipywidgets (~1 s under load) only for the panel, not lab.lag's functions
+    from IPython.display import display  # lazy: as ipywidgets
     slider = w.IntSlider(value=0, min=0, max=200, step=10, description="latency ms",
                          continuous_update=False, layout=w.Layout(width="360px"))
     buttons = {a: w.Button(description=a, layout=w.Layout(width="80px")) for a in ("cut", "heal", "direct")}

@@ -22,7 +22,7 @@ import time
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import plots  # noqa: F401 (shows Figures as pictures in notebooks)
+from . import faults, plots, proxy, workload  # noqa: F401 (plots: shows Figures as pictures in notebooks)
 from .errors import LabError, NotRunning, Timeout
 
 MODES = ("off", "local", "remote_write", "on", "remote_apply")
@@ -68,7 +68,6 @@ def set_synchronous(cluster, names: str, timeout: float = 15) -> pd.DataFrame:
 def commit_cost(cluster, modes=MODES, seconds: float = 1.0, label: str = "", quiet: bool = False) -> pd.DataFrame:
     """For each ``synchronous_commit`` level, a writer commits one row per transaction as fast as it
     can for ``seconds``: transactions per second and commit latency (median, p99, ms)."""
-    from . import workload
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise LabError(f"unknown synchronous_commit level(s) {bad}: choose from {', '.join(MODES)}")
@@ -134,7 +133,6 @@ def blocked_commit(cluster, replica: str = "replica1", blocked_for: float = 1.5,
     After ``blocked_for`` s, unblock it one of three ways (``UNBLOCK``).  One row per step, with
     the seconds since the commit was sent.  Leaves the standby running and synchronous_standby_names
     as it found it."""
-    from . import workload
     if unblock not in UNBLOCK:
         raise LabError(f"unblock is one of {', '.join(UNBLOCK)}, not {unblock!r}")
     node = cluster.node(replica)
@@ -192,7 +190,6 @@ def blocked_commit(cluster, replica: str = "replica1", blocked_for: float = 1.5,
 def commits_while_down(cluster, names: str, down: str, seconds: float = 1.0, quiet: bool = False) -> dict:
     """With ``synchronous_standby_names = names``, stop replica ``down`` and write for ``seconds``:
     how many commits were acknowledged meanwhile (0: the primary blocked).  Restores everything."""
-    from . import workload
     before = cluster.primary.scalar("SHOW synchronous_standby_names")
     node = cluster.node(down)
     set_synchronous(cluster, names)
@@ -229,7 +226,6 @@ def tidy(cluster) -> "list[str]":
     """Put back what chapter 05 changes, after an interrupted run: thaw paused nodes, every replica
     back on the primary directly (no proxy), synchronous_standby_names reset, stopped replicas
     started.  What it did, one line each."""
-    from . import faults, proxy
     done = []
     thawed = faults.resume_all(cluster)
     if thawed:

@@ -36,10 +36,12 @@ from pathlib import Path
 
 import pandas as pd
 import psycopg2
-import psycopg2.extensions
 
+from . import conninfo
+from .cluster import Cluster
 from .errors import LabError, NotRunning
 from .lsn import parse_lsn
+from .node import Node
 
 TABLE = "lab_writes"
 MAX_SECONDS = 600           # a writer or reader never runs longer than this
@@ -54,10 +56,11 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     PRIMARY KEY (run, seq)
 )"""
 
-# One round trip: the explicit COMMIT ends the transaction (and its synchronous wait) before the
-# SELECT runs, in the same simple-query message.
-_WRITE = (f"BEGIN; INSERT INTO {TABLE} (run, seq, payload) VALUES (%s, %s, %s); COMMIT; "
-          "SELECT pg_current_wal_insert_lsn()::text")
+# One write, one round trip: the explicit COMMIT ends the transaction (and its synchronous wait)
+# before the SELECT runs, in the same simple-query message; the row is (run, seq, payload) and the
+# answer the LSN the commit is at or before (lab.consistency writes the same way).
+WRITE = (f"BEGIN; INSERT INTO {TABLE} (run, seq, payload) VALUES (%s, %s, %s); COMMIT; "
+         "SELECT pg_current_wal_insert_lsn()::text")
 
 # SQLSTATE classes after which a COMMIT in flight may or may not have happened
 _UNKNOWN_CLASSES = ("08", "57", "58", "XX")
@@ -103,17 +106,13 @@ def classify(e: BaseException, sent: bool = True) -> str:
 
 
 def node_dsn(node, **extra) -> str:
-    """A node's libpq connection string plus ``extra`` keywords (``connect_timeout=2``...)."""
-    params = dict(node._params())
-    params.update(extra)
-    return " ".join(f"{k}={_dsn_value(v)}" for k, v in params.items())
+    """A node's libpq connection string plus ``extra`` keywords (``connect_timeout=2``...), built
+    by libpq (``lab.conninfo``).
 
-
-def _dsn_value(v) -> str:
-    s = str(v)
-    if s and not any(c in s for c in " '\\"):
-        return s
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    >>> lab.workload.node_dsn(cluster.primary, connect_timeout=2)   # doctest: +SKIP
+    'host=127.0.0.1 port=5432 user=admin password=... dbname=crypto_db connect_timeout=2'
+    """
+    return conninfo.make(node.dsn, **extra)
 
 
 def multi_host_dsn(cluster, target_session_attrs: str = "read-write", nodes=None, connect_timeout: int = 2,
@@ -127,18 +126,14 @@ def multi_host_dsn(cluster, target_session_attrs: str = "read-write", nodes=None
     nodes = list(nodes) if nodes is not None else cluster.nodes
     if not nodes:
         raise LabError("multi_host_dsn needs at least one node")
-    p = nodes[0]._params()
-    params = dict(host=",".join(n.host for n in nodes), port=",".join(str(n.port) for n in nodes),
-                  user=p["user"], password=p["password"], dbname=p["dbname"],
-                  target_session_attrs=target_session_attrs, connect_timeout=connect_timeout)
-    params.update(extra)
-    return " ".join(f"{k}={_dsn_value(v)}" for k, v in params.items())
+    p = conninfo.parse(nodes[0].dsn)
+    return conninfo.multi_host([(n.host, n.port) for n in nodes], user=p["user"], password=p["password"],
+                               dbname=p["dbname"], target_session_attrs=target_session_attrs,
+                               connect_timeout=connect_timeout, **extra)
 
 
 def _resolve(target, cluster) -> "tuple[str, object, str]":
     """(dsn, cluster or None, label) for a Node, a Cluster or a libpq string."""
-    from .cluster import Cluster
-    from .node import Node
     if isinstance(target, Cluster):
         return node_dsn(target.primary, connect_timeout=2), target, target.primary.name
     if isinstance(target, Node):
@@ -351,7 +346,7 @@ class Writer(_Loop):
         t_wall, t0 = time.time(), time.perf_counter()
         try:
             with conn.cursor() as cur:
-                cur.execute(_WRITE, (self.run_id, seq, self.payload))
+                cur.execute(WRITE, (self.run_id, seq, self.payload))
                 lsn = cur.fetchone()[0]
         except psycopg2.Error as e:
             outcome = classify(e, sent=True)
