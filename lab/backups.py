@@ -30,11 +30,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import conninfo as libpq
+from .backends.pgconf import conf_string
 from .errors import LabError, NotRunning
+from .node import Node
+from .plots import human_bytes
 
 PASSFILE = "replication.pgpass"
-# where the server user can write in a node's container (its home), with the compose backend
-CONTAINER_HOME = "/var/lib/postgresql"
 # not a valid node name (it has a '-'), so it never collides with a node's directory
 BACKUPS_DIR = "base-backups"
 
@@ -120,126 +122,49 @@ def parse_auto_conf(text: str) -> dict:
             continue
         value = m.group(2)
         if len(value) >= 2 and value[0] == value[-1] == "'":
-            value = value[1:-1].replace("''", "'")
+            value = conf_string(value[1:-1])
         out[m.group(1)] = value
-    return out
-
-
-_CONNINFO_TOKEN_RE = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']*)")
-
-
-def parse_conninfo(conninfo: str) -> dict:
-    """A libpq connection string as a dict (quoted values unquoted).
-
-    >>> parse_conninfo("user=r passfile='/a b/p' port=5")
-    {'user': 'r', 'passfile': '/a b/p', 'port': '5'}
-    """
-    out, pos = {}, 0
-    while pos < len(conninfo):
-        m = _CONNINFO_TOKEN_RE.match(conninfo, pos)
-        if not m:
-            break
-        value = m.group(2)
-        if value.startswith("'"):
-            value = re.sub(r"\\(.)", r"\1", value[1:-1])
-        out[m.group(1)] = value
-        pos = m.end()
     return out
 
 
 # --- where backups live --------------------------------------------------------------------
-def _in_containers(cluster) -> bool:
-    return cluster.data_root is None
-
-
-def _data_root(cluster) -> Path:
-    """The directory that holds the nodes' data (local), or the lab home (compose)."""
-    return cluster.home.path if _in_containers(cluster) else cluster.data_root
-
-
 def backups_dir(cluster) -> Path:
     """``<data_root>/base-backups`` (``<lab home>/base-backups`` with compose): where
     ``take_base_backup`` puts backups."""
-    return _data_root(cluster) / BACKUPS_DIR
+    return cluster.backend.host_dir() / BACKUPS_DIR
 
 
-def _passfile_path(cluster):
-    """The password file, where pg_basebackup runs: on the host, or in the primary's container."""
-    if _in_containers(cluster):
-        from pathlib import PurePosixPath
-        return PurePosixPath(CONTAINER_HOME) / PASSFILE
-    return _data_root(cluster) / PASSFILE
-
-
-def _chown(cluster, path: Path) -> None:
-    """Local backend: the server user must read what it will serve (compose: files stay the host user's)."""
-    if not _in_containers(cluster):
-        cluster.backend.user.chown(path, recursive=False)
-
-
-def write_passfile(cluster) -> Path:
+def write_passfile(cluster) -> str:
     """``<data_root>/replication.pgpass``: the replication login, mode 0600, owned by the server user
-    (with compose, in the primary's container)."""
+    (with compose, in the primary's container); its path where pg_basebackup runs."""
     cred = cluster.credentials
-    path = _passfile_path(cluster)
-    if _in_containers(cluster):
-        # any host: the primary is reached by its service name inside the compose network
-        line = passfile_line("*", "*", "*", cred["replication_user"], cred["replication_password"])
-        cluster.backend.write_file(cluster.primary.spec, str(path), line, mode=0o600)
-        return path
-    tmp = path.with_name(f".{PASSFILE}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        # any port: the primary may move to another port across down()/up()
-        f.write(passfile_line("127.0.0.1", "*", "*", cred["replication_user"], cred["replication_password"]))
-    os.chmod(tmp, 0o600)
-    _chown(cluster, tmp)
-    os.replace(tmp, path)
-    return path
+    # any port: the primary may move to another port across down()/up()
+    host = cluster.backend.primary_address()[0]
+    line = passfile_line(host, "*", "*", cred["replication_user"], cred["replication_password"])
+    return cluster.backend.write_server_file(cluster.primary.spec, PASSFILE, line)
 
 
 def passfile_info(cluster) -> pd.Series:
     """The password file: where it is, its mode and owner, and its line with the password masked."""
-    import pwd
-    import stat
-    path = _passfile_path(cluster)
-    if _in_containers(cluster):
-        p = cluster.primary
-        r = p.tool("stat", "-c", "%A %U", path, check=False)
-        if r.returncode != 0:
-            raise LabError(f"no {path} in {p.spec['container']}: take_base_backup(cluster) writes it")
-        mode, owner = r.stdout.split()
-        text = p.tool("cat", path).stdout
-        where = f"{p.spec['container']}:{path}"
-    else:
-        if not path.exists():
-            raise LabError(f"no {path}: take_base_backup(cluster) writes it")
-        st = path.stat()
-        mode, owner, text, where = stat.filemode(st.st_mode), pwd.getpwuid(st.st_uid).pw_name, path.read_text(), path
+    p = cluster.primary
+    path = cluster.backend.server_file(p.spec, PASSFILE)
+    where = cluster.backend.where(p.spec, path)
+    r = p.tool("stat", "-c", "%A %U", path, check=False)
+    if r.returncode != 0:
+        raise LabError(f"no {where}: take_base_backup(cluster) writes it")
+    mode, owner = r.stdout.split()
+    text = p.tool("cat", path).stdout
     fields = re.split(r"(?<!\\):", text.strip(), maxsplit=4)
-    return pd.Series(dict(path=str(where), mode=mode, owner=owner,
+    return pd.Series(dict(path=where, mode=mode, owner=owner,
                           line=":".join(fields[:4] + ["********"])), name=PASSFILE, dtype="object")
 
 
-def conninfo_value(value) -> str:
-    """A value quoted for a libpq connection string when it needs it.
-
-    >>> conninfo_value("/data/rep.pgpass"), conninfo_value("/my data/it's")
-    ('/data/rep.pgpass', "'/my data/it\\\\'s'")
-    """
-    v = str(value)
-    if v and not re.search(r"[\s'\\]", v):
-        return v
-    return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def conninfo(cluster, passfile: Path) -> str:
-    """How pg_basebackup reaches the primary: the replication user, its password from ``passfile``.
-    With compose: the primary's service name and port inside the network, as a replica reaches it."""
-    p = cluster.primary
-    host, port = (p.spec["service"], 5432) if _in_containers(cluster) else (p.host, p.port)
-    return (f"host={host} port={port} user={conninfo_value(cluster.credentials['replication_user'])} "
-            f"passfile={conninfo_value(passfile)}")
+def conninfo(cluster, passfile) -> str:
+    """How pg_basebackup reaches the primary: the replication user, its password from ``passfile``;
+    the primary's address as a replica reaches it (with compose: its service name and port inside
+    the network)."""
+    host, port = cluster.backend.primary_address()
+    return libpq.make(host=host, port=port, user=cluster.credentials["replication_user"], passfile=passfile)
 
 
 def _size(path: Path) -> int:
@@ -276,7 +201,7 @@ def take_base_backup(cluster, name: str = "manual", label: str = "taken by hand"
     if not primary.is_running:
         raise NotRunning(f"the primary ({primary.name}) is stopped: start it with cluster.start()")
     root.mkdir(mode=0o700, exist_ok=True)
-    _chown(cluster, root)
+    cluster.backend.give_to_server(root)
     path = root / name
     if path.exists():
         if not quiet:
@@ -284,26 +209,18 @@ def take_base_backup(cluster, name: str = "manual", label: str = "taken by hand"
         _remove_backup_dir(path)
     pf = write_passfile(cluster)
     t0 = time.monotonic()
-    # with compose, pg_basebackup writes in the primary's container; the copy comes out after
-    target = f"{CONTAINER_HOME}/{BACKUPS_DIR}/{name}" if _in_containers(cluster) else path
-    if _in_containers(cluster):
-        primary.tool("rm", "-rf", target)
-    r = primary.tool("pg_basebackup", "-D", target, "-R", "-X", "stream", "-c", "fast", "-l", label,
-                     "--no-password", "-d", conninfo(cluster, pf), check=False, timeout=300)
     try:
-        if r.returncode != 0:
-            last = (r.stderr or r.stdout).strip().splitlines()
-            raise LabError(f"pg_basebackup failed: {last[-1] if last else 'exit ' + str(r.returncode)}")
-        if _in_containers(cluster):
-            cluster.backend.copy_out(primary.spec, target, path)
+        # where pg_basebackup runs (in the primary's container with compose: copied out after)
+        with cluster.backend.directory_out(primary.spec, path) as target:
+            r = primary.tool("pg_basebackup", "-D", target, "-R", "-X", "stream", "-c", "fast", "-l", label,
+                             "--no-password", "-d", conninfo(cluster, pf), check=False, timeout=300)
+            if r.returncode != 0:
+                last = (r.stderr or r.stdout).strip().splitlines()
+                raise LabError(f"pg_basebackup failed: {last[-1] if last else 'exit ' + str(r.returncode)}")
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)  # never leave a half-written backup behind
         raise
-    finally:
-        if _in_containers(cluster):
-            primary.tool("rm", "-rf", target, check=False)
     if not quiet:
-        from .plots import human_bytes
         print(f"base backup of {primary.name}: {human_bytes(_size(path))} in {path} "
               f"({time.monotonic() - t0:.1f} s)")
     return path
@@ -311,7 +228,6 @@ def take_base_backup(cluster, name: str = "manual", label: str = "taken by hand"
 
 def _read(source, name: str) -> str:
     """A file of a backup directory, or of a node's data directory (read where the node runs)."""
-    from .node import Node
     if isinstance(source, Node):
         r = source.tool("cat", f"{source.pgdata}/{name}", check=False)
         if r.returncode != 0:
@@ -355,7 +271,6 @@ def manifest(path) -> pd.Series:
     wal = [m for m in missing if m.startswith("pg_wal/")]
     out["not_in_manifest"] = ", ".join([m for m in missing if m not in wal] + (["pg_wal/*"] if wal else []))
     out["wal_files_in_pg_wal"] = len(wal)
-    from .plots import human_bytes
     out["total_size"] = human_bytes(out["total_bytes"])
     return pd.Series(out, name="backup_manifest", dtype="object")
 
@@ -365,7 +280,6 @@ def backup_files(path, everything: bool = False) -> pd.DataFrame:
     path = Path(path)
     if not path.is_dir():
         raise LabError(f"{path} is not a directory: pass what take_base_backup returned")
-    from .plots import human_bytes
     rows = []
     entries = sorted(path.iterdir(), key=lambda p: (p.name not in NOTABLE, list(NOTABLE).index(p.name)
                                                       if p.name in NOTABLE else 0, p.name))
@@ -392,7 +306,7 @@ def recovery_settings(path) -> pd.DataFrame:
         raise LabError(f"no postgresql.auto.conf in {path}: was the backup taken with -R?") from None
     rows = [dict(setting="standby.signal",
                  value="present" if (path / "standby.signal").exists() else "absent: it would start as a primary")]
-    conn = parse_conninfo(settings.pop("primary_conninfo", "") or "")
+    conn = libpq.parse(settings.pop("primary_conninfo", "") or "")
     for key in _CONNINFO_SHOWN:
         if key in conn:
             rows.append(dict(setting=f"primary_conninfo: {key}", value="********" if key == "password" else conn[key]))
@@ -427,22 +341,11 @@ def verify(cluster, path) -> Verification:
     if not path.is_dir():
         raise LabError(f"{path} is not a directory: pass what take_base_backup returned")
     p = cluster.primary
-    if _in_containers(cluster):  # verify this very copy: put it where the tool runs, then remove it
-        where = f"{CONTAINER_HOME}/{BACKUPS_DIR}/.verify-{path.name}"
-        uid, gid = (int(p.tool("id", flag).stdout) for flag in ("-u", "-g"))
-        p.tool("mkdir", "-p", f"{CONTAINER_HOME}/{BACKUPS_DIR}")
-        p.tool("rm", "-rf", where)
-        cluster.backend.copy_in(p.spec, path, f"{CONTAINER_HOME}/{BACKUPS_DIR}", arcname=f".verify-{path.name}",
-                                uid=uid, gid=gid)
-        try:
-            r = p.tool("pg_verifybackup", where, check=False, timeout=300)
-        finally:
-            p.tool("rm", "-rf", where, check=False)
-    else:
-        r = p.tool("pg_verifybackup", path, check=False, timeout=300)
+    # verify this very copy: where the tool runs (a copy in the primary's container with compose)
+    with cluster.backend.directory_in(p.spec, path) as where:
+        r = p.tool("pg_verifybackup", where, check=False, timeout=300)
     text = "\n".join(ln for ln in (r.stdout + r.stderr).strip().splitlines() if ln.strip())
-    if _in_containers(cluster):
-        text = text.replace(where, str(path))
+    text = text.replace(where, str(path))
     return Verification(r.returncode == 0, text or f"exit {r.returncode}")
 
 
@@ -476,28 +379,5 @@ def clean(cluster) -> str:
             done.append(p.name)
         bdir.rmdir()
     gone = f"removed {len(done)} backup(s) ({', '.join(done)})" if done else "no backups to remove"
-    if _in_containers(cluster):
-        # only pg_basebackup reads it there: a replica container has the password in its environment
-        p = cluster.primary
-        pf = _passfile_path(cluster)
-        if not p.is_running:
-            return f"{gone}; {pf.name} kept in {p.spec['container']} (stopped): run clean again once it runs"
-        had = p.tool("test", "-e", pf, check=False).returncode == 0
-        p.tool("rm", "-rf", pf, f"{CONTAINER_HOME}/{BACKUPS_DIR}", check=False)
-        return f"{gone}; {'removed ' + pf.name if had else 'no password file'} (in {p.spec['container']})"
-    pf = _data_root(cluster) / PASSFILE
-    users = []
-    for n in cluster.nodes:
-        try:
-            if str(pf) in (Path(n.pgdata) / "postgresql.auto.conf").read_text():
-                users.append(n.name)
-        except OSError:
-            pass
-    if pf.exists() and users:
-        kept = f"kept {pf.name}: {', '.join(users)} still connect(s) with it"
-    elif pf.exists():
-        pf.unlink()
-        kept = f"removed {pf.name}"
-    else:
-        kept = "no password file"
+    kept = cluster.backend.remove_server_file(cluster.primary.spec, PASSFILE, what="password file")
     return f"{gone}; {kept}"

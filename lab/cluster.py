@@ -95,7 +95,8 @@ class Cluster:
 
     @property
     def backend_name(self) -> str:
-        return self._state.get("backend", "local")
+        """The backend's name, for display ("local", "compose")."""
+        return self.backend.name
 
     def __repr__(self):
         parts = ", ".join(f"{n.name} ({n.role}, {n.state}, :{n.port})" for n in self.nodes)
@@ -116,7 +117,7 @@ class Cluster:
             self.backend.start(spec, self._state, primary_spec)
             if port_changed and name == self._state["primary"]:
                 for r in self.replicas:
-                    self.backend.retarget(r.spec, "127.0.0.1", spec["port"])
+                    self.backend.retarget(r.spec, *self.backend.primary_address())
             self._save()
 
     def _stop_node(self, name: str, timeout: float = 30) -> None:
@@ -546,19 +547,27 @@ def _create(h: LabHome, replicas: int, quiet: bool, backend: str) -> Cluster:
 
 
 def _teardown(cluster: Cluster) -> None:
-    """Undo a half-made cluster: stop what started, remove its data, release its ports."""
+    """Undo a half-made cluster: stop what started, remove its data, release its ports.  Every step
+    runs even if one before it failed (the first failure is raised at the end); a node that still
+    runs keeps remove_data from removing its data, and wipe() ends it."""
     specs = list(cluster._state["nodes"].values())
+    backend = cluster.backend
+    failure = None
+    for step in [lambda: backend.stop_many(specs, timeout=10), *[lambda s=s: _remove_quietly(backend, s) for s in specs],
+                 backend.wipe, lambda: ports.release_all(cluster.home.owner), cluster.home.forget]:
+        try:
+            step()
+        except BaseException as e:
+            failure = failure or e
+    if failure is not None:
+        raise failure
+
+
+def _remove_quietly(backend, spec) -> None:
     try:
-        cluster.backend.stop_many(specs, timeout=10)
-    finally:
-        for s in specs:
-            try:
-                cluster.backend.remove_data(s)
-            except LabError:
-                pass
-        cluster.backend.wipe()
-        ports.release_all(cluster.home.owner)
-        cluster.home.forget()
+        backend.remove_data(spec)
+    except LabError:
+        pass
 
 
 def down(wipe: bool = False, home=None) -> None:

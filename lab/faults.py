@@ -24,28 +24,18 @@ does that) but nothing answers, so clients wait for their ``connect_timeout``.  
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
 import time
 
 from .errors import LabError, NotRunning
-
-MAX_PAUSE_SECONDS = 60
-_watchdogs: dict = {}   # pgdata -> Popen of the local watchdog that resumes a paused node
+from .node import MAX_PAUSE_SECONDS, Node, Role
 
 
 def _node(cluster_or_node, name=None):
-    from .node import Node
     if isinstance(cluster_or_node, Node) and name is None:
         return cluster_or_node
     if name is None:
         raise LabError("name the node: lab.faults.pause(cluster.node('replica1')) or (cluster, 'replica1')")
     return cluster_or_node.node(name if isinstance(name, str) else name.name)
-
-
-def _local(node) -> bool:
-    return node._cluster.backend_name == "local"
 
 
 # --- kill --------------------------------------------------------------------------------------
@@ -62,60 +52,9 @@ def kill(node) -> str:
 
 
 # --- pause / resume ------------------------------------------------------------------------------
-def process_tree(pid: int) -> list:
-    """``pid`` and every descendant (Linux /proc), parents before children."""
-    children: dict = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [int(pid)]
-    while todo:
-        p = todo.pop(0)
-        out.append(p)
-        todo.extend(sorted(children.get(p, [])))
-    return out
-
-
-def _state(pid: int) -> "str | None":
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
-def _wait_states(pids, stopped: bool, timeout: float = 2.0) -> None:
-    """Signals arrive asynchronously: wait until /proc shows them taken (stopped or not)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = [_state(p) for p in pids]
-        if all(st is None or (st in ("T", "t")) == stopped or st == "Z" for st in states):
-            return
-        time.sleep(0.002)
-
-
 def is_paused(node) -> bool:
     """Is the node frozen (SIGSTOPped postmaster / paused container)?"""
-    backend = node._cluster.backend
-    if _local(node):
-        pid = node.pid
-        return bool(pid) and _state(pid) in ("T", "t")
-    c = backend.container(node.spec)
-    return c is not None and c.status == "paused"
-
-
-def signal_tree(pids, sig) -> None:
-    for p in pids:
-        try:
-            os.kill(p, sig)
-        except ProcessLookupError:
-            pass
+    return node._cluster.backend.is_paused(node.spec)
 
 
 def pause(node, max_seconds: float = MAX_PAUSE_SECONDS) -> str:
@@ -124,62 +63,23 @@ def pause(node, max_seconds: float = MAX_PAUSE_SECONDS) -> str:
     Locally a watchdog process resumes it after ``max_seconds`` even if this kernel dies;
     ``resume(node)`` ends the watchdog.  Returns a one-line account.
     """
-    if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or not 0 < max_seconds <= 3600:
-        raise LabError(f"max_seconds is how long the node may stay frozen, 0 to 3600 s, not {max_seconds!r}")
-    if not node.is_running:
-        raise NotRunning(f"{node.name} is stopped: start it before pausing it")
-    if is_paused(node):
-        return f"{node.name}: paused already"
-    if _local(node):
-        pids = process_tree(node.pid)
-        # The watchdog first: if anything below fails, the node still wakes up.
-        dog = subprocess.Popen(["sh", "-c", 'sleep "$0"; kill -CONT "$@"', str(max_seconds), *map(str, pids)],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-        _watchdogs[node.spec["pgdata"]] = dog
-        signal_tree(pids, signal.SIGSTOP)
-        # a child forked between the listing and the postmaster's stop: freeze it too
-        late = [p for p in process_tree(node.pid) if p not in pids]
-        signal_tree(late, signal.SIGSTOP)
-        _wait_states(pids + late, stopped=True)
-        return f"{node.name}: paused ({len(pids) + len(late)} processes stopped; resumed by itself after {max_seconds:g} s)"
-    node._cluster.backend.pause(node.spec)
-    return f"{node.name}: paused (docker pause)"
+    return node.pause(max_seconds)
 
 
 def resume(node) -> str:
     """Thaw a paused node (SIGCONT to its process tree / ``docker unpause``); a no-op if it is not."""
-    if _local(node):
-        dog = _watchdogs.pop(node.spec["pgdata"], None)
-        if dog is not None:
-            if dog.poll() is None:  # its own session: the shell and its sleep go together
-                try:
-                    os.killpg(dog.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            dog.wait()
-        pid = node.pid
-        if not pid:
-            return f"{node.name}: not running"
-        was = is_paused(node)
-        tree = process_tree(pid)
-        signal_tree(reversed(tree), signal.SIGCONT)
-        _wait_states(tree, stopped=False)
-        return f"{node.name}: resumed" if was else f"{node.name}: was not paused"
-    was = is_paused(node)
-    node._cluster.backend.unpause(node.spec)
-    return f"{node.name}: resumed (docker unpause)" if was else f"{node.name}: was not paused"
+    return node.resume()
 
 
 def resume_all(cluster) -> list:
-    """Thaw every node of the cluster; the names of those that were paused."""
+    """Thaw every node of the cluster; the names of those that were paused (a watchdog left by a
+    node restarted meanwhile is ended too)."""
     thawed = []
     for n in cluster.nodes:
-        if n.is_running and is_paused(n):
-            resume(n)
+        was = is_paused(n)
+        resume(n)
+        if was:
             thawed.append(n.name)
-        elif _local(n):
-            resume(n)  # ends a watchdog whose node was restarted meanwhile
     return thawed
 
 
@@ -195,7 +95,6 @@ def paused(node, max_seconds: float = MAX_PAUSE_SECONDS):
 
 # --- cut / heal ------------------------------------------------------------------------------
 def _replica(cluster, replica):
-    from .node import Role
     node = _node(cluster, replica)
     if node.role != Role.REPLICA:
         raise LabError(f"{node.name} is the {node.role}: cut a replica's link to the primary")
@@ -207,42 +106,18 @@ def cut(cluster, replica: str = "replica1", hold: bool = False) -> str:
     there is none), which closes the link and refuses new ones (``hold=True``: silent instead).
     Compose: ``docker network disconnect`` (the replica loses every network link)."""
     node = _replica(cluster, replica)
-    if cluster.backend_name == "local":
-        from . import proxy
-        lk = proxy.link(cluster, node.name) or proxy.route(cluster, node.name)
-        lk.cut(hold=hold)
-        return f"{node.name}: cut off the primary (proxy on port {lk.proxy.port}{', silent' if hold else ''})"
-    cluster.backend.disconnect(node.spec)
-    return f"{node.name}: disconnected from the compose network"
+    return f"{node.name}: {cluster.backend.cut(node.spec, hold=hold)}"
 
 
 def heal(cluster, replica: str = "replica1") -> str:
     """Undo ``cut``: the proxy lets bytes through again / the container rejoins the network."""
     node = _replica(cluster, replica)
-    if cluster.backend_name == "local":
-        from . import proxy
-        lk = proxy.link(cluster, node.name)
-        if lk is None:
-            return f"{node.name}: no proxy link in this process: nothing to heal"
-        lk.heal()
-        return f"{node.name}: link healed"
-    try:
-        cluster.backend.connect(node.spec)
-    except Exception as e:  # docker says so when it is connected already
-        if "already exists" not in str(e):
-            raise
-    return f"{node.name}: reconnected to the compose network"
+    return f"{node.name}: {cluster.backend.heal(node.spec)}"
 
 
 def is_cut(cluster, replica: str = "replica1") -> bool:
     node = _replica(cluster, replica)
-    if cluster.backend_name == "local":
-        from . import proxy
-        lk = proxy.link(cluster, node.name)
-        return lk is not None and lk.proxy.is_cut
-    net = cluster.backend.network()
-    net.reload()
-    return node.spec["container"] not in {c.name for c in net.containers}
+    return cluster.backend.is_cut(node.spec)
 
 
 @contextlib.contextmanager

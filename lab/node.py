@@ -11,18 +11,21 @@ import enum
 import re
 import time
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import pandas as pd
 import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql as pgsql
 
+from . import conninfo
 from .errors import LabError, NotRunning, ReadOnlyError, SQLError, Text  # noqa: F401 (Text: lab.node.Text)
 
 if TYPE_CHECKING:
     from .cluster import Cluster
 
 HOST = "127.0.0.1"
+MAX_PAUSE_SECONDS = 60  # how long a paused node stays frozen unless resumed earlier
 
 
 class Role(str, enum.Enum):
@@ -83,14 +86,15 @@ class Node:
 
     @property
     def dsn(self) -> str:
-        """A libpq connection string (it holds this cluster's generated password)."""
-        return " ".join(f"{k}={v}" for k, v in self._params().items())
+        """A libpq connection string (it holds this cluster's generated password), quoted by libpq's rules."""
+        return conninfo.make(**self._params())
 
     @property
     def url(self) -> str:
         """A SQLAlchemy URL: ``sqlalchemy.create_engine(node.url)`` or ``pd.read_sql(q, node.url)``."""
         p = self._params()
-        return f"postgresql+psycopg2://{p['user']}:{p['password']}@{p['host']}:{p['port']}/{p['dbname']}"
+        user, password, db = (quote(str(p[k]), safe="") for k in ("user", "password", "dbname"))
+        return f"postgresql+psycopg2://{user}:{password}@{p['host']}:{p['port']}/{db}"
 
     def __repr__(self):
         return f"<Node {self.name}: {self.role}, {self.state}, {HOST}:{self.port}>"
@@ -228,15 +232,23 @@ class Node:
         self._cluster.backend.kill(self.spec)
         return self
 
-    def pause(self, max_seconds: float = 60) -> str:
-        """Freeze this node (SIGSTOP of its processes / ``docker pause``): see lab.faults.pause."""
-        from . import faults
-        return faults.pause(self, max_seconds)
+    def pause(self, max_seconds: float = MAX_PAUSE_SECONDS) -> str:
+        """Freeze this node (SIGSTOP of its processes / ``docker pause``): frozen, not stopped, its
+        port still accepts TCP connections but nothing answers.  Locally a watchdog resumes it after
+        ``max_seconds`` even if this kernel dies.  Returns a one-line account."""
+        if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or not 0 < max_seconds <= 3600:
+            raise LabError(f"max_seconds is how long the node may stay frozen, 0 to 3600 s, not {max_seconds!r}")
+        if not self.is_running:
+            raise NotRunning(f"{self.name} is stopped: start it before pausing it")
+        backend = self._cluster.backend
+        if backend.is_paused(self.spec):
+            return f"{self.name}: paused already"
+        return f"{self.name}: paused ({backend.pause(self.spec, max_seconds)})"
 
     def resume(self) -> str:
-        """Thaw a paused node (SIGCONT / ``docker unpause``); a no-op if it is not paused."""
-        from . import faults
-        return faults.resume(self)
+        """Thaw a paused node (SIGCONT / ``docker unpause``); a no-op if it is not paused.
+        Returns a one-line account."""
+        return f"{self.name}: {self._cluster.backend.resume(self.spec)}"
 
     def promote(self) -> "Node":
         """Make this replica a primary (a promote signal, like ``pg_ctl promote``); the other

@@ -6,7 +6,7 @@ cut link and its healing, and what went through it.
 >>> link.proxy.stats()                                           # doctest: +SKIP
 >>> lab.proxy.unroute(cluster, "replica1")                       # doctest: +SKIP
 
-The proxy listens on 127.0.0.1 on a port claimed like a node's (lab/ports.py) and forwards to
+The proxy (``lab/backends/links.py``) listens on 127.0.0.1 on a port claimed like a node's and forwards to
 the primary.  ``route`` points a replica's ``primary_conninfo`` at it (a reload: the WAL receiver
 reconnects through the proxy) and ``unroute`` points it back.  Latency is one-way and per
 direction, so ``latency_ms=50`` adds 100 ms to every round trip; order is kept (a chunk never
@@ -26,347 +26,19 @@ back at the primary's service (``host=pg-master port=5432``).
 """
 from __future__ import annotations
 
-import asyncio
-import random
-import threading
-import time
-
-import pandas as pd
-
-from .system import ports
-from .errors import LabError, NotRunning, Timeout
+from .backends import links as _links_mod
+from .backends.links import Link, Proxy  # noqa: F401 (lab.proxy.Proxy, lab.proxy.Link)
+from .errors import LabError
 from .node import Role
-
-_CHUNK = 64 * 1024
-
-
-class _Conn:
-    def __init__(self, client_w, server_w):
-        self.writers = (client_w, server_w)
-        self.opened = time.time()
-
-    def abort(self):
-        for w in self.writers:
-            try:
-                w.transport.abort()
-            except Exception:
-                pass
-
-
-class Proxy:
-    """Forward 127.0.0.1:``port`` to ``target_host:target_port``.  A context manager; ``close()``
-    ends every connection and releases the port.
-
-    >>> with lab.proxy.Proxy("127.0.0.1", cluster.primary.port, owner=cluster.home.owner) as p:  # doctest: +SKIP
-    ...     p.set_latency(20, jitter_ms=5)
-    """
-
-    def __init__(self, target_host: str, target_port: int, *, owner: str, name: str = "proxy",
-                 latency_ms: float = 0, jitter_ms: float = 0, listen: str = "127.0.0.1"):
-        self.target = (target_host, int(target_port))
-        self.listen = listen
-        self.owner = owner
-        self.name = name
-        self.port: "int | None" = None
-        self._delay = {"up": 0.0, "down": 0.0}      # up: client -> server, down: server -> client
-        self._jitter = {"up": 0.0, "down": 0.0}
-        self.set_latency(latency_ms, jitter_ms)
-        self._cut = False
-        self._hold = False
-        self._conns: set = set()
-        self._stats = dict(connections=0, refused=0, failed_upstream=0, bytes_up=0, bytes_down=0)
-        self._loop: "asyncio.AbstractEventLoop | None" = None
-        self._thread: "threading.Thread | None" = None
-        self._server = None
-        self._healed: "asyncio.Event | None" = None
-        self.start()
-
-    def __repr__(self):
-        state = "cut" if self._cut else "open"
-        return (f"<Proxy {self.name} {self.listen}:{self.port} -> {self.target[0]}:{self.target[1]}, {state}, "
-                f"latency {self._delay['up'] * 1000:g}+{self._delay['down'] * 1000:g} ms>")
-
-    # --- lifecycle --------------------------------------------------------------------
-    def start(self) -> "Proxy":
-        """Listen on a claimed port.  The claim checks the port on 127.0.0.1; on another address
-        (the compose network's gateway) it may still be taken there: then another port is tried."""
-        import errno
-        for attempt in range(5):
-            try:
-                return self._start_once()
-            except OSError as e:
-                if e.errno != errno.EADDRINUSE or attempt == 4:
-                    raise LabError(f"the proxy could not listen on {self.listen}: {e}; try again") from None
-
-    def _start_once(self) -> "Proxy":
-        if self._thread is not None:
-            return self
-        self.port = ports.claim_free_ports(1, self.owner)[0]
-        ready = threading.Event()
-        failure: list = []
-
-        def main():
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                self._healed = asyncio.Event()
-                self._healed.set()
-                self._server = loop.run_until_complete(
-                    asyncio.start_server(self._handle, self.listen, self.port, reuse_address=True))
-            except OSError as e:
-                failure.append(e)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.close()
-
-        self._thread = threading.Thread(target=main, name=f"lab-proxy-{self.name}", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure or not ready.is_set():
-            self._thread.join(5)
-            self._thread = None
-            ports.release([self.port], self.owner)
-            if failure and isinstance(failure[0], OSError) and failure[0].errno is not None:
-                raise failure[0]  # start() tries another port if this one is in use
-            raise LabError(f"the proxy could not listen on {self.listen}:{self.port}: "
-                           f"{failure[0] if failure else 'no answer'}; try again")
-        return self
-
-    def close(self) -> None:
-        """End every connection, stop listening and release the port (safe to call twice)."""
-        if self._thread is None:
-            return
-        loop = self._loop
-
-        async def shutdown():
-            self._server.close()
-            for c in list(self._conns):
-                c.abort()
-            self._healed.set()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        try:
-            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(5)
-        except Exception:
-            pass
-        loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(5)
-        self._thread = None
-        ports.release([self.port], self.owner)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    # --- knobs ------------------------------------------------------------------------
-    def set_latency(self, latency_ms: float = 0, jitter_ms: float = 0, direction: str = "both") -> "Proxy":
-        """Delay every chunk by ``latency_ms`` ± up to ``jitter_ms`` (uniform) in ``direction``:
-        ``up`` (replica -> primary), ``down`` (primary -> replica) or ``both``."""
-        for v, what in ((latency_ms, "latency_ms"), (jitter_ms, "jitter_ms")):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 10_000:
-                raise LabError(f"{what} is milliseconds from 0 to 10000, not {v!r}")
-        if direction not in ("up", "down", "both"):
-            raise LabError(f"direction is 'up', 'down' or 'both', not {direction!r}")
-        for d in (("up", "down") if direction == "both" else (direction,)):
-            self._delay[d] = latency_ms / 1000
-            self._jitter[d] = jitter_ms / 1000
-        return self
-
-    @property
-    def latency_ms(self) -> dict:
-        return {d: self._delay[d] * 1000 for d in self._delay}
-
-    @property
-    def is_cut(self) -> bool:
-        return self._cut
-
-    def cut(self, hold: bool = False) -> "Proxy":
-        """Cut the link: close every connection and refuse new ones; ``hold=True``: keep them open
-        but pass no byte (a silent partition) until ``heal()``."""
-        self._cut, self._hold = True, bool(hold)
-
-        async def do():
-            self._healed.clear()
-            if not hold:
-                for c in list(self._conns):
-                    c.abort()
-
-        asyncio.run_coroutine_threadsafe(do(), self._loop).result(5)
-        return self
-
-    def heal(self) -> "Proxy":
-        """Let bytes through again (held connections resume where they stopped)."""
-        self._cut, self._hold = False, False
-
-        async def do():
-            self._healed.set()
-
-        asyncio.run_coroutine_threadsafe(do(), self._loop).result(5)
-        return self
-
-    def stats(self) -> dict:
-        """Connections made, refused, open now; bytes each way; the link's state and latency."""
-        return dict(self._stats, open=len(self._conns), state="cut" if self._cut else "open",
-                    latency_up_ms=self._delay["up"] * 1000, latency_down_ms=self._delay["down"] * 1000,
-                    jitter_ms=self._jitter["up"] * 1000, port=self.port)
-
-    # --- forwarding -------------------------------------------------------------------
-    async def _handle(self, client_r, client_w):
-        if self._cut and not self._hold:
-            self._stats["refused"] += 1
-            client_w.transport.abort()
-            return
-        try:
-            server_r, server_w = await asyncio.wait_for(asyncio.open_connection(*self.target), 5)
-        except (OSError, asyncio.TimeoutError):
-            self._stats["failed_upstream"] += 1
-            client_w.transport.abort()
-            return
-        conn = _Conn(client_w, server_w)
-        self._conns.add(conn)
-        self._stats["connections"] += 1
-        try:
-            await asyncio.gather(self._pump(client_r, server_w, "up"), self._pump(server_r, client_w, "down"))
-        except asyncio.CancelledError:  # close(): end quietly (asyncio logs a handler that raises)
-            pass
-        finally:
-            self._conns.discard(conn)
-            conn.abort()
-
-    async def _pump(self, reader, writer, direction: str):
-        queue: asyncio.Queue = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-
-        async def deliver():
-            while True:
-                at, data = await queue.get()
-                if data is None:
-                    break
-                wait = at - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                await self._healed.wait()
-                writer.write(data)
-                await writer.drain()
-                self._stats["bytes_" + direction] += len(data)
-            try:
-                writer.write_eof()
-            except (OSError, RuntimeError, AttributeError):
-                pass
-
-        task = asyncio.ensure_future(deliver())
-        last = 0.0
-        try:
-            while True:
-                await self._healed.wait()
-                try:
-                    data = await reader.read(_CHUNK)
-                except (ConnectionError, OSError):
-                    data = b""
-                if not data:
-                    break
-                delay = self._delay[direction]
-                if self._jitter[direction]:
-                    delay = max(0.0, delay + random.uniform(-1, 1) * self._jitter[direction])
-                last = max(loop.time() + delay, last)  # in order: never overtake the previous chunk
-                queue.put_nowait((last, data))
-        finally:
-            queue.put_nowait((0, None))
-            try:
-                await task
-            except (ConnectionError, OSError):
-                pass
-
-
-# --- replicas through a proxy ------------------------------------------------------------------
-class Link:
-    """A replica streaming from the primary through a Proxy (``route`` makes one)."""
-
-    def __init__(self, cluster, replica: str, proxy: Proxy):
-        self.cluster = cluster
-        self.replica = replica
-        self.proxy = proxy
-
-    def __repr__(self):
-        return f"<Link {self.replica} -> primary through {self.proxy!r}>"
-
-    def set_latency(self, latency_ms=0, jitter_ms=0, direction="both") -> "Link":
-        self.proxy.set_latency(latency_ms, jitter_ms, direction)
-        return self
-
-    def cut(self, hold: bool = False) -> "Link":
-        self.proxy.cut(hold)
-        return self
-
-    def heal(self) -> "Link":
-        self.proxy.heal()
-        return self
-
-
-_links: dict = {}   # (lab home, replica) -> Link, in this process
-
-
-def _key(cluster, replica: str):
-    return (str(cluster.home.path), replica)
-
-
-def _listen_host(cluster) -> str:
-    """Where a replica can reach a proxy on this host: 127.0.0.1, or the compose network's gateway."""
-    if cluster.backend_name == "local":
-        return "127.0.0.1"
-    try:
-        return cluster.backend.network().attrs["IPAM"]["Config"][0]["Gateway"]
-    except (KeyError, IndexError, TypeError):
-        raise LabError("the compose network has no gateway address for a proxy on this host: "
-                       "use lab.faults.cut(cluster, replica) (a network disconnect) instead") from None
-
-
-def _direct(cluster) -> "tuple[str, int]":
-    """The primary as a replica reaches it without a proxy."""
-    p = cluster.primary
-    return ("127.0.0.1", p.port) if cluster.backend_name == "local" else (p.spec["service"], 5432)
-
-
-def _point(cluster, node, host: str, port: int) -> None:
-    """Point ``node``'s primary_conninfo at host:port (reloaded: its WAL receiver reconnects)."""
-    if cluster.backend_name == "local":
-        cluster.backend.retarget(node.spec, host, port)
-        return
-    if not node.is_running:
-        return  # a container's settings are changed through its server
-    from .backends.pgconf import retarget_conninfo
-    info = node.scalar("SHOW primary_conninfo", dbname="postgres") or ""
-    line = retarget_conninfo("primary_conninfo = '" + info.replace("'", "''") + "'\n", host, port)
-    value = line.split("= '", 1)[1].rsplit("'", 1)[0].replace("''", "'")
-    if value != info:
-        node.execute("ALTER SYSTEM SET primary_conninfo = %s", (value,), dbname="postgres")
-        node.execute("SELECT pg_reload_conf()", dbname="postgres")
 
 
 def link(cluster, replica: str) -> "Link | None":
     """The Link of ``replica`` made by ``route`` in this process, or None."""
-    lk = _links.get(_key(cluster, replica))
-    return lk if lk is not None and lk.proxy.running else None
+    return _links_mod.link(cluster.backend.owner, replica)
 
 
 def links() -> list:
-    return [lk for lk in _links.values() if lk.proxy.running]
+    return _links_mod.links()
 
 
 def route(cluster, replica: str = "replica1", latency_ms: float = 0, jitter_ms: float = 0,
@@ -379,51 +51,13 @@ def route(cluster, replica: str = "replica1", latency_ms: float = 0, jitter_ms: 
     node = cluster.node(replica)
     if node.role != Role.REPLICA:
         raise LabError(f"{replica} is the {node.role}: only a replica's link to the primary goes through a proxy")
-    lk = link(cluster, replica)
-    if lk is not None and lk.proxy.target[1] == cluster.primary.port:
-        return lk.set_latency(latency_ms, jitter_ms)
-    if lk is not None:  # the primary moved (failover): a new proxy towards the new one
-        unroute(cluster, replica)
-    if not node.is_running:
-        raise NotRunning(f"{replica} is stopped: start it with cluster.node({replica!r}).start()")
-    proxy = Proxy("127.0.0.1", cluster.primary.port, owner=cluster.home.owner, name=replica,
-                  latency_ms=latency_ms, jitter_ms=jitter_ms, listen=_listen_host(cluster))
-    try:
-        _point(cluster, node, proxy.listen, proxy.port)
-        _wait_through(cluster, node, proxy, timeout)
-    except BaseException:
-        _point(cluster, node, *_direct(cluster))
-        proxy.close()
-        raise
-    lk = Link(cluster, replica, proxy)
-    _links[_key(cluster, replica)] = lk
-    return lk
-
-
-def _wait_through(cluster, node, proxy: Proxy, timeout: float) -> None:
-    """Wait until the replica's WAL receiver is connected to the proxy's port and streaming."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            row = node.sql("SELECT status, sender_port FROM pg_stat_wal_receiver", dbname="postgres")
-        except LabError:
-            row = pd.DataFrame()
-        if len(row) and row["status"].iloc[0] == "streaming" and int(row["sender_port"].iloc[0] or 0) == proxy.port:
-            return
-        if time.monotonic() > deadline:
-            raise Timeout(f"{node.name} does not stream through the proxy on port {proxy.port} after {timeout:g} s: "
-                          f"see cluster.node({node.name!r}).logs()")
-        time.sleep(0.02)
+    return _links_mod.route(cluster.backend, node.spec, latency_ms, jitter_ms, timeout)
 
 
 def unroute(cluster, replica: str = "replica1", timeout: float = 30, wait: bool = True) -> None:
     """Point ``replica`` back at the primary and close its proxy (a no-op if it has none)."""
-    lk = _links.pop(_key(cluster, replica), None)
     node = cluster.node(replica)
-    if node.role == Role.REPLICA:
-        _point(cluster, node, *_direct(cluster))
-    if lk is not None:
-        lk.proxy.close()
+    _links_mod.unroute(cluster.backend, node.spec, point_back=node.role == Role.REPLICA)
     if wait and node.is_running and node.role == Role.REPLICA and cluster.primary.is_running:
         cluster.wait_streaming(timeout=timeout, names=[replica])
 
@@ -431,12 +65,12 @@ def unroute(cluster, replica: str = "replica1", timeout: float = 30, wait: bool 
 def unroute_all(cluster, wait: bool = True) -> list:
     """Every replica back on the primary directly (also after a kernel that routed them died);
     the names of those that had a proxy in this process."""
-    names = [lk.replica for lk in list(_links.values()) if str(lk.cluster.home.path) == str(cluster.home.path)]
+    names = [lk.replica for lk in _links_mod.links(cluster.backend.owner)]
     for r in cluster.replicas:
         if r.name in names:
             unroute(cluster, r.name, wait=wait)
         else:
-            _point(cluster, r, *_direct(cluster))
+            cluster.backend.retarget(r.spec, *cluster.backend.primary_address())
     if wait and cluster.primary.is_running:
         running = [r.name for r in cluster.replicas if r.is_running]
         if running:

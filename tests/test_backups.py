@@ -8,7 +8,7 @@ import stat
 import pytest
 
 import lab
-from lab import backups
+from lab import backups, conninfo
 from lab.checks import check
 from lab.system.osuser import server_user
 
@@ -53,7 +53,7 @@ def test_summarise_manifest():
 
 @pytest.mark.parametrize("value", ["/data/replication.pgpass", "/my lab/replication.pgpass", "it's", "a\\b", ""])
 def test_conninfo_values_round_trip(value):
-    parsed = backups.parse_conninfo(f"passfile={backups.conninfo_value(value)} port=5")
+    parsed = conninfo.parse(conninfo.make(passfile=value, port=5))
     assert parsed == {"passfile": value, "port": "5"}
 
 
@@ -63,9 +63,11 @@ def test_parse_auto_conf_and_conninfo():
             "wal_keep_size = '0'\n")
     conf = backups.parse_auto_conf(text)
     assert conf["wal_keep_size"] == "0"
-    conn = backups.parse_conninfo(conf["primary_conninfo"])
+    conn = conninfo.parse(conf["primary_conninfo"])
     assert conn == {"user": "replicator", "passfile": "/data/re plication.pgpass", "host": "127.0.0.1", "port": "5"}
-    assert backups.parse_conninfo(r"password='it\'s' user=u") == {"password": "it's", "user": "u"}
+    assert conninfo.parse(r"password='it\'s' user=u") == {"password": "it's", "user": "u"}
+    # backslashes are escaped in a configuration file's strings too (as ALTER SYSTEM writes them)
+    assert backups.parse_auto_conf("a = 'C:\\\\x''y'\n") == {"a": "C:\\x'y"}
 
 
 # --- on a real primary ----------------------------------------------------------------------------

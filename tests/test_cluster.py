@@ -427,7 +427,7 @@ def test_replica_of_another_cluster_is_rebuilt(fresh_cluster, tmp_path):
         c.backend.prepare_replica(replica.spec, other._state, other.primary.spec)
         log = replica.logs(300)
         assert "belongs to another cluster" in log and "base backup done" in log
-        control = c.backend.run(c.backend.bins.cmd("pg_controldata", replica.spec["pgdata"])).stdout
+        control = replica.tool("pg_controldata", replica.pgdata).stdout
         sysid = other.primary.scalar("SELECT system_identifier FROM pg_control_system()")
         assert f"Database system identifier:           {sysid}" in control
         assert sysid != c.primary.scalar("SELECT system_identifier FROM pg_control_system()")

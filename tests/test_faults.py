@@ -4,27 +4,32 @@ from __future__ import annotations
 import os
 import time
 
+import psutil
 import pytest
 
 from lab import faults, proxy, workload
-from lab.errors import NotRunning
+from lab.backends import local
+from lab.errors import LabError, NotRunning
 from lab.lsn import parse_lsn
+from lab.system.process import process_tree, state
+
+pytestmark = pytest.mark.integration
+
+GONE = (None, psutil.STATUS_ZOMBIE)
 
 
 def _states(node):
-    return {faults._state(p) for p in faults.process_tree(node.pid)}
+    return {state(p) for p in process_tree(node.pid)}
 
 
 def _alive_in_group(pgid):
     alive = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                fields = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == pgid and fields[0] != "Z":
-                alive.append(int(d))
+    for p in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                alive.append(p.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
     return alive
 
 
@@ -43,16 +48,16 @@ def test_pause_freezes_every_process_and_resume_thaws_them(cluster):
         msg = replica.pause(max_seconds=30)
         assert "paused" in msg
         assert faults.is_paused(replica)
-        assert _states(replica) <= {"T", "t"}
-        dog = faults._watchdogs[replica.spec["pgdata"]].pid
+        assert _states(replica) <= {psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP}
+        dog = local._watchdogs[replica.spec["pgdata"]].pid
         with pytest.raises(NotRunning):
             replica.connect(connect_timeout=2)
     finally:
         assert "resumed" in replica.resume()
     assert not faults.is_paused(replica)
-    assert "T" not in _states(replica)
+    assert psutil.STATUS_STOPPED not in _states(replica)
     assert replica.scalar("SELECT 1") == 1
-    assert faults._watchdogs == {}
+    assert local._watchdogs == {}
     assert _wait(lambda: not _alive_in_group(dog))  # the watchdog's shell and its sleep are gone
 
 
@@ -73,7 +78,7 @@ def test_the_watchdog_resumes_a_node_left_paused(cluster):
         assert _wait(lambda: not faults.is_paused(replica))
     finally:
         faults.resume(replica)  # also reaps the watchdog
-    assert faults._watchdogs == {}
+    assert local._watchdogs == {}
 
 
 def test_primary_paused_blocks_writes_then_they_resume(cluster):
@@ -106,9 +111,9 @@ def test_kill_and_killed_restart(cluster):
 def test_kill_of_a_paused_node_leaves_no_frozen_child(cluster):
     replica = cluster.node("replica1")
     faults.pause(replica)
-    pids = faults.process_tree(replica.pid)
+    pids = process_tree(replica.pid)
     faults.kill(replica)
-    assert _wait(lambda: not any(faults._state(p) is not None and faults._state(p) not in ("Z",) for p in pids))
+    assert _wait(lambda: all(state(p) in GONE for p in pids))
     replica.start()
     cluster.wait_streaming()
 
@@ -118,9 +123,9 @@ def test_node_kill_and_cluster_down_thaw_a_paused_node_first(cluster):
     replica = cluster.node("replica1")
     for stop in (lambda: replica.kill(), lambda: cluster.down()):
         faults.pause(replica)
-        pids = faults.process_tree(replica.pid)
+        pids = process_tree(replica.pid)
         stop()
-        assert _wait(lambda: all(faults._state(p) in (None, "Z") for p in pids))
+        assert _wait(lambda: all(state(p) in GONE for p in pids))
         cluster.start()
         cluster.wait_streaming()
 
@@ -144,3 +149,14 @@ def test_cut_stops_replication_and_heal_catches_up(cluster):
 
 def test_heal_without_a_link_says_so(cluster):
     assert "nothing to heal" in faults.heal(cluster, "replica1")
+
+
+def test_pause_argument_checks_and_a_paused_node_is_paused_once(cluster):
+    replica = cluster.node("replica1")
+    with pytest.raises(LabError, match="max_seconds"):
+        faults.pause(replica, max_seconds=0)
+    with faults.paused(replica, max_seconds=20):
+        assert faults.pause(replica) == "replica1: paused already"
+        assert faults.resume_all(cluster) == ["replica1"]
+        assert faults.resume(replica) == "replica1: was not paused"
+    assert replica.scalar("SELECT 1") == 1

@@ -28,6 +28,7 @@ def _one(conn):
         return cur.fetchone()[0]
 
 
+@pytest.mark.integration
 def test_forwards_a_connection_and_counts_bytes(cluster):
     with proxy.Proxy("127.0.0.1", cluster.primary.port, owner=cluster.home.owner) as p:
         assert ports.read_claim(p.port)["lab_home"] == cluster.home.owner
@@ -43,6 +44,7 @@ def test_forwards_a_connection_and_counts_bytes(cluster):
     assert not p.running
 
 
+@pytest.mark.integration
 def test_latency_is_added_each_way(cluster):
     with proxy.Proxy("127.0.0.1", cluster.primary.port, owner=cluster.home.owner, latency_ms=25) as p:
         conn = _connect(cluster, p.port)
@@ -59,6 +61,7 @@ def test_latency_is_added_each_way(cluster):
     assert min(took) >= 0.050
 
 
+@pytest.mark.integration
 def test_cut_closes_and_refuses_then_heal_lets_through(cluster):
     with proxy.Proxy("127.0.0.1", cluster.primary.port, owner=cluster.home.owner) as p:
         conn = _connect(cluster, p.port)
@@ -78,6 +81,7 @@ def test_cut_closes_and_refuses_then_heal_lets_through(cluster):
             conn.close()
 
 
+@pytest.mark.integration
 def test_a_held_cut_delivers_after_heal(cluster):
     with proxy.Proxy("127.0.0.1", cluster.primary.port, owner=cluster.home.owner) as p:
         conn = _connect(cluster, p.port)
@@ -95,6 +99,7 @@ def test_a_held_cut_delivers_after_heal(cluster):
             conn.close()
 
 
+@pytest.mark.integration
 def test_route_puts_a_replica_behind_the_proxy_and_unroute_puts_it_back(cluster):
     replica = cluster.node("replica1")
     try:
@@ -115,6 +120,7 @@ def test_route_puts_a_replica_behind_the_proxy_and_unroute_puts_it_back(cluster)
     assert int(rcv["sender_port"]) == cluster.primary.port
 
 
+@pytest.mark.integration
 def test_route_refuses_the_primary_and_bad_latency(cluster):
     with pytest.raises(LabError, match="only a replica"):
         proxy.route(cluster, cluster.primary.name)
@@ -125,6 +131,7 @@ def test_route_refuses_the_primary_and_bad_latency(cluster):
             p.set_latency(5, direction="sideways")
 
 
+@pytest.mark.integration
 def test_unroute_all_repairs_a_replica_left_on_a_dead_port(cluster):
     replica = cluster.node("replica1")
     cluster.backend.retarget(replica.spec, "127.0.0.1", 1)   # as if a kernel died with its proxy

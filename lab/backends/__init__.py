@@ -11,22 +11,26 @@ from __future__ import annotations
 import os
 
 from ..errors import LabError
+from .base import Backend
+from .compose import ComposeBackend, compose_available
+from .local import LocalBackend
 
-NAMES = ("local", "compose")
+CLASSES = {"local": LocalBackend, "compose": ComposeBackend}
+NAMES = tuple(CLASSES)
 
-
-def backend_class(name: str):
-    """The class of the backend called ``name`` (imported on first use: compose needs docker)."""
-    if name == "local":
-        from .local import LocalBackend
-        return LocalBackend
-    if name == "compose":
-        from .compose import ComposeBackend
-        return ComposeBackend
-    raise LabError(f"unknown backend {name!r}: use 'local' (processes) or 'compose' (Docker containers)")
+__all__ = ["Backend", "LocalBackend", "ComposeBackend", "CLASSES", "NAMES", "backend_class", "make_backend",
+           "choose_backend"]
 
 
-def make_backend(home, state: dict):
+def backend_class(name: str) -> "type[Backend]":
+    """The class of the backend called ``name``."""
+    try:
+        return CLASSES[name]
+    except (KeyError, TypeError):
+        raise LabError(f"unknown backend {name!r}: use 'local' (processes) or 'compose' (Docker containers)") from None
+
+
+def make_backend(home, state: dict) -> Backend:
     """The backend object of a cluster's state (its ``backend`` key; "local" for old states)."""
     return backend_class(state.get("backend", "local"))(home, state)
 
@@ -37,5 +41,4 @@ def choose_backend(backend: "str | None") -> str:
     if name:
         backend_class(name)
         return name
-    from .compose import compose_available
     return "compose" if compose_available()[0] else "local"

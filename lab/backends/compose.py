@@ -12,19 +12,27 @@ labs run side by side.  The default lab home keeps the original container names
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
+import secrets
 import shutil
 import subprocess
+import tarfile
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg2
+
+from .. import conninfo
 from ..errors import LabError, NotRunning, ServerStartError, Timeout
 from ..system import ports
 from ..system.paths import COMPOSE_DIR, REPO
 from .compose_apps import DEFAULT_APP_IMAGE, PGADMIN_EMAIL, ComposeApps
-from .pgconf import retarget_conninfo
+from .sql import connect, query
 
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 DEFAULT_IMAGE = "pglab/postgres-node:15"
@@ -39,6 +47,10 @@ PORT_VARS = {"pg-master": "PG_MASTER_PORT", "pg-replica": "PG_REPLICA_PORT",
              "pg-replica2": "PG_REPLICA2_PORT", "pg-replica3": "PG_REPLICA3_PORT"}
 PROFILES = ["replica2", "replica3", "app", "pgadmin"]
 READY_TIMEOUT = 90
+# the server user's home in a node's container: where its private files go (outside the data volume)
+CONTAINER_HOME = "/var/lib/postgresql"
+# where tools in a container write or read a copy of a host directory for a while (removed after)
+SCRATCH = f"{CONTAINER_HOME}/base-backups"
 
 
 def compose_cli() -> "list[str] | None":
@@ -52,7 +64,7 @@ def compose_cli() -> "list[str] | None":
 
 def _client(timeout: int = 30):
     try:
-        import docker
+        import docker  # lazy: the docker SDK takes ~0.3 s to import; only the compose backend needs it
     except ImportError:
         raise LabError("the docker Python package is missing: pip install docker") from None
     try:
@@ -100,7 +112,7 @@ class ComposeBackend(ComposeApps):
             "env_file": str(home.path / "compose.env"),
             "image": os.environ.get("LAB_NODE_IMAGE", DEFAULT_IMAGE),
             "base_image": os.environ.get("LAB_BASE_IMAGE", "postgres:15-bookworm"),
-            "pgadmin_password": __import__("secrets").token_urlsafe(12),
+            "pgadmin_password": secrets.token_urlsafe(12),
         })
 
     def __init__(self, home, state: dict):
@@ -158,7 +170,7 @@ class ComposeBackend(ComposeApps):
                        PGADMIN_SERVERS_JSON=str(self.pgadmin_servers_file))
         # web-app (the crypto app): its token, image, ports, and the nodes by service name inside
         # the network (the password reaches it as PGPASSWORD, from POSTGRES_PASSWORD above)
-        env["APP_API_TOKEN"] = self.cfg.setdefault("app_token", __import__("secrets").token_urlsafe(24))
+        env["APP_API_TOKEN"] = self.cfg.setdefault("app_token", secrets.token_urlsafe(24))
         env["LAB_APP_IMAGE"] = self.cfg.get("app_image") or os.environ.get("LAB_APP_IMAGE", DEFAULT_APP_IMAGE)
         primary = nodes.get(self.state.get("primary"))
         if primary:  # what a replica container created now streams from (its role file may say more)
@@ -195,9 +207,9 @@ class ComposeBackend(ComposeApps):
             return f"a port on 127.0.0.1 is already taken by another program: {lines[-1]}"
         return f"docker compose failed: {lines[-1] if lines else 'no output'}"
 
-    def ensure_image(self) -> None:
+    def _ensure_image(self) -> None:
         """Build the node image from compose/Dockerfile if it is not there yet."""
-        import docker.errors
+        import docker.errors  # lazy: the docker SDK (see _client)
         try:
             self.client.images.get(self.cfg["image"])
             return
@@ -211,7 +223,8 @@ class ComposeBackend(ComposeApps):
 
     # --- containers ----------------------------------------------------------------
     def container(self, spec):
-        import docker.errors
+        """The node's container (docker SDK object), or None."""
+        import docker.errors  # lazy: the docker SDK (see _client)
         try:
             return self.client.containers.get(spec["container"])
         except docker.errors.NotFound:
@@ -233,52 +246,57 @@ class ComposeBackend(ComposeApps):
         spec["port"] = port
         return changed
 
+    def primary_address(self) -> "tuple[str, int]":
+        """The primary's service name and PostgreSQL's port inside the compose network."""
+        return self.state["nodes"][self.state["primary"]]["service"], 5432
+
+    def proxy_address(self) -> str:
+        """The host's address on the compose network (its gateway): a container cannot reach the
+        host's 127.0.0.1, and only that network's containers and the host reach the gateway."""
+        try:
+            return self._network().attrs["IPAM"]["Config"][0]["Gateway"]
+        except (KeyError, IndexError, TypeError):
+            raise LabError("the compose network has no gateway address for a proxy on this host: "
+                           "use lab.faults.cut(cluster, replica) (a network disconnect) instead") from None
+
+    def host_dir(self) -> Path:
+        return Path(self.home.path)
+
     def retarget(self, spec, host: str, port: int) -> None:
-        """Replicas reach the primary by its service name inside the network: nothing to do."""
+        """ALTER SYSTEM SET primary_conninfo through the replica's server, then a reload (a stopped
+        container keeps what it has: its start points it at its primary again)."""
+        if self.pid(spec):
+            self._point_at(spec, host, port)
 
     def follow(self, spec, primary_spec) -> None:
         """After a promotion: record the replica's new primary in its role file (read by its
         entrypoint when the container starts again), and point a running replica's
         ``primary_conninfo`` at the new primary's service (ALTER SYSTEM + reload, inside the network)."""
         if self.container(spec) is not None:
-            self.write_role(spec)
+            self._write_role(spec)
         if not self.pid(spec):
             return
-        self._point_at(spec, primary_spec["service"])
+        self._point_at(spec, primary_spec["service"], 5432)
 
-    def _point_at(self, spec, host: str) -> None:
-        import psycopg2
-        conn = psycopg2.connect(host="127.0.0.1", port=spec["port"], user=self.state["superuser"],
-                                password=self.state["password"], dbname="postgres", connect_timeout=5)
-        conn.autocommit = True
+    def _point_at(self, spec, host: str, port: int) -> None:
+        conn = connect(self.state, spec)
         try:
             with conn.cursor() as cur:
                 cur.execute("SHOW primary_conninfo")
-                info = cur.fetchone()[0]
-                line = "primary_conninfo = '" + info.replace("'", "''") + "'\n"
-                new = retarget_conninfo(line, host, 5432)
-                value = new.split("= '", 1)[1].rsplit("'", 1)[0].replace("''", "'")
-                if value != info:
+                info = cur.fetchone()[0] or ""
+                value = conninfo.make(info, host=host, port=port)
+                if conninfo.parse(value) != conninfo.parse(info):
                     cur.execute("ALTER SYSTEM SET primary_conninfo = %s", (value,))
                     cur.execute("SELECT pg_reload_conf()")
         finally:
             conn.close()
 
     def _conninfo_host(self, spec) -> "str | None":
-        import psycopg2
-        conn = psycopg2.connect(host="127.0.0.1", port=spec["port"], user=self.state["superuser"],
-                                password=self.state["password"], dbname="postgres", connect_timeout=5)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SHOW primary_conninfo")
-                info = cur.fetchone()[0] or ""
-        finally:
-            conn.close()
-        hosts = [kv.split("=", 1)[1].strip("'") for kv in info.split() if kv.startswith("host=")]
-        return hosts[0] if hosts else None
+        info = query(self.state, spec, "SHOW primary_conninfo")[0] or ""
+        return conninfo.parse(info).get("host")
 
     # --- the role file (ROLE_FILE) ------------------------------------------------------
-    def role_text(self, spec) -> str:
+    def _role_text(self, spec) -> str:
         """What a node's role file says, from the lab's state: the primary (and a former primary,
         which starts as it was: a primary, as on the local backend) ``ROLE=primary``; a replica
         its primary's service, its name and slot, and ``REPLICA_REJOIN=1`` while it rejoins."""
@@ -290,22 +308,19 @@ class ComposeBackend(ComposeApps):
                        f"REPLICA_NAME={spec.get('app_name', spec['name'])}\nSLOT_NAME={spec['name']}\n"
                        f"REPLICA_REJOIN={1 if spec.get('rejoin') else 0}\n")
 
-    def write_role(self, spec, text: "str | None" = None) -> None:
+    def _write_role(self, spec, text: "str | None" = None) -> None:
         """Write the node's role file into its volume (put_archive: also into a stopped container)."""
-        import tempfile
         uid, gid = self._server_ids(spec)
         with tempfile.TemporaryDirectory() as d:
             f = Path(d) / "role"
-            f.write_text(text if text is not None else self.role_text(spec))
-            self.copy_in(spec, f, str(Path(ROLE_FILE).parent), arcname=Path(ROLE_FILE).name, uid=uid, gid=gid,
+            f.write_text(text if text is not None else self._role_text(spec))
+            self._copy_in(spec, f, str(Path(ROLE_FILE).parent), arcname=Path(ROLE_FILE).name, uid=uid, gid=gid,
                          mode=0o600)
 
     def _server_ids(self, spec) -> "tuple[int, int]":
         """uid and gid of the image's ``postgres`` user, from its /etc/passwd (no exec: the
         container may be stopped)."""
         if self._ids is None:
-            import io
-            import tarfile
             c = self.container(spec)
             if c is None:
                 raise NotRunning(f"{spec['name']} has no container: start it first")
@@ -323,7 +338,7 @@ class ComposeBackend(ComposeApps):
             spec["rejoin"] = True
 
     def create_primary(self, spec, state) -> None:
-        self.ensure_image()
+        self._ensure_image()
         self.start(spec, state)
 
     def start(self, spec, state=None, primary_spec=None) -> int:
@@ -342,11 +357,11 @@ class ComposeBackend(ComposeApps):
             c = self.container(spec)
             if c is None:
                 raise ServerStartError(f"compose did not create {spec['container']}: see `docker compose ps`")
-        self.write_role(spec)
+        self._write_role(spec)
         c.start()
         pid = self.wait_ready(spec)
         if spec.pop("rejoin", None):  # rewound: later starts just continue replicating
-            self.write_role(spec)
+            self._write_role(spec)
         elif spec["role"] == "replica" and spec["name"] != self.state.get("primary"):
             # stopped during a failover, it still names an old primary's service (a proxy's address is left)
             primary = self.state["nodes"][self.state["primary"]]
@@ -355,9 +370,9 @@ class ComposeBackend(ComposeApps):
                 self._point_at(spec, primary["service"])
         return pid
 
-    def wait_ready(self, spec, timeout: float = READY_TIMEOUT) -> int:
+    def wait_ready(self, spec, timeout: "float | None" = None) -> int:
         """Until PostgreSQL in the container accepts a login through the published port."""
-        import psycopg2
+        timeout = READY_TIMEOUT if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while True:
             c = self.container(spec)
@@ -366,8 +381,7 @@ class ComposeBackend(ComposeApps):
                 raise ServerStartError(f"{spec['name']} ({spec['container']}) stopped while starting; "
                                        f"last log lines:\n{tail}")
             try:
-                psycopg2.connect(host="127.0.0.1", port=spec["port"], user=self.state["superuser"],
-                                 password=self.state["password"], dbname="postgres", connect_timeout=2).close()
+                connect(self.state, spec, timeout=2).close()
                 return self.pid(spec)
             except psycopg2.OperationalError:
                 pass
@@ -408,7 +422,7 @@ class ComposeBackend(ComposeApps):
         if code != 0:
             raise LabError(f"pg_ctl promote failed on {spec['container']}: {out.decode().strip()}")
         # restarted, this container runs its data as the primary it now is
-        self.write_role(spec, self.role_text(dict(spec, role="primary")))
+        self._write_role(spec, self._role_text(dict(spec, role="primary")))
 
     def adopt(self, spec, backup) -> None:
         """Make a base backup on the host (``lab.backups`` copies one out of the primary's
@@ -426,7 +440,7 @@ class ComposeBackend(ComposeApps):
             raise LabError(f"compose did not create {spec['container']}: see `docker-compose ps`")
         primary = self.state["nodes"][self.state["primary"]]
         uid, gid = (int(self.tool(primary, ["id", flag]).stdout) for flag in ("-u", "-g"))
-        self.copy_in(spec, backup, str(Path(PGDATA).parent), arcname=Path(PGDATA).name, uid=uid, gid=gid)
+        self._copy_in(spec, backup, str(Path(PGDATA).parent), arcname=Path(PGDATA).name, uid=uid, gid=gid)
         shutil.rmtree(backup)
 
     @staticmethod
@@ -434,9 +448,8 @@ class ComposeBackend(ComposeApps):
         return [] if spec["service"] in ("pg-master", "pg-replica") else ["--profile", spec["service"][3:]]
 
     # --- files in and out of containers (the docker archive API: works on stopped ones) -----
-    def copy_out(self, spec, path: str, dest: Path) -> None:
+    def _copy_out(self, spec, path: str, dest: Path) -> None:
         """Copy a directory of a node's container to ``dest`` on the host (created; modes kept)."""
-        import tarfile
         c = self.container(spec)
         if c is None:
             raise NotRunning(f"{spec['name']} has no container: start it first")
@@ -455,11 +468,9 @@ class ComposeBackend(ComposeApps):
                 m.uname = m.gname = ""
                 tar.extract(m, dest, set_attrs=True, **_TRUSTED)
 
-    def copy_in(self, spec, src: Path, dest_dir: str, arcname: str, uid: int, gid: int, mode=None) -> None:
+    def _copy_in(self, spec, src: Path, dest_dir: str, arcname: str, uid: int, gid: int, mode=None) -> None:
         """Copy ``src`` (a host file or directory) into a node's container as
         ``dest_dir/arcname``, owned by uid:gid (``mode`` for a single file)."""
-        import io
-        import tarfile
         c = self.container(spec)
         if c is None:
             raise NotRunning(f"{spec['name']} has no container: start it first")
@@ -475,15 +486,14 @@ class ComposeBackend(ComposeApps):
         if not c.put_archive(dest_dir, buf.getvalue()):
             raise LabError(f"could not copy {src} into {spec['container']}:{dest_dir}")
 
-    def write_file(self, spec, path: str, text: str, mode: int = 0o600) -> None:
+    def _write_file(self, spec, path: str, text: str, mode: int = 0o600) -> None:
         """Write a small file into a node's container, owned by the server user (put_archive:
         the content never appears on a command line or in an environment)."""
-        import tempfile
         uid, gid = self._server_ids(spec)
         with tempfile.TemporaryDirectory() as d:
             f = Path(d) / "f"
             f.write_text(text)
-            self.copy_in(spec, f, str(Path(path).parent), arcname=Path(path).name, uid=uid, gid=gid, mode=mode)
+            self._copy_in(spec, f, str(Path(path).parent), arcname=Path(path).name, uid=uid, gid=gid, mode=mode)
 
     def tool(self, spec, args, check=True, timeout=120, env=None) -> subprocess.CompletedProcess:
         """Run a command in this node's container as postgres (LANG=C); in a stopped container, in a
@@ -517,29 +527,102 @@ class ComposeBackend(ComposeApps):
         finally:
             one.remove(force=True)
 
-    def pause(self, spec) -> None:
+    # --- faults -----------------------------------------------------------------------
+    def pause(self, spec, max_seconds: float) -> str:
+        """``docker pause`` (the cgroup freezer); no watchdog: ``resume``, ``stop`` and ``down`` thaw it."""
         c = self.container(spec)
         if c is None or c.status != "running":
-            raise NotRunning(f"{spec['name']} is not running")
+            raise NotRunning(f"{spec['name']} is stopped: start it before pausing it")
         c.pause()
+        return "docker pause"
 
-    def unpause(self, spec) -> None:
+    def resume(self, spec) -> str:
+        was = self.is_paused(spec)
+        if was:
+            self.container(spec).unpause()
+        return "resumed (docker unpause)" if was else "was not paused"
+
+    def is_paused(self, spec) -> bool:
         c = self.container(spec)
-        if c is not None and c.status == "paused":
-            c.unpause()
+        return c is not None and c.status == "paused"
 
-    def network(self):
+    def _network(self):
         return self.client.networks.get(f"{self.cfg['project']}_distribuidos-net")
 
-    def disconnect(self, spec) -> None:
-        """Cut one node off the compose network (a partition); ``connect`` heals it."""
-        self.network().disconnect(spec["container"])
+    def cut(self, spec, hold: bool = False) -> str:
+        """``docker network disconnect``: the replica loses every network link, clients' too
+        (``hold`` cannot be had: the kernel resets the connections)."""
+        self._network().disconnect(spec["container"])
+        return "disconnected from the compose network"
 
-    def connect(self, spec) -> None:
-        self.network().connect(spec["container"], aliases=[spec["service"]])
+    def heal(self, spec) -> str:
+        import docker.errors  # lazy: the docker SDK (see _client)
+        try:
+            self._network().connect(spec["container"], aliases=[spec["service"]])
+        except docker.errors.APIError as e:  # docker says so when it is connected already
+            if "already exists" not in str(e):
+                raise
+        return "reconnected to the compose network"
+
+    def is_cut(self, spec) -> bool:
+        net = self._network()
+        net.reload()
+        return spec["container"] not in {c.name for c in net.containers}
+
+    # --- files beside a node's data ---------------------------------------------------
+    def server_file(self, spec, name: str) -> str:
+        """``/var/lib/postgresql/<name>`` in the node's container (the server user's home)."""
+        return f"{CONTAINER_HOME}/{name}"
+
+    def write_server_file(self, spec, name: str, text: str) -> str:
+        path = self.server_file(spec, name)
+        self._write_file(spec, path, text, mode=0o600)
+        return path
+
+    def remove_server_file(self, spec, name: str, what: str) -> str:
+        """Only the tools in that container read it (a replica container has its password in its
+        environment); in a stopped container it is out of reach (it is not in the data volume)."""
+        path = self.server_file(spec, name)
+        if not self.pid(spec):
+            return f"{name} kept in {spec['container']} (stopped): run clean again once it runs"
+        had = self.tool(spec, ["test", "-e", path], check=False).returncode == 0
+        self.tool(spec, ["rm", "-rf", path, SCRATCH], check=False)
+        return f"{'removed ' + name if had else 'no ' + what} (in {spec['container']})"
+
+    def where(self, spec, path: str) -> str:
+        return f"{spec['container']}:{path}"
+
+    def give_to_server(self, path: Path) -> None:
+        """Files on the host stay the host user's: the containers get copies."""
+
+    @contextlib.contextmanager
+    def directory_out(self, spec, dest: Path):
+        """The tools write in the container (``SCRATCH/<name>``); the result is copied out to ``dest``."""
+        target = f"{SCRATCH}/{Path(dest).name}"
+        self.tool(spec, ["rm", "-rf", target])
+        try:
+            yield target
+            self._copy_out(spec, target, dest)
+        finally:
+            self.tool(spec, ["rm", "-rf", target], check=False)
+            self.tool(spec, ["rmdir", SCRATCH], check=False)
+
+    @contextlib.contextmanager
+    def directory_in(self, spec, src: Path):
+        """A copy of ``src`` in the container, owned by the server user, removed afterwards."""
+        where = f"{SCRATCH}/.copy-of-{Path(src).name}"
+        uid, gid = self._server_ids(spec)
+        self.tool(spec, ["mkdir", "-p", SCRATCH])
+        self.tool(spec, ["rm", "-rf", where])
+        try:
+            self._copy_in(spec, src, SCRATCH, arcname=Path(where).name, uid=uid, gid=gid)
+            yield where
+        finally:
+            self.tool(spec, ["rm", "-rf", where], check=False)
+            self.tool(spec, ["rmdir", SCRATCH], check=False)
 
     def remove_data(self, spec) -> None:
-        import docker.errors
+        import docker.errors  # lazy: the docker SDK (see _client)
         c = self.container(spec)
         if c is not None:
             c.remove(force=True, v=False)
@@ -549,7 +632,7 @@ class ComposeBackend(ComposeApps):
             pass
 
     def storage_of(self, spec) -> dict:
-        import docker.errors
+        import docker.errors  # lazy: the docker SDK (see _client)
         name = f"{self.cfg['project']}_{spec['service']}-data"
         try:
             self.client.volumes.get(name)
@@ -577,7 +660,7 @@ class ComposeBackend(ComposeApps):
 
 
 # our own container's archive, names checked above (Python >= 3.12 warns without a filter)
-_TRUSTED = {"filter": "fully_trusted"} if hasattr(__import__("tarfile"), "fully_trusted_filter") else {}
+_TRUSTED = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
 
 
 class _ChunkReader:

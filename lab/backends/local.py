@@ -9,6 +9,8 @@ timeout).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -18,17 +20,24 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import LabError, ServerStartError, Timeout
+import psutil
+
+from ..errors import LabError, NotRunning, ServerStartError, Timeout
 from ..system import binaries, ports
 from ..system.home import cache_dir
 from ..system.osuser import server_user
 from ..system.paths import MASTER_DIR, REPLICA_DIR
-from ..system.process import pid_alive, process_tree, signal_tree, wait_gone
+from ..system.process import (is_stopped, pid_alive, process_tree, signal_tree, terminate_tree, wait_gone,
+                              wait_states)
+from . import links
 from .apps import LocalApps
-from .pgconf import render_node_conf, retarget_conninfo
+from .pgconf import primary_conninfo, render_node_conf, retarget_conninfo
+
+_log = logging.getLogger(__name__)
 
 TEMPLATE_FORMAT = 1  # bump when initdb options change
 START_TIMEOUT = 60
+_watchdogs: dict = {}   # pgdata -> Popen of the watchdog that resumes a paused node, in this process
 
 
 # --- processes --------------------------------------------------------------------
@@ -87,6 +96,33 @@ def read_from(path, offset: int) -> str:
         return ""
 
 
+def working_in(root: Path, uids) -> "list[int]":
+    """Processes of the users ``uids`` that work on something under ``root``: a path under it on
+    their command line, their working directory, or their PGDATA (a server, initdb, pg_basebackup,
+    the replica script): what a killed ``lab.up`` may leave running there.  Parents come first."""
+    needles = {str(root).rstrip("/") + "/", os.path.realpath(root).rstrip("/") + "/"}
+    me = os.getpid()
+
+    def under(path) -> bool:
+        return bool(path) and any(n in str(path) + "/" for n in needles)
+
+    found = []
+    for p in psutil.process_iter(["pid", "ppid", "uids", "cmdline", "cwd"]):
+        info = p.info
+        if info["pid"] == me or not info["uids"] or info["uids"].effective not in uids:
+            continue
+        hit = any(under(a) for a in info["cmdline"] or []) or under(info["cwd"])
+        if not hit:
+            try:
+                hit = under(p.environ().get("PGDATA"))
+            except psutil.Error:
+                pass
+        if hit:
+            found.append((info["pid"], info["ppid"]))
+    pids = {pid for pid, _ in found}
+    return [pid for pid, ppid in found if ppid not in pids]  # the tops: terminate_tree takes the rest
+
+
 class LocalBackend(LocalApps):
     """Servers as processes of this machine, data under the lab home (or a temp dir)."""
 
@@ -121,6 +157,7 @@ class LocalBackend(LocalApps):
                            "set LAB_SERVER_USER accordingly")
         self.bins = bins
         self.user = user
+        self.state = state
         self.owner = home.owner  # the lab home, for port claims
         self.data_root = Path(state["data_root"])
 
@@ -135,15 +172,42 @@ class LocalBackend(LocalApps):
     def storage_of(self, spec) -> dict:
         return {"kind": "directory", "where": spec["pgdata"], "exists": Path(spec["pgdata"]).exists()}
 
+    def primary_address(self) -> "tuple[str, int]":
+        return "127.0.0.1", self.state["nodes"][self.state["primary"]]["port"]
+
+    def proxy_address(self) -> str:
+        return "127.0.0.1"
+
+    def host_dir(self) -> Path:
+        return self.data_root
+
     def after_down(self) -> None:
         """Every server is stopped: nothing else holds resources."""
 
     def wipe(self) -> None:
-        """Remove what is left of the data root once every node's data is gone."""
-        shutil.rmtree(self.data_root, ignore_errors=True)
+        """Remove the data root, once every node's data is gone.  What still works in it (after a
+        kernel killed during ``lab.up``: a replica's base backup, a postmaster that had not yet
+        written postmaster.pid, initdb) is ended first, or it would write files back."""
+        for attempt in range(3):
+            self._end_workers()
+            shutil.rmtree(self.data_root, ignore_errors=True)
+            if not self.data_root.exists():
+                return
+            time.sleep(0.2)
+        raise LabError(f"could not remove {self.data_root}: see what still uses it (fuser -v), remove it "
+                       "by hand, then lab.up()")
+
+    def _end_workers(self) -> None:
+        for pid in working_in(self.data_root, {os.geteuid(), self.user.uid}):
+            try:
+                what = " ".join(psutil.Process(pid).cmdline())[:120]
+            except psutil.Error:
+                continue
+            _log.warning("lab: ending pid %s, still working in %s: %s", pid, self.data_root, what)
+            terminate_tree(pid, timeout=5, sig=signal.SIGKILL)
 
     # --- helpers ------------------------------------------------------------------
-    def run(self, cmd, *, as_server=True, env=None, timeout=120, input=None, check=True, log=None):
+    def _run(self, cmd, *, as_server=True, env=None, timeout=120, input=None, check=True, log=None):
         kwargs = self.user.run_kwargs() if as_server else {}
         env = env or self.bins.env()
         if kwargs:  # another user: our home and working directory may be closed to it
@@ -168,11 +232,11 @@ class LocalBackend(LocalApps):
         except OSError:
             pass
 
-    def node_dir(self, spec) -> Path:
+    def _node_dir(self, spec) -> Path:
         return Path(spec["pgdata"]).parent
 
-    def make_node_dir(self, spec) -> None:
-        d = self.node_dir(spec)
+    def _make_node_dir(self, spec) -> None:
+        d = self._node_dir(spec)
         d.mkdir(parents=True, exist_ok=True)
         os.chmod(d, 0o700)
         self.user.chown(d, recursive=False)
@@ -188,7 +252,7 @@ class LocalBackend(LocalApps):
         return tail(spec["log"], tail_lines)
 
     # --- template -------------------------------------------------------------------
-    def template(self, staging_root: Path) -> Path:
+    def _template(self, staging_root: Path) -> Path:
         """A data directory straight from initdb, cached per PostgreSQL version."""
         cache = cache_dir()
         target = cache / f"template-pg{self.bins.version}-f{TEMPLATE_FORMAT}"
@@ -205,7 +269,7 @@ class LocalBackend(LocalApps):
         os.chmod(pwfile, 0o600)
         self.user.chown(pwfile, recursive=False)
         try:
-            self.run(self.bins.cmd("initdb", "-D", work / "pgdata", "-U", "admin", "--auth=scram-sha-256",
+            self._run(self.bins.cmd("initdb", "-D", work / "pgdata", "-U", "admin", "--auth=scram-sha-256",
                                    f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale", "--no-sync"), timeout=300)
             tmp = cache / f".{target.name}.{os.getpid()}"
             shutil.copytree(work / "pgdata", tmp, symlinks=True)
@@ -223,9 +287,9 @@ class LocalBackend(LocalApps):
         if (pgdata / "PG_VERSION").exists():
             raise LabError(f"{pgdata} already holds a database: refusing to overwrite it; "
                            "use lab.up() to start it or lab.down(wipe=True) to reset")
-        data_root = self.node_dir(spec).parent
-        template = self.template(data_root)
-        self.make_node_dir(spec)
+        data_root = self._node_dir(spec).parent
+        template = self._template(data_root)
+        self._make_node_dir(spec)
         shutil.rmtree(pgdata, ignore_errors=True)
         copy_tree(template, pgdata)
         for conf in ("postgresql.conf", "pg_hba.conf"):
@@ -235,7 +299,7 @@ class LocalBackend(LocalApps):
         # The template's superuser password is not this cluster's: set it in single-user
         # mode, before the server listens, so there is no window without a password.
         sql = "ALTER ROLE admin PASSWORD '{}';\n".format(state["password"].replace("'", "''"))
-        self.run(self.bins.cmd("postgres", "--single", "-D", pgdata, "-c", "log_min_messages=fatal",
+        self._run(self.bins.cmd("postgres", "--single", "-D", pgdata, "-c", "log_min_messages=fatal",
                                "postgres"), input=sql, timeout=60, log=None)
         self.start(spec, state)
         env = self.bins.env()
@@ -243,12 +307,12 @@ class LocalBackend(LocalApps):
                    PGPASSWORD=state["password"], PGCONNECT_TIMEOUT="10",
                    REPLICATION_USER=state["replication_user"],
                    REPLICATION_PASSWORD=state["replication_password"], APP_DB=state["app_db"])
-        self.run(["sh", str(MASTER_DIR / "init-master.sh")], as_server=False, env=env, log=spec["log"])
+        self._run(["sh", str(MASTER_DIR / "init-master.sh")], as_server=False, env=env, log=spec["log"])
 
     def prepare_replica(self, spec, state, primary_spec, wait_timeout=60, rejoin=False) -> None:
         """Run ``replica/entrypoint.sh`` in prepare-only mode: keep, repair, rewind or take a
         base backup (``rejoin``: also rewind a former primary's data onto the primary)."""
-        self.make_node_dir(spec)
+        self._make_node_dir(spec)
         env = self.bins.env()
         env.update(PGDATA=str(spec["pgdata"]), PRIMARY_HOST="127.0.0.1", PRIMARY_PORT=str(primary_spec["port"]),
                    REPLICATION_USER=state["replication_user"], REPLICATION_PASSWORD=state["replication_password"],
@@ -256,7 +320,7 @@ class LocalBackend(LocalApps):
                    REPLICA_PREPARE_ONLY="1", REPLICA_REJOIN="1" if rejoin else "0")
         # The script goes in on stdin: the server user may not be able to read the repository
         # (a clone under /root, say), and it needs no stdin of its own.
-        r = self.run(["sh", "-s"], input=(REPLICA_DIR / "entrypoint.sh").read_text(), env=env, check=False,
+        r = self._run(["sh", "-s"], input=(REPLICA_DIR / "entrypoint.sh").read_text(), env=env, check=False,
                      log=spec["log"], timeout=wait_timeout + 600)
         if r.returncode != 0:
             last = (r.stderr or r.stdout).strip().splitlines()
@@ -268,7 +332,7 @@ class LocalBackend(LocalApps):
         if not (backup / "PG_VERSION").exists() or not (backup / "standby.signal").exists():
             raise LabError(f"{backup} is not a base backup taken with -R (no PG_VERSION or standby.signal): "
                            "take one with pg_basebackup -R -X stream")
-        self.make_node_dir(spec)
+        self._make_node_dir(spec)
         pgdata = Path(spec["pgdata"])
         if pgdata.exists():
             raise LabError(f"{pgdata} already exists: pick another replica name")
@@ -284,7 +348,56 @@ class LocalBackend(LocalApps):
             args[0] = self.bins.path(args[0])
         full = self.bins.env()
         full.update(env or {})
-        return self.run(args, check=check, timeout=timeout, env=full)
+        return self._run(args, check=check, timeout=timeout, env=full)
+
+    def server_file(self, spec, name: str) -> str:
+        """``<data_root>/<name>``: one file for every node of this host."""
+        return str(self.data_root / name)
+
+    def write_server_file(self, spec, name: str, text: str) -> str:
+        path = Path(self.server_file(spec, name))
+        tmp = path.with_name(f".{name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o600)
+        self.user.chown(tmp, recursive=False)
+        os.replace(tmp, path)
+        return str(path)
+
+    def remove_server_file(self, spec, name: str, what: str) -> str:
+        """Kept while a node's ``primary_conninfo`` names it (a replica made from a base backup)."""
+        path = Path(self.server_file(spec, name))
+        users = []
+        for n in self.state["nodes"].values():
+            try:
+                info = primary_conninfo((Path(n["pgdata"]) / "postgresql.auto.conf").read_text())
+            except OSError:
+                continue
+            if info and str(path) in info.values():
+                users.append(n["name"])
+        if not path.exists():
+            return f"no {what}"
+        if users:
+            return f"kept {name}: {', '.join(users)} still connect(s) with it"
+        path.unlink()
+        return f"removed {name}"
+
+    def where(self, spec, path: str) -> str:
+        return str(path)
+
+    def give_to_server(self, path: Path) -> None:
+        self.user.chown(path, recursive=False)
+
+    @contextlib.contextmanager
+    def directory_out(self, spec, dest: Path):
+        """The tools write on this host: straight into ``dest``."""
+        yield str(dest)
+
+    @contextlib.contextmanager
+    def directory_in(self, spec, src: Path):
+        """The tools read this host: ``src`` itself."""
+        yield str(src)
 
     # --- lifecycle ------------------------------------------------------------------
     def ensure_port(self, spec) -> bool:
@@ -294,7 +407,7 @@ class LocalBackend(LocalApps):
         spec["port"] = port
         return changed
 
-    def write_node_conf(self, spec) -> None:
+    def _write_node_conf(self, spec) -> None:
         path = Path(spec["pgdata"]) / "node.conf"
         path.write_text(render_node_conf(spec["name"], spec["port"], spec.get("listen", "127.0.0.1")))
         os.chmod(path, 0o600)
@@ -327,15 +440,15 @@ class LocalBackend(LocalApps):
         if not (Path(spec["pgdata"]) / "PG_VERSION").exists():
             raise LabError(f"{spec['name']}: {spec['pgdata']} holds no database: "
                            "reset the cluster with lab.down(wipe=True), then lab.up()")
-        self.write_node_conf(spec)
+        self._write_node_conf(spec)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             mark = os.path.getsize(spec["log"]) if os.path.exists(spec["log"]) else 0
             # Like pg_ctl start, minus its 100 ms polling: a detached postmaster whose pid we
             # know, logging to server.log; then postmaster.pid is polled every 5 ms.
-            r = self.run(["sh", "-c", 'exec "$0" -D "$1" >>"$2" 2>&1 </dev/null & echo $!',
+            r = self._run(["sh", "-c", 'exec "$0" -D "$1" >>"$2" 2>&1 </dev/null & echo $!',
                           self.bins.path("postgres"), str(spec["pgdata"]), str(spec["log"])], timeout=30)
-            pid = self.wait_ready(spec, int(r.stdout.strip()), deadline)
+            pid = self._wait_postmaster(spec, int(r.stdout.strip()), deadline)
             if pid:
                 return pid
             new_log = read_from(spec["log"], mark)
@@ -350,7 +463,20 @@ class LocalBackend(LocalApps):
             ctx = "\n".join(new_log.strip().splitlines()[-8:]) or "(nothing in the log)"
             raise ServerStartError(f"{spec['name']} did not start on port {spec['port']}; last log lines:\n{ctx}")
 
-    def wait_ready(self, spec, pid: int, deadline: float) -> "int | None":
+    def wait_ready(self, spec, timeout: "float | None" = None) -> int:
+        """Until the node's postmaster.pid says "ready" (or "standby")."""
+        timeout = START_TIMEOUT if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            pid = self.pid(spec)
+            if pid and self._wait_postmaster(spec, pid, min(deadline, time.monotonic() + 0.5)):
+                return pid
+            if not self.pid(spec):
+                raise NotRunning(f"{spec['name']} is not running; last log lines:\n{tail(spec['log'], 8)}")
+            if time.monotonic() > deadline:
+                raise Timeout(f"{spec['name']} was not ready within {timeout:g} s: see its logs()")
+
+    def _wait_postmaster(self, spec, pid: int, deadline: float) -> "int | None":
         """Poll postmaster.pid until ``pid`` says "ready" (or "standby"); None if it died first."""
         path = Path(spec["pgdata"]) / "postmaster.pid"
         while time.monotonic() < deadline:
@@ -366,7 +492,7 @@ class LocalBackend(LocalApps):
             time.sleep(0.005)
         return None
 
-    def signal_stop(self, spec, sig=signal.SIGINT) -> "int | None":
+    def _signal_stop(self, spec, sig=signal.SIGINT) -> "int | None":
         pid = self.pid(spec)
         if pid:
             try:
@@ -381,8 +507,8 @@ class LocalBackend(LocalApps):
     def stop_many(self, specs, timeout: float = 30) -> None:
         """Fast shutdown (SIGINT) of several nodes at once; SIGKILL whoever outlives the timeout."""
         for s in specs:  # a frozen (paused) server cannot shut down: thaw it first
-            self.unpause(s)
-        pids = [(s, self.signal_stop(s)) for s in specs]
+            self.resume(s)
+        pids = [(s, self._signal_stop(s)) for s in specs]
         deadline = time.monotonic() + timeout
         for s, pid in pids:
             if pid and not wait_gone(pid, max(0.0, deadline - time.monotonic())):
@@ -396,24 +522,72 @@ class LocalBackend(LocalApps):
     def kill(self, spec) -> "int | None":
         """SIGKILL the postmaster: a crash, for experiments (a paused one is thawed first, so
         that its children see their postmaster die and exit instead of staying frozen)."""
-        self.unpause(spec)
-        pid = self.signal_stop(spec, signal.SIGKILL)
+        self.resume(spec)
+        pid = self._signal_stop(spec, signal.SIGKILL)
         if pid:
             wait_gone(pid, 10)
         return pid
 
-    def pause(self, spec) -> None:
-        """SIGSTOP the postmaster and every child (lab.faults.pause adds a watchdog that resumes it)."""
+    # --- faults -----------------------------------------------------------------------
+    def pause(self, spec, max_seconds: float) -> str:
+        """SIGSTOP the postmaster and every child.  A watchdog process (its own session, so it
+        outlives this kernel) sends them SIGCONT after ``max_seconds``; ``resume`` ends it."""
         pid = self.pid(spec)
         if not pid:
-            raise LabError(f"{spec['name']} is not running")
-        signal_tree(process_tree(pid), signal.SIGSTOP)
+            raise NotRunning(f"{spec['name']} is stopped: start it before pausing it")
+        pids = process_tree(pid)
+        # The watchdog first: if anything below fails, the node still wakes up.
+        dog = subprocess.Popen(["sh", "-c", 'sleep "$0"; kill -CONT "$@"', str(max_seconds), *map(str, pids)],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+        _watchdogs[spec["pgdata"]] = dog
+        signal_tree(pids, signal.SIGSTOP)
+        # a child forked between the listing and the postmaster's stop: freeze it too
+        late = [p for p in process_tree(pid) if p not in pids]
+        signal_tree(late, signal.SIGSTOP)
+        wait_states(pids + late, stopped=True)
+        return f"{len(pids) + len(late)} processes stopped; resumed by itself after {max_seconds:g} s"
 
-    def unpause(self, spec) -> None:
-        """SIGCONT the postmaster and every child (a no-op on a running node)."""
+    def resume(self, spec) -> str:
+        """End the node's watchdog, then SIGCONT the postmaster and every child."""
+        dog = _watchdogs.pop(spec["pgdata"], None)
+        if dog is not None:
+            if dog.poll() is None:  # its own session: the shell and its sleep go together
+                try:
+                    os.killpg(dog.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            dog.wait()
         pid = self.pid(spec)
-        if pid:
-            signal_tree(reversed(process_tree(pid)), signal.SIGCONT)
+        if not pid:
+            return "not running"
+        was = is_stopped(pid)
+        tree = process_tree(pid)
+        signal_tree(reversed(tree), signal.SIGCONT)
+        wait_states(tree, stopped=False)
+        return "resumed" if was else "was not paused"
+
+    def is_paused(self, spec) -> bool:
+        pid = self.pid(spec)
+        return bool(pid) and is_stopped(pid)
+
+    def cut(self, spec, hold: bool = False) -> str:
+        """Through the replica's proxy (``links.route`` makes one if there is none): processes of
+        one host share its network, so a link is cut where it passes through the lab."""
+        lk = links.link(self.owner, spec["name"]) or links.route(self, spec)
+        lk.cut(hold=hold)
+        return f"cut off the primary (proxy on port {lk.proxy.port}{', silent' if hold else ''})"
+
+    def heal(self, spec) -> str:
+        lk = links.link(self.owner, spec["name"])
+        if lk is None:
+            return "no proxy link in this process: nothing to heal"
+        lk.heal()
+        return "link healed"
+
+    def is_cut(self, spec) -> bool:
+        lk = links.link(self.owner, spec["name"])
+        return lk is not None and lk.proxy.is_cut
 
     def promote(self, spec, timeout=60) -> None:
         """What ``pg_ctl promote -w`` does, minus its 100 ms polling: a ``promote`` file in the data
@@ -441,5 +615,5 @@ class LocalBackend(LocalApps):
     def remove_data(self, spec) -> None:
         if self.pid(spec):
             raise LabError(f"{spec['name']} is running: stop it before removing its data")
-        shutil.rmtree(self.node_dir(spec), ignore_errors=True)
+        shutil.rmtree(self._node_dir(spec), ignore_errors=True)
         Path(str(spec["pgdata"]).rstrip("/") + ".basebackup-incomplete").unlink(missing_ok=True)
