@@ -49,7 +49,8 @@ def test_web_app_serves_the_api_from_replicas_and_the_dashboard(app_cluster):
     env_file = c._state["compose"]["env_file"]
     assert stat.S_IMODE(os.stat(env_file).st_mode) == 0o600
     assert f"APP_API_TOKEN={token}\n" in open(env_file).read() and len(token) >= 24
-    with httpx.Client(base_url=info.api_url, timeout=10) as api:
+    assert info.login == {"token": token}
+    with httpx.Client(base_url=info.urls["api"], timeout=10) as api:
         health = api.get("/health")
         assert health.status_code == 200, health.text
         assert api.get("/docs").status_code == 200
@@ -67,7 +68,7 @@ def test_web_app_serves_the_api_from_replicas_and_the_dashboard(app_cluster):
         assert "/" in ok.json()["lsn"]
         nodes = api.get("/cluster").json()["nodes"]
         assert sorted((n["node"], n["role"]) for n in nodes) == [("pg-master", "primary"), ("replica1", "replica")]
-    with httpx.Client(base_url=info.dashboard_url, timeout=10) as dash:
+    with httpx.Client(base_url=info.urls["dashboard"], timeout=10) as dash:
         assert dash.get("/_stcore/health").text.strip() == "ok"
         page = dash.get("/")
         assert page.status_code == 200 and "streamlit" in page.text.lower()
