@@ -13,8 +13,10 @@ pytestmark = pytest.mark.integration
 def test_read_your_writes_violated_without_a_fix_and_never_with_either(two):
     d = cs.read_your_writes_compare(two, "replica1", n=15, latency_ms=5, quiet=True)
     s = cs.summarize(d).set_index("fix")
-    # 5 ms each way: a read sent right after the commit cannot find the row on the replica
-    assert s.loc["none", "violations"] == 15
+    # 5 ms each way: a read sent right after the commit finds the replica behind it.  Not every
+    # time: a client descheduled for longer than the WAL's trip (a busy machine) reads late, so
+    # count misses, not their number; with either fix a miss cannot happen, whatever the timing
+    assert s.loc["none", "violations"] > 0
     assert s.loc["wait_lsn", "violations"] == 0
     assert s.loc["remote_apply", "violations"] == 0
     assert two.primary.scalar("SHOW synchronous_standby_names") == ""
