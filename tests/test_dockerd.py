@@ -15,6 +15,7 @@ import tarfile
 import time
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from docker_fixtures import host_net_state, net_state_changes, require_compose_tier
@@ -240,26 +241,26 @@ def docker_scratch(docker_engine):
             docker_engine.docker(kind, *rm, *ids, check=False)
 
 
-def _start_primary(engine, label, name, network, publish=True):
+def _start_primary(engine, scratch, publish=True) -> tuple[str, str, str]:
+    """A primary of the node image, ``<prefix>-master`` on a new network ``<prefix>-net`` (alias
+    pg-master, as in the compose file); returns (container name, network, admin password)."""
+    label, prefix = scratch
+    name, network = f"{prefix}-master", f"{prefix}-net"
+    engine.docker("network", "create", "--label", label, network)
     password, repl = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
     args = ["run", "-d", "--name", name, "--label", label, "--network", network, "--network-alias", "pg-master",
             "-e", f"POSTGRES_PASSWORD={password}", "-e", f"REPLICATION_PASSWORD={repl}"]
     if publish:
         args += ["-p", "127.0.0.1::5432"]
     engine.docker(*args, engine.images["node"], "/lab/master/entrypoint.sh", "-c", f"cluster_name={name}")
-    return password
+    return name, network, password
 
 
 @pytest.mark.compose
 @pytest.mark.integration
 def test_a_port_published_on_loopback_reaches_postgres(docker_engine, docker_scratch):
-    import psycopg2
-
-    label, prefix = docker_scratch
-    net = f"{prefix}-net"
-    docker_engine.docker("network", "create", "--label", label, net)
-    password = _start_primary(docker_engine, label, f"{prefix}-master", net)
-    binding = docker_engine.docker("port", f"{prefix}-master", "5432").stdout.split()
+    master, _, password = _start_primary(docker_engine, docker_scratch)
+    binding = docker_engine.docker("port", master, "5432").stdout.split()
     assert binding and all(b.startswith("127.0.0.1:") for b in binding), binding
     port = int(binding[0].rsplit(":", 1)[1])
     deadline, last = time.monotonic() + 60, None
@@ -271,14 +272,14 @@ def test_a_port_published_on_loopback_reaches_postgres(docker_engine, docker_scr
         except psycopg2.OperationalError as e:  # initdb and init-master.sh still running
             last = e
             if time.monotonic() > deadline:
-                logs = docker_engine.docker("logs", f"{prefix}-master", check=False)
+                logs = docker_engine.docker("logs", master, check=False)
                 pytest.fail(f"no PostgreSQL on 127.0.0.1:{port}: {last}\n{logs.stdout}{logs.stderr}")
             time.sleep(0.2)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT to_regclass('public.test_replication') IS NOT NULL, "
                         "(SELECT count(*) FROM test_replication), current_setting('cluster_name')")
-            assert cur.fetchone() == (True, 2, f"{prefix}-master")
+            assert cur.fetchone() == (True, 2, master)
     finally:
         conn.close()
 
@@ -286,17 +287,15 @@ def test_a_port_published_on_loopback_reaches_postgres(docker_engine, docker_scr
 @pytest.mark.compose
 @pytest.mark.integration
 def test_containers_on_a_user_network_reach_each_other_by_name(docker_engine, docker_scratch):
-    label, prefix = docker_scratch
-    net = f"{prefix}-net"
-    docker_engine.docker("network", "create", "--label", label, net)
-    password = _start_primary(docker_engine, label, f"{prefix}-master", net, publish=False)
+    label, _ = docker_scratch
+    master, net, password = _start_primary(docker_engine, docker_scratch, publish=False)
     # From a second container: by container name, and by the alias the compose file uses.
     script = ("i=0; until pg_isready -q -h \"$1\" -t 2; do i=$((i+1)); [ $i -lt 150 ] || exit 9; sleep 0.2; done; "
               "psql -h \"$1\" -U admin -d crypto_db -Atc 'SELECT count(*) FROM test_replication' && "
               "psql -h pg-master -U admin -d postgres -Atc 'SELECT current_setting($$cluster_name$$)'")
     r = docker_engine.docker("run", "--rm", "--label", label, "--network", net, "-e", f"PGPASSWORD={password}",
-                             docker_engine.images["node"], "sh", "-c", script, "sh", f"{prefix}-master",
+                             docker_engine.images["node"], "sh", "-c", script, "sh", master,
                              check=False, timeout=120)
-    logs = docker_engine.docker("logs", f"{prefix}-master", check=False)
+    logs = docker_engine.docker("logs", master, check=False)
     assert r.returncode == 0, f"{r.stdout}{r.stderr}\nserver log:\n{logs.stdout}{logs.stderr}"
-    assert r.stdout.split() == ["2", f"{prefix}-master"]
+    assert r.stdout.split() == ["2", master]
