@@ -7,7 +7,7 @@
 # BASE_IMAGE: any Debian-based image; with Python 3.11 (python:3.11-slim-bookworm, the default)
 # it is used as is, without (the lab's offline debootstrap base) Debian's python3 is installed.
 # PIP_ARGS: extra pip options, e.g. "--no-index --find-links http://127.0.0.1:PORT/" when the
-# build has no index to reach (lab.dockerd.ensure_app_image serves wheels built on the host).
+# build has no index to reach (the test tier's tests/engine/app_image.py serves wheels built on the host).
 # The settings come from the environment (APP_*, PG*): the image holds no secret.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
