@@ -457,9 +457,6 @@ def follows(cluster, r: Node, timeout: float = 2.0) -> bool:
         return False
 
 
-_follows = follows  # the old private name, until its last caller moves to follows
-
-
 def restore(cluster, quiet: bool = True) -> "list[str]":
     """Every node back to work under the current primary: former primaries (and replicas that had
     gone past the fork, so cannot follow) rewound with pg_rewind; stopped replicas started.  What
@@ -619,7 +616,9 @@ def cancelled_wait(cluster, quiet: bool = False) -> pd.DataFrame:
 def rpo_rto(cluster, modes=MODES, faults_=FAULTS, rate: float = 500, before: float = 0.8, after: float = 0.3,
             latency_ms: float = 10, quiet: bool = False) -> pd.DataFrame:
     """One failover per (mode, fault), each followed by ``restore``: lost acknowledged writes (RPO)
-    and outage (RTO) side by side."""
+    and outage (RTO) side by side.  ``acked_by_old_after_fault``: writes the old primary, cut off
+    by a partition, acknowledged although no standby had their commit when the links went down
+    (from the WAL: ``Failover.acknowledged_alone``); empty for a crash."""
     rows = []
     for mode in modes:
         for fault in faults_:
