@@ -51,7 +51,7 @@ class ComposeApps:
     def start_pgadmin(self, servers: dict, quiet: bool = False,
                       timeout: float = PGADMIN_START_TIMEOUT) -> AppEndpoints:
         """The ``pgadmin`` service on 127.0.0.1 with ``servers`` (servers.json) preloaded."""
-        import docker.errors  # lazy: the docker SDK takes ~0.3 s to import; only compose runs need it
+        import docker.errors  # lazy: the docker SDK takes 0.3-2 s to import; only compose runs need it
         try:
             self.client.images.get(PGADMIN_IMAGE)
         except docker.errors.ImageNotFound:
@@ -89,7 +89,7 @@ class ComposeApps:
         reaching the nodes by service name; API and dashboard published on 127.0.0.1.  Starting it
         again re-creates it only if its settings changed (e.g. the primary after a failover).
         Returns its URLs (``api``, ``dashboard``) and its API token."""
-        import docker.errors  # lazy: the docker SDK takes ~0.3 s to import; only compose runs need it
+        import docker.errors  # lazy: the docker SDK takes 0.3-2 s to import; only compose runs need it
         image = self.cfg.get("app_image") or os.environ.get("LAB_APP_IMAGE", DEFAULT_APP_IMAGE)
         self.cfg["app_image"] = image
         try:
@@ -118,7 +118,7 @@ class ComposeApps:
         return info
 
     def _wait_webapp(self, urls, timeout: float) -> None:
-        import docker.errors  # lazy: the docker SDK takes ~0.3 s to import; only compose runs need it
+        import docker.errors  # lazy: the docker SDK takes 0.3-2 s to import; only compose runs need it
         name = self.cfg["prefix"] + "web-app"
         deadline = time.monotonic() + timeout
         todo = list(urls)
@@ -143,7 +143,7 @@ class ComposeApps:
         return self._stop_service("app", "web-app", self.cfg.get("app_ports") or [])
 
     def _stop_service(self, profile: str, service: str, held) -> bool:
-        import docker.errors  # lazy: the docker SDK takes ~0.3 s to import; only compose runs need it
+        import docker.errors  # lazy: the docker SDK takes 0.3-2 s to import; only compose runs need it
         try:
             was = self.client.containers.get(self.cfg["prefix"] + service).status == "running"
         except docker.errors.NotFound:
