@@ -274,6 +274,63 @@ def test_kernel_killed_during_up_leaves_a_cluster_up_can_finish(tmp_path):
         lab.down(wipe=True, home=home)
 
 
+def test_kernel_killed_while_a_replica_is_made_leaves_nothing_working_in_the_data(tmp_path):
+    """The same, killed at a chosen moment: while replica1's base backup runs (replica/entrypoint.sh
+    and pg_basebackup run in their own session, so they outlive the kernel and write on)."""
+    import json
+    from lab.backends.local import working_in
+    from lab.system.osuser import server_user
+    home = tmp_path / "lab"
+    p = subprocess.Popen([sys.executable, "-c", "import lab; lab.up(replicas=2, quiet=True)"],
+                         env=dict(os.environ, LAB_HOME=str(home)))
+    uids = {os.geteuid(), server_user().uid}
+    data_root, making_replica = None, []
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and not making_replica and p.poll() is None:
+            if data_root is None and (home / "state.json").exists():
+                try:
+                    data_root = Path(json.loads((home / "state.json").read_text())["data_root"])
+                except (ValueError, KeyError):
+                    pass
+            if data_root is not None:
+                making_replica = [pid for pid in working_in(data_root / "replica1", uids)]
+            time.sleep(0.005)
+        assert making_replica, "lab.up never got to making replica1"
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    try:
+        c = lab.up(replicas=2, home=home, quiet=True)
+        assert len(c.replicas) == 2 and all(n.is_running for n in c.nodes)
+        insert(c.primary, "after the kernel died")
+        c.wait_replayed(timeout=20)
+        assert all(rows_with(r, "after the kernel died") == 1 for r in c.replicas)
+        assert not [pid for pid in making_replica if pid_alive(pid)]  # the dead kernel's workers were ended
+    finally:
+        lab.down(wipe=True, home=home)
+    assert working_in(data_root, uids) == [] and not data_root.exists()
+
+
+def test_wipe_ends_what_still_works_in_the_data_root(fresh_cluster):
+    """A process still writing in the data root (as a killed kernel's base backup would) is ended
+    before the root is removed, so nothing comes back and the next lab.up() finds it empty."""
+    from lab.backends.local import working_in
+    c = fresh_cluster
+    root = c.data_root
+    loop = 'while :; do mkdir -p "$0/replica9/pgdata"; sleep 0.01; done'
+    # not our child (a kernel that died left it): a shell that starts it in the background and exits
+    subprocess.run(["sh", "-c", 'setsid sh -c "$1" "$0" >/dev/null 2>&1 &', str(root), loop], check=True)
+    deadline = time.monotonic() + 10
+    while not (root / "replica9").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert working_in(root, {os.geteuid()})
+    c.down(wipe=True)
+    assert not root.exists() and working_in(root, {os.geteuid()}) == []
+    time.sleep(0.1)
+    assert not root.exists()
+
+
 def test_promote_makes_the_replica_the_primary(fresh_cluster):
     c = fresh_cluster
     insert(c.primary, "before promotion")
