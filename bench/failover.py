@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lab  # noqa: E402
-from lab import failover, workload
+from lab import failover, workload  # noqa: E402
 from lab.system import binaries  # noqa: E402
 from lab.system.osuser import server_user  # noqa: E402
 from bringup import scratch  # noqa: E402 (bench/bringup.py: a temp dir the server user can reach)
@@ -54,9 +54,8 @@ def raw_promote(rate: float) -> float:
         try:
             time.sleep(0.3)
             c.primary.kill()
-            b = c.backend
             t0 = time.perf_counter()
-            b.run(b.bins.cmd("pg_ctl", "promote", "-D", replica.pgdata, "-w", "-t", 60, "-s"), timeout=70)
+            replica.tool("pg_ctl", "promote", "-D", replica.pgdata, "-w", "-t", 60, "-s", timeout=70)
             elapsed = time.perf_counter() - t0
         finally:
             w.stop()
