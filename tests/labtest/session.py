@@ -7,10 +7,13 @@
   session's processes from those of anyone else on the machine (another test run included).
 - A student's ``LAB_HOME`` is never used; tests choose their backend, the local one by default
   even where Docker runs.
+- SIGTERM (``timeout``, CI cancelling a job) is turned into KeyboardInterrupt, so pytest tears
+  the fixtures down and stops their servers instead of dying with them running.
 """
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -22,3 +25,11 @@ os.environ["LAB_PORT_CLAIMS"] = str(CLAIMS)
 os.environ[SESSION_VAR] = SESSION
 os.environ.pop("LAB_HOME", None)
 os.environ.setdefault("LAB_BACKEND", "local")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    signal.signal(signal.SIGTERM, _interrupt)
