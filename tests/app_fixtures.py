@@ -2,7 +2,7 @@
 for it, and the app's processes (uvicorn, streamlit), each stopped by its process group.
 
 Every process started here carries APP_TEST_SESSION=<pytest's pid> in its environment, so
-tests/test_app_zz_leftovers.py can check that none survives the tests.
+the leftovers check at the session's end (tests/labtest/leftovers.py) can say if one survives the tests.
 """
 from __future__ import annotations
 

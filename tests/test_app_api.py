@@ -8,8 +8,7 @@ import math
 
 import pytest
 
-from app_fixtures import (app_cluster, app_home, api_client, auth, client_for, fresh_app_cluster,  # noqa: F401
-                          prepare)
+from app_fixtures import auth, client_for, prepare
 
 pytestmark = [pytest.mark.integration, pytest.mark.app]
 UTC = dt.timezone.utc

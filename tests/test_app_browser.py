@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from app_fixtures import (MARKER, ROOT, SESSION, api_process, dashboard_process, fresh_app_cluster,  # noqa: F401
-                          free_port)
+from app_fixtures import MARKER, ROOT, SESSION, api_process, dashboard_process, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.app, pytest.mark.browser]
 CHUNK_ERROR = "Failed to fetch dynamically imported module"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from app_fixtures import ROOT, api_process, app_cluster, app_home  # noqa: F401
+from app_fixtures import ROOT, api_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.app]
 PAGE = str(ROOT / "app" / "dashboard_page.py")

@@ -7,7 +7,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from app_fixtures import api_process, app_home, auth  # noqa: F401
+from app_fixtures import api_process, auth
 
 pytestmark = [pytest.mark.integration, pytest.mark.app]
 

@@ -16,7 +16,7 @@ from app import db, market, settings as settings_mod
 from app.feed import dedupe, plan_backfill
 from app.market import COINS_BY_SYMBOL, LiveSource, LiveSourceError, Simulator, Tick
 from app.settings import Settings, SettingsError
-from app_fixtures import ROOT, app_env, app_settings, fresh_app_cluster, prepare  # noqa: F401
+from app_fixtures import ROOT, app_env, app_settings, prepare
 
 UTC = dt.timezone.utc
 BASE = {"APP_PRIMARY_DSN": "host=127.0.0.1 port=5432 dbname=crypto_db user=admin"}
