@@ -16,9 +16,10 @@ import psycopg2
 import pytest
 
 import lab
-import lab.backends.compose
+import lab.backends.compose_apps
 import lab.backends.pgconf
 import lab.pgadmin
+import lab.services.pgadmin
 from lab import faults, proxy
 from lab.backends import CLASSES, Backend
 from lab.lsn import parse_lsn
@@ -229,17 +230,17 @@ def test_compose_pgadmin_gets_every_node_and_no_password(docker_engine, tmp_path
 
 
 def _check_compose_pgadmin(cluster):
-    servers = cluster.backend.pgadmin_servers()["Servers"]
+    servers = lab.services.pgadmin.servers(cluster)["Servers"]  # as the backend's pgAdmin reaches them
     assert [(s["Name"], s["Host"], s["Port"]) for s in servers.values()] == [
         ("pg-master", "pg-master", 5432), ("pg-replica", "pg-replica", 5432)]
     assert cluster.credentials["password"] not in str(servers)
     import docker.errors
     try:
-        cluster.backend.client.images.get(lab.backends.compose.PGADMIN_IMAGE)
+        cluster.backend.client.images.get(lab.backends.compose_apps.PGADMIN_IMAGE)
     except docker.errors.ImageNotFound:
         with pytest.raises(lab.LabError, match="pgAdmin image .* cannot be pulled"):
             lab.pgadmin.start(cluster, quiet=True)
-        pytest.skip(f"{lab.backends.compose.PGADMIN_IMAGE} is not in the private engine and no registry answers here")
+        pytest.skip(f"{lab.backends.compose_apps.PGADMIN_IMAGE} is not in the private engine and no registry answers here")
     info = lab.pgadmin.start(cluster, quiet=True)
     assert info.url.startswith("http://127.0.0.1:")
 
