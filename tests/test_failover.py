@@ -11,17 +11,7 @@ from lab.errors import LabError
 from lab.lsn import parse_lsn
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def two(tmp_path_factory):
-    home = tmp_path_factory.mktemp("lab")
-    c = lab.up(replicas=2, home=home, quiet=True)
-    yield c
-    try:
-        failover.tidy(c)
-    finally:
-        lab.down(wipe=True, home=home)
+TIDY = failover.tidy  # what the shared `two` fixture (tests/labtest/clusters.py) puts back at the end
 
 
 @pytest.fixture

@@ -34,14 +34,16 @@ def cluster(lab_home):
 
 
 @pytest.fixture(scope="module")
-def two(tmp_path_factory):
-    """A primary + two replicas for a test module; what chapter 05 changes (proxies, synchronous
-    standbys) is put back, then it is wiped."""
+def two(tmp_path_factory, request):
+    """A primary + two replicas for a test module; what the chapter changes is put back (the
+    module's ``TIDY``, by default chapter 05's ``sync.tidy``: proxies, synchronous standbys), then
+    it is wiped."""
+    tidy = getattr(request.module, "TIDY", sync.tidy)
     home = tmp_path_factory.mktemp("lab")
     c = lab.up(replicas=2, home=home, quiet=True)
     yield c
     try:
-        sync.tidy(c)
+        tidy(c)
     finally:
         lab.down(wipe=True, home=home)
 
