@@ -20,15 +20,13 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
-
 from ..errors import LabError, NotRunning, ServerStartError, Timeout
 from ..system import binaries, ports
 from ..system.home import cache_dir
 from ..system.osuser import server_user
 from ..system.paths import MASTER_DIR, REPLICA_DIR
-from ..system.process import (is_stopped, pid_alive, process_tree, signal_tree, terminate_tree, wait_gone,
-                              wait_states)
+from ..system.process import (command_line, is_stopped, pid_alive, process_tree, signal_tree, terminate_tree,
+                              wait_gone, wait_states, working_in)
 from . import links
 from .apps import LocalApps
 from .pgconf import primary_conninfo, render_node_conf, retarget_conninfo
@@ -94,33 +92,6 @@ def read_from(path, offset: int) -> str:
             return f.read(256 * 1024).decode("utf-8", "replace")
     except OSError:
         return ""
-
-
-def working_in(root: Path, uids) -> "list[int]":
-    """Processes of the users ``uids`` that work on something under ``root``: a path under it on
-    their command line, their working directory, or their PGDATA (a server, initdb, pg_basebackup,
-    the replica script): what a killed ``lab.up`` may leave running there.  Parents come first."""
-    needles = {str(root).rstrip("/") + "/", os.path.realpath(root).rstrip("/") + "/"}
-    me = os.getpid()
-
-    def under(path) -> bool:
-        return bool(path) and any(n in str(path) + "/" for n in needles)
-
-    found = []
-    for p in psutil.process_iter(["pid", "ppid", "uids", "cmdline", "cwd"]):
-        info = p.info
-        if info["pid"] == me or not info["uids"] or info["uids"].effective not in uids:
-            continue
-        hit = any(under(a) for a in info["cmdline"] or []) or under(info["cwd"])
-        if not hit:
-            try:
-                hit = under(p.environ().get("PGDATA"))
-            except psutil.Error:
-                pass
-        if hit:
-            found.append((info["pid"], info["ppid"]))
-    pids = {pid for pid, _ in found}
-    return [pid for pid, ppid in found if ppid not in pids]  # the tops: terminate_tree takes the rest
 
 
 class LocalBackend(LocalApps):
@@ -199,9 +170,8 @@ class LocalBackend(LocalApps):
 
     def _end_workers(self) -> None:
         for pid in working_in(self.data_root, {os.geteuid(), self.user.uid}):
-            try:
-                what = " ".join(psutil.Process(pid).cmdline())[:120]
-            except psutil.Error:
+            what = command_line(pid)
+            if what is None:
                 continue
             _log.warning("lab: ending pid %s, still working in %s: %s", pid, self.data_root, what)
             terminate_tree(pid, timeout=5, sig=signal.SIGKILL)

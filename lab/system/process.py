@@ -42,6 +42,14 @@ def pid_alive(pid) -> bool:
     return st != psutil.STATUS_ZOMBIE
 
 
+def command_line(pid, limit: int = 120) -> "str | None":
+    """The process's command line (at most ``limit`` characters); None if it is gone."""
+    try:
+        return " ".join(psutil.Process(int(pid)).cmdline())[:limit]
+    except (psutil.Error, ValueError, TypeError):
+        return None
+
+
 def is_stopped(pid) -> bool:
     """Is the process frozen by SIGSTOP?"""
     return state(pid) in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
@@ -122,3 +130,30 @@ def terminate_tree(pid: int, timeout: float = 10, sig=signal.SIGTERM) -> bool:
             pass
     _, alive = psutil.wait_procs(alive, timeout=5)
     return not alive
+
+
+def working_in(root, uids) -> "list[int]":
+    """Processes of the users ``uids`` that work on something under ``root``: a path under it on
+    their command line, their working directory, or their PGDATA (a server, initdb, pg_basebackup,
+    the replica script): what a killed ``lab.up`` may leave running there.  Parents come first."""
+    needles = {str(root).rstrip("/") + "/", os.path.realpath(root).rstrip("/") + "/"}
+    me = os.getpid()
+
+    def under(path) -> bool:
+        return bool(path) and any(n in str(path) + "/" for n in needles)
+
+    found = []
+    for p in psutil.process_iter(["pid", "ppid", "uids", "cmdline", "cwd"]):
+        info = p.info
+        if info["pid"] == me or not info["uids"] or info["uids"].effective not in uids:
+            continue
+        hit = any(under(a) for a in info["cmdline"] or []) or under(info["cwd"])
+        if not hit:
+            try:
+                hit = under(p.environ().get("PGDATA"))
+            except psutil.Error:
+                pass
+        if hit:
+            found.append((info["pid"], info["ppid"]))
+    pids = {pid for pid, _ in found}
+    return [pid for pid, ppid in found if ppid not in pids]  # the tops: terminate_tree takes the rest
