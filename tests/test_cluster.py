@@ -2,6 +2,7 @@
 promote, down, wipe, two labs side by side, and the errors a student can meet."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,14 +16,15 @@ import pandas as pd
 import pytest
 
 import lab
-from lab.system import ports
-import lab.system.binaries
 import lab.backends.pgconf
-import lab.system.paths
+import lab.system.binaries
 import lab.system.home
+import lab.system.paths
 from lab.errors import LabError, NotRunning, ReadOnlyError, SQLError
-from lab.system.process import pid_alive
 from lab.lsn import parse_lsn
+from lab.system import ports
+from lab.system.osuser import server_user
+from lab.system.process import pid_alive, working_in
 
 from labtest.helpers import insert, postmasters, rows_with
 
@@ -265,21 +267,23 @@ def test_kernel_killed_during_up_leaves_a_cluster_up_can_finish(tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait()
     try:
-        c = lab.up(replicas=2, home=home, quiet=True)
-        assert len(c.replicas) == 2 and all(n.is_running for n in c.nodes)
-        insert(c.primary, "after the kernel died")
-        c.wait_replayed(timeout=20)
-        assert all(rows_with(r, "after the kernel died") == 1 for r in c.replicas)
+        _up_again_replicates(home)
     finally:
         lab.down(wipe=True, home=home)
+
+
+def _up_again_replicates(home) -> None:
+    """After a kernel died in lab.up(): up() again finishes (or starts over) and replicates."""
+    c = lab.up(replicas=2, home=home, quiet=True)
+    assert len(c.replicas) == 2 and all(n.is_running for n in c.nodes)
+    insert(c.primary, "after the kernel died")
+    c.wait_replayed(timeout=20)
+    assert all(rows_with(r, "after the kernel died") == 1 for r in c.replicas)
 
 
 def test_kernel_killed_while_a_replica_is_made_leaves_nothing_working_in_the_data(tmp_path):
     """The same, killed at a chosen moment: while replica1's base backup runs (replica/entrypoint.sh
     and pg_basebackup run in their own session, so they outlive the kernel and write on)."""
-    import json
-    from lab.backends.local import working_in
-    from lab.system.osuser import server_user
     home = tmp_path / "lab"
     p = subprocess.Popen([sys.executable, "-c", "import lab; lab.up(replicas=2, quiet=True)"],
                          env=dict(os.environ, LAB_HOME=str(home)))
@@ -301,11 +305,7 @@ def test_kernel_killed_while_a_replica_is_made_leaves_nothing_working_in_the_dat
         p.send_signal(signal.SIGKILL)
         p.wait()
     try:
-        c = lab.up(replicas=2, home=home, quiet=True)
-        assert len(c.replicas) == 2 and all(n.is_running for n in c.nodes)
-        insert(c.primary, "after the kernel died")
-        c.wait_replayed(timeout=20)
-        assert all(rows_with(r, "after the kernel died") == 1 for r in c.replicas)
+        _up_again_replicates(home)
         assert not [pid for pid in making_replica if pid_alive(pid)]  # the dead kernel's workers were ended
     finally:
         lab.down(wipe=True, home=home)
