@@ -206,3 +206,15 @@ def test_compose_maps_any_replica_name_onto_a_free_service():
     state["nodes"].update(r2=spec("r2", "pg-replica2"), r3=spec("r3", "pg-replica3"))
     with pytest.raises(LabError, match="all in use: remove a replica first"):
         b.node_spec("one_more", "replica", 4)
+
+
+def test_a_single_user_backend_in_postmaster_pid_is_found_by_its_pid(tmp_path):
+    """``postgres --single`` (the lab sets a new primary's password with it) writes its pid negated
+    into postmaster.pid: a kernel killed at that moment leaves one, and the next up() must stop it."""
+    from lab.backends.local import postmaster_pid
+    from lab.system import process
+
+    (tmp_path / "postmaster.pid").write_text(f"-{os.getpid()}\n{tmp_path}\n")
+    assert postmaster_pid(tmp_path) == os.getpid()
+    assert not process.pid_exists(-os.getpid()) and not process.pid_alive(-os.getpid())
+    assert process.process_tree(-os.getpid()) == []

@@ -40,10 +40,11 @@ _watchdogs: dict = {}   # pgdata -> Popen of the watchdog that resumes a paused 
 
 # --- processes --------------------------------------------------------------------
 def postmaster_pid(pgdata) -> "int | None":
-    """The pid of the postmaster running on ``pgdata``, or None."""
+    """The pid of the postmaster running on ``pgdata`` (or of a single-user backend, which writes
+    its pid negated: ``postgres --single`` sets the password of a new primary), or None."""
     try:
         with open(Path(pgdata) / "postmaster.pid") as f:
-            pid = int(f.readline().strip())
+            pid = abs(int(f.readline().strip()))
     except (OSError, ValueError):
         return None
     return pid if pid_alive(pid) else None

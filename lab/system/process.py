@@ -13,10 +13,14 @@ import psutil
 
 
 def pid_exists(pid) -> bool:
-    """True while the pid exists at all, zombies included (PostgreSQL's own lock-file check)."""
+    """True while the pid exists at all, zombies included (PostgreSQL's own lock-file check).
+    Only positive pids name a process (kill(-n, 0) would ask about a process group)."""
     try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError, TypeError):
+        pid = int(pid)
+        if pid <= 0:
+            return False
+        os.kill(pid, 0)
+    except (ProcessLookupError, ValueError, TypeError, OverflowError):
         return False
     except PermissionError:
         return True
@@ -60,7 +64,7 @@ def process_tree(pid: int) -> "list[int]":
     try:
         root = psutil.Process(int(pid))
         children = root.children(recursive=True)
-    except psutil.Error:
+    except (psutil.Error, ValueError, TypeError):
         return []
     by_parent: dict = {}
     for c in children:
