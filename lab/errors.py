@@ -71,3 +71,71 @@ def attempt(action, *args, **kwargs):
         return action(*args, **kwargs)
     except LabError as e:
         return Text(f"{type(e).__name__}: {e}")
+
+
+# --- argument checks: every public function a notebook calls checks what it was given and raises
+# one line that says what it expected (never a TypeError/ValueError from deep inside the lab) -----
+class BadArgument(LabError):
+    """An argument of the wrong type or out of range; the message names it and what it should be."""
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def need_int(value, what: str, lo: "int | None" = None, hi: "int | None" = None) -> int:
+    """``value`` as an int in [lo, hi] (bools and floats refused), else BadArgument naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or (lo is not None and value < lo) \
+            or (hi is not None and value > hi):
+        raise BadArgument(f"{what} is a whole number{_range(lo, hi)}, not {_shown(value)}")
+    return value
+
+
+def need_number(value, what: str, lo: "float | None" = None, hi: "float | None" = None,
+                unit: str = "") -> float:
+    """``value`` as a float in [lo, hi] (an int or float; bools, NaN and infinities refused)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    if ok:
+        f = float(value)
+        ok = f == f and f not in (float("inf"), float("-inf")) and (lo is None or f >= lo) \
+            and (hi is None or f <= hi)
+    if not ok:
+        raise BadArgument(f"{what} is a number{' of ' + unit if unit else ''}{_range(lo, hi)}, not {_shown(value)}")
+    return float(value)
+
+
+def need_str(value, what: str, empty: bool = False, example: str = "") -> str:
+    """``value`` as a str (non-empty unless ``empty``)."""
+    if not isinstance(value, str) or (not empty and not value.strip()):
+        hint = f", e.g. {example}" if example else ""
+        raise BadArgument(f"{what} is {'a' if empty else 'a non-empty'} string{hint}, not {_shown(value)}")
+    return value
+
+
+def need_choice(value, what: str, choices) -> str:
+    """``value`` if it is one of ``choices``."""
+    choices = tuple(choices)
+    try:
+        ok = value in choices
+    except TypeError:  # unhashable in a set/dict of choices
+        ok = False
+    if not ok:
+        raise BadArgument(f"{what} is one of {', '.join(repr(c) for c in choices)}, not {_shown(value)}")
+    return value
+
+
+def need_bool(value, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise BadArgument(f"{what} is True or False, not {_shown(value)}")
+    return value
+
+
+def _range(lo, hi) -> str:
+    if lo is not None and hi is not None:
+        return f" from {lo:g} to {hi:g}"
+    if lo is not None:
+        return f" >= {lo:g}"
+    if hi is not None:
+        return f" <= {hi:g}"
+    return ""

@@ -192,6 +192,8 @@ def commits_while_down(cluster, names: str, down: str, seconds: float = 1.0, qui
     how many commits were acknowledged meanwhile (0: the primary blocked).  Restores everything."""
     before = cluster.primary.scalar("SHOW synchronous_standby_names")
     node = cluster.node(down)
+    # the writer's table first: created while the standby is down, its COMMIT would wait too
+    cluster.primary.execute(workload.CREATE_TABLE)
     set_synchronous(cluster, names)
     node.stop()
     w = workload.Writer(cluster.primary, duration=seconds)
