@@ -60,6 +60,14 @@ class Timeout(LabError):
     pass
 
 
+class LabBusy(LabError):
+    """Another process (a second notebook's kernel) is changing this lab's cluster."""
+
+
+class Interrupted(LabError):
+    """A lab call stopped by Kernel > Interrupt: one line, what it put back, no traceback."""
+
+
 def attempt(action, *args, **kwargs):
     """Run ``action(*args, **kwargs)``; if the lab raises, return its one-line message instead.
 
