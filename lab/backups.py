@@ -32,7 +32,8 @@ import pandas as pd
 
 from . import conninfo as libpq
 from .backends.pgconf import conf_string
-from .errors import LabError, NotRunning
+from .errors import BadArgument, LabError, NotRunning, need_bool, need_str
+from .faults import need_cluster
 from .node import Node
 from .plots import human_bytes
 
@@ -71,6 +72,7 @@ def parse_backup_label(text: str) -> dict:
     >>> parse_backup_label("START WAL LOCATION: 0/3000028 (file 000000010000000000000003)\\nLABEL: x\\n")
     {'START WAL LOCATION': '0/3000028 (file 000000010000000000000003)', 'LABEL': 'x'}
     """
+    need_str(text, "text (a backup_label's)", empty=True)
     out = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
@@ -88,14 +90,23 @@ def start_of(label: dict) -> "tuple[str, str] | None":
     >>> start_of({"START WAL LOCATION": "0/3000028 (file 000000010000000000000003)"})
     ('0/3000028', '000000010000000000000003')
     """
+    if not isinstance(label, dict):
+        raise BadArgument(f"label is a parsed backup_label (a dict), not {type(label).__name__}")
+    if not isinstance(label.get("START WAL LOCATION", ""), str):
+        return None
     m = _START_RE.match(label.get("START WAL LOCATION", ""))
     return (m.group(1), m.group(2).upper()) if m else None
 
 
 def summarise_manifest(manifest: dict) -> dict:
     """What a ``backup_manifest`` (parsed JSON) says: how many files, how big, which WAL."""
+    if not isinstance(manifest, dict):
+        raise BadArgument(f"manifest is a backup_manifest's JSON (a dict), not {type(manifest).__name__}")
     files = manifest.get("Files", [])
     ranges = manifest.get("WAL-Ranges", [])
+    if not isinstance(files, list) or not isinstance(ranges, list) \
+            or not all(isinstance(x, dict) for x in files + ranges):
+        raise LabError("not a backup_manifest: its Files and WAL-Ranges are lists of objects")
     algos = sorted({f.get("Checksum-Algorithm", "NONE") for f in files})
     return {
         "manifest_version": manifest.get("PostgreSQL-Backup-Manifest-Version"),
@@ -113,6 +124,7 @@ _SETTING_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*?)\s*$")
 
 def parse_auto_conf(text: str) -> dict:
     """The settings of a ``postgresql.auto.conf`` text (quotes removed, ``''`` unescaped)."""
+    need_str(text, "text (a postgresql.auto.conf's)", empty=True)
     out = {}
     for line in text.splitlines():
         if line.lstrip().startswith("#"):
@@ -131,12 +143,13 @@ def parse_auto_conf(text: str) -> dict:
 def backups_dir(cluster) -> Path:
     """``<data_root>/base-backups`` (``<lab home>/base-backups`` with compose): where
     ``take_base_backup`` puts backups."""
-    return cluster.backend.host_dir() / BACKUPS_DIR
+    return need_cluster(cluster).backend.host_dir() / BACKUPS_DIR
 
 
 def write_passfile(cluster) -> str:
     """``<data_root>/replication.pgpass``: the replication login, mode 0600, owned by the server user
     (with compose, in the primary's container); its path where pg_basebackup runs."""
+    need_cluster(cluster)
     cred = cluster.credentials
     # any port: the primary may move to another port across down()/up()
     host = cluster.backend.primary_address()[0]
@@ -146,7 +159,7 @@ def write_passfile(cluster) -> str:
 
 def passfile_info(cluster) -> pd.Series:
     """The password file: where it is, its mode and owner, and its line with the password masked."""
-    p = cluster.primary
+    p = need_cluster(cluster).primary
     path = cluster.backend.server_file(p.spec, PASSFILE)
     where = cluster.backend.where(p.spec, path)
     r = p.tool("stat", "-c", "%A %U", path, check=False)
@@ -163,6 +176,8 @@ def conninfo(cluster, passfile) -> str:
     """How pg_basebackup reaches the primary: the replication user, its password from ``passfile``;
     the primary's address as a replica reaches it (with compose: its service name and port inside
     the network)."""
+    need_cluster(cluster)
+    need_str(passfile, "passfile (a password file's path)")
     host, port = cluster.backend.primary_address()
     return libpq.make(host=host, port=port, user=cluster.credentials["replication_user"], passfile=passfile)
 
@@ -194,8 +209,11 @@ def take_base_backup(cluster, name: str = "manual", label: str = "taken by hand"
     taken for a good one).  No slot (``-S``): a replica made from it keeps no WAL on the primary.
     >>> path = lab.backups.take_base_backup(cluster)       # doctest: +SKIP
     """
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name or "") or name.startswith("."):
-        raise LabError(f"a backup name uses letters, digits, '_', '-' and '.', not {name!r}")
+    need_cluster(cluster)
+    need_str(label, "label", example="'taken by hand'")
+    need_bool(quiet, "quiet")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name) or name.startswith("."):
+        raise BadArgument(f"a backup name uses letters, digits, '_', '-' and '.', not {name!r}")
     root = backups_dir(cluster)
     primary = cluster.primary
     if not primary.is_running:
@@ -226,6 +244,13 @@ def take_base_backup(cluster, name: str = "manual", label: str = "taken by hand"
     return path
 
 
+def _path(path, what: str = "path") -> Path:
+    """A backup directory's path (str or Path), else a BadArgument."""
+    if isinstance(path, Path) or (isinstance(path, str) and path.strip() and "\0" not in path):
+        return Path(path)
+    raise BadArgument(f"{what} is a backup directory, as take_base_backup returns it, not {path!r}"[:200])
+
+
 def _read(source, name: str) -> str:
     """A file of a backup directory, or of a node's data directory (read where the node runs)."""
     if isinstance(source, Node):
@@ -233,7 +258,10 @@ def _read(source, name: str) -> str:
         if r.returncode != 0:
             raise FileNotFoundError(name)
         return r.stdout
-    return (Path(source) / name).read_text()
+    try:
+        return (_path(source, "source") / name).read_text()
+    except (IsADirectoryError, NotADirectoryError, PermissionError, UnicodeDecodeError):
+        raise FileNotFoundError(name) from None
 
 
 def backup_label(source) -> pd.Series:
@@ -258,11 +286,13 @@ def manifest(path) -> pd.Series:
     the backup, and ``not_in_manifest`` names those the manifest does not list (``pg_wal/*``: the
     ``wal_files_in_pg_wal`` WAL files).
     """
-    path = Path(path)
+    path = _path(path)
     try:
         data = json.loads((path / "backup_manifest").read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise LabError(f"no backup_manifest in {path}: pg_basebackup writes one unless --no-manifest") from None
+    except (OSError, ValueError) as e:
+        raise LabError(f"cannot read {path / 'backup_manifest'}: {str(e).splitlines()[0] if str(e) else e!r}") from None
     out = summarise_manifest(data)
     on_disk = {os.path.relpath(os.path.join(root, n), path) for root, _dirs, files in os.walk(path) for n in files}
     listed = {f.get("Path") for f in data.get("Files", [])}
@@ -277,7 +307,8 @@ def manifest(path) -> pd.Series:
 
 def backup_files(path, everything: bool = False) -> pd.DataFrame:
     """The top of a backup directory: the entries worth knowing first (``everything=True``: all)."""
-    path = Path(path)
+    path = _path(path)
+    need_bool(everything, "everything")
     if not path.is_dir():
         raise LabError(f"{path} is not a directory: pass what take_base_backup returned")
     rows = []
@@ -299,10 +330,10 @@ _CONNINFO_SHOWN = ("user", "password", "passfile", "host", "port", "application_
 def recovery_settings(path) -> pd.DataFrame:
     """The standby settings ``-R`` wrote: ``primary_conninfo`` keyword by keyword (a password masked),
     ``primary_slot_name``, and whether ``standby.signal`` is there."""
-    path = Path(path)
+    path = _path(path)
     try:
         settings = parse_auto_conf((path / "postgresql.auto.conf").read_text())
-    except FileNotFoundError:
+    except (OSError, UnicodeDecodeError):
         raise LabError(f"no postgresql.auto.conf in {path}: was the backup taken with -R?") from None
     rows = [dict(setting="standby.signal",
                  value="present" if (path / "standby.signal").exists() else "absent: it would start as a primary")]
@@ -337,7 +368,8 @@ def verify(cluster, path) -> Verification:
 
     A damaged backup is a ❌ with the tool's message, not an exception.
     """
-    path = Path(path)
+    need_cluster(cluster)
+    path = _path(path)
     if not path.is_dir():
         raise LabError(f"{path} is not a directory: pass what take_base_backup returned")
     p = cluster.primary
@@ -353,6 +385,7 @@ def verify(cluster, path) -> Verification:
 def known_backups(cluster) -> pd.DataFrame:
     """Every base backup in the cluster: each node's data directory (made by one) and each backup
     directory under ``base-backups``, with where it starts."""
+    need_cluster(cluster)
     rows = []
     sources = [(n.name, n) for n in cluster.nodes]
     bdir = backups_dir(cluster)
@@ -371,6 +404,7 @@ def known_backups(cluster) -> pd.DataFrame:
 
 def clean(cluster) -> str:
     """Remove the backup directories, and the password file once no node connects with it."""
+    need_cluster(cluster)
     done = []
     bdir = backups_dir(cluster)
     if bdir.exists():

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from .errors import LabError
+from .errors import BadArgument, LabError, need_str
 
 
 def make(dsn: str = "", **params) -> str:
     """A connection string: ``dsn`` (if any) with ``params`` added or replaced; values quoted by
     libpq's rules, None values left out."""
+    if dsn is not None:
+        need_str(dsn, "dsn (a libpq connection string)", empty=True, example="'host=127.0.0.1 port=5432'")
     clean = {k: (str(v) if not isinstance(v, str) else v) for k, v in params.items() if v is not None}
     try:
         return make_dsn(dsn or None, **clean)
@@ -41,7 +43,12 @@ def multi_host(endpoints, **params) -> str:
     >>> multi_host([("127.0.0.1", 5432), ("127.0.0.1", 5433)], target_session_attrs="read-write")
     'host=127.0.0.1,127.0.0.1 port=5432,5433 target_session_attrs=read-write'
     """
+    if isinstance(endpoints, (str, bytes)) or not hasattr(endpoints, "__iter__"):
+        raise BadArgument(f"endpoints is a list of (host, port) pairs, not {type(endpoints).__name__}")
     endpoints = list(endpoints)
+    for e in endpoints:
+        if not isinstance(e, (tuple, list)) or len(e) != 2:
+            raise BadArgument(f"endpoints is a list of (host, port) pairs, e.g. [('127.0.0.1', 5432)], not with {e!r}"[:200])
     if not endpoints:
         raise LabError("a multi-host connection string needs at least one (host, port)")
     return make(host=",".join(str(h) for h, _ in endpoints), port=",".join(str(p) for _, p in endpoints),

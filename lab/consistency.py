@@ -24,7 +24,8 @@ import pandas as pd
 import psycopg2
 
 from . import proxy, sync, workload
-from .errors import LabError, NotRunning, Timeout
+from .errors import BadArgument, LabError, NotRunning, Timeout, need_bool, need_choice, need_int, need_number
+from .faults import need_cluster, need_node, need_replica
 from .workload import CREATE_TABLE, TABLE, WRITE
 
 RYW_FIXES = ("none", "wait_lsn", "remote_apply")
@@ -52,17 +53,23 @@ def _running(node) -> None:
         raise NotRunning(f"{node.name} is stopped: start it with cluster.node({node.name!r}).start()")
 
 
+def _replicas(cluster, replicas) -> list:
+    if isinstance(replicas, (str, bytes)) or not isinstance(replicas, (list, tuple)) or not replicas:
+        raise BadArgument(f"replicas is a list of replicas' names, e.g. ('replica1', 'replica2'), not {replicas!r}"[:200])
+    return [need_node(cluster, r, "each of replicas") for r in replicas]
+
+
 def read_your_writes(cluster, replica: str = "replica1", n: int = 30, fix: str = "none") -> pd.DataFrame:
     """``n`` times: write one row on the primary, then at once read it back from ``replica``.
     One row per trial: ``seen`` (False is a violation), the seconds from sending the write to
     having the answer of the read (``latency_s``), and the commit's LSN.  ``fix``: none /
     wait_lsn / remote_apply (``remote_apply`` needs ``replica`` to be a synchronous standby:
     ``lab.sync.set_synchronous``)."""
-    if fix not in RYW_FIXES:
-        raise LabError(f"fix is one of {', '.join(RYW_FIXES)}, not {fix!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10_000:
-        raise LabError(f"n is the number of trials, 1 to 10000, not {n!r}")
-    node = cluster.node(replica)
+    need_cluster(cluster)
+    need_choice(fix, "fix", RYW_FIXES)
+    need_int(n, "n (the number of trials)", lo=1, hi=10_000)
+    node = need_node(cluster, replica, "replica")
+    replica = node.name
     _running(node)
     if fix == "remote_apply":
         names = cluster.primary.scalar("SHOW synchronous_standby_names")
@@ -101,8 +108,9 @@ def read_your_writes(cluster, replica: str = "replica1", n: int = 30, fix: str =
 def summarize(trials: pd.DataFrame, violation: str = "seen") -> pd.DataFrame:
     """Per fix (or mode): trials, violations, latency median and p99 (ms).  ``violation`` names the
     column: ``seen`` (a violation where False) or ``went_back`` (where True)."""
-    if trials is None or violation not in trials or "latency_s" not in trials:
-        raise LabError("summarize counts what read_your_writes(_compare) or monotonic_reads(_compare) return")
+    need_choice(violation, "violation", ("seen", "went_back"))
+    if not isinstance(trials, pd.DataFrame) or violation not in trials or "latency_s" not in trials:
+        raise BadArgument("summarize counts what read_your_writes(_compare) or monotonic_reads(_compare) return")
     key = "fix" if "fix" in trials else "mode"
     bad = ~trials[violation].astype(bool) if violation == "seen" else trials[violation].astype(bool)
     g = trials.assign(violation=bad).groupby(key, sort=False)
@@ -120,6 +128,11 @@ def read_your_writes_compare(cluster, replica: str = "replica1", n: int = 30, la
     """The three variants side by side on a replica behind ``latency_ms`` of added one-way latency
     (a proxy, so that it lags the way a replica in another building would): all trials, one row
     each; ``summarize`` counts.  Restores the replica's link and synchronous_standby_names."""
+    need_cluster(cluster)
+    replica = need_replica(cluster, replica, "replica").name
+    need_int(n, "n (the number of trials)", lo=1, hi=10_000)
+    latency_ms = need_number(latency_ms, "latency_ms", lo=0, hi=1000, unit="milliseconds")
+    need_bool(quiet, "quiet")
     names = cluster.primary.scalar("SHOW synchronous_standby_names")
     frames = []
     try:
@@ -146,9 +159,12 @@ def monotonic_reads(cluster, replicas=("replica1", "replica2"), n: int = 40, mod
     first waiting until the replica has replayed the highest LSN it saw before (``wait_lsn``).
     One row per read: which replica, the newest seq it showed, and ``went_back`` (a violation:
     older than a row this client had already seen)."""
-    if mode not in MONOTONIC_MODES:
-        raise LabError(f"mode is one of {', '.join(MONOTONIC_MODES)}, not {mode!r}")
-    nodes = [cluster.node(r) for r in replicas]
+    need_cluster(cluster)
+    nodes = _replicas(cluster, replicas)
+    need_int(n, "n (the number of reads)", lo=1, hi=10_000)
+    need_choice(mode, "mode", MONOTONIC_MODES)
+    need_number(rate, "rate (rows per second)", lo=1, hi=10_000)
+    need_number(every, "every (seconds between reads)", lo=0, hi=1)
     for node in nodes:
         _running(node)
     conns = []
@@ -185,7 +201,11 @@ def monotonic_reads_compare(cluster, replicas=("replica1", "replica2"), n: int =
                             quiet: bool = False) -> pd.DataFrame:
     """The second replica behind ``delay_ms`` of added latency (a proxy); the three modes side by
     side.  Every read, one row each; ``summarize(df, "went_back")`` counts."""
-    slow = replicas[-1]
+    need_cluster(cluster)
+    slow = _replicas(cluster, replicas)[-1].name
+    need_int(n, "n (the number of reads)", lo=1, hi=10_000)
+    delay_ms = need_number(delay_ms, "delay_ms", lo=0, hi=1000, unit="milliseconds")
+    need_bool(quiet, "quiet")
     frames = []
     routed = bool(delay_ms)
     try:

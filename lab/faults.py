@@ -26,8 +26,46 @@ from __future__ import annotations
 import contextlib
 import time
 
-from .errors import LabError, NotRunning
+from .cluster import Cluster
+from .errors import BadArgument, LabError, NotRunning, need_bool, need_number, need_str
 from .node import MAX_PAUSE_SECONDS, Node, Role
+
+
+# --- the arguments every chapter module takes: a cluster, a node (or its name), a replica ---------
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def need_cluster(cluster) -> Cluster:
+    """``cluster`` if it is a Cluster (what ``lab.up()`` returns), else a one-line BadArgument."""
+    if not isinstance(cluster, Cluster):
+        raise BadArgument(f"cluster is what lab.up() returns, not {_shown(cluster)}")
+    return cluster
+
+
+def need_node(cluster, node, what: str = "node") -> Node:
+    """A Node of ``cluster`` from a Node or a node's name (an unknown name: the cluster's LabError)."""
+    if isinstance(node, Node):
+        return node
+    need_str(node, what, example="'replica1' or cluster.node('replica1')")
+    return need_cluster(cluster).node(node)
+
+
+def need_a_node(node, what: str = "node") -> Node:
+    """``node`` if it is a Node (``cluster.primary``, ``cluster.node('replica1')``)."""
+    if not isinstance(node, Node):
+        raise BadArgument(f"{what} is a node, e.g. cluster.node('replica1') or cluster.primary, not {_shown(node)}")
+    return node
+
+
+def need_replica(cluster, node, what: str = "replica") -> Node:
+    """A replica of ``cluster`` from a Node or a name; a LabError if it is the primary."""
+    n = need_node(cluster, node, what)
+    if n.role != Role.REPLICA:
+        names = ", ".join(r.name for r in n._cluster.replicas) or "none: cluster.add_replica() adds one"
+        raise LabError(f"{n.name} is the {n.role}, not a replica: pick one of {names}")
+    return n
 
 
 def _node(cluster_or_node, name=None):
@@ -35,13 +73,14 @@ def _node(cluster_or_node, name=None):
         return cluster_or_node
     if name is None:
         raise LabError("name the node: lab.faults.pause(cluster.node('replica1')) or (cluster, 'replica1')")
-    return cluster_or_node.node(name if isinstance(name, str) else name.name)
+    return need_node(cluster_or_node, name)
 
 
 # --- kill --------------------------------------------------------------------------------------
 def kill(node) -> str:
     """SIGKILL the node's postmaster (``docker kill`` on compose): a crash.  ``node.start()`` runs
     crash recovery and brings it back.  Returns a one-line account."""
+    need_a_node(node)
     if not node.is_running:
         raise NotRunning(f"{node.name} is stopped already: nothing to kill")
     if is_paused(node):  # a SIGKILLed postmaster leaves its frozen children behind
@@ -54,6 +93,7 @@ def kill(node) -> str:
 # --- pause / resume ------------------------------------------------------------------------------
 def is_paused(node) -> bool:
     """Is the node frozen (SIGSTOPped postmaster / paused container)?"""
+    need_a_node(node)
     return node._cluster.backend.is_paused(node.spec)
 
 
@@ -63,17 +103,20 @@ def pause(node, max_seconds: float = MAX_PAUSE_SECONDS) -> str:
     Locally a watchdog process resumes it after ``max_seconds`` even if this kernel dies;
     ``resume(node)`` ends the watchdog.  Returns a one-line account.
     """
-    return node.pause(max_seconds)
+    need_a_node(node)
+    return node.pause(need_number(max_seconds, "max_seconds", lo=0.1, hi=3600, unit="seconds"))
 
 
 def resume(node) -> str:
     """Thaw a paused node (SIGCONT to its process tree / ``docker unpause``); a no-op if it is not."""
+    need_a_node(node)
     return node.resume()
 
 
 def resume_all(cluster) -> list:
     """Thaw every node of the cluster; the names of those that were paused (a watchdog left by a
     node restarted meanwhile is ended too)."""
+    need_cluster(cluster)
     thawed = []
     for n in cluster.nodes:
         was = is_paused(n)
@@ -86,6 +129,7 @@ def resume_all(cluster) -> list:
 @contextlib.contextmanager
 def paused(node, max_seconds: float = MAX_PAUSE_SECONDS):
     """``with lab.faults.paused(node): ...`` — frozen inside, resumed on the way out, always."""
+    need_a_node(node)
     pause(node, max_seconds)
     try:
         yield node
@@ -95,7 +139,7 @@ def paused(node, max_seconds: float = MAX_PAUSE_SECONDS):
 
 # --- cut / heal ------------------------------------------------------------------------------
 def _replica(cluster, replica):
-    node = _node(cluster, replica)
+    node = need_node(need_cluster(cluster), replica, "replica")
     if node.role != Role.REPLICA:
         raise LabError(f"{node.name} is the {node.role}: cut a replica's link to the primary")
     return node
@@ -105,6 +149,7 @@ def cut(cluster, replica: str = "replica1", hold: bool = False) -> str:
     """Cut ``replica`` off the primary.  Local: through its proxy (``lab.proxy.route`` makes one if
     there is none), which closes the link and refuses new ones (``hold=True``: silent instead).
     Compose: ``docker network disconnect`` (the replica loses every network link)."""
+    need_bool(hold, "hold")
     node = _replica(cluster, replica)
     return f"{node.name}: {cluster.backend.cut(node.spec, hold=hold)}"
 
@@ -123,6 +168,7 @@ def is_cut(cluster, replica: str = "replica1") -> bool:
 @contextlib.contextmanager
 def partitioned(cluster, replica: str = "replica1", hold: bool = False):
     """``with lab.faults.partitioned(cluster, "replica1"): ...`` — cut inside, healed on the way out."""
+    need_bool(hold, "hold")
     cut(cluster, replica, hold=hold)
     try:
         yield
@@ -134,6 +180,8 @@ def partitioned(cluster, replica: str = "replica1", hold: bool = False):
 def killed(node, restart: bool = True):
     """``with lab.faults.killed(cluster.node("replica1")): ...`` — crashed inside; started again
     (crash recovery) on the way out unless ``restart=False``."""
+    need_a_node(node)
+    need_bool(restart, "restart")
     kill(node)
     try:
         yield node

@@ -9,13 +9,15 @@ nothing is left open in pyplot's global state.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from .errors import LabError
+from .errors import BadArgument, LabError, need_choice
+from .faults import need_cluster
 
 try:  # IPython comes with Jupyter; without it (a plain script) there is no notebook to show figures in
     from IPython import get_ipython
@@ -52,7 +54,11 @@ BOX_W, BOX_H_IN = 0.30, 0.85  # width in axes fraction, height in inches
 
 def human_bytes(n) -> str:
     """``1536`` -> ``'1.5 kB'`` (powers of 1024, as PostgreSQL's pg_size_pretty)."""
-    if n is None or (isinstance(n, float) and math.isnan(n)) or n is pd.NA:
+    if n is None or n is pd.NA:
+        return "?"
+    if isinstance(n, bool) or not isinstance(n, numbers.Real):
+        raise BadArgument(f"human_bytes takes a number of bytes, not {type(n).__name__}")
+    if not math.isfinite(n):
         return "?"
     n = int(n)
     for unit in ("B", "kB", "MB", "GB"):
@@ -86,12 +92,18 @@ def _look(row) -> str:
     return row["role"]
 
 
+_STATUS_COLUMNS = {"node", "role", "state", "host", "port", "current_lsn", "replayed_lsn", "lag_bytes"}
+
+
 def topology(cluster, status: "pd.DataFrame | None" = None) -> Figure:
     """One box per node (name, role, state, port, LSN); arrows primary → replicas labelled with lag.
 
     Stopped nodes are grey and so is the arrow to a replica that is not streaming.
     ``status`` defaults to ``cluster.status()``.
     """
+    need_cluster(cluster)
+    if status is not None and (not isinstance(status, pd.DataFrame) or not _STATUS_COLUMNS <= set(status.columns)):
+        raise BadArgument("status is what cluster.status() returns (or None for the current one)")
     st = cluster.status() if status is None else status
     # the primary the lab writes to goes left; anything else (even a second primary after a
     # failover chapter's split brain) goes right, so no two boxes overlap
@@ -147,12 +159,11 @@ def delays(measurements: pd.DataFrame, unit: str = "ms") -> Figure:
 
     ``measurements`` is what ``lab.replication.time_to_replica`` returns.
     """
-    if "seconds" not in measurements or measurements.empty:
-        raise LabError("delays() plots what lab.replication.time_to_replica(cluster) returns: "
+    if not isinstance(measurements, pd.DataFrame) or "seconds" not in measurements or measurements.empty:
+        raise BadArgument("delays() plots what lab.replication.time_to_replica(cluster) returns: "
                        "pass its DataFrame")
-    scale = {"s": 1.0, "ms": 1e3, "µs": 1e6, "us": 1e6}.get(unit)
-    if scale is None:
-        raise LabError(f"unit is one of 's', 'ms', 'µs', not {unit!r}")
+    scale = {"s": 1.0, "ms": 1e3, "µs": 1e6, "us": 1e6}
+    scale = scale[need_choice(unit, "unit", scale)]
     values = measurements["seconds"].to_numpy(dtype=float) * scale
     median = float(np.median(values))
     fig = Figure(figsize=(8.5, 3.2))

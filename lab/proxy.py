@@ -28,13 +28,15 @@ from __future__ import annotations
 
 from .backends import links as _links_mod
 from .backends.links import Link, Proxy  # noqa: F401 (lab.proxy.Proxy, lab.proxy.Link)
-from .errors import LabError
+from .errors import LabError, need_bool, need_number
+from .faults import need_cluster, need_node
 from .node import Role
 
 
 def link(cluster, replica: str) -> "Link | None":
     """The Link of ``replica`` made by ``route`` in this process, or None."""
-    return _links_mod.link(cluster.backend.owner, replica)
+    node = need_node(need_cluster(cluster), replica, "replica")
+    return _links_mod.link(cluster.backend.owner, node.name)
 
 
 def links() -> list:
@@ -48,7 +50,10 @@ def route(cluster, replica: str = "replica1", latency_ms: float = 0, jitter_ms: 
 
     >>> link = lab.proxy.route(cluster, "replica1", latency_ms=20)   # doctest: +SKIP
     """
-    node = cluster.node(replica)
+    node = need_node(need_cluster(cluster), replica, "replica")
+    latency_ms = need_number(latency_ms, "latency_ms", lo=0, hi=10_000, unit="milliseconds")
+    jitter_ms = need_number(jitter_ms, "jitter_ms", lo=0, hi=10_000, unit="milliseconds")
+    timeout = need_number(timeout, "timeout", lo=0.1, hi=600, unit="seconds")
     if node.role != Role.REPLICA:
         raise LabError(f"{replica} is the {node.role}: only a replica's link to the primary goes through a proxy")
     return _links_mod.route(cluster.backend, node.spec, latency_ms, jitter_ms, timeout)
@@ -56,15 +61,19 @@ def route(cluster, replica: str = "replica1", latency_ms: float = 0, jitter_ms: 
 
 def unroute(cluster, replica: str = "replica1", timeout: float = 30, wait: bool = True) -> None:
     """Point ``replica`` back at the primary and close its proxy (a no-op if it has none)."""
-    node = cluster.node(replica)
+    node = need_node(need_cluster(cluster), replica, "replica")
+    timeout = need_number(timeout, "timeout", lo=0.1, hi=600, unit="seconds")
+    need_bool(wait, "wait")
     _links_mod.unroute(cluster.backend, node.spec, point_back=node.role == Role.REPLICA)
     if wait and node.is_running and node.role == Role.REPLICA and cluster.primary.is_running:
-        cluster.wait_streaming(timeout=timeout, names=[replica])
+        cluster.wait_streaming(timeout=timeout, names=[node.name])
 
 
 def unroute_all(cluster, wait: bool = True) -> list:
     """Every replica back on the primary directly (also after a kernel that routed them died);
     the names of those that had a proxy in this process."""
+    need_cluster(cluster)
+    need_bool(wait, "wait")
     names = [lk.replica for lk in _links_mod.links(cluster.backend.owner)]
     for r in cluster.replicas:
         if r.name in names:

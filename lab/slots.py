@@ -25,7 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from . import plots  # noqa: F401 (shows Figures as pictures in notebooks)
-from .errors import LabError, NotRunning, Text, Timeout
+from .errors import BadArgument, LabError, NotRunning, Text, Timeout, need_bool, need_int, need_number, need_str
+from .faults import need_a_node, need_cluster, need_node
 from .lsn import parse_lsn, wal_segment_name
 from .node import Node, Role
 from .plots import human_bytes
@@ -63,6 +64,11 @@ def split_wal_files(names, current_lsn, segment_size: int = 16 << 20) -> tuple:
     ...                 "0/3000060")
     (1, 1)
     """
+    if names is not None and (not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)):
+        raise BadArgument(f"names is a list of WAL file names, not {type(names).__name__}")
+    need_int(segment_size, "segment_size (bytes)", lo=1 << 20, hi=1 << 30)
+    if parse_lsn(current_lsn) is None:
+        raise BadArgument("current_lsn is an LSN like '0/3000060', not None")
     current = parse_lsn(current_lsn) // segment_size
     segs = [segment_number(n, segment_size) for n in names or []]
     return sum(s < current for s in segs), sum(s > current for s in segs)
@@ -90,6 +96,7 @@ def slot_table(cluster) -> pd.DataFrame:
     ``consumer`` is the replica streaming through it (empty when nobody is); ``retained_bytes``
     is ``pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)``: WAL the primary may not remove.
     """
+    need_cluster(cluster)
     df = cluster.primary.sql(_SLOTS, dbname="postgres")
     for col in ("active_pid", "retained_bytes", "safe_wal_size"):
         df[col] = df[col].astype("Int64")
@@ -103,6 +110,7 @@ def inactive_slots(cluster) -> pd.DataFrame:
 
     A slot nobody owns is a forgotten slot: it keeps WAL for a replica that will never come.
     """
+    need_cluster(cluster)
     df = cluster.primary.sql("SELECT slot_name, wal_status, restart_lsn::text AS restart_lsn, "
                              "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained_bytes "
                              "FROM pg_replication_slots WHERE NOT active ORDER BY slot_name", dbname="postgres")
@@ -120,6 +128,7 @@ def wal_dir(node: Node) -> pd.Series:
     ``behind``: files before the current segment (kept for a slot, ``wal_keep_size`` or the last
     checkpoint); ``ahead``: files already recycled (renamed) for the WAL still to come.
     """
+    need_a_node(node)
     r = node.sql("SELECT name, size FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$' ORDER BY name",
                  dbname="postgres")
     lsn = node.scalar("SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() "
@@ -141,6 +150,7 @@ _WAL_SETTINGS = ("wal_keep_size", "max_slot_wal_keep_size")
 def wal_settings(cluster) -> pd.DataFrame:
     """``wal_keep_size`` and ``max_slot_wal_keep_size`` on every running node, and where each comes from:
     ``set_by_alter_system`` is true when ``postgresql.auto.conf`` (ALTER SYSTEM, ``node.set``) sets it."""
+    need_cluster(cluster)
     rows = []
     for n in cluster.nodes:
         if not n.is_running:
@@ -154,6 +164,9 @@ def wal_settings(cluster) -> pd.DataFrame:
 
 def sample(cluster, slot: "str | None" = None) -> dict:
     """One measurement on the primary: its current LSN, the slot's state and retained WAL, pg_wal's size."""
+    need_cluster(cluster)
+    if slot is not None:
+        need_str(slot, "slot (a slot's name, or None)")
     row = cluster.primary.sql(_SAMPLE, (slot,), dbname="postgres").iloc[0].to_dict()
     row["slot"] = slot
     files = row.pop("wal_files") or []
@@ -179,7 +192,7 @@ def _frame(rows: list) -> pd.DataFrame:
 
 # --- doing ---------------------------------------------------------------------------------
 def _primary_running(cluster) -> Node:
-    p = cluster.primary
+    p = need_cluster(cluster).primary
     if not p.is_running:
         raise NotRunning(f"the primary ({p.name}) is stopped: start it with cluster.start()")
     return p
@@ -190,6 +203,7 @@ def create_slot(cluster, name: str) -> str:
 
     A one-line message; an existing slot of that name is left as it is.
     """
+    need_str(name, "name (the slot's)", example="'forgotten'")
     p = _primary_running(cluster)
     if p.scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (name,), dbname="postgres"):
         return f"slot {name!r} exists already"
@@ -207,6 +221,8 @@ def drop_slot(cluster, name: str) -> str:
     """
     if not name:
         return "pick a slot to drop"
+    if not isinstance(name, str):
+        return f"a slot's name is a string, not {type(name).__name__}: pick a slot to drop"
     try:
         p = _primary_running(cluster)
         df = p.sql("SELECT active, r.application_name AS consumer, "
@@ -240,6 +256,8 @@ def write_wal(cluster, segments: int = 1, checkpoint_each: bool = False, quiet: 
     Returns the primary's LSN afterwards.
     """
     _check_segments(segments)
+    need_bool(checkpoint_each, "checkpoint_each")
+    need_bool(quiet, "quiet")
     conn = _primary_running(cluster).connect()
     try:
         with conn.cursor() as cur:
@@ -259,8 +277,7 @@ def write_wal(cluster, segments: int = 1, checkpoint_each: bool = False, quiet: 
 
 
 def _check_segments(segments) -> None:
-    if isinstance(segments, bool) or not isinstance(segments, int) or not 1 <= segments <= 64:
-        raise LabError(f"segments is how many 16 MB WAL segments to write, 1 to 64, not {segments!r}")
+    need_int(segments, "segments (how many 16 MB WAL segments to write)", lo=1, hi=64)
 
 
 def watch_slot(cluster, slot: "str | None", segments: int = 6, phase: str = "writing", quiet: bool = False,
@@ -272,7 +289,14 @@ def watch_slot(cluster, slot: "str | None", segments: int = 6, phase: str = "wri
     A CHECKPOINT first, so the first row shows only what is kept, not what no checkpoint has
     removed yet.
     """
+    need_cluster(cluster)
+    if slot is not None:
+        need_str(slot, "slot (a slot's name, or None)")
     _check_segments(segments)
+    need_str(phase, "phase", empty=True)
+    need_bool(quiet, "quiet")
+    if t0 is not None:
+        need_number(t0, "t0 (a time.monotonic() value)")
     t0 = time.monotonic() if t0 is None else t0
     checkpoint(cluster)
     rows = [dict(t_s=time.monotonic() - t0, phase=phase, **sample(cluster, slot))]
@@ -292,11 +316,11 @@ def slot_of(node: Node) -> "str | None":
     >>> lab.slots.slot_of(cluster.node("replica1"))     # doctest: +SKIP
     'replica1'
     """
-    return node.scalar("SHOW primary_slot_name", dbname="postgres") or None
+    return need_a_node(node).scalar("SHOW primary_slot_name", dbname="postgres") or None
 
 
 def _replica(cluster, name) -> Node:
-    node = cluster.node(name)
+    node = need_node(need_cluster(cluster), name, "replica")
     if node.role != Role.REPLICA:
         raise LabError(f"{node.name} is the {node.role}, not a replica: pick one of "
                        f"{', '.join(r.name for r in cluster.replicas) or '(none)'}")
@@ -309,6 +333,9 @@ def retention_while_stopped(cluster, replica: str = "replica1", segments: int = 
     all along: ``streaming`` → ``replica stopped`` (the slot keeps the WAL) → ``catching up`` →
     ``caught up`` (after a last CHECKPOINT).  The replica runs again at the end."""
     node = _replica(cluster, replica)
+    _check_segments(segments)
+    timeout = need_number(timeout, "timeout", lo=1, hi=600, unit="seconds")
+    need_bool(quiet, "quiet")
     _primary_running(cluster)
     slot = slot_of(node) if node.is_running else None
     slot = slot or node.name  # a stopped replica of the lab streams through the slot named after it
@@ -355,6 +382,9 @@ def lines_after(log: str, marker: "str | None") -> list:
     >>> lines_after("a\\nb\\nc", "b"), lines_after("a\\nb", None), lines_after("x", "b")
     (['c'], ['a', 'b'], ['x'])
     """
+    need_str(log, "log", empty=True)
+    if marker is not None:
+        need_str(marker, "marker", empty=True)
     lines = log.splitlines()
     if marker is not None and marker in lines:
         return lines[len(lines) - lines[::-1].index(marker):]
@@ -368,6 +398,8 @@ def start_and_read_error(cluster, replica: str, timeout: float = 30, tail: int =
     Raises a ``Timeout`` if the replica streams fine instead (the primary still had the WAL).
     """
     node = _replica(cluster, replica)
+    timeout = need_number(timeout, "timeout", lo=0, hi=600, unit="seconds")
+    need_int(tail, "tail (log lines)", lo=1, hi=100_000)
     before = node.logs(tail).splitlines()
     marker = before[-1] if before else None  # a timestamp and a pid: only new lines come after it
     node.start()
@@ -393,6 +425,8 @@ def lose_wal(cluster, replica: str = "replica_manual", segments: int = 4, timeou
     node = _replica(cluster, replica)
     primary = _primary_running(cluster)
     _check_segments(segments)
+    timeout = need_number(timeout, "timeout", lo=1, hi=600, unit="seconds")
+    need_bool(quiet, "quiet")
     if not node.is_running:
         raise NotRunning(f"{node.name} is stopped: start it first (cluster.node({node.name!r}).start())")
     slot = slot_of(node)
@@ -441,7 +475,8 @@ def lose_slot(cluster, replica: str = "replica1", max_segments: int = 32, quiet:
     """
     node = _replica(cluster, replica)
     primary = _primary_running(cluster)
-    _check_segments(max_segments)
+    need_int(max_segments, "max_segments", lo=1, hi=64)
+    need_bool(quiet, "quiet")
     limit = _keeps_bytes(primary, "max_slot_wal_keep_size")
     if limit < 0:
         raise LabError("max_slot_wal_keep_size is -1 (no limit): a slot never gives up; set it first, "
@@ -473,6 +508,10 @@ def log_lines(node: Node, text: str, last: int = 3, tail: int = 2000) -> str:
 
     >>> lab.slots.log_lines(cluster.primary, "invalidating slot")     # doctest: +SKIP
     """
+    need_a_node(node)
+    need_str(text, "text (what the lines contain)")
+    need_int(last, "last", lo=1, hi=100_000)
+    need_int(tail, "tail", lo=1, hi=100_000)
     found = [ln for ln in node.logs(tail).splitlines() if text in ln][-last:]
     return Text("\n".join(found) if found else f"(no line with {text!r} in the last {tail} lines of {node.name}'s log)")
 
@@ -481,8 +520,10 @@ def log_lines(node: Node, text: str, last: int = 3, tail: int = 2000) -> str:
 def plot_retention(samples: pd.DataFrame, title: "str | None" = None):
     """WAL kept over time: the slot's retained bytes and the size of ``pg_wal``; grey where the slot
     had no consumer (its replica stopped, or nobody)."""
-    if samples is None or samples.empty or "retained_bytes" not in samples:
-        raise LabError("plot_retention() plots what retention_while_stopped() or watch_slot() return")
+    if title is not None:
+        need_str(title, "title", empty=True)
+    if not isinstance(samples, pd.DataFrame) or samples.empty or not {"retained_bytes", "t_s", "active"} <= set(samples):
+        raise BadArgument("plot_retention() plots what retention_while_stopped() or watch_slot() return")
     mb = 1 << 20
     t = samples["t_s"].astype(float)
     fig = Figure(figsize=(8.5, 3.6))
@@ -522,6 +563,7 @@ def slot_dashboard(cluster):
 
     The buttons call ``slot_table`` and ``drop_slot``, which you can call yourself.
     """
+    need_cluster(cluster)
     picker = w.Dropdown(options=[], description="slot", layout=w.Layout(width="240px"))
     refresh_button = w.Button(description="refresh", icon="refresh", layout=w.Layout(width="100px"))
     drop_button = w.Button(description="drop slot", button_style="danger", layout=w.Layout(width="110px"),

@@ -31,7 +31,9 @@ from matplotlib.figure import Figure
 from psycopg2 import sql as pgsql
 
 from . import plots  # noqa: F401 (shows Figures as pictures in notebooks)
-from .errors import LabError, NotRunning, SQLError, Text, Timeout
+from .errors import (BadArgument, LabError, NotRunning, SQLError, Text, Timeout, need_bool, need_int, need_number,
+                     need_str)
+from .faults import need_a_node, need_cluster, need_node
 from .lsn import lsn_diff, parse_lsn
 from .node import Node, Role
 
@@ -49,7 +51,7 @@ def _say(quiet: bool, msg: str) -> None:
 
 
 def _replica(cluster, name) -> Node:
-    node = name if isinstance(name, Node) else cluster.node(name)
+    node = need_node(need_cluster(cluster), name, "replica")
     if node.role != Role.REPLICA:
         names = ", ".join(r.name for r in cluster.replicas) or "none: cluster.add_replica() adds one"
         raise LabError(f"{node.name} is the {node.role}, not a replica: pick one of {names}")
@@ -70,6 +72,9 @@ def try_write(node: Node, sql: str, params=None) -> str:
     >>> lab.standby.try_write(cluster.primary, "INSERT INTO test_replication (mensaje) VALUES ('x')")  # doctest: +SKIP
     'primary: done, 1 row(s) written'
     """
+    need_a_node(node)
+    if not isinstance(sql, (str, pgsql.Composable)):
+        raise BadArgument(f"sql is the statement to run, as a string, not {type(sql).__name__}")
     try:
         rows = node.execute(sql, params)
     except SQLError as e:  # a stopped node (NotRunning) is not an answer to the question: it raises
@@ -79,6 +84,7 @@ def try_write(node: Node, sql: str, params=None) -> str:
 
 def in_recovery(cluster) -> pd.DataFrame:
     """Each running node: is it in recovery (a replica), and are its transactions read-only?"""
+    need_cluster(cluster)
     rows = []
     for n in cluster.nodes:
         if not n.is_running:
@@ -94,6 +100,7 @@ def in_recovery(cluster) -> pd.DataFrame:
 def standby_settings(cluster) -> pd.DataFrame:
     """The settings of this chapter on each running replica, and which of them were changed
     (``ALTER SYSTEM``, i.e. ``node.set``) rather than coming from postgresql.conf."""
+    need_cluster(cluster)
     rows = []
     for r in cluster.replicas:
         if not r.is_running:
@@ -109,7 +116,7 @@ def standby_settings(cluster) -> pd.DataFrame:
 def conflicts(node: Node) -> pd.DataFrame:
     """``pg_stat_database_conflicts`` on a replica, for the lab's database: queries it cancelled,
     by cause (snapshot: rows removed by VACUUM; lock: e.g. a DROP; tablespace; bufferpin; deadlock)."""
-    return node.sql("SELECT datname, confl_snapshot, confl_lock, confl_tablespace, confl_bufferpin, "
+    return need_a_node(node).sql("SELECT datname, confl_snapshot, confl_lock, confl_tablespace, confl_bufferpin, "
                     "confl_deadlock FROM pg_stat_database_conflicts WHERE datname = current_database()")
 
 
@@ -130,6 +137,9 @@ class LongQuery:
     """
 
     def __init__(self, node: Node, table: str, seconds: float):
+        need_a_node(node)
+        need_str(table, "table")
+        need_number(seconds, "seconds", lo=0, hi=600)
         self.node, self.table, self.seconds = node, table, float(seconds)
         self.rows_seen = None
         self.ok = None
@@ -213,6 +223,7 @@ def parse_vacuum_verbose(text: str) -> dict:
     >>> parse_vacuum_verbose("tuples: 0 removed, 10 remain, 5 are dead but not yet removable")
     {'removed': 0, 'remain': 10, 'dead_not_removable': 5}
     """
+    need_str(text, "text (VACUUM VERBOSE's output)", empty=True)
     m = _VACUUM_15.search(text)  # PostgreSQL 15 and later
     if m:
         return dict(removed=int(m.group(1)), remain=int(m.group(2)), dead_not_removable=int(m.group(3)))
@@ -224,6 +235,8 @@ def parse_vacuum_verbose(text: str) -> dict:
 
 def vacuum_verbose(node: Node, table: str) -> tuple:
     """``VACUUM (VERBOSE)`` a table; (its counts as ``parse_vacuum_verbose`` reads them, the text)."""
+    need_a_node(node)
+    need_str(table, "table")
     conn = node.connect()
     try:
         with conn.cursor() as cur:
@@ -244,6 +257,8 @@ def slot_xmin(cluster, replica: Node) -> "str | None":
     >>> lab.standby.slot_xmin(cluster, cluster.node("replica1"))     # doctest: +SKIP
     '748'
     """
+    need_cluster(cluster)
+    replica = need_node(cluster, replica, "replica")
     app = replica.spec.get("app_name", replica.name)
     return cluster.primary.scalar(
         "SELECT coalesce(s.xmin, r.backend_xmin)::text FROM pg_stat_replication r "
@@ -269,6 +284,11 @@ def wait_replayed(primary: Node, replica: Node, timeout: float = 30, lsn=None) -
     >>> lab.standby.wait_replayed(cluster.primary, cluster.node("replica1"), timeout=5)   # doctest: +SKIP
     '0/3000148'
     """
+    need_a_node(primary, "primary")
+    need_a_node(replica, "replica")
+    need_number(timeout, "timeout", lo=0, hi=600, unit="seconds")
+    if lsn is not None:
+        parse_lsn(lsn)
     target = lsn or primary.scalar("SELECT pg_current_wal_lsn()::text", dbname="postgres")
     deadline = time.monotonic() + timeout
     while True:
@@ -284,6 +304,7 @@ def wait_replayed(primary: Node, replica: Node, timeout: float = 30, lsn=None) -
 def pause_state_sql(node: Node) -> str:
     """The SQL expression for a replica's replay state, 'not paused', 'pause requested' or 'paused', on
     the node's PostgreSQL version (13 has no pg_get_wal_replay_pause_state)."""
+    need_a_node(node)
     if int(node.scalar("SHOW server_version_num", dbname="postgres")) >= 140000:
         return "pg_get_wal_replay_pause_state()"
     return "CASE WHEN pg_is_wal_replay_paused() THEN 'paused' ELSE 'not paused' END"  # PostgreSQL 13
@@ -295,6 +316,7 @@ def replay_pause_state(node: Node) -> str:
     >>> lab.standby.replay_pause_state(cluster.node("replica1"))     # doctest: +SKIP
     'not paused'
     """
+    need_a_node(node)
     return node.scalar(f"SELECT {pause_state_sql(node)}", dbname="postgres")
 
 
@@ -376,8 +398,17 @@ class ConflictRun:
         return compare([self])
 
 
+def _runs(runs, what: str) -> list:
+    if isinstance(runs, ConflictRun):
+        runs = [runs]
+    if not isinstance(runs, (list, tuple)) or not runs or not all(isinstance(r, ConflictRun) for r in runs):
+        raise BadArgument(f"{what} takes runs of lab.standby.query_conflict(cluster): pass a list of them")
+    return list(runs)
+
+
 def compare(runs) -> pd.DataFrame:
     """Runs of ``query_conflict`` side by side: one column each, one row per measurement."""
+    runs = _runs(runs, "compare")
     columns = {}
     for r in runs:
         name, i = r.label, 1
@@ -412,10 +443,10 @@ def query_conflict(cluster, replica="replica1", seconds: float = 3.0, rows: int 
     """
     node = _replica(cluster, replica)
     primary = cluster.primary
-    if not 0.5 <= float(seconds) <= 30:
-        raise LabError(f"seconds is how long the replica's query holds its snapshot, 0.5 to 30, not {seconds!r}")
-    if isinstance(rows, bool) or not isinstance(rows, int) or not 10 <= rows <= 1_000_000:
-        raise LabError(f"rows is how many rows the replica's query reads, 10 to 1000000, not {rows!r}")
+    seconds = need_number(seconds, "seconds (how long the replica's query holds its snapshot)", lo=0.5, hi=30)
+    need_int(rows, "rows (how many rows the replica's query reads)", lo=10, hi=1_000_000)
+    every = need_number(every, "every (seconds between samples)", lo=0.01, hi=1)
+    need_bool(quiet, "quiet")
     settings = {s: node.scalar("SELECT current_setting(%s)", (s,)) for s in STANDBY_SETTINGS}
     if settings["recovery_min_apply_delay"] not in ("0", "0ms"):
         raise LabError(f"{node.name} delays replay (recovery_min_apply_delay = {settings['recovery_min_apply_delay']}): "
@@ -500,6 +531,14 @@ def time_until_visible(cluster, replicas=None, timeout: float = 15, quiet: bool 
     One row per replica: its ``recovery_min_apply_delay``, ``visible`` and ``seconds`` (NaN if the
     row had not appeared after ``timeout`` seconds).
     """
+    need_cluster(cluster)
+    if isinstance(replicas, (str, Node)):
+        replicas = [replicas]
+    if replicas is not None and not isinstance(replicas, (list, tuple)):
+        raise BadArgument(f"replicas is a list of replicas' names, e.g. ['replica1'], or None for all, "
+                          f"not {type(replicas).__name__}")
+    timeout = need_number(timeout, "timeout", lo=0, hi=600, unit="seconds")
+    need_bool(quiet, "quiet")
     names = [r.name for r in cluster.replicas if r.is_running] if replicas is None else list(replicas)
     nodes = [_replica(cluster, n) for n in names]
     conns = {}
@@ -535,7 +574,7 @@ def time_until_visible(cluster, replicas=None, timeout: float = 15, quiet: bool 
 
 def make_wallets(cluster) -> pd.DataFrame:
     """The table we will "drop by mistake": a few wallets, made on the primary."""
-    p = cluster.primary
+    p = need_cluster(cluster).primary
     p.execute(pgsql.SQL("DROP TABLE IF EXISTS {}").format(pgsql.Identifier(RECOVERY_TABLE)))
     p.execute(pgsql.SQL("CREATE TABLE {} (owner text PRIMARY KEY, coin text NOT NULL, "
                         "amount numeric(20, 8) NOT NULL CHECK (amount >= 0), "
@@ -591,6 +630,8 @@ def recover_table(cluster, source: str, table: str = RECOVERY_TABLE, lock_timeou
     copied.  One row: the table, the rows copied, the rows now on the primary.
     """
     src = _replica(cluster, source)
+    need_str(table, "table", example="'wallets'")
+    lock_timeout = need_number(lock_timeout, "lock_timeout", lo=0.01, hi=60, unit="seconds")
     if cluster.primary.scalar("SELECT to_regclass(%s) IS NOT NULL", (table,)):
         raise LabError(f"{table} exists on the primary: nothing to recover (drop it or pick another table)")
     conn = src.connect(autocommit=False)
@@ -643,6 +684,10 @@ def replay_locks(node: Node, relation: "str | None" = None, timeout: float = 2) 
     shows here as soon as the DROP's first WAL record is replayed, before its COMMIT is.
     With ``relation``, wait up to ``timeout`` s for a lock on it to show up (WAL takes a moment to arrive).
     """
+    need_a_node(node)
+    if relation is not None:
+        need_str(relation, "relation", example="'wallets'")
+    need_number(timeout, "timeout", lo=0, hi=60, unit="seconds")
     query = ("SELECT l.relation::regclass::text AS relation, l.mode, l.granted FROM pg_locks l "
              "JOIN pg_stat_activity a ON a.pid = l.pid WHERE a.backend_type = 'startup' "
              "AND l.locktype = 'relation' AND l.database = (SELECT oid FROM pg_database "
@@ -678,10 +723,13 @@ def pause_timeline(cluster, replica="replica1", before: float = 1.0, paused: flo
     ``not_received_bytes`` (primary − received), ``replay_age_s`` (now − last replayed commit).
     ``lag_figure`` draws it.  Replay is resumed and the table dropped whatever happens.
     """
-    phases = (before, paused, after, every)
-    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in phases) \
-            or paused <= 0 or not 0 < every <= 1 or before + paused + after > 60:
-        raise LabError("before, paused and after are seconds (paused > 0, 60 s in all) and every is the "
+    before = need_number(before, "before", lo=0, hi=60, unit="seconds")
+    paused = need_number(paused, "paused", lo=0, hi=60, unit="seconds")
+    after = need_number(after, "after", lo=0, hi=60, unit="seconds")
+    every = need_number(every, "every", lo=0, hi=1, unit="seconds")
+    need_bool(quiet, "quiet")
+    if paused <= 0 or every <= 0 or before + paused + after > 60:
+        raise BadArgument("before, paused and after are seconds (paused > 0, 60 s in all) and every is the "
                        f"sampling interval (0 to 1 s), not {before!r}, {paused!r}, {after!r}, {every!r}")
     node = _replica(cluster, replica)
     primary = cluster.primary
@@ -730,7 +778,7 @@ def _span(ax, start, end, label):
 
 def lag_figure(samples: pd.DataFrame) -> Figure:
     """Replay lag over time, from ``pause_timeline``: bytes on top, seconds below, the pause shaded."""
-    if samples is None or "lag_bytes" not in samples or samples.empty:
+    if not isinstance(samples, pd.DataFrame) or "lag_bytes" not in samples or samples.empty:
         raise LabError("lag_figure draws what lab.standby.pause_timeline(cluster) returns: pass its DataFrame")
     fig = Figure(figsize=(8.5, 4.6))
     top, bottom = fig.subplots(2, 1, sharex=True)
@@ -756,9 +804,7 @@ def lag_figure(samples: pd.DataFrame) -> Figure:
 def conflict_figure(runs) -> Figure:
     """Replay lag after the primary's VACUUM, one line per ``query_conflict`` run; a dot where the
     replica's query ended."""
-    runs = list(runs)
-    if not runs or not all(isinstance(r, ConflictRun) for r in runs):
-        raise LabError("conflict_figure draws runs of lab.standby.query_conflict(cluster): pass a list of them")
+    runs = _runs(runs, "conflict_figure")
     fig = Figure(figsize=(8.5, 3.4))
     ax = fig.subplots()
     colours = ["#b3261e", "#3b7d3b", "#2f5d8a", "#9a6a16"]
@@ -782,6 +828,7 @@ def conflict_figure(runs) -> Figure:
 def lag_table(cluster) -> pd.DataFrame:
     """One row per replica: replay state (not paused / pause requested / paused), WAL received and
     replayed, lag behind the primary in bytes, and the age of the last replayed commit."""
+    need_cluster(cluster)
     current = cluster.primary.scalar("SELECT pg_current_wal_lsn()::text", dbname="postgres") \
         if cluster.primary.is_running else None
     rows = []
@@ -838,6 +885,7 @@ def resume_replay(cluster, name: str) -> str:
     ok, state = _replay_call(cluster, name, "pg_wal_replay_resume")
     if not ok:
         return f"{name}: could not resume replay: {state}"
+    name = name.name if isinstance(name, Node) else name
     behind = lag_table(cluster).set_index("node").loc[name, "lag_bytes"]
     return f"{name}: replay resumed ({state}); it is {behind} bytes behind the primary"
 
@@ -847,6 +895,7 @@ def replay_control(cluster):
 
     >>> lab.standby.replay_control(cluster)   # doctest: +SKIP
     """
+    need_cluster(cluster)
     names = [r.name for r in cluster.replicas]
     picker = w.Dropdown(options=names, value=names[0] if names else None, description="replica",
                         layout=w.Layout(width="240px"))
@@ -888,6 +937,7 @@ def break_replica(cluster, name: str = "replica1") -> str:
 def delayed_replicas(cluster) -> list:
     """The replicas this chapter adds: any running replica but replica1 whose recovery_min_apply_delay
     was set with ``node.set``.  (replica1 is the chapter's own: a delay there is reset, not removed.)"""
+    need_cluster(cluster)
     found = []
     for r in cluster.replicas:
         if r.name == "replica1" or not r.is_running:
@@ -901,6 +951,7 @@ def tidy(cluster) -> Text:
     """Undo what this chapter changes: remove the delayed replica (``delayed_replicas``), resume paused
     replay and reset the chapter's settings on every other replica, drop the chapter's tables.
     Says what it did."""
+    need_cluster(cluster)
     done = []
     for r in delayed_replicas(cluster):
         cluster.remove_replica(r.name)

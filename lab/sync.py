@@ -17,13 +17,16 @@ stopped synchronous standby and the ways out, and a quorum that survives one fai
 """
 from __future__ import annotations
 
+import contextlib
+import re
 import time
 
 import pandas as pd
 from matplotlib.figure import Figure
 
 from . import faults, plots, proxy, workload  # noqa: F401 (plots: shows Figures as pictures in notebooks)
-from .errors import LabError, NotRunning, Timeout
+from .errors import BadArgument, LabError, NotRunning, Timeout, need_bool, need_choice, need_number, need_str
+from .faults import need_cluster, need_replica
 
 MODES = ("off", "local", "remote_write", "on", "remote_apply")
 
@@ -36,43 +39,178 @@ def _say(quiet: bool, msg: str) -> None:
 def sync_table(cluster) -> pd.DataFrame:
     """Each replica as the primary sees it: state, sync_state (async / sync / quorum / potential),
     sync_priority; and the primary's synchronous_standby_names."""
+    need_cluster(cluster)
     df = cluster.primary.sql("SELECT application_name AS replica, state, sync_state, sync_priority, "
                              "current_setting('synchronous_standby_names') AS synchronous_standby_names "
                              "FROM pg_stat_replication ORDER BY application_name", dbname="postgres")
     return df
 
 
+# --- synchronous_standby_names as PostgreSQL reads it (src/backend/replication/syncrep_scanner.l) ----
+_TOKEN = re.compile(r'\s*(?:"((?:[^"]|"")*)"|([A-Za-z\x80-\uffff_][A-Za-z\x80-\uffff_0-9$]*)|([0-9]+)|(\*)|([(),]))')
+
+
+def _tokens(text: str) -> list:
+    """(kind, value) pairs: kind is 'name' (quoted or not), 'num', 'kw' (ANY, FIRST) or the punctuation."""
+    out, pos = [], 0
+    while pos < len(text):
+        if not text[pos:].strip():
+            break
+        m = _TOKEN.match(text, pos)
+        if not m:
+            raise BadArgument(f"synchronous_standby_names: cannot read {text[pos:].strip()[:30]!r} in {text!r}: "
+                              "write 'replica1', 'FIRST 1 (replica1, replica2)' or 'ANY 1 (replica1, replica2)'")
+        quoted, ident, num, star, punct = m.groups()
+        if quoted is not None:
+            out.append(("name", quoted.replace('""', '"')))
+        elif ident is not None:
+            out.append(("kw", ident.upper()) if ident.upper() in ("ANY", "FIRST") else ("name", ident))
+        elif num is not None:
+            out.append(("num", num))
+        elif star is not None:
+            out.append(("name", "*"))
+        else:
+            out.append((punct, punct))
+        pos = m.end()
+    return out
+
+
+def parse_standby_names(text: str) -> "tuple[str | None, int, list]":
+    """(method, how many standbys a COMMIT waits for, the standby names) of a
+    ``synchronous_standby_names`` value, in the forms PostgreSQL accepts: ``'a, b'`` (the first of
+    them), ``'FIRST n (a, b)'`` / ``'n (a, b)'`` (the first n by priority), ``'ANY n (a, b)'`` (any n),
+    names quoted or not, ``*`` for any standby; ``''`` is asynchronous.
+
+    >>> parse_standby_names('ANY 1 (replica1, "Replica 2")')
+    ('any', 1, ['replica1', 'Replica 2'])
+    >>> parse_standby_names("replica1, replica2"), parse_standby_names("")
+    (('first', 1, ['replica1', 'replica2']), (None, 0, []))
+    """
+    need_str(text, "synchronous_standby_names", empty=True, example="'replica1' or 'ANY 1 (replica1, replica2)'")
+    toks = _tokens(text)
+    if not toks:
+        return None, 0, []
+    bad = BadArgument(f"synchronous_standby_names {text!r} is not what PostgreSQL accepts: write 'replica1', "
+                      "'replica1, replica2', 'FIRST 1 (replica1, replica2)' or 'ANY 1 (replica1, replica2)'")
+    method, num, i = "first", 1, 0
+    if toks[0][0] == "kw" or (toks[0][0] == "num" and len(toks) > 1 and toks[1][0] == "("):
+        if toks[0][0] == "kw":
+            method, i = toks[0][1].lower(), 1
+        if i + 1 >= len(toks) or toks[i][0] != "num" or toks[i + 1][0] != "(" or toks[-1][0] != ")":
+            raise bad
+        num, body = int(toks[i][1]), toks[i + 2:-1]
+    else:
+        body = toks
+    names = []
+    for k, (kind, value) in enumerate(body):
+        if k % 2 == 0 and kind in ("name", "num"):
+            names.append(value)
+        elif k % 2 == 1 and kind == ",":
+            continue
+        else:
+            raise bad
+    if not names or body[-1][0] == ",":
+        raise bad
+    if num < 1:
+        raise BadArgument(f"synchronous_standby_names {text!r}: the number of synchronous standbys is at least 1")
+    return method, num, names
+
+
+def _connected(cluster) -> list:
+    return cluster.primary.sql("SELECT application_name FROM pg_stat_replication ORDER BY 1",
+                               dbname="postgres")["application_name"].tolist()
+
+
+def _check_names(cluster, names: str) -> int:
+    """Refuse a value whose standbys are not connected (every COMMIT would wait for them forever);
+    how many synchronous standbys a COMMIT will wait for."""
+    method, num, listed = parse_standby_names(names)
+    if method is None:
+        return 0
+    connected = _connected(cluster)
+    here = {c.lower() for c in connected}
+    shown = ", ".join(connected) or "none"
+    unknown = [n for n in listed if n != "*" and n.lower() not in here]
+    if unknown:
+        raise BadArgument(f"no connected standby is called {', '.join(map(repr, unknown))}: the connected standbys "
+                          f"are {shown} (pg_stat_replication.application_name); synchronous_standby_names unchanged")
+    matching = len(connected) if "*" in listed else len({n.lower() for n in listed})
+    if matching < num:
+        raise BadArgument(f"{names!r} makes every COMMIT wait for {num} standbys, but it names only {matching} "
+                          f"connected one(s) ({shown}); synchronous_standby_names unchanged")
+    return num
+
+
+def _put_back(cluster, names: str) -> None:
+    primary = cluster.primary
+    if primary.scalar("SHOW synchronous_standby_names", dbname="postgres") != names:
+        primary.set(synchronous_standby_names=names or None)
+
+
+@contextlib.contextmanager
+def standby_names_kept(cluster, always: bool = True):
+    """``synchronous_standby_names`` as it was before the block, put back on the way out (``always``)
+    or only if the block fails (also on KeyboardInterrupt): a COMMIT never stays blocked behind a
+    change that was not meant to stay.  Yields the value it will put back."""
+    before = cluster.primary.scalar("SHOW synchronous_standby_names", dbname="postgres")
+    try:
+        yield before
+    except BaseException:
+        try:
+            _put_back(cluster, before)
+        except LabError:  # the first error is the one to show (the primary may be gone)
+            pass
+        raise
+    if always:
+        _put_back(cluster, before)
+
+
 def set_synchronous(cluster, names: str, timeout: float = 15) -> pd.DataFrame:
     """``synchronous_standby_names = names`` on the primary (a reload), then wait until the primary
-    reports a synchronous (or quorum) standby among the running replicas ('' : asynchronous)."""
-    if not isinstance(names, str):
-        raise LabError("names is synchronous_standby_names as text: 'replica1', 'ANY 1 (replica1, replica2)' "
-                       "or '' for asynchronous")
+    reports as many synchronous (or quorum) standbys as ``names`` asks for ('' : asynchronous).
+
+    Names no connected standby has are refused before anything changes (each COMMIT would wait for
+    them forever); if the wait fails (or is interrupted), the previous value is put back."""
+    need_cluster(cluster)
+    need_str(names, "names (synchronous_standby_names)", empty=True,
+             example="'replica1', 'ANY 1 (replica1, replica2)' or '' for asynchronous")
+    timeout = need_number(timeout, "timeout", lo=0.1, hi=300, unit="seconds")
     primary = cluster.primary
     if not primary.is_running:
         raise NotRunning(f"the primary ({primary.name}) is stopped: start it first")
-    primary.set(synchronous_standby_names=names or None)
-    if names.strip():
-        deadline = time.monotonic() + timeout
-        while True:
-            df = sync_table(cluster)
-            if df["sync_state"].isin(["sync", "quorum"]).any():
-                break
-            if time.monotonic() > deadline:
-                raise Timeout(f"no running replica matches synchronous_standby_names = {names!r} after "
-                              f"{timeout:g} s: commits would wait forever; see lab.sync.sync_table(cluster)")
-            time.sleep(0.05)
+    wanted = _check_names(cluster, names)
+    with standby_names_kept(cluster, always=False):
+        primary.set(synchronous_standby_names=names if names.strip() else None)
+        if wanted:
+            deadline = time.monotonic() + timeout
+            while True:
+                df = sync_table(cluster)
+                if df["sync_state"].isin(["sync", "quorum"]).sum() >= wanted:
+                    break
+                if time.monotonic() > deadline:
+                    raise Timeout(f"no running replica matches synchronous_standby_names = {names!r} after "
+                                  f"{timeout:g} s: put back as it was; see lab.sync.sync_table(cluster)")
+                time.sleep(0.05)
     return sync_table(cluster)
+
+
+def _modes(modes) -> tuple:
+    if isinstance(modes, str):
+        modes = (modes,)
+    if not isinstance(modes, (list, tuple)) or not modes:
+        raise BadArgument(f"modes is a list of synchronous_commit levels from {', '.join(MODES)}, "
+                          f"not {modes!r}"[:200])
+    return tuple(need_choice(m, "a synchronous_commit level", MODES) for m in modes)
 
 
 def commit_cost(cluster, modes=MODES, seconds: float = 1.0, label: str = "", quiet: bool = False) -> pd.DataFrame:
     """For each ``synchronous_commit`` level, a writer commits one row per transaction as fast as it
     can for ``seconds``: transactions per second and commit latency (median, p99, ms)."""
-    bad = [m for m in modes if m not in MODES]
-    if bad:
-        raise LabError(f"unknown synchronous_commit level(s) {bad}: choose from {', '.join(MODES)}")
-    if not 0.2 <= seconds <= 10:
-        raise LabError(f"seconds per level is from 0.2 to 10, not {seconds!r}")
+    need_cluster(cluster)
+    modes = _modes(modes)
+    seconds = need_number(seconds, "seconds per level", lo=0.2, hi=10)
+    need_str(label, "label", empty=True, example="'standby next door'")
+    need_bool(quiet, "quiet")
     names = cluster.primary.scalar("SHOW synchronous_standby_names")
     rows = []
     for mode in modes:
@@ -88,28 +226,61 @@ def commit_cost(cluster, modes=MODES, seconds: float = 1.0, label: str = "", qui
     return df
 
 
+_COST_COLUMNS = ("setup", "synchronous_commit", "tps", "latency_ms_p50")
+
+
+def _costs(costs, what: str) -> list:
+    frames = []
+    for c in costs:
+        if not isinstance(c, pd.DataFrame) or not set(_COST_COLUMNS) <= set(c.columns):
+            raise BadArgument(f"{what} takes what lab.sync.commit_cost(cluster) returns, not "
+                              f"{type(c).__name__}: pass one or more of those")
+        if len(c):
+            frames.append(c)
+    if not frames:
+        raise LabError(f"{what} takes what lab.sync.commit_cost(cluster) returns: pass one or more")
+    return frames
+
+
+def _short(v: float, unit: str = "") -> str:
+    """A bar's value, short: 41, 2.3k, 0.42."""
+    if v != v:
+        return "?"
+    if v >= 10_000:
+        return f"{v / 1000:.0f}k{unit}"
+    if v >= 1000:
+        return f"{v / 1000:.1f}k{unit}"
+    return f"{v:.0f}{unit}" if v >= 10 else f"{v:.2g}{unit}"
+
+
 def cost_figure(*costs) -> Figure:
     """Bars of ``commit_cost`` results: commits/s on the left, median commit latency on the right,
-    one colour per setup (e.g. direct vs +RTT)."""
-    frames = [c for c in costs if isinstance(c, pd.DataFrame) and len(c)]
-    if not frames:
-        raise LabError("cost_figure draws what lab.sync.commit_cost(cluster) returns: pass one or more")
-    fig = Figure(figsize=(9, 3.4))
+    one colour per setup (e.g. direct vs +RTT).  Both on a log scale, each bar labelled with its
+    value: 40 commits/s stays readable next to 4000."""
+    frames = _costs(costs, "cost_figure")
+    fig = Figure(figsize=(9.5, 3.8))
     left, right = fig.subplots(1, 2)
     width = 0.8 / len(frames)
     colours = ["#2f5d8a", "#b3261e", "#3b7d3b", "#9a6a16"]
-    for i, (df, colour) in enumerate(zip(frames, colours * 3)):
-        x = [j + (i - (len(frames) - 1) / 2) * width for j in range(len(df))]
-        label = df["setup"].iloc[0] or f"run {i + 1}"
-        left.bar(x, df["tps"], width, color=colour, label=label)
-        right.bar(x, df["latency_ms_p50"], width, color=colour, label=label)
     modes = frames[0]["synchronous_commit"].tolist()
-    for ax, title in ((left, "commits per second"), (right, "median commit latency (ms)")):
+    for i, (df, colour) in enumerate(zip(frames, colours * 3)):
+        where = {m: j for j, m in enumerate(modes)}
+        df = df[df["synchronous_commit"].isin(where)]
+        x = [where[m] + (i - (len(frames) - 1) / 2) * width for m in df["synchronous_commit"]]
+        label = df["setup"].iloc[0] if len(df) and df["setup"].iloc[0] else f"run {i + 1}"
+        for ax, col, unit in ((left, "tps", ""), (right, "latency_ms_p50", "")):
+            values = pd.to_numeric(df[col], errors="coerce").astype(float).fillna(float("nan")).tolist()
+            bars = ax.bar(x, [v if v == v and v > 0 else 0 for v in values], width, color=colour, label=label)
+            ax.bar_label(bars, labels=[_short(v, unit) for v in values], fontsize=7, padding=1)
+    for ax, title in ((left, "commits per second (log scale)"), (right, "median commit latency, ms (log scale)")):
+        ax.set_yscale("log")
+        heights = [p.get_height() for p in ax.patches if p.get_height() > 0]
+        if heights:  # room for the labels above the highest bar; the lowest one well above the floor
+            ax.set_ylim(min(heights) / 4, max(heights) * 4)
         ax.set_xticks(range(len(modes)))
         ax.set_xticklabels(modes, rotation=20, fontsize=8)
         ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=8)
-    right.set_yscale("log")
+        ax.legend(fontsize=8, loc="upper left" if ax is right else "upper right")
     fig.suptitle("what synchronous_commit costs, one row per transaction", fontsize=10)
     fig.tight_layout()
     return fig
@@ -127,29 +298,39 @@ UNBLOCK = {
 }
 
 
+def _start_if_stopped(node) -> None:
+    if not node.is_running:
+        node.start()
+
+
 def blocked_commit(cluster, replica: str = "replica1", blocked_for: float = 1.5, unblock: str = "start",
                    quiet: bool = False) -> pd.DataFrame:
     """With ``replica`` the only synchronous standby, stop it and commit one row: the COMMIT waits.
     After ``blocked_for`` s, unblock it one of three ways (``UNBLOCK``).  One row per step, with
     the seconds since the commit was sent.  Leaves the standby running and synchronous_standby_names
-    as it found it."""
-    if unblock not in UNBLOCK:
-        raise LabError(f"unblock is one of {', '.join(UNBLOCK)}, not {unblock!r}")
-    node = cluster.node(replica)
-    names = cluster.primary.scalar("SHOW synchronous_standby_names")
+    as it found it, whatever happens."""
+    need_cluster(cluster)
+    node = need_replica(cluster, replica, "replica")
+    blocked_for = need_number(blocked_for, "blocked_for", lo=0.2, hi=30, unit="seconds")
+    need_choice(unblock, "unblock", UNBLOCK)
+    need_bool(quiet, "quiet")
     steps = []
     t0 = None
+    w = None
 
     def step(what, **extra):
         steps.append(dict(t_s=None if t0 is None else round(time.monotonic() - t0, 3), step=what, **extra))
         _say(quiet, f"{'' if t0 is None else f'{time.monotonic() - t0:5.2f} s  '}{what}")
 
-    set_synchronous(cluster, replica)
-    step(f"synchronous_standby_names = '{replica}'")
-    node.stop()
-    step(f"{replica} stopped")
-    w = workload.Writer(cluster.primary, max_rows=1, duration=60, run=f"blocked-{unblock}-{int(time.time())}")
-    try:
+    with standby_names_kept(cluster) as before, contextlib.ExitStack() as undo:
+        undo.callback(_start_if_stopped, node)                 # 3. the standby runs again
+        undo.callback(lambda: w is not None and w.stop(timeout=10))  # 2. the writer ends
+        undo.callback(_put_back, cluster, before)              # 1. a blocked COMMIT is released
+        set_synchronous(cluster, node.name)
+        step(f"synchronous_standby_names = '{node.name}'")
+        node.stop()
+        step(f"{node.name} stopped")
+        w = workload.Writer(cluster.primary, max_rows=1, duration=60, run=f"blocked-{unblock}-{int(time.time())}")
         w.start()
         t0 = time.monotonic()
         app = f"lab-writer-{w.run_id}"
@@ -176,41 +357,38 @@ def blocked_commit(cluster, replica: str = "replica1", blocked_for: float = 1.5,
              acknowledged=int(ack is not None and ack["outcome"] == "acknowledged"),
              commit_latency_s=None if ack is None else round(float(ack["latency_s"]), 3),
              warning=None if ack is None else ack["note"])
-    finally:
-        w.stop(timeout=1)
-        if not node.is_running:
-            node.start()
-        cluster.primary.set(synchronous_standby_names=names or None)
-        if w.running:  # released by the reset above
-            w.wait(10)
-    cluster.wait_streaming(names=[replica])
+    cluster.wait_streaming(names=[node.name])
     return pd.DataFrame(steps)
 
 
 def commits_while_down(cluster, names: str, down: str, seconds: float = 1.0, quiet: bool = False) -> dict:
     """With ``synchronous_standby_names = names``, stop replica ``down`` and write for ``seconds``:
-    how many commits were acknowledged meanwhile (0: the primary blocked).  Restores everything."""
-    before = cluster.primary.scalar("SHOW synchronous_standby_names")
-    node = cluster.node(down)
+    how many commits were acknowledged meanwhile (0: the primary blocked).  Restores everything,
+    whatever happens."""
+    need_cluster(cluster)
+    need_str(names, "names (synchronous_standby_names)", example="'ANY 1 (replica1, replica2)'")
+    node = need_replica(cluster, down, "down")
+    seconds = need_number(seconds, "seconds", lo=0.2, hi=30)
+    need_bool(quiet, "quiet")
+    w = None
     # the writer's table first: created while the standby is down, its COMMIT would wait too
     cluster.primary.execute(workload.CREATE_TABLE)
-    set_synchronous(cluster, names)
-    node.stop()
-    w = workload.Writer(cluster.primary, duration=seconds)
-    try:
+    with standby_names_kept(cluster) as before, contextlib.ExitStack() as undo:
+        undo.callback(_start_if_stopped, node)                 # 3. the standby runs again
+        undo.callback(lambda: w is not None and w.stop())      # 2. the writer ends
+        undo.callback(_put_back, cluster, before)              # 1. a blocked COMMIT is released
+        set_synchronous(cluster, names)
+        node.stop()
+        w = workload.Writer(cluster.primary, duration=seconds)
         w.start()
         w.wait(seconds + 0.5)
         window_end = time.time()
         acked = sum(x.outcome == "acknowledged" and x.done_at <= window_end for x in w.writes)
         blocked = w.running
-    finally:
-        cluster.primary.set(synchronous_standby_names=before or None)  # releases a blocked commit
-        w.stop()
-        node.start()
-    cluster.wait_streaming(names=[down])
-    row = dict(synchronous_standby_names=names, stopped=down, commits_acknowledged=acked,
+    cluster.wait_streaming(names=[node.name])
+    row = dict(synchronous_standby_names=names, stopped=node.name, commits_acknowledged=acked,
                blocked_at_the_end=blocked)
-    _say(quiet, f"{names!r} with {down} stopped: {acked} commits in {seconds:g} s"
+    _say(quiet, f"{names!r} with {node.name} stopped: {acked} commits in {seconds:g} s"
                 f"{' — blocked' if blocked else ''}")
     return row
 
@@ -219,7 +397,14 @@ def quorum(cluster, replicas=("replica1", "replica2"), seconds: float = 1.0, qui
     """Three configurations, each with ``replicas[1]`` stopped: one named standby (the stopped one),
     ``FIRST 2 (...)`` (both), and ``ANY 1 (...)`` (a quorum of one): commits acknowledged in
     ``seconds``."""
-    a, b = replicas
+    need_cluster(cluster)
+    if not isinstance(replicas, (list, tuple)) or len(replicas) != 2:
+        raise BadArgument(f"replicas is two replicas' names, e.g. ('replica1', 'replica2'), not {replicas!r}"[:200])
+    a, b = (need_replica(cluster, r, "replicas").name for r in replicas)
+    if a == b:
+        raise BadArgument(f"replicas names two different replicas, not {a!r} twice")
+    seconds = need_number(seconds, "seconds", lo=0.2, hi=30)
+    need_bool(quiet, "quiet")
     configs = [b, f"FIRST 2 ({a}, {b})", f"ANY 1 ({a}, {b})"]
     return pd.DataFrame([commits_while_down(cluster, c, b, seconds, quiet) for c in configs])
 
@@ -228,6 +413,7 @@ def tidy(cluster) -> "list[str]":
     """Put back what chapter 05 changes, after an interrupted run: thaw paused nodes, every replica
     back on the primary directly (no proxy), synchronous_standby_names reset, stopped replicas
     started.  What it did, one line each."""
+    need_cluster(cluster)
     done = []
     thawed = faults.resume_all(cluster)
     if thawed:
@@ -247,7 +433,4 @@ def tidy(cluster) -> "list[str]":
 
 def cost_table(*costs) -> pd.DataFrame:
     """``commit_cost`` results one under the other (one row per setup and level)."""
-    frames = [c for c in costs if isinstance(c, pd.DataFrame)]
-    if not frames:
-        raise LabError("cost_table lists what lab.sync.commit_cost(cluster) returns: pass one or more")
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(_costs(costs, "cost_table"), ignore_index=True)

@@ -39,13 +39,30 @@ import psycopg2
 
 from . import conninfo
 from .cluster import Cluster
-from .errors import LabError, NotRunning
+from .errors import BadArgument, LabError, NotRunning, need_bool, need_choice, need_int, need_number, need_str
 from .lsn import parse_lsn
 from .node import Node
 
 TABLE = "lab_writes"
 MAX_SECONDS = 600           # a writer or reader never runs longer than this
 OUTCOMES = ("acknowledged", "failed", "unknown")
+SYNCHRONOUS_COMMIT = ("off", "local", "remote_write", "on", "remote_apply")
+TARGET_SESSION_ATTRS = ("any", "read-write", "read-only", "primary", "standby", "prefer-standby")
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _need_node(node, what: str = "node") -> Node:
+    if not isinstance(node, Node):
+        raise BadArgument(f"{what} is a node, e.g. cluster.node('replica1') or cluster.primary, not {_shown(node)}")
+    return node
+
+
+def _need_run(run, what: str = "run") -> "str | None":
+    return None if run is None else need_str(run, what, example="the Writer's run_id")
 
 CREATE_TABLE = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -112,7 +129,7 @@ def node_dsn(node, **extra) -> str:
     >>> lab.workload.node_dsn(cluster.primary, connect_timeout=2)   # doctest: +SKIP
     'host=127.0.0.1 port=5432 user=admin password=... dbname=crypto_db connect_timeout=2'
     """
-    return conninfo.make(node.dsn, **extra)
+    return conninfo.make(_need_node(node).dsn, **extra)
 
 
 def multi_host_dsn(cluster, target_session_attrs: str = "read-write", nodes=None, connect_timeout: int = 2,
@@ -123,7 +140,13 @@ def multi_host_dsn(cluster, target_session_attrs: str = "read-write", nodes=None
     >>> dsn = lab.workload.multi_host_dsn(cluster)          # doctest: +SKIP
     >>> lab.workload.Writer(dsn, rate=100, duration=5)      # doctest: +SKIP
     """
-    nodes = list(nodes) if nodes is not None else cluster.nodes
+    if not isinstance(cluster, Cluster):
+        raise BadArgument(f"cluster is what lab.up() returns, not {_shown(cluster)}")
+    need_choice(target_session_attrs, "target_session_attrs", TARGET_SESSION_ATTRS)
+    need_int(connect_timeout, "connect_timeout (seconds)", lo=1, hi=3600)
+    if nodes is not None and (isinstance(nodes, (str, bytes)) or not hasattr(nodes, "__iter__")):
+        raise BadArgument(f"nodes is a list of nodes, e.g. cluster.nodes, not {_shown(nodes)}")
+    nodes = [_need_node(n, "each of nodes") for n in nodes] if nodes is not None else cluster.nodes
     if not nodes:
         raise LabError("multi_host_dsn needs at least one node")
     p = conninfo.parse(nodes[0].dsn)
@@ -139,8 +162,10 @@ def _resolve(target, cluster) -> "tuple[str, object, str]":
     if isinstance(target, Node):
         return node_dsn(target, connect_timeout=2), cluster or target._cluster, target.name
     if isinstance(target, str) and "=" in target:
+        conninfo.parse(target)  # a malformed string: a LabError now, not a failed write per row
         return target, cluster, "dsn"
-    raise LabError(f"write to a node (cluster.primary), a cluster, or a libpq connection string, not {target!r}")
+    raise BadArgument(f"write to a node (cluster.primary), a cluster, or a libpq connection string, "
+                      f"not {_shown(target)}")
 
 
 def _node_names(cluster) -> dict:
@@ -152,24 +177,23 @@ def _node_names(cluster) -> dict:
 def _bound(duration, max_rows, what: str) -> tuple:
     if duration is None and max_rows is None:
         raise LabError(f"a {what} bounds its own time: give duration= (seconds) or max_rows=")
-    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
-                                 or not 0 < duration <= MAX_SECONDS):
-        raise LabError(f"duration is in seconds, more than 0 and at most {MAX_SECONDS}, not {duration!r}")
-    if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
-        raise LabError(f"max_rows is a whole number of at least 1, not {max_rows!r}")
+    if duration is not None and (need_number(duration, "duration", lo=0, hi=MAX_SECONDS, unit="seconds") == 0):
+        raise BadArgument(f"duration is in seconds, more than 0 and at most {MAX_SECONDS}, not {duration!r}")
+    if max_rows is not None:
+        need_int(max_rows, "max_rows", lo=1, hi=10_000_000)
     return (float(duration) if duration is not None else float(MAX_SECONDS)), max_rows
 
 
 def _check_rate(rate):
     if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 100_000):
-        raise LabError(f"rate is rows per second (more than 0, at most 100000) or None for as fast as "
+        raise BadArgument(f"rate is rows per second (more than 0, at most 100000) or None for as fast as "
                        f"it can, not {rate!r}")
     return rate
 
 
 def ensure_table(node) -> None:
     """Create ``lab_writes`` on ``node`` (the primary) if it is not there."""
-    node.execute(CREATE_TABLE)
+    _need_node(node).execute(CREATE_TABLE)
 
 
 class _Loop:
@@ -212,6 +236,7 @@ class _Loop:
 
     def stop(self, timeout: float = 15):
         """Ask the loop to stop and wait for it (its connection is closed on the way out)."""
+        need_number(timeout, "timeout", lo=0, hi=3600, unit="seconds")
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -219,6 +244,8 @@ class _Loop:
 
     def wait(self, timeout: "float | None" = None):
         """Wait until the loop ends by itself (its duration or row count)."""
+        if timeout is not None:
+            need_number(timeout, "timeout", lo=0, hi=3600, unit="seconds")
         if self._thread is not None:
             self._thread.join(timeout)
         return self
@@ -265,10 +292,20 @@ class Writer(_Loop):
                  synchronous_commit: "str | None" = None, payload_bytes: int = 16,
                  retry_interval: float = 0.05, log_path=None, create_table: bool = True):
         super().__init__(duration, max_rows, rate)
+        if cluster is not None and not isinstance(cluster, Cluster):
+            raise BadArgument(f"cluster is what lab.up() returns (or None), not {_shown(cluster)}")
+        _need_run(run)
+        if synchronous_commit is not None:
+            need_choice(synchronous_commit, "synchronous_commit", SYNCHRONOUS_COMMIT)
+        need_int(payload_bytes, "payload_bytes", lo=0, hi=1_000_000)
+        need_number(retry_interval, "retry_interval", lo=0, hi=60, unit="seconds")
+        if log_path is not None and not isinstance(log_path, (str, Path)):
+            raise BadArgument(f"log_path is a file's path (or None), not {_shown(log_path)}")
+        need_bool(create_table, "create_table")
         self.dsn, self.cluster, self.target = _resolve(target, cluster)
         self.run_id = run or f"w{secrets.token_hex(3)}"
         self.synchronous_commit = synchronous_commit
-        self.payload = "x" * max(0, int(payload_bytes))
+        self.payload = "x" * payload_bytes
         self.retry_interval = float(retry_interval)
         self.log_path = Path(log_path) if log_path else None
         self._create_table = create_table
@@ -422,15 +459,30 @@ def log_frame(writes, run_id: "str | None" = None) -> pd.DataFrame:
 def read_log(path) -> pd.DataFrame:
     """A writer's JSON-lines log, as ``Writer.log()`` shows it (the run id is not in the lines:
     pass it to ``audit(..., run=)``)."""
+    if not isinstance(path, (str, Path)):
+        raise BadArgument(f"path is a writer's log file (its log_path), not {_shown(path)}")
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise LabError(f"no writer log at {path}: pass the log_path the Writer was given")
-    with open(path) as f:
-        writes = [Write(**json.loads(line)) for line in f if line.strip()]
+    try:
+        with open(path) as f:
+            writes = [Write(**json.loads(line)) for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
+        raise LabError(f"{path} is not a writer's log (JSON lines of lab.workload.Writer): "
+                       f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     return log_frame(writes)
 
 
+def _need_log(log, what: str = "log") -> pd.DataFrame:
+    if not isinstance(log, pd.DataFrame) or not {"outcome", "seq", "sent_at", "done_at", "latency_s"} <= set(log):
+        raise BadArgument(f"{what} is what a Writer's log() returns, not {type(log).__name__}")
+    return log
+
+
 def summarize(log: pd.DataFrame, reconnects: int = 0) -> pd.DataFrame:
+    """One row: writes by outcome, rows/s, latency median and p99 (ms), reconnects."""
+    _need_log(log)
+    need_int(reconnects, "reconnects", lo=0)
     counts = log["outcome"].value_counts()
     ack = log[log["outcome"] == "acknowledged"]
     span = (log["done_at"].max() - log["sent_at"].min()) if len(log) else 0.0
@@ -448,12 +500,12 @@ def _log_of(source, run: "str | None" = None) -> "tuple[pd.DataFrame, str]":
     if isinstance(source, Writer):
         log, log_run = source.log(), source.run_id
     elif isinstance(source, pd.DataFrame):
-        log, log_run = source, source.attrs.get("run")
+        log, log_run = _need_log(source, "source"), source.attrs.get("run")
     elif isinstance(source, (str, Path)):
         log, log_run = read_log(source), None
     else:
-        raise LabError(f"audit a Writer, its log() DataFrame or its log file, not {type(source).__name__}")
-    run = run or log_run
+        raise BadArgument(f"audit a Writer, its log() DataFrame or its log file, not {type(source).__name__}")
+    run = _need_run(run) or log_run
     if not run:
         raise LabError("the log does not say its run id: pass run= (the Writer's run_id)")
     return log, run
@@ -461,6 +513,8 @@ def _log_of(source, run: "str | None" = None) -> "tuple[pd.DataFrame, str]":
 
 def rows_on(node, run: str) -> set:
     """The seq numbers of run ``run`` that ``node`` shows."""
+    _need_node(node)
+    need_str(run, "run", example="the Writer's run_id")
     try:
         df = node.sql(f"SELECT seq FROM {TABLE} WHERE run = %s", (run,))
     except LabError as e:
@@ -476,6 +530,7 @@ def audit(source, node, run: "str | None" = None) -> pd.DataFrame:
 
     >>> lab.workload.audit(writer, cluster.primary)    # doctest: +SKIP
     """
+    _need_node(node)
     log, run = _log_of(source, run)
     present = rows_on(node, run)
     rows = []
@@ -492,6 +547,7 @@ def audit(source, node, run: "str | None" = None) -> pd.DataFrame:
 def lost_writes(source, node, run: "str | None" = None) -> pd.DataFrame:
     """The acknowledged writes ``node`` does not have (the writer's log rows): lost, if ``node`` is
     the primary now."""
+    _need_node(node)
     log, run = _log_of(source, run)
     present = rows_on(node, run)
     ack = log[log["outcome"] == "acknowledged"]
@@ -501,6 +557,9 @@ def lost_writes(source, node, run: "str | None" = None) -> pd.DataFrame:
 def outage(log: pd.DataFrame, after: "float | None" = None) -> "float | None":
     """The longest gap between two acknowledged writes (seconds, wall clock), optionally only gaps
     that end after the wall-clock time ``after`` (a crash): how long writes were impossible."""
+    _need_log(log)
+    if after is not None:
+        need_number(after, "after (a wall-clock time, time.time())")
     ack = log[log["outcome"] == "acknowledged"].sort_values("done_at")
     if len(ack) < 2:
         return None
@@ -537,6 +596,9 @@ class Reader(_Loop):
     def __init__(self, node, run: "str | None" = None, rate: "float | None" = 20, duration: "float | None" = 10,
                  max_rows: "int | None" = None, retry_interval: float = 0.1):
         super().__init__(duration, max_rows, rate)
+        _need_node(node)
+        _need_run(run)
+        need_number(retry_interval, "retry_interval", lo=0, hi=60, unit="seconds")
         self.node = node
         self.run_id = run
         self.retry_interval = float(retry_interval)
@@ -601,6 +663,9 @@ class Reader(_Loop):
 
 def replayed_at_least(node, lsn) -> bool:
     """Has ``node`` (a replica) replayed ``lsn``?  (A primary has everything it wrote.)"""
+    _need_node(node)
+    if parse_lsn(lsn) is None:
+        raise BadArgument("lsn is an LSN like '0/3000060', not None")
     got = node.scalar("SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END",
                       dbname="postgres")
     return got is None or parse_lsn(got) >= parse_lsn(lsn)
