@@ -7,16 +7,17 @@
 """
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from .backends import backend_class, choose_backend, make_backend
-from .errors import LabError, NotRunning, Timeout
-from .lsn import lsn_diff, parse_lsn
-from .node import Node, Role, valid_node_name
+from .backends import NAMES as BACKEND_NAMES, backend_class, choose_backend, links, make_backend
+from .errors import BadArgument, LabError, NotRunning, Timeout, need_bool, need_choice, need_number, need_str
+from .lsn import format_lsn, lsn_diff, parse_lsn
+from .node import Node, Role, need_node_name, valid_node_name
 from .services import stop_all as stop_services
 from .system import ports
 from .system.home import LabHome
@@ -54,6 +55,7 @@ class Cluster:
         return [Node(self, n) for n in names]
 
     def node(self, name: str) -> Node:
+        need_node_name(name)
         if name not in self._state["nodes"]:
             raise LabError(f"no node {name!r} in this cluster: nodes are {', '.join(self._state['nodes'])}")
         return Node(self, name)
@@ -131,21 +133,69 @@ class Cluster:
                 raise LabError(f"{name} is not a replica (it is {spec['role']}): only a replica can be promoted")
             if not self.backend.pid(spec):
                 raise NotRunning(f"{name} is stopped: start it before promoting it")
-            self.backend.promote(spec)
-            self._wait_writable(name)
-            # a primary keeps no standby settings: a base backup (or pg_rewind) of it would copy
-            # them, and a replica made from it would ask for this node's old slot
-            node = Node(self, name)
-            node.execute("ALTER SYSTEM RESET primary_conninfo", dbname="postgres")
-            node.execute("ALTER SYSTEM RESET primary_slot_name", dbname="postgres")
-            node.execute("SELECT pg_reload_conf()", dbname="postgres")
             old = self._state["primary"]
-            if old != name:
-                self._state["nodes"][old]["role"] = Role.FORMER_PRIMARY.value
-            spec["role"] = Role.PRIMARY.value
-            self._state["primary"] = name
-            self._save()
-            self._follow_primary()
+            try:
+                self.backend.promote(spec)
+                self._wait_writable(name)
+                self._record_promotion(name, old)
+                self._drop_standby_settings(name)
+                self._follow_primary()
+            except BaseException:
+                # the server may be promoted although a step raised: the lab's records follow what
+                # the servers are, and what can still be done is done, before the error goes on
+                self._settle_promotion(name, old)
+                raise
+
+    def _record_promotion(self, name: str, old: str) -> None:
+        if old != name and old in self._state["nodes"]:
+            self._state["nodes"][old]["role"] = Role.FORMER_PRIMARY.value
+        self._state["nodes"][name]["role"] = Role.PRIMARY.value
+        self._state["primary"] = name
+        self._save()
+
+    def _drop_standby_settings(self, name: str) -> None:
+        """A primary keeps no standby settings: a base backup (or pg_rewind) of it would copy them,
+        and a replica made from it would ask for this node's old slot."""
+        node = Node(self, name)
+        node.execute("ALTER SYSTEM RESET primary_conninfo", dbname="postgres")
+        node.execute("ALTER SYSTEM RESET primary_slot_name", dbname="postgres")
+        node.execute("SELECT pg_reload_conf()", dbname="postgres")
+
+    def _settle_promotion(self, name: str, old: str) -> None:
+        """After a promotion that raised half-way: if ``name`` left recovery, record it as the primary
+        (``old`` as a former primary) and finish what can be finished; the caller re-raises."""
+        try:
+            if self._state["primary"] != name:
+                if not self._left_recovery(name):
+                    return
+                self._record_promotion(name, old)
+        except Exception:  # noqa: BLE001 (the original error is the one to raise)
+            return
+        for step in (lambda: self._drop_standby_settings(name), self._follow_primary):
+            try:
+                step()
+            except Exception:  # noqa: BLE001 (up() finishes it later; the original error goes on)
+                pass
+
+    def _left_recovery(self, name: str) -> bool:
+        """Has this node's server left recovery (or is it leaving it: its control file says "in
+        production" a moment before its sessions do)?"""
+        node = Node(self, name)
+        if not node.is_running:
+            return False
+        try:
+            if node.scalar("SELECT pg_is_in_recovery()", dbname="postgres") is False:
+                return True
+            control = node.tool("pg_controldata", node.pgdata, check=False).stdout
+        except LabError:
+            return False
+        if "in production" not in control:
+            return False
+        try:
+            self._wait_writable(name)
+        except LabError:
+            return False
+        return True
 
     def _wait_writable(self, name: str, timeout: float = 30) -> None:
         """Until a promoted node accepts writes (its control file says "in production" a moment
@@ -170,14 +220,18 @@ class Cluster:
         the fork switches to the new timeline by itself (recovery_target_timeline = 'latest'); one
         that had (it received WAL the new primary never got) is rewound at its next start."""
         primary = self.primary
-        for r in self.replicas:
+        failure = None
+        for r in self.replicas:  # each one, even if one before it failed (the first failure is raised)
             if r.name == primary.name:
                 continue
-            if primary.is_running:
-                primary.execute("SELECT pg_create_physical_replication_slot(%s) WHERE NOT EXISTS "
-                                "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
-                                (r.name, r.name), dbname="postgres")
-            self.backend.follow(r.spec, primary.spec)
+            try:
+                if primary.is_running:
+                    self._ensure_slot(r.name)
+                self.backend.follow(r.spec, primary.spec)
+            except Exception as e:  # noqa: BLE001 (re-raised below)
+                failure = failure or e
+        if failure is not None:
+            raise failure
 
     def rejoin(self, name: str, quiet: bool = True) -> Node:
         """Make a former primary (or any node off the current timeline) a replica of the current
@@ -191,6 +245,8 @@ class Cluster:
 
         >>> cluster.rejoin("primary")          # doctest: +SKIP
         """
+        need_node_name(name)
+        need_bool(quiet, "quiet")
         t0 = time.monotonic()
         with self.home.locked():
             self._reload()
@@ -222,6 +278,9 @@ class Cluster:
 
         >>> cluster.switchover("replica1")     # doctest: +SKIP
         """
+        need_node_name(name)
+        timeout = need_number(timeout, "timeout", lo=0, unit="seconds")
+        need_bool(quiet, "quiet")
         t0 = time.monotonic()
         with self.home.locked():
             self._reload()
@@ -254,6 +313,7 @@ class Cluster:
 
     def start(self, quiet: bool = True) -> "Cluster":
         """Start every stopped node (the primary first); data is kept."""
+        need_bool(quiet, "quiet")
         with self.home.locked():
             self._reload()
             for n in self.nodes:
@@ -265,6 +325,8 @@ class Cluster:
 
     def down(self, wipe: bool = False, timeout: float = 30) -> None:
         """Stop every server (data kept, like ``docker compose down``); ``wipe=True`` also removes the data."""
+        need_bool(wipe, "wipe")
+        timeout = need_number(timeout, "timeout", lo=0, hi=3600, unit="seconds")
         with self.home.locked():
             self._reload()
             specs = list(self._state["nodes"].values())
@@ -286,7 +348,18 @@ class Cluster:
 
         ``from_backup``: a base backup you took yourself (``pg_basebackup -R``) becomes the
         replica's data directory instead (it is moved, not copied; local backend).
+
+        A ``name`` that is already a replica of this cluster gives that replica back (started if it
+        was stopped), with one line saying so: a cell that adds a named replica can run again.
         """
+        if name is not None:
+            need_str(name, "name", example="'replica3'")
+            if not valid_node_name(name):
+                raise BadArgument(f"bad replica name {name!r:.60}: use lowercase letters, digits and '_', "
+                                  "starting with a letter (e.g. 'replica3')")
+        need_bool(quiet, "quiet")
+        if from_backup is not None and not isinstance(from_backup, (str, os.PathLike)):
+            raise BadArgument(f"from_backup is the directory of a base backup (a path), not {from_backup!r:.60}")
         with self.home.locked():
             self._reload()
             if name is None:
@@ -294,12 +367,10 @@ class Cluster:
                 while f"replica{i}" in self._state["nodes"]:
                     i += 1
                 name = f"replica{i}"
-            if not valid_node_name(name):
-                raise LabError(f"bad replica name {name!r}: use lowercase letters, digits and '_' (e.g. 'replica3')")
             if name in self._state["nodes"]:
-                raise LabError(f"{name} already exists: pick another name or remove_replica({name!r}) first")
+                return self._existing_replica(name, from_backup)
             limit = min(MAX_REPLICAS, self.backend.max_replicas)
-            if len(self.replicas) >= limit:
+            if len(self._state["nodes"]) - 1 >= limit:  # every node but the primary (a former primary too)
                 raise LabError(f"this cluster runs at most {limit} replicas ({self.backend_name} backend): "
                                "remove one first")
             if not self.primary.is_running:
@@ -322,8 +393,29 @@ class Cluster:
                         f"({time.monotonic() - t0:.1f} s)")
             return Node(self, name)
 
+    def _existing_replica(self, name: str, from_backup) -> Node:
+        """add_replica(name) for a name this cluster has: that replica, as it is (started if stopped)."""
+        node = Node(self, name)
+        if name == self._state["primary"]:
+            raise LabError(f"{name} is this cluster's primary: give the new replica another name, "
+                           "e.g. cluster.add_replica('replica3')")
+        if node.role != Role.REPLICA:
+            raise LabError(f"{name} exists already, as a {node.role}: cluster.rejoin({name!r}) makes it a replica "
+                           "again, or give the new replica another name")
+        started = ""
+        if not node.is_running:
+            node.start()
+            started = ", started"
+        unused = ""
+        if from_backup is not None and Path(from_backup).exists():
+            unused = f"; the backup in {from_backup} was not used"
+        print(f"{name}: exists already, a replica of {self.primary.name} (nothing added{started}){unused}",
+              flush=True)
+        return node
+
     def remove_replica(self, name: str) -> None:
         """Stop a replica, remove its data and drop its replication slot on the primary."""
+        need_node_name(name)
         with self.home.locked():
             self._reload()
             node = self.node(name)
@@ -341,6 +433,12 @@ class Cluster:
         del self._state["nodes"][name]
         self._save()
 
+    def _ensure_slot(self, slot: str) -> None:
+        """The replica's physical slot on the primary (created if missing)."""
+        self.primary.execute("SELECT pg_create_physical_replication_slot(%s) WHERE NOT EXISTS "
+                             "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
+                             (slot, slot), dbname="postgres")
+
     def _drop_slot(self, slot: str, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
         while True:
@@ -353,10 +451,140 @@ class Cluster:
                     raise
                 time.sleep(0.05)
 
+    # --- the standard layout (lab.up on an existing cluster) ---------------------------------
+    def _sync_roles(self) -> list:
+        """Record each running node's role as its server says (``pg_is_in_recovery()``): in recovery
+        is a replica; out of it, the primary (the recorded one, or the only node out of recovery if
+        the recorded one is not) or else a former primary.  One line per change."""
+        live = {}
+        for n in self.nodes:
+            if n.is_running:
+                try:
+                    live[n.name] = n.scalar("SELECT pg_is_in_recovery()", dbname="postgres")
+                except LabError:
+                    pass  # not answering: its record stays
+        said = []
+        writers = [n for n, rec in live.items() if rec is False]
+        old = self._state["primary"]
+        if old not in writers and len(writers) == 1:
+            new = writers[0]
+            said.append(f"{new}: its server is a primary (promoted outside the lab?): recorded as the primary, "
+                        f"{old} as a former primary")
+            self._state["nodes"][old]["role"] = Role.FORMER_PRIMARY.value
+            self._state["nodes"][new]["role"] = Role.PRIMARY.value
+            self._state["primary"] = new
+        primary = self._state["primary"]
+        for name, in_recovery in live.items():
+            if name == primary and in_recovery and not writers:
+                continue  # no server writes at all: the recorded primary stays the one to fix
+            spec = self._state["nodes"][name]
+            role = (Role.REPLICA if in_recovery else Role.PRIMARY if name == primary else Role.FORMER_PRIMARY).value
+            if spec["role"] != role:
+                said.append(f"{name}: recorded as {spec['role']} but its server is "
+                            f"{'in recovery' if in_recovery else 'a primary'}: now recorded as {role}")
+                spec["role"] = role
+        if said:
+            self._save()
+        return said
+
+    def _reset_sync(self, say) -> None:
+        """ALTER SYSTEM RESET synchronous_standby_names on the primary if it was set there (a
+        chapter's leftover): with a synchronous standby stopped, every COMMIT would wait."""
+        p = self.primary
+        if not p.is_running:
+            return
+        left = p.scalar("SELECT setting FROM pg_file_settings WHERE name = 'synchronous_standby_names' "
+                        "AND sourcefile LIKE '%postgresql.auto.conf' ORDER BY seqno DESC LIMIT 1", dbname="postgres")
+        if not left:
+            return
+        p.set(synchronous_standby_names=None)
+        say(f"{p.name}: synchronous_standby_names was {left!r}: reset (commits wait for no standby)")
+
+    def _restore_layout(self, replicas: int, say) -> None:
+        """What lab.up() does to an existing cluster, each change said in one line through ``say``:
+        every node thawed and started, roles as the servers say, a former primary (or a replica that
+        cannot follow) rejoined, the node called ``primary`` the primary again, at least ``replicas``
+        nodes besides the primary, no replica routed through a proxy of an earlier kernel,
+        synchronous_standby_names reset."""
+        with self.home.locked():
+            self._reload()
+            for n in self.nodes:
+                if self.backend.is_paused(n.spec):
+                    self.backend.resume(n.spec)
+                    say(f"{n.name}: resumed (it was paused)")
+            for line in self._sync_roles():
+                say(line)
+            primary = self.primary
+            if not primary.is_running:
+                t0 = time.monotonic()
+                primary.start()
+                say(f"{primary.name}: started, the primary, on 127.0.0.1:{primary.port} "
+                    f"({time.monotonic() - t0:.1f} s)")
+            self._reset_sync(say)  # before anything waits on a commit there
+            for n in self.nodes:
+                if n.role == Role.REPLICA and not n.is_running:
+                    t0 = time.monotonic()
+                    try:
+                        n.start()
+                    except LabError:
+                        continue  # rejoined below
+                    say(f"{n.name}: started, a replica, on 127.0.0.1:{n.port} ({time.monotonic() - t0:.1f} s)")
+            direct = self.backend.primary_address()
+            for r in self.replicas:
+                if not r.is_running or self._linked(r):
+                    continue
+                where = self.backend.upstream(r.spec)
+                if where is not None and (str(where[0]), int(where[1])) != (str(direct[0]), int(direct[1])):
+                    self._ensure_slot(r.name)
+                    self.backend.retarget(r.spec, *direct)
+                    say(f"{r.name}: pointed at {where[0]}:{where[1]} (a proxy of an earlier kernel, or an old "
+                        f"primary), not at the primary: streams from {self.primary.name} directly again")
+            for n in self.nodes:
+                if n.name == self._state["primary"] or self._linked(n):
+                    continue
+                if n.role == Role.REPLICA and n.is_running and self._streams(n):
+                    continue
+                why = ("a former primary" if n.role != Role.REPLICA
+                       else "a replica that did not stream from the primary")
+                t0 = time.monotonic()
+                self.rejoin(n.name)
+                say(f"{n.name}: {why}, rewound (pg_rewind) and streaming from {self.primary.name} "
+                    f"({time.monotonic() - t0:.1f} s)")
+            if self._state["primary"] != "primary" and "primary" in self._state["nodes"] \
+                    and self.node("primary").role == Role.REPLICA:
+                t0, was = time.monotonic(), self._state["primary"]
+                self.switchover("primary")
+                say(f"primary: the primary again (a switchover from {was}, now its replica; "
+                    f"{time.monotonic() - t0:.1f} s)")
+            for _ in range(replicas - (len(self._state["nodes"]) - 1)):
+                t0 = time.monotonic()
+                r = self.add_replica()
+                say(f"{r.name}: added, streaming from {self.primary.name} on 127.0.0.1:{r.port} "
+                    f"({time.monotonic() - t0:.1f} s)")
+            self._reset_sync(say)  # a switchover may have changed the primary
+            self.wait_streaming()
+
+    def _linked(self, node: Node) -> bool:
+        """Is this replica's link to the primary this process's on purpose (a proxy, a cut)?"""
+        return links.link(self.backend.owner, node.name) is not None or self.backend.is_cut(node.spec)
+
+    def _streams(self, node: Node, timeout: float = 10) -> bool:
+        try:
+            self.wait_streaming(timeout=timeout, names=[node.name])
+        except LabError:
+            return False
+        return True
+
     # --- observing ---------------------------------------------------------------------
     def wait_streaming(self, timeout: float = 30, names=None) -> None:
         """Wait until every running replica (or those named) streams from the primary."""
-        names = names if names is not None else [r.name for r in self.replicas if r.is_running]
+        timeout = need_number(timeout, "timeout", lo=0, unit="seconds")
+        if names is not None:
+            if isinstance(names, str) or not isinstance(names, (list, tuple, set)):
+                raise BadArgument(f"names is a list of node names, e.g. ['replica1'], not {names!r:.60}")
+            for n in names:
+                self.node(n)
+        names = list(names) if names is not None else [r.name for r in self.replicas if r.is_running]
         want = {self._state["nodes"][n].get("app_name", n) for n in names}
         if not want:
             return
@@ -378,7 +606,18 @@ class Cluster:
 
         Returns the LSN waited for.
         """
-        target = lsn or self.primary.scalar("SELECT pg_current_wal_lsn()", dbname="postgres")
+        if lsn is not None:
+            if isinstance(lsn, bool) or not isinstance(lsn, (str, int)):
+                raise BadArgument(f"lsn is an LSN like '0/3000060' (or None: the primary's current one), not {lsn!r:.60}")
+            try:
+                value = parse_lsn(lsn)
+            except ValueError:
+                value = -1
+            if not 0 <= value < 1 << 64:
+                raise BadArgument(f"lsn is an LSN like '0/3000060' (two hex numbers), not {lsn!r:.60}")
+            lsn = format_lsn(value) if isinstance(lsn, int) else lsn
+        timeout = need_number(timeout, "timeout", lo=0, unit="seconds")
+        target = lsn if lsn is not None else self.primary.scalar("SELECT pg_current_wal_lsn()", dbname="postgres")
         target_i = parse_lsn(target)
         deadline = time.monotonic() + timeout
         pending = [r for r in self.replicas if r.is_running]
@@ -452,13 +691,20 @@ class Cluster:
 # --- module-level entry points ---------------------------------------------------------
 def _check_replicas(replicas) -> int:
     if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= MAX_REPLICAS:
-        raise LabError(f"replicas must be a whole number from 0 to {MAX_REPLICAS}, not {replicas!r}")
+        raise BadArgument(f"replicas must be a whole number from 0 to {MAX_REPLICAS}, not {replicas!r:.60}")
     return replicas
+
+
+def _check_home(home):
+    if home is not None and (not isinstance(home, (str, os.PathLike)) or not str(os.fspath(home)).strip()
+                             or "\0" in str(os.fspath(home))):
+        raise BadArgument(f"home is the lab home's directory (a path), or None for the default, not {home!r:.60}")
+    return home
 
 
 def attach(home=None) -> Cluster:
     """Re-attach to this lab home's cluster (running or not) without starting anything."""
-    h = LabHome(home)
+    h = LabHome(_check_home(home))
     state = h.load()
     if state is None:
         raise LabError(f"no cluster in {h.path}: create one with lab.up()")
@@ -466,15 +712,26 @@ def attach(home=None) -> Cluster:
 
 
 def up(replicas: int = 1, home=None, quiet: bool = False, backend: "str | None" = None) -> Cluster:
-    """Bring the cluster up: re-attach if it runs, start it if stopped, create it otherwise.
+    """Bring the cluster up in the layout a chapter expects: create it if there is none, else
+    re-attach to it (a restarted kernel, a second notebook) and put back the standard layout,
+    saying in one line each what it changed:
 
-    Safe to call again (a restarted kernel, a second notebook): it never loses data.
-    Asking for more replicas than the cluster has adds them; it never removes any.
-    ``backend``: "local" (server processes) or "compose" (Docker containers); by default
-    ``LAB_BACKEND``, else compose where a Docker daemon answers, else local.  An existing
-    cluster keeps the backend it was made with.
+    - every node started (a paused one resumed); roles recorded as the servers say;
+    - a former primary rejoined as a replica (``rejoin``, pg_rewind), and the node called
+      ``primary`` the primary again (``switchover`` back, after a failover);
+    - at least ``replicas`` replicas: nodes besides the primary, whatever their names; missing ones
+      are added, none is ever removed (no data loss);
+    - no replica routed through a proxy left by an earlier kernel; synchronous_standby_names reset.
+
+    Quiet when nothing needed changing (one line: re-attached / started).  ``backend``: "local"
+    (server processes) or "compose" (Docker containers); by default ``LAB_BACKEND``, else compose
+    where a Docker daemon answers, else local.  An existing cluster keeps the backend it was made with.
     """
     _check_replicas(replicas)
+    _check_home(home)
+    need_bool(quiet, "quiet")
+    if backend is not None:
+        need_choice(backend, "backend", BACKEND_NAMES)
     h = LabHome(home)
     h.ensure()
     with h.locked():
@@ -492,10 +749,7 @@ def up(replicas: int = 1, home=None, quiet: bool = False, backend: "str | None" 
                            f"not {backend}: use it as it is, or lab.down(wipe=True) first")
         cluster = Cluster(h, state)
         was_running = all(n.is_running for n in cluster.nodes if n.role != Role.FORMER_PRIMARY)
-        cluster.start(quiet)
-        for _ in range(replicas - len(cluster.replicas)):
-            cluster.add_replica(quiet=quiet)
-        cluster.wait_streaming()
+        cluster._restore_layout(replicas, lambda line: _say(quiet, line))
         _say(quiet, ("re-attached to the running cluster" if was_running else "cluster started, data intact")
              + f" in {h.path}: " + ", ".join(f"{n.name} :{n.port}" for n in cluster.nodes))
         return cluster
@@ -572,7 +826,8 @@ def _remove_quietly(backend, spec) -> None:
 
 def down(wipe: bool = False, home=None) -> None:
     """Stop this lab home's cluster if there is one (``wipe=True``: also remove its data)."""
-    h = LabHome(home)
+    need_bool(wipe, "wipe")
+    h = LabHome(_check_home(home))
     if h.load() is None:
         stop_services(h, wipe=wipe)
         ports.release_all(h.owner)

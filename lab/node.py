@@ -8,8 +8,11 @@
 from __future__ import annotations
 
 import enum
+import math
+import os
 import re
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -19,7 +22,8 @@ import psycopg2.extensions
 from psycopg2 import sql as pgsql
 
 from . import conninfo
-from .errors import LabError, NotRunning, ReadOnlyError, SQLError, Text  # noqa: F401 (Text: lab.node.Text)
+from .errors import (BadArgument, LabError, NotRunning, ReadOnlyError, SQLError, Text,  # noqa: F401 (Text: lab.node.Text)
+                     need_bool, need_int, need_number, need_str)
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -101,7 +105,15 @@ class Node:
 
     # --- SQL ----------------------------------------------------------------------------
     def connect(self, dbname=None, autocommit=True, connect_timeout=5, **kwargs):
-        """A psycopg2 connection to this node (autocommit by default).  Close it when done."""
+        """A psycopg2 connection to this node (autocommit by default).  Close it when done.
+        ``kwargs``: more libpq connection parameters (``options="-c work_mem=8MB"``)."""
+        dbname = _need_dbname(dbname)
+        need_bool(autocommit, "autocommit")
+        need_int(connect_timeout, "connect_timeout (seconds)", lo=1, hi=3600)
+        taken = sorted(set(kwargs) & {"host", "port", "user", "password", "dbname", "application_name",
+                                      "connection_factory", "cursor_factory", "dsn"})
+        if taken:
+            raise BadArgument(f"connect() sets {', '.join(taken)} itself: pass other libpq parameters only")
         try:
             conn = psycopg2.connect(**self._params(dbname), connect_timeout=connect_timeout,
                                     application_name="lab", **kwargs)
@@ -110,6 +122,9 @@ class Node:
                 raise NotRunning(f"{self.name} is stopped: start it with cluster.node({self.name!r}).start()") from None
             first = str(e).strip().splitlines()[0] if str(e).strip() else "connection failed"
             raise NotRunning(f"{self.name} ({HOST}:{self.port}) refused the connection: {first}") from None
+        except (psycopg2.Error, TypeError, ValueError) as e:  # an unknown or malformed libpq parameter
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BadArgument(f"{self.name}: cannot connect with {sorted(kwargs)}: {first}") from None
         conn.autocommit = autocommit
         return conn
 
@@ -123,8 +138,8 @@ class Node:
         return SQLError(f"{self.name}: {first}", node=self.name, sqlstate=e.pgcode)
 
     def _run(self, query, params, dbname, fetch):
-        if isinstance(query, str) and not query.strip():
-            raise LabError("empty query: pass the SQL to run as a string")
+        _need_query(query, params)
+        dbname = _need_dbname(dbname)
         conn = self.connect(dbname)
         try:
             with conn.cursor() as cur:
@@ -132,6 +147,8 @@ class Node:
                     cur.execute(query, params)
                 except psycopg2.Error as e:
                     raise self._error(e, query) from None
+                except (IndexError, KeyError, TypeError, ValueError) as e:  # psycopg2 merging the parameters
+                    raise _bad_params(e, params) from None
                 return fetch(cur)
         finally:
             conn.close()
@@ -163,8 +180,8 @@ class Node:
 
         >>> cluster.primary.settings("wal_keep_size", "max_slot_wal_keep_size")   # doctest: +SKIP
         """
-        if not names or not all(isinstance(n, str) and n for n in names):
-            raise LabError("name the settings to read, e.g. node.settings('wal_keep_size')")
+        if not names or not all(isinstance(n, str) and n.strip() for n in names):
+            raise BadArgument("name the settings to read as strings, e.g. node.settings('wal_keep_size')")
         return self.sql("SELECT name, setting, unit, current_setting(name) AS value, source, "
                         "coalesce(sourcefile LIKE '%%postgresql.auto.conf', false) AS set_by_alter_system "
                         "FROM pg_settings WHERE name = ANY(%s) ORDER BY name", (list(names),), dbname="postgres")
@@ -176,7 +193,12 @@ class Node:
         >>> cluster.primary.set(wal_keep_size="256MB", log_checkpoints=True)  # doctest: +SKIP
         """
         if not settings:
-            raise LabError("name at least one setting, e.g. node.set(work_mem='8MB')")
+            raise BadArgument("name at least one setting, e.g. node.set(work_mem='8MB')")
+        for name, value in settings.items():
+            if value is not None and (not isinstance(value, (str, int, float)) or
+                                      (isinstance(value, float) and not math.isfinite(value))):
+                raise BadArgument(f"{name} is set to a string, a number, True/False, or None (its default), "
+                                  f"not {value!r:.60}")
         known = set(self.sql("SELECT name FROM pg_settings")["name"])
         unknown = [k for k in settings if k not in known]
         if unknown:
@@ -220,6 +242,7 @@ class Node:
 
     def stop(self, timeout: float = 30) -> "Node":
         """Fast shutdown (like ``pg_ctl stop -m fast``); SIGKILL after ``timeout`` seconds."""
+        timeout = need_number(timeout, "timeout", lo=0, hi=3600, unit="seconds")
         self._cluster._stop_node(self.name, timeout)
         return self
 
@@ -229,15 +252,19 @@ class Node:
 
     def kill(self) -> "Node":
         """SIGKILL the postmaster: a crash, for experiments.  ``start()`` recovers it."""
-        self._cluster.backend.kill(self.spec)
+        if self._cluster.backend.kill(self.spec) is None:
+            raise NotRunning(f"{self.name} is stopped already: nothing to kill; start it with "
+                             f"cluster.node({self.name!r}).start()")
         return self
 
     def pause(self, max_seconds: float = MAX_PAUSE_SECONDS) -> str:
         """Freeze this node (SIGSTOP of its processes / ``docker pause``): frozen, not stopped, its
         port still accepts TCP connections but nothing answers.  Locally a watchdog resumes it after
         ``max_seconds`` even if this kernel dies.  Returns a one-line account."""
-        if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or not 0 < max_seconds <= 3600:
-            raise LabError(f"max_seconds is how long the node may stay frozen, 0 to 3600 s, not {max_seconds!r}")
+        if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) \
+                or not 0 < max_seconds <= 3600:  # NaN fails the range test too
+            raise BadArgument(f"max_seconds is how long the node may stay frozen, more than 0 and at most "
+                              f"3600 s, not {max_seconds!r:.60}")
         if not self.is_running:
             raise NotRunning(f"{self.name} is stopped: start it before pausing it")
         backend = self._cluster.backend
@@ -267,10 +294,25 @@ class Node:
 
         >>> cluster.primary.tool("pg_controldata", cluster.primary.pgdata).stdout   # doctest: +SKIP
         """
+        if not args or not all(isinstance(a, (str, os.PathLike, int)) and not isinstance(a, bool) for a in args):
+            raise BadArgument("tool() takes the command and its arguments as strings, e.g. "
+                              "node.tool('pg_controldata', node.pgdata)")
+        if any("\0" in str(a) for a in args):
+            raise BadArgument("an argument of tool() holds a NUL character")
+        need_bool(check, "check")
+        timeout = need_number(timeout, "timeout", lo=0.001, hi=86400, unit="seconds")
+        if env is not None and (not isinstance(env, Mapping) or not all(
+                isinstance(k, str) and k and "=" not in k and "\0" not in k and isinstance(v, str) and "\0" not in v
+                for k, v in env.items())):
+            raise BadArgument(f"env is a dict of environment variables (str: str), e.g. {{'PGPASSWORD': '...'}}, "
+                              f"not {env!r:.60}")
         return self._cluster.backend.tool(self.spec, args, check=check, timeout=timeout, env=env)
 
     def logs(self, tail: int = 50) -> Text:
         """The last ``tail`` lines of this node's server log."""
+        tail = need_int(tail, "tail (how many of the last lines)", lo=0)
+        if tail == 0:
+            return Text("")
         return Text(self._cluster.backend.logs(self.spec, tail))
 
 
@@ -278,4 +320,45 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 
 
 def valid_node_name(name: str) -> bool:
-    return bool(_NAME_RE.match(name or ""))
+    return isinstance(name, str) and bool(_NAME_RE.match(name))
+
+
+def need_node_name(name, what: str = "name") -> str:
+    """``name`` if it is a string; BadArgument otherwise (whether such a node exists is the caller's to say)."""
+    return need_str(name, what, example="'replica1'")
+
+
+def _need_dbname(dbname) -> "str | None":
+    if dbname is None:
+        return None
+    need_str(dbname, "dbname", example="'postgres'")
+    if "\0" in dbname:
+        raise BadArgument("dbname holds a NUL character")
+    return dbname
+
+
+def _need_query(query, params) -> None:
+    """The query is SQL text (or a psycopg2.sql object); params a tuple/list for %s, a dict for %(name)s."""
+    if isinstance(query, pgsql.Composable):
+        pass
+    elif not isinstance(query, str):
+        raise BadArgument(f"the query is SQL as a string, e.g. \"SELECT 1\", not {query!r:.60}")
+    elif not query.strip():
+        raise BadArgument("empty query: pass the SQL to run as a string")
+    elif "\0" in query:
+        raise BadArgument("the query holds a NUL character, which PostgreSQL does not accept")
+    if params is not None and (isinstance(params, (str, bytes)) or not isinstance(params, (tuple, list, Mapping))):
+        raise BadArgument(f"params is a tuple or list (for %s placeholders) or a dict (for %(name)s), "
+                          f"e.g. ('x',) — not {params!r:.60}")
+
+
+def _bad_params(e: Exception, params) -> BadArgument:
+    """psycopg2's IndexError/KeyError/TypeError/ValueError while merging ``params`` into the query."""
+    if isinstance(e, KeyError):
+        why = f"no value for the placeholder %({e.args[0]})s" if e.args else "a named placeholder has no value"
+    elif isinstance(e, IndexError):
+        why = "fewer values than %s placeholders"
+    else:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return BadArgument(f"the query's placeholders do not match params ({why}): one %s per value of a tuple, "
+                       "%(name)s per key of a dict, and %% for a literal %")

@@ -140,6 +140,10 @@ class Backend(AppHost, Protocol):
     def follow(self, spec: dict, primary_spec: dict) -> None:
         """After a promotion: make the replica stream from ``primary_spec``, now and after a restart."""
 
+    def upstream(self, spec: dict) -> "tuple[str, int] | None":
+        """Where the replica's ``primary_conninfo`` points: (host, port) as the replica sees it, to
+        compare with ``primary_address()`` (a proxy's address differs); None if it cannot be read."""
+
     # --- faults -----------------------------------------------------------------------
     def pause(self, spec: dict, max_seconds: float) -> str:
         """Freeze a running node's server; it thaws by itself after ``max_seconds`` where the backend

@@ -291,6 +291,17 @@ class ComposeBackend(ComposeApps):
         finally:
             conn.close()
 
+    def upstream(self, spec) -> "tuple[str, int] | None":
+        """host and port of the running replica's ``primary_conninfo`` (SHOW: as its server uses it)."""
+        if not self.pid(spec):
+            return None
+        try:
+            info = conninfo.parse(query(self.state, spec, "SHOW primary_conninfo")[0] or "")
+            host = info.get("host") or info.get("hostaddr")
+            return (host, int(info.get("port") or 5432)) if host else None
+        except (psycopg2.Error, LabError, ValueError):
+            return None
+
     def _conninfo_host(self, spec) -> "str | None":
         info = query(self.state, spec, "SHOW primary_conninfo")[0] or ""
         return conninfo.parse(info).get("host")
@@ -367,7 +378,7 @@ class ComposeBackend(ComposeApps):
             primary = self.state["nodes"][self.state["primary"]]
             host = self._conninfo_host(spec)
             if host in SERVICES.values() and host != primary["service"]:
-                self._point_at(spec, primary["service"])
+                self._point_at(spec, primary["service"], 5432)
         return pid
 
     def wait_ready(self, spec, timeout: "float | None" = None) -> int:
@@ -406,6 +417,9 @@ class ComposeBackend(ComposeApps):
 
     def kill(self, spec) -> "int | None":
         c = self.container(spec)
+        if c is not None and c.status == "paused":  # thawed first, as on the local backend
+            c.unpause()
+            c.reload()
         if c is None or c.status != "running":
             return None
         pid = self.pid(spec)
@@ -417,12 +431,23 @@ class ComposeBackend(ComposeApps):
         c = self.container(spec)
         if c is None or c.status != "running":
             raise NotRunning(f"{spec['name']} is stopped: start it before promoting it")
-        code, out = c.exec_run(["pg_ctl", "promote", "-D", PGDATA, "-w", "-t", str(int(timeout)), "-s"],
-                               user="postgres")
+        import docker.errors  # lazy: the docker SDK (see _client)
+        # pg_ctl writes the promote file as the server user (nothing is done to it after the signal,
+        # so the server may consume it at once); -w waits for "in production" in the control file.
+        # Whatever raises after the signal, Cluster._promote records what the server then is.
+        try:
+            code, out = c.exec_run(["pg_ctl", "promote", "-D", PGDATA, "-w", "-t", str(max(1, int(timeout))), "-s"],
+                                   user="postgres")
+        except docker.errors.APIError as e:
+            raise LabError(f"pg_ctl promote could not run in {spec['container']}: {e.explanation or e}") from None
         if code != 0:
-            raise LabError(f"pg_ctl promote failed on {spec['container']}: {out.decode().strip()}")
+            raise LabError(f"pg_ctl promote failed on {spec['container']}: {out.decode(errors='replace').strip()}")
         # restarted, this container runs its data as the primary it now is
-        self._write_role(spec, self._role_text(dict(spec, role="primary")))
+        try:
+            self._write_role(spec, self._role_text(dict(spec, role="primary")))
+        except docker.errors.APIError as e:
+            raise LabError(f"{spec['name']} is promoted, but its role file could not be written "
+                           f"({e.explanation or e}): start it with the lab, not by hand, until it is") from None
 
     def adopt(self, spec, backup) -> None:
         """Make a base backup on the host (``lab.backups`` copies one out of the primary's

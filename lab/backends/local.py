@@ -51,6 +51,8 @@ def postmaster_pid(pgdata) -> "int | None":
 
 
 def tail(path, n: int = 20) -> str:
+    if n <= 0:
+        return ""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -402,6 +404,18 @@ class LocalBackend(LocalApps):
         """After a promotion: stream from the new primary (``primary_conninfo`` retargeted, reloaded)."""
         self.retarget(spec, "127.0.0.1", primary_spec["port"])
 
+    def upstream(self, spec) -> "tuple[str, int] | None":
+        """host and port of the ``primary_conninfo`` in the replica's postgresql.auto.conf."""
+        try:
+            info = primary_conninfo((Path(spec["pgdata"]) / "postgresql.auto.conf").read_text())
+        except (OSError, ValueError):
+            return None
+        host = (info or {}).get("host") or (info or {}).get("hostaddr")
+        try:
+            return (host, int(info.get("port") or 5432)) if host else None
+        except ValueError:
+            return None
+
     def start(self, spec, state=None, primary_spec=None) -> int:
         pid = self.pid(spec)
         if pid:
@@ -570,10 +584,23 @@ class LocalBackend(LocalApps):
             raise LabError(f"{spec['name']} is not running: start it before promoting it")
         if not (pgdata / "standby.signal").exists():
             raise LabError(f"{spec['name']} is not in standby mode (no standby.signal): nothing to promote")
+        # The file appears complete and owned by the server user in one step (a rename): a standby
+        # whose primary is gone signals its own postmaster every few hundred ms, and the server
+        # consumes a ``promote`` file as soon as it sees one, so nothing is done to it afterwards.
         trigger = pgdata / "promote"
-        trigger.touch(mode=0o600)
-        self.user.chown(trigger, recursive=False)
-        os.kill(pid, signal.SIGUSR1)
+        tmp = pgdata / f".promote.{os.getpid()}.{secrets.token_hex(4)}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            self.user.chown(tmp, recursive=False)
+            os.rename(tmp, trigger)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            raise LabError(f"{spec['name']} stopped while being promoted; last log lines:\n"
+                           f"{tail(spec['log'], 8)}") from None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if control_state(pgdata) == DB_IN_PRODUCTION:
