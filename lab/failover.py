@@ -30,9 +30,10 @@ import psycopg2
 from matplotlib.figure import Figure
 
 from . import faults, plots, proxy, sync, workload  # noqa: F401 (plots: Figures show as pictures)
-from .errors import LabError, NotRunning, Text, Timeout
+from .errors import LabError, NotRunning, Text, Timeout, need_bool, need_choice, need_int, need_number, need_str
 from .lsn import format_lsn, parse_lsn
 from .node import Node, Role
+from .system.operations import changes_cluster, check_fresh
 
 MODES = ("async", "on", "remote_apply")
 FAULTS = ("crash", "partition")
@@ -194,6 +195,7 @@ class Failover:
     # received-and-flushed positions read right after the cut and the new timeline's switchpoint
     standby_flushed: "str | None" = None
     wal_sizes: "tuple[int, int]" = (8192, 16 * 1024 * 1024)  # wal_block_size, wal_segment_size
+    attrs: dict = dataclasses.field(default_factory=dict)   # which call made it, when (check_fresh)
 
     @property
     def log(self) -> pd.DataFrame:
@@ -228,6 +230,7 @@ class Failover:
         ``acked_by_old_after_fault`` (``acknowledged_alone``: acknowledged by the cut-off old
         primary with no standby holding the commit; None for a crash); the outage from the fault
         to the first write on the new primary; the promotion's time; median commit times (ms)."""
+        check_fresh(self, "this failover's results")
         log = self.log
         counts = log["outcome"].value_counts()
         ack = log[log["outcome"] == "acknowledged"]
@@ -245,9 +248,11 @@ class Failover:
             commit_ms_old=ms(on_old), commit_ms_new=ms(on_new))])
 
     def against_fork(self) -> pd.DataFrame:
-        """The acknowledged writes split by where their commit LSN lies against the new timeline's
-        switchpoint (from the new primary's .history file), and whether the new primary has them:
-        the lost ones are all past the fork."""
+        """The acknowledged writes split by the node that acknowledged them, where their commit LSN
+        lies against the new timeline's switchpoint (from the new primary's .history file), and
+        whether the new primary has them: the old primary's lost ones are all past the fork; the
+        new primary's own writes are past it too, on the new timeline."""
+        check_fresh(self, "this failover's results")
         hist = history(self.writer.cluster.node(self.new))
         if hist.empty:
             raise LabError(f"{self.new} has no timeline history file: was it promoted?")
@@ -256,14 +261,18 @@ class Failover:
         lost = set(self.lost["seq"]) if self.lost is not None else set()
         where = ack["lsn"].map(lambda x: "before the switchpoint" if parse_lsn(x) <= parse_lsn(point)
                                else "past the switchpoint")
-        df = pd.DataFrame({"commit_lsn": where, "on_new_primary": ~ack["seq"].isin(lost)})
-        out = df.groupby(["commit_lsn", "on_new_primary"]).size().rename("writes").reset_index()
+        by = ack["node"].map(lambda n: f"{n} (old primary)" if n == self.old else
+                             f"{n} (new primary)" if n == self.new else str(n))
+        df = pd.DataFrame({"acknowledged_by": by, "commit_lsn": where, "on_new_primary": ~ack["seq"].isin(lost)})
+        out = (df.groupby(["acknowledged_by", "commit_lsn", "on_new_primary"], sort=False).size()
+               .rename("writes").reset_index())
         out.attrs["switchpoint"] = point
         return out
 
     def figure(self) -> Figure:
         """Acknowledged writes per 50 ms, by the node that acknowledged them; the fault, the
         promotion and the fencing as lines; lost writes in red."""
+        check_fresh(self, "this failover's results")
         log = self.log
         t0 = self.t_fault
         fig = Figure(figsize=(9, 3))
@@ -298,6 +307,7 @@ def _check_mode(mode, fault):
         raise LabError(f"fault is one of {', '.join(FAULTS)}, not {fault!r}")
 
 
+@changes_cluster()
 def set_mode(cluster, mode: str) -> str:
     """``async``: no synchronous standby; ``on`` / ``remote_apply``: every running replica in
     ``ANY 1 (...)`` (each COMMIT waits for one of them).  Returns synchronous_standby_names."""
@@ -349,6 +359,23 @@ def _standby_flushed(at_cut: "dict[str, int]", new: Node) -> "str | None":
     return format_lsn(max(points)) if points else None
 
 
+def _not_rejoined(cluster) -> "list[str]":
+    return [n.name for n in cluster.nodes if n.role == Role.FORMER_PRIMARY]
+
+
+def _check_failover_args(mode, fault, rate, before, after, latency_ms, fence_after, candidate, quiet):
+    _check_mode(mode, fault)
+    if rate is not None:
+        need_number(rate, "rate", 1, 20_000, "rows per second")
+    need_number(before, "before", 0, 60, "seconds")
+    need_number(after, "after", 0, 60, "seconds")
+    need_number(latency_ms, "latency_ms", 0, 2_000, "milliseconds")
+    need_number(fence_after, "fence_after", 0, 60, "seconds")
+    if candidate is not None:
+        need_str(candidate, "candidate", example="'replica2'")
+    need_bool(quiet, "quiet")
+
+
 def failover(cluster, mode: str = "async", fault: str = "crash", rate: "float | None" = 500,
              before: float = 1.0, after: float = 0.5, latency_ms: float = 0, fence_after: float = 0.5,
              candidate: "str | None" = None, quiet: bool = False) -> Failover:
@@ -360,8 +387,22 @@ def failover(cluster, mode: str = "async", fault: str = "crash", rate: "float | 
     ``latency_ms``: one-way latency added on every replica's link (lag, so async loses writes).
 
     The old primary is left stopped (a former primary): ``restore(cluster)`` rewinds it into a replica.
+    A second failover waits for that: run twice in a row, it refuses (it would crash the new primary
+    too, leaving two former primaries on two timelines).
     """
-    _check_mode(mode, fault)
+    _check_failover_args(mode, fault, rate, before, after, latency_ms, fence_after, candidate, quiet)
+    formers = _not_rejoined(cluster)
+    if formers:
+        raise LabError(f"a failover happened already: {', '.join(formers)} (the old primary) is not rejoined, "
+                       f"{cluster.primary.name} is the primary; lab.failover.restore(cluster) rewinds it into a "
+                       "replica, then fail over again")
+    if candidate is not None and cluster.node(candidate).role != Role.REPLICA:
+        raise LabError(f"candidate {candidate} is the {cluster.node(candidate).role}: name a replica")
+    return _failover(cluster, mode, fault, rate, before, after, latency_ms, fence_after, candidate, quiet)
+
+
+@changes_cluster("failover", tidy=lambda c: tidy(c))
+def _failover(cluster, mode, fault, rate, before, after, latency_ms, fence_after, candidate, quiet) -> Failover:
     old = cluster.primary
     if not old.is_running:
         raise NotRunning(f"the primary ({old.name}) is stopped: restore(cluster) or cluster.start() first")
@@ -457,6 +498,7 @@ def follows(cluster, r: Node, timeout: float = 2.0) -> bool:
         return False
 
 
+@changes_cluster()
 def restore(cluster, quiet: bool = True) -> "list[str]":
     """Every node back to work under the current primary: former primaries (and replicas that had
     gone past the fork, so cannot follow) rewound with pg_rewind; stopped replicas started.  What
@@ -481,6 +523,7 @@ def restore(cluster, quiet: bool = True) -> "list[str]":
     return done
 
 
+@changes_cluster()
 def tidy(cluster) -> "list[str]":
     """Put back what this chapter changes, after an interrupted run: thaw, unroute proxies,
     asynchronous replication, every other node a streaming replica of the primary."""
@@ -505,17 +548,22 @@ def tidy(cluster) -> "list[str]":
 SPLIT = "split brain: written on "
 
 
+@changes_cluster()
 def split_brain(cluster, former: "str | None" = None) -> pd.DataFrame:
     """Start the former primary again after a failover: it comes back writable, on its old
     timeline, beside the new primary.  One row is written on every writable node; the table shows
     which node has which rows (they diverge), and which node a multi-host client reaches when its
     host list starts with each of them."""
     if former is None:
-        formers = [n for n in cluster.nodes if n.role == Role.FORMER_PRIMARY]
+        formers = _not_rejoined(cluster)
         if not formers:
             raise LabError("no former primary: run a failover first (lab.failover.failover(cluster))")
-        former = formers[0].name
+        former = formers[0]
+    need_str(former, "former", example="'primary'")
     old = cluster.node(former)
+    if old.role != Role.FORMER_PRIMARY:
+        raise LabError(f"{former} is the {old.role}, not a former primary: split_brain starts the old primary "
+                       "of a failover (lab.failover.failover(cluster) first)")
     if not old.is_running:
         old.start()  # a former primary starts as it was: a primary (crash recovery after a kill)
     now = cluster.primary
@@ -549,15 +597,25 @@ def survivors(cluster, brain: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@changes_cluster()
 def fence(cluster, name: str, how: str = "stop") -> pd.DataFrame:
     """Fence a node that must not take writes: ``stop`` it, or ``standby`` (stop, write a
     ``standby.signal`` and start it: it comes back read-only and follows nobody's writes).
+    Only a running node that accepts writes beside the primary can be fenced (the old primary of a
+    split brain): fencing another one would leave the writable one writing.
     Returns ``writable(cluster)``."""
-    if how not in ("stop", "standby"):
-        raise LabError(f"fence with how='stop' or how='standby', not {how!r}")
+    need_str(name, "name", example="crash.old")
+    need_choice(how, "how", ("stop", "standby"))
     node = cluster.node(name)
     if name == cluster.primary.name:
         raise LabError(f"{name} is the current primary: fence the OLD one")
+    others = [n.name for n in cluster.nodes if n.name != cluster.primary.name and n.is_running
+              and not timeline(n)["in_recovery"]]
+    if name not in others:
+        state = "stopped" if not node.is_running else "read-only (in recovery)"
+        raise LabError(f"{name} is {state}: it takes no writes, nothing to fence"
+                       + (f"; the node writing beside {cluster.primary.name} is {', '.join(others)}" if others
+                          else f"; only {cluster.primary.name} accepts writes"))
     node.stop()
     if how == "standby":
         node.tool("touch", f"{node.pgdata}/standby.signal")
@@ -566,12 +624,17 @@ def fence(cluster, name: str, how: str = "stop") -> pd.DataFrame:
 
 
 # --- a commit whose synchronous wait was cancelled --------------------------------------------
+@changes_cluster(tidy=lambda c: tidy(c))
 def cancelled_wait(cluster, quiet: bool = False) -> pd.DataFrame:
     """Synchronous replication does not protect a commit whose wait was cancelled: with a replica
     as the one synchronous standby, stop it and commit a row (it waits), cancel the waiting
     session (the client gets success and a WARNING), crash the primary, start the standby and
     promote it.  One row per step; the acknowledged write is lost.  Leaves the old primary
     stopped: ``restore(cluster)``."""
+    need_bool(quiet, "quiet")
+    formers = _not_rejoined(cluster)
+    if formers:
+        raise LabError(f"{', '.join(formers)} (an old primary) is not rejoined: lab.failover.restore(cluster) first")
     old = cluster.primary
     standby = best_candidate(cluster)
     workload.ensure_table(old)
@@ -613,12 +676,19 @@ def cancelled_wait(cluster, quiet: bool = False) -> pd.DataFrame:
 
 
 # --- the RPO/RTO table ---------------------------------------------------------------------------
+@changes_cluster(tidy=lambda c: tidy(c))
 def rpo_rto(cluster, modes=MODES, faults_=FAULTS, rate: float = 500, before: float = 0.8, after: float = 0.3,
             latency_ms: float = 10, quiet: bool = False) -> pd.DataFrame:
     """One failover per (mode, fault), each followed by ``restore``: lost acknowledged writes (RPO)
     and outage (RTO) side by side.  ``acked_by_old_after_fault``: writes the old primary, cut off
     by a partition, acknowledged although no standby had their commit when the links went down
     (from the WAL: ``Failover.acknowledged_alone``); empty for a crash."""
+    for what, values, allowed in (("modes", modes, MODES), ("faults_", faults_, FAULTS)):
+        if isinstance(values, str) or not isinstance(values, (list, tuple)) or not values:
+            raise LabError(f"{what} is a list of some of {', '.join(allowed)}, not {values!r}")
+        for v in values:
+            need_choice(v, what, allowed)
+    need_bool(quiet, "quiet")
     rows = []
     for mode in modes:
         for fault in faults_:
@@ -693,13 +763,20 @@ def rewind_log(node, tail: int = 400) -> Text:
     return Text("\n".join(lines[last:]) or "(no rejoin in the last lines of the log)")
 
 
+@changes_cluster(tidy=lambda c: tidy(c))
 def switchover(cluster, to: "str | None" = None, rate: float = 300, seconds: float = 1.0, quiet: bool = False) -> pd.DataFrame:
     """A planned switchover to replica ``to`` under write load (``Cluster.switchover``): the writer's
     audit on the new primary, and how long writes paused.  ``to``: by default the node called
     ``primary`` if it is a replica now, else the replica with the most WAL."""
+    need_number(rate, "rate", 1, 20_000, "rows per second")
+    need_number(seconds, "seconds", 0, 60)
+    need_bool(quiet, "quiet")
     if to is None:
         names = [r.name for r in cluster.replicas if r.is_running]
         to = "primary" if "primary" in names else best_candidate(cluster).name
+    need_str(to, "to", example="'replica1'")
+    if cluster.node(to).role != Role.REPLICA:
+        raise LabError(f"{to} is the {cluster.node(to).role}: switch over to a running replica")
     workload.ensure_table(cluster.primary)
     set_mode(cluster, "async")
     w = workload.Writer(workload.multi_host_dsn(cluster, connect_timeout=1), rate=rate, duration=seconds + 60,

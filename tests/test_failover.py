@@ -7,7 +7,7 @@ import pytest
 
 import lab
 from lab import checks, failover, workload
-from lab.errors import LabError
+from lab.errors import Interrupted, LabError
 from lab.lsn import parse_lsn
 
 pytestmark = pytest.mark.integration
@@ -54,6 +54,17 @@ def test_async_crash_loses_exactly_the_writes_past_the_fork(cluster):
     # the replica that was not promoted followed the new primary onto its timeline without a restart
     other = [r for r in cluster.replicas if r.is_running][0]
     assert failover.follows(cluster, other)
+    # against the fork, by node: the old primary's writes before it all there, past it all lost; the
+    # new primary's own writes are past it too, on the new timeline
+    fork = run.against_fork().set_index(["acknowledged_by", "commit_lsn", "on_new_primary"])["writes"]
+    old, new = f"{run.old} (old primary)", f"{run.new} (new primary)"
+    assert fork.get((old, "past the switchpoint", False)) == s["lost"]
+    assert (old, "past the switchpoint", True) not in fork and (old, "before the switchpoint", False) not in fork
+    assert fork.get((new, "past the switchpoint", True), 0) >= 1 and (new, "before the switchpoint", True) not in fork
+    # run again at once (the cell re-run): refused, the new primary is not crashed too
+    with pytest.raises(LabError, match=f"a failover happened already: {run.old} .*restore"):
+        failover.failover(cluster, mode="async", quiet=True)
+    assert cluster.primary.name == run.new and cluster.primary.is_running
     assert checks.check("06.1", cluster, answer=before + 1)
     assert not checks.check("06.1", cluster, answer=before)
     assert not checks.check("06.3", cluster)  # the former primary is not back yet
@@ -73,6 +84,10 @@ def test_split_brain_fencing_and_rejoin(cluster):
     # a client whose host list starts with the old primary writes there
     assert brain.loc[run.old, "client_listing_it_first_reaches"] == run.old
     assert not checks.check("06.2", cluster)
+    # only the node writing beside the primary can be fenced: a read-only replica is refused, by name
+    other = next(n.name for n in cluster.replicas if n.name != run.new)
+    with pytest.raises(LabError, match=f"{other} is read-only .*the node writing beside {run.new} is {run.old}"):
+        failover.fence(cluster, other)
     fenced = failover.fence(cluster, run.old, how="standby").set_index("node")
     assert fenced["accepts_writes"].sum() == 1 and not fenced.loc[run.old, "accepts_writes"]
     assert checks.check("06.2", cluster)
@@ -189,7 +204,38 @@ def test_failover_panel_callback_builds_the_table(cluster):
     assert panel.children[0].children[3].description == "fail over"
 
 
+def test_an_interrupted_failover_ends_in_one_line_and_its_old_result_is_refused(cluster, monkeypatch):
+    first = failover.failover(cluster, mode="async", rate=200, before=0.2, after=0.1, quiet=True)
+    failover.restore(cluster)
+    first.summary()  # a finished run's results are fine
+
+    def interrupt(_cluster):  # Kernel › Interrupt while the replicas' positions are read, after the kill
+        raise KeyboardInterrupt
+    monkeypatch.setattr(failover, "received", interrupt)
+    with pytest.raises(Interrupted) as e:
+        failover.failover(cluster, mode="async", rate=200, before=0.2, after=0.1, latency_ms=5, quiet=True)
+    msg = str(e.value)
+    assert msg.startswith("failover interrupted after") and "put back:" in msg and "\n" not in msg
+    monkeypatch.undo()
+    # put back: the primary runs, every other node streams from it, no proxy, no former primary
+    assert cluster.primary.is_running
+    assert all(n.role == "replica" and n.is_running and failover.follows(cluster, n) for n in cluster.replicas)
+    assert not failover._not_rejoined(cluster)
+    assert all(lab.proxy.link(cluster, n.name) is None for n in cluster.nodes)
+    # `crash` still holds the first run: never taken for the interrupted one
+    with pytest.raises(LabError, match="was interrupted and left none"):
+        first.summary()
+
+
 def test_errors_a_student_can_meet(cluster):
+    with pytest.raises(LabError, match="rate is a number"):
+        failover.failover(cluster, rate="fast")
+    with pytest.raises(LabError, match="latency_ms is a number"):
+        failover.failover(cluster, latency_ms=float("nan"))
+    with pytest.raises(LabError, match="how is one of"):
+        failover.fence(cluster, "replica1", how="shoot")
+    with pytest.raises(LabError, match="is the primary: switch over to a running replica"):
+        failover.switchover(cluster, to=cluster.primary.name)
     with pytest.raises(LabError, match="mode is one of"):
         failover.failover(cluster, mode="sync")
     with pytest.raises(LabError, match="fault is one of"):

@@ -1,0 +1,126 @@
+"""What the lab ran on your servers, in the form you would type it yourself.
+
+The lab does an experiment in one call (``lab.failover.failover(cluster)``); underneath it runs
+ordinary commands: SQL in ``psql`` (``SELECT pg_promote()``, ``ALTER SYSTEM SET
+synchronous_standby_names = ...``) and programs in a terminal (``pg_ctl``, ``pg_basebackup -R``,
+``pg_rewind --source-server ...``, ``docker compose ...``).  Every one that changes a server is
+recorded here, passwords masked:
+
+>>> lab.transcript()                     # the last 20 commands              # doctest: +SKIP
+>>> with lab.show_commands():            # print each command as it runs    # doctest: +SKIP
+...     cluster.primary.set(work_mem="8MB")
+replica1=# ALTER SYSTEM SET work_mem = '8MB';
+
+SQL shows as ``<node>=# <statement>;`` (psql's prompt; ``cluster.node(name).psql()`` is the
+command that opens that prompt), a program as ``<where>$ <command line>``.  Queries that only
+read (the lab's polling) are not recorded.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import re
+import shlex
+import threading
+import time
+
+from .errors import Text, need_int, need_number, need_str
+
+_LOG: "collections.deque[Entry]" = collections.deque(maxlen=5000)
+_guard = threading.Lock()
+_echo = [0]   # how many show_commands() blocks are open (print as recorded)
+
+_SECRETS = [
+    (re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I), r"\1****"),
+    (re.compile(r"(PASSWORD\s+)('(?:[^']|'')*'|\S+)", re.I), r"\1'****'"),
+    (re.compile(r"\b(PGPASSWORD=)\S+"), r"\1****"),
+    (re.compile(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+@"), r"\1****@"),
+]
+
+
+def mask(text: str) -> str:
+    """``text`` with every password replaced by ****."""
+    for pattern, repl in _SECRETS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    at: float          # time.time()
+    where: str         # a node's name, or "host"
+    kind: str          # "sql" or "shell"
+    text: str          # masked
+
+    def line(self) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.at))
+        prompt = f"{self.where}=# " if self.kind == "sql" else f"{self.where}$ "
+        return f"[{stamp}] {prompt}{self.text}"
+
+
+def _record(where: str, kind: str, text: str) -> None:
+    entry = Entry(time.time(), where or "host", kind, mask(text.strip()))
+    with _guard:
+        _LOG.append(entry)
+    if _echo[0]:
+        print(entry.line(), flush=True)
+
+
+def sql(where: str, statement: str) -> None:
+    """Record a statement run on node ``where`` (the text the server received)."""
+    text = " ".join(statement.split()) if "\n" in statement else statement
+    _record(where, "sql", text if text.rstrip().endswith(";") else text.rstrip() + ";")
+
+
+def shell(where: str, argv, env: "dict | None" = None) -> None:
+    """Record a program run (``argv``) for node ``where`` (or "host"); ``env``: the variables a
+    student would set for it (shown as a prefix, masked)."""
+    prefix = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in (env or {}).items())
+    line = shlex.join(str(a) for a in argv)
+    _record(where, "shell", f"{prefix} {line}" if prefix else line)
+
+
+def note(where: str, text: str) -> None:
+    """Record what the lab did in another way than a command, as the command that does the same
+    (e.g. the promote file plus SIGUSR1, which is what ``pg_ctl promote`` does)."""
+    _record(where, "shell", text)
+
+
+def mark() -> float:
+    """A point in time to show only what came after: ``lab.transcript(since=t)``."""
+    return time.time()
+
+
+def entries(since: "float | None" = None, where: "str | None" = None) -> "list[Entry]":
+    with _guard:
+        out = list(_LOG)
+    return [e for e in out if (since is None or e.at >= since) and (where is None or e.where == where)]
+
+
+def transcript(last: int = 20, since: "float | None" = None, node: "str | None" = None) -> Text:
+    """The commands the lab ran (newest last): the ``last`` ones, or all ``since`` a
+    ``lab.transcript_mark()``; only those of ``node`` if given.  SQL as at psql's prompt,
+    programs as at a shell's; passwords masked."""
+    need_int(last, "last", 1, 5000)
+    if since is not None:
+        need_number(since, "since", 0, None, "seconds since the epoch (lab.transcript_mark())")
+    if node is not None and not isinstance(node, str):
+        node = need_str(getattr(node, "name", None), "node", example="'replica1' or cluster.primary")
+    chosen = entries(since, node)
+    chosen = chosen if since is not None else chosen[-last:]
+    if not chosen:
+        return Text("(nothing recorded yet: the lab records the commands that change a server)")
+    return Text("\n".join(e.line() for e in chosen))
+
+
+@contextlib.contextmanager
+def show_commands():
+    """Print every command the lab runs inside the block, as it runs."""
+    with _guard:
+        _echo[0] += 1
+    try:
+        yield
+    finally:
+        with _guard:
+            _echo[0] -= 1
