@@ -7,13 +7,15 @@
 import importlib
 
 from .cluster import Cluster, attach, down, up
+from .commands import mark as transcript_mark, show_commands, transcript
 from .doctor import Doctor, report as _report
 from .errors import LabError, NotRunning, ReadOnlyError, SQLError, Timeout, attempt
 from .lsn import format_lsn, lsn_diff, parse_lsn
 from .node import Node, Role, State
 
 __all__ = ["up", "attach", "down", "Cluster", "Node", "Role", "State", "LabError", "SQLError",
-           "ReadOnlyError", "NotRunning", "Timeout", "attempt", "parse_lsn", "format_lsn", "lsn_diff", "doctor"]
+           "ReadOnlyError", "NotRunning", "Timeout", "attempt", "parse_lsn", "format_lsn", "lsn_diff", "doctor",
+           "transcript", "transcript_mark", "show_commands"]
 __version__ = "0.1.0"
 
 # Chapter modules load on first use (``lab.checks.check(...)``): matplotlib and ipywidgets are

@@ -59,8 +59,8 @@ class Entry:
         return f"[{stamp}] {prompt}{self.text}"
 
 
-def _record(where: str, kind: str, text: str) -> None:
-    entry = Entry(time.time(), where or "host", kind, mask(text.strip()))
+def _record(where: str, kind: str, text: str, masked: bool = False) -> None:
+    entry = Entry(time.time(), where or "host", kind, text.strip() if masked else mask(text.strip()))
     with _guard:
         _LOG.append(entry)
     if _echo[0]:
@@ -76,9 +76,9 @@ def sql(where: str, statement: str) -> None:
 def shell(where: str, argv, env: "dict | None" = None) -> None:
     """Record a program run (``argv``) for node ``where`` (or "host"); ``env``: the variables a
     student would set for it (shown as a prefix, masked)."""
-    prefix = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in (env or {}).items())
-    line = shlex.join(str(a) for a in argv)
-    _record(where, "shell", f"{prefix} {line}" if prefix else line)
+    prefix = " ".join(mask(f"{k}={shlex.quote(str(v))}") for k, v in (env or {}).items())
+    line = shlex.join(mask(str(a)) for a in argv)  # each argument masked before quoting
+    _record(where, "shell", f"{prefix} {line}" if prefix else line, masked=True)
 
 
 def note(where: str, text: str) -> None:
