@@ -24,7 +24,7 @@ import psycopg2
 from matplotlib.figure import Figure
 
 from . import faults, plots, proxy, workload  # noqa: F401 (plots: shows Figures as pictures in notebooks)
-from .errors import LabError, NotRunning
+from .errors import LabError, NotRunning, need_number, need_str
 from .lsn import lsn_diff, parse_lsn
 from .standby import lag_table
 
@@ -320,8 +320,10 @@ def lag_under_latency(cluster, replica: str = "replica1", latencies=(0, 20, 50, 
 
 
 def phase_summary(samples: pd.DataFrame) -> pd.DataFrame:
-    """Per phase: median and max bytes behind, median replay_lag (ms), samples."""
-    if samples is None or "phase" not in samples or samples.empty:
+    """Per phase: samples, median and max bytes behind, median replay_lag (ms), and for a phase of added
+    latency (``+N ms``, N each way) the round trip it adds (``added_round_trip_ms``, 2 N) and your median
+    replay_lag divided by it (``replay_lag_per_round_trip``)."""
+    if not isinstance(samples, pd.DataFrame) or "phase" not in samples or samples.empty:
         raise LabError("phase_summary reads what lag_under_latency (or a LagSampler) returns")
     order = list(dict.fromkeys(samples["phase"]))
     g = samples.groupby("phase", sort=False)
@@ -331,56 +333,161 @@ def phase_summary(samples: pd.DataFrame) -> pd.DataFrame:
         "behind_bytes_max": g["behind_bytes"].apply(lambda s: s.astype("float").max()),
         "replay_lag_ms_median": g["replay_lag_s"].median() * 1000,
     }).reindex(order)
-    return out.round(1).reset_index()
+    out["added_round_trip_ms"] = [2 * _added_ms(p) if _added_ms(p) is not None else float("nan") for p in out.index]
+    ratio = out["replay_lag_ms_median"] / out["added_round_trip_ms"].where(out["added_round_trip_ms"] > 0)
+    out["replay_lag_per_round_trip"] = ratio
+    out = out.round(1)
+    out["replay_lag_per_round_trip"] = ratio.round(2)
+    return out.reset_index()
+
+
+def _added_ms(phase) -> "float | None":
+    """The latency a phase named ``+N ms`` added each way (N), else None.
+
+    >>> _added_ms("+20 ms"), _added_ms("cut")
+    (20.0, None)
+    """
+    text = str(phase)
+    if text.startswith("+") and text.endswith(" ms"):
+        try:
+            return float(text[1:-3])
+        except ValueError:
+            return None
+    return None
 
 
 # --- a panel for the link: latency slider, cut and heal -----------------------------------------
 LINK_ACTIONS = ("latency", "cut", "heal", "direct")
+PANEL_RATE = 100  # rows per second: a light load, enough for the lag to show in the table
+_writers: dict = {}  # (lab home, replica) -> the Writer kept running while that replica's link is played with
+
+
+def _key(cluster, replica: str) -> tuple:
+    return (str(cluster.home.path), replica)
+
+
+def link_writer(cluster, replica: str = "replica1") -> "workload.Writer | None":
+    """The light writer that runs while ``replica``'s link panel is open or its link is changed (None if none
+    runs): PANEL_RATE rows per second on the primary, so that the lag has something to show."""
+    need_str(replica, "replica", example="'replica1'")
+    w = _writers.get(_key(cluster, replica))
+    return w if w is not None and w.running else None
+
+
+def _start_writer(cluster, replica: str) -> str:
+    if link_writer(cluster, replica) is not None:
+        return ""
+    try:
+        w = workload.Writer(cluster.primary, rate=PANEL_RATE, duration=workload.MAX_SECONDS)
+        w.start()
+    except LabError as e:
+        return f"; no writer to show lag ({e})"
+    _writers[_key(cluster, replica)] = w
+    return (f"; a writer adds {PANEL_RATE} rows/s on the primary so that lag shows (for at most "
+            f"{workload.MAX_SECONDS // 60} min; 'direct' stops it)")
+
+
+def stop_link_writer(cluster, replica: str = "replica1") -> str:
+    """Stop the light writer of ``replica``'s link panel, if one runs; a one-line message."""
+    need_str(replica, "replica", example="'replica1'")
+    w = _writers.pop(_key(cluster, replica), None)
+    if w is None:
+        return "no writer was running"
+    w.stop()
+    return f"the writer stopped after {len(w.writes)} rows"
 
 
 def link_action(cluster, replica: str, action: str, latency_ms: float = 0) -> str:
-    """What the link panel's controls do, as a plain function; a one-line message, never a LabError.
+    """What the link panel's controls do, as a plain function; a one-line message (a LabError only for an
+    argument that is not what it should be, a BadArgument).
 
     ``latency``: route ``replica`` through a proxy (if it is not) with ``latency_ms`` each way;
-    ``cut`` / ``heal``: the proxy's link; ``direct``: back on the primary, no proxy.
+    ``cut`` / ``heal``: the proxy's link; ``direct``: back on the primary, no proxy.  While the link goes
+    through the proxy, a light writer (``link_writer``) writes on the primary, so that lag shows; ``direct``
+    stops it.
     >>> lab.lag.link_action(cluster, "replica1", "latency", 50)   # doctest: +SKIP
-    'replica1: +50 ms each way (through the proxy on port 31234)'
+    'replica1: +50 ms each way (through the proxy on port 31234); a writer adds 100 rows/s ...'
     """
+    faults.need_cluster(cluster)
+    need_str(replica, "replica", example="'replica1'")
     if action not in LINK_ACTIONS:
         return f"unknown action {action!r}: choose one of {', '.join(LINK_ACTIONS)}"
+    need_number(latency_ms, "latency_ms", 0, 1000, unit="milliseconds")
     try:
+        if action == "direct":
+            proxy.unroute(cluster, replica)
+            stopped = stop_link_writer(cluster, replica)
+            return f"{replica}: streams from the primary directly again" + (
+                f"; {stopped}" if stopped != "no writer was running" else "")
         if action == "latency":
             lk = proxy.route(cluster, replica, latency_ms=latency_ms)
-            return f"{replica}: +{latency_ms:g} ms each way (through the proxy on port {lk.proxy.port})"
-        if action == "cut":
-            return faults.cut(cluster, replica)
-        if action == "heal":
-            return faults.heal(cluster, replica)
-        proxy.unroute(cluster, replica)
-        return f"{replica}: streams from the primary directly again"
+            said = f"{replica}: +{latency_ms:g} ms each way (through the proxy on port {lk.proxy.port})"
+        elif action == "cut":
+            said = faults.cut(cluster, replica)
+        else:
+            said = faults.heal(cluster, replica)
+        return said + _start_writer(cluster, replica)
     except LabError as e:
         return f"{replica}: could not {action}: {e}"
 
 
+def panel_action(panel, action: str, latency_ms: float = 0) -> str:
+    """What a control of a ``link_panel`` does: ``link_action``, then the panel's message and lag table;
+    ``direct`` also puts its slider back to 0 (without adding a proxy again)."""
+    text = link_action(panel.cluster, panel.replica, action, latency_ms)
+    if action == "direct":
+        panel.resetting = True
+        try:
+            panel.slider.value = 0
+        finally:
+            panel.resetting = False
+    _show(panel, text)
+    return text
+
+
+def panel_slider_moved(panel, change: dict) -> "str | None":
+    """The slider's observer: a new latency, unless ``panel_action`` is putting the slider back to 0."""
+    if panel.resetting:
+        return None
+    return panel_action(panel, "latency", change["new"])
+
+
+def _show(panel, text: str) -> None:
+    from IPython.display import display  # lazy: as ipywidgets, only for the panel
+    panel.message.value = html.escape(text)
+    with panel.out:
+        panel.out.clear_output(wait=True)
+        display(lag_table(panel.cluster))
+
+
 def link_panel(cluster, replica: str = "replica1"):
     """A latency slider and cut / heal / direct buttons for ``replica``'s link, with its lag table.
-    Each control calls ``link_action``; nothing changes until you touch one."""
+
+    While the panel is open a light writer (``link_writer``) writes on the primary, so that lag shows;
+    ``direct``, closing the panel (``panel.close()``) or making a new one stops it.  Each control calls
+    ``panel_action`` (so ``link_action``); the link does not change until you touch one."""
+    faults.need_cluster(cluster)
+    need_str(replica, "replica", example="'replica1'")
     import ipywidgets as w  # lazy: ipywidgets (~1 s under load) only for the panel, not lab.lag's functions
-    from IPython.display import display  # lazy: as ipywidgets
+
+    class LinkPanel(w.VBox):
+        def close(self):
+            stop_link_writer(self.cluster, self.replica)
+            super().close()
+
+    stop_link_writer(cluster, replica)  # a panel made before: its writer goes with it
     slider = w.IntSlider(value=0, min=0, max=200, step=10, description="latency ms",
                          continuous_update=False, layout=w.Layout(width="360px"))
     buttons = {a: w.Button(description=a, layout=w.Layout(width="80px")) for a in ("cut", "heal", "direct")}
     buttons["cut"].button_style = "warning"
-    message = w.HTML(value=f"<i>{html.escape(replica)} streams as it did; move the slider to add latency</i>")
+    message = w.HTML()
     out = w.Output()
-
-    def show(text):
-        message.value = html.escape(text)
-        with out:
-            out.clear_output(wait=True)
-            display(lag_table(cluster))
-
-    slider.observe(lambda ch: show(link_action(cluster, replica, "latency", ch["new"])), names="value")
+    panel = LinkPanel([w.HBox([slider, *buttons.values()]), message, out])
+    panel.cluster, panel.replica, panel.resetting = cluster, replica, False
+    panel.slider, panel.buttons, panel.message, panel.out = slider, buttons, message, out
+    started = _start_writer(cluster, replica).lstrip("; ")
+    message.value = html.escape(f"{replica} streams as it did; {started}: move the slider to add latency")
+    slider.observe(lambda ch: panel_slider_moved(panel, ch), names="value")
     for action, b in buttons.items():
-        b.on_click(lambda _b, a=action: show(link_action(cluster, replica, a)))
-    return w.VBox([w.HBox([slider, *buttons.values()]), message, out])
+        b.on_click(lambda _b, a=action: panel_action(panel, a))
+    return panel

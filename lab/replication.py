@@ -6,13 +6,12 @@
 """
 from __future__ import annotations
 
-import numbers
 import time
 
 import pandas as pd
 import psycopg2
 
-from .errors import LabError, NotRunning, Timeout
+from .errors import BadArgument, LabError, NotRunning, Text, Timeout, need_int, need_number
 from .lsn import lsn_diff, parse_lsn
 from .node import Node, Role
 
@@ -109,12 +108,12 @@ def time_to_replica(cluster, replica=None, n: int = 20, timeout: float = 5.0) ->
     takes to become visible on a replica (from the primary's COMMIT to the first read that sees it).
 
     One row per trial: ``trial, replica, row_id, lsn, seconds, polls``.  The replica is read in a
-    tight loop, so ``seconds`` is as fine as one round trip to it (tens of microseconds).
+    tight loop, so ``seconds`` is as fine as one round trip to it (``polls`` says how many it took).
     >>> d = lab.replication.time_to_replica(cluster, n=20)   # doctest: +SKIP
-    >>> d["seconds"].median()                                # doctest: +SKIP
+    >>> lab.replication.delay_summary(d)                     # doctest: +SKIP
     """
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= 10_000:
-        raise LabError(f"n is the number of rows to time, a whole number from 1 to 10000, not {n!r}")
+    need_int(n, "n (the number of rows to time)", 1, 10_000)
+    timeout = need_number(timeout, "timeout", 0.1, 300, unit="seconds")
     node = _pick_replica(cluster, replica)
     if not node.is_running:
         raise NotRunning(f"{node.name} is stopped: start it with cluster.node({node.name!r}).start()")
@@ -155,6 +154,30 @@ def time_to_replica(cluster, replica=None, n: int = 20, timeout: float = 5.0) ->
     return pd.DataFrame(trials)
 
 
+def delay_summary(trials: pd.DataFrame) -> Text:
+    """One line about ``time_to_replica``'s trials, from their own numbers: how many, the median, the
+    75th percentile and the slowest, in milliseconds, and how many took over twice the median.
+
+    >>> import pandas as pd
+    >>> delay_summary(pd.DataFrame(dict(replica="replica1", seconds=[0.0008, 0.0009, 0.001, 0.0031])))
+    4 trials on replica1: median 0.95 ms, 75th percentile 1.52 ms, slowest 3.1 ms; 1 of 4 over twice the median
+    """
+    if not isinstance(trials, pd.DataFrame) or "seconds" not in trials or trials.empty:
+        raise BadArgument("delay_summary reads what lab.replication.time_to_replica returns: "
+                          "trials = lab.replication.time_to_replica(cluster), then delay_summary(trials)")
+    ms = trials["seconds"].astype(float) * 1000
+    median, p75, top = ms.median(), ms.quantile(0.75), ms.max()
+    slow = int((ms > 2 * median).sum())
+    where = ", ".join(sorted(set(trials["replica"]))) if "replica" in trials else "the replica"
+    return Text(f"{len(ms)} trials on {where}: median {_ms(median)} ms, 75th percentile {_ms(p75)} ms, "
+                f"slowest {_ms(top)} ms; {slow} of {len(ms)} over twice the median")
+
+
+def _ms(value: float) -> str:
+    """Milliseconds with three significant digits: 0.123, 1.52, 12.3, 123."""
+    return f"{value:.3g}" if value < 1000 else f"{value:.0f}"
+
+
 def _replay_lsn(conn) -> "str | None":
     with conn.cursor() as cur:
         cur.execute("SELECT pg_last_wal_replay_lsn()::text")
@@ -168,8 +191,8 @@ def catch_up(cluster, replica: str = "replica1", rows: int = 10_000, timeout: fl
     behind it is); just started; caught up.  ``seconds`` counts from the call to ``start()``.
     >>> lab.replication.catch_up(cluster, "replica1", rows=10_000)   # doctest: +SKIP
     """
-    if isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or not 1 <= rows <= 1_000_000:
-        raise LabError(f"rows is how many rows to write while the replica is stopped, 1 to 1000000, not {rows!r}")
+    need_int(rows, "rows (how many rows to write while the replica is stopped)", 1, 1_000_000)
+    timeout = need_number(timeout, "timeout", 1, 3600, unit="seconds")
     node = _pick_replica(cluster, replica)
     primary = cluster.primary
     if not primary.is_running:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import html
 import io
-import numbers
 import re
 import time
 
@@ -24,7 +23,7 @@ import psycopg2
 from IPython.display import display
 from matplotlib.figure import Figure
 
-from .errors import LabError, NotRunning, SQLError, Text
+from .errors import LabError, NotRunning, SQLError, Text, need_int, need_str
 from .lsn import format_lsn, lsn_diff, parse_lsn, wal_segment_name
 from .plots import human_bytes
 
@@ -106,9 +105,11 @@ def segment_number(name: str, segment_size: int = 16 << 20) -> "int | None":
 def wal_files(cluster, node=None) -> pd.DataFrame:
     """The files of ``pg_wal/`` (``pg_ls_waldir()``), oldest first, with what each one is for.
 
-    ``kind``: *current* holds the insert position; *past* is already written (kept for crash
-    recovery and replicas until a checkpoint lets it go); *future* is a recycled file, renamed ahead,
-    waiting to be written; *other* is a history or backup file.
+    ``kind``: *current* is the one segment being written (the primary) or replayed (a replica), on the
+    timeline written now; *past* is already written (kept for crash recovery and replicas until a
+    checkpoint lets it go), and so is every segment of an older timeline (after a promotion), whatever its
+    number; *future* is a recycled file, renamed ahead, waiting to be written; *other* is a history or
+    backup file.
     """
     node = node or cluster.primary
     seg = segment_size(node)
@@ -117,17 +118,37 @@ def wal_files(cluster, node=None) -> pd.DataFrame:
         here = node.scalar("SELECT coalesce(pg_last_wal_replay_lsn(), '0/0')::text", dbname="postgres")
     else:
         here = node.scalar("SELECT pg_current_wal_insert_lsn()::text", dbname="postgres")
-    current = parse_lsn(here) // seg
-
-    def kind(name):
-        n = segment_number(name, seg)
-        if n is None:
-            return "other"
-        return "current" if n == current else ("past" if n < current else "future")
-
-    df["kind"] = [kind(n) for n in df["name"]]
+    df["kind"] = wal_file_kinds(df["name"], here, seg)
     df["size_pretty"] = [human_bytes(s) for s in df["size"]]
     return df[["name", "kind", "size", "size_pretty", "modification"]]
+
+
+def wal_file_kinds(names, lsn: str, segment_size: int = 16 << 20) -> list:
+    """For each name of ``pg_wal/``: current, past, future or other, with ``lsn`` the position being written.
+
+    The current timeline is the highest among the files of the current segment number (a newer timeline
+    starts inside the segment where the older one was left, and only the newer is written): one file
+    at most is current; a segment of an older timeline is past.
+    >>> wal_file_kinds(["000000010000000000000005", "000000010000000000000006", "000000020000000000000005",
+    ...                 "000000020000000000000006", "00000002.history"], "0/5000100")
+    ['past', 'past', 'current', 'future', 'other']
+    """
+    names = list(names)
+    current = parse_lsn(lsn) // segment_size
+    timelines = [int(n[:8], 16) for n in names if segment_number(n, segment_size) == current]
+    tli = max(timelines) if timelines else None
+    kinds = []
+    for name in names:
+        n = segment_number(name, segment_size)
+        if n is None:
+            kinds.append("other")
+        elif tli is not None and int(name[:8], 16) < tli:
+            kinds.append("past")
+        elif n == current:
+            kinds.append("current")
+        else:
+            kinds.append("past" if n < current else "future")
+    return kinds
 
 
 # --- pg_waldump --------------------------------------------------------------------------------
@@ -216,6 +237,8 @@ def waldump(node, start, end=None, limit: "int | None" = None) -> pd.DataFrame:
     >>> cluster.primary.execute("INSERT INTO test_replication (mensaje) VALUES ('x')")  # doctest: +SKIP
     >>> lab.wal.waldump(cluster.primary, start)                                   # doctest: +SKIP
     """
+    if limit is not None:
+        need_int(limit, "limit", 1)
     if not node.is_running:
         raise NotRunning(f"{node.name} is stopped: start it with cluster.node({node.name!r}).start()")
     if end is not None and parse_lsn(end) <= parse_lsn(start):
@@ -264,12 +287,11 @@ MAX_ROWS = 100_000
 
 
 def _check_rows(rows) -> int:
-    if isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or not 1 <= rows <= MAX_ROWS:
-        raise LabError(f"rows is a whole number from 1 to {MAX_ROWS}, not {rows!r}")
-    return int(rows)
+    return need_int(rows, "rows", 1, MAX_ROWS)
 
 
 def _operation(op: str) -> str:
+    need_str(op, "op", example="'INSERT'")
     for name in OPERATIONS:
         if str(op).strip().upper() == name:
             return name
@@ -398,6 +420,7 @@ def full_page_writes(cluster, attempts: int = 3) -> pd.DataFrame:
     far above ``rec_len``); the second does not.  Column ``wal_compression`` says what it was set to.
     A timed checkpoint that slips in between the two updates spoils the comparison: then it tries again.
     """
+    need_int(attempts, "attempts", 1, 10)
     p = cluster.primary
     compression = p.scalar("SHOW wal_compression")
     for _ in range(attempts):
@@ -599,6 +622,7 @@ def count_checkpoints(log_text: str, since: "dt.datetime | None" = None) -> dict
 
 def checkpoint_log(cluster, last: int = 12):
     """The primary's last ``last`` log lines about checkpoints (and the hints that come with them)."""
+    need_int(last, "last", 1, 1000)
     lines = [ln for ln in cluster.primary.logs(tail=3000).splitlines()
              if ("LOG:" in ln and "checkpoint" in ln) or ("HINT:" in ln and "max_wal_size" in ln)]
     return Text("\n".join(lines[-last:]))
@@ -628,8 +652,7 @@ def write_load(cluster, rounds: int = 3) -> pd.DataFrame:
     (``wal_checkpoints``: because of WAL volume, from the server log) and the log's "checkpoints are
     occurring too frequently" warnings, and ``seconds``.
     """
-    if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or not 1 <= rounds <= 20:
-        raise LabError(f"rounds is a whole number from 1 to 20, not {rounds!r}")
+    need_int(rounds, "rounds", 1, 20)
     p = cluster.primary
     version = _server_version(p)
     per_page = _prepare_load(p)
@@ -673,10 +696,19 @@ def write_load(cluster, rounds: int = 3) -> pd.DataFrame:
                wal_fpi=(stats1[1] - stats0[1]) if stats1 else None,
                wal_records=(stats1[0] - stats0[0]) if stats1 else None,
                wal_checkpoints=seen["wal_checkpoints"], too_frequent=seen["too_frequent"], seconds=round(seconds, 2))
+    _log_run(p, row)
     df = pd.DataFrame([row])
     for col in ("wal_fpi", "wal_records"):
         df[col] = df[col].astype("Int64")
     return df
+
+
+def _log_run(node, row: dict) -> None:
+    """Write the run's numbers into the server log, where exercise 02.4 reads them (the same numbers as its row)."""
+    setting = re.sub(r"[^0-9A-Za-z]", "", str(row["max_wal_size"]))
+    line = (f"lab.wal.write_load: max_wal_size={setting} rounds={row['rounds']} "
+            f"wal_checkpoints={row['wal_checkpoints']} too_frequent={row['too_frequent']}")
+    node.execute(f"DO $$BEGIN RAISE LOG '{line}'; END$$")
 
 
 def cleanup(cluster) -> None:

@@ -25,13 +25,44 @@ import pandas as pd
 
 from . import failover, standby
 from .cluster import attach
-from .errors import LabError
-from .services.supervisor import HOST, home_of
-from .services.webapp import PROCESSES, START_TIMEOUT, WebApp, app_env, start, status, stop
+from .errors import LabError, need_bool, need_choice, need_int, need_number, need_str
+from .services import webapp as _service
+from .services.supervisor import HOST, home_of, wait_answer
+from .services.webapp import PROCESSES, START_TIMEOUT, WebApp, app_env, status, stop
 
-__all__ = ["start", "stop", "status", "client", "reads", "spread", "write", "read_your_writes",
+__all__ = ["start", "wait_dashboard", "stop", "status", "client", "reads", "spread", "write", "read_your_writes",
            "compare_read_your_writes", "pause_replay", "resume_replay", "tidy", "app_env", "WebApp",
            "HOST", "PROCESSES", "START_TIMEOUT"]
+
+
+# --- start: the app, and a dashboard that answers before it is embedded -------------------------
+def start(cluster, quiet: bool = False, feed: bool = True, read_from: str = "replicas", tick_rate: float = 1.0,
+          timeout: float = START_TIMEOUT) -> WebApp:
+    """Start the app for this cluster (or re-attach to the running one), and return only once its
+    dashboard answers: the page and Streamlit's health check.  What it returns shows the dashboard
+    embedded in the notebook, so an embed made earlier would show a dead "connection error" frame."""
+    need_bool(quiet, "quiet")
+    need_bool(feed, "feed")
+    need_choice(read_from, "read_from", ("replicas", "primary"))
+    need_number(tick_rate, "tick_rate", 0.01, 100, unit="ticks per second")
+    timeout = need_number(timeout, "timeout", 1, 600, unit="seconds")
+    info = _service.start(cluster, quiet=quiet, feed=feed, read_from=read_from, tick_rate=tick_rate, timeout=timeout)
+    wait_dashboard(info, timeout)
+    return info
+
+
+def wait_dashboard(info: WebApp, timeout: float = 60) -> WebApp:
+    """Wait until the dashboard of ``info`` answers (``/_stcore/health``, then its page); a LabError if it
+    does not within ``timeout`` seconds."""
+    timeout = need_number(timeout, "timeout", 0.1, 600, unit="seconds")
+    if not info.running or not info.dashboard_url:
+        raise LabError("the crypto app is not running: lab.webapp.start(cluster)")
+    deadline = time.monotonic() + timeout
+    for url in (info.dashboard_url + "/_stcore/health", info.dashboard_url + "/"):
+        if not wait_answer(url, max(0.1, deadline - time.monotonic())):
+            raise LabError(f"the dashboard at {info.dashboard_url} did not answer within {timeout:g} s: "
+                           "lab.webapp.stop(cluster), then lab.webapp.start(cluster) again")
+    return info
 
 
 # --- from a notebook: call the API -----------------------------------------------------------
@@ -45,7 +76,10 @@ def client(where=None):
 
 
 def reads(where=None, path: str = "/prices/BTC", n: int = 20, min_lsn: "str | None" = None) -> pd.DataFrame:
-    """``n`` reads of ``path``: which node served each, its role, its lag, and why a replica did not."""
+    """``n`` reads of ``path``: which node served each (its name), its role now (primary or replica: after a
+    failover a node's name no longer says it), its lag, and why a replica did not."""
+    need_str(path, "path", example="'/prices/BTC'")
+    need_int(n, "n", 1, 1000)
     rows = []
     with client(where) as api:
         for i in range(n):
@@ -60,6 +94,8 @@ def spread(where=None, path: str = "/prices/BTC", n: int = 20, wait: float = 0) 
     """How ``n`` reads of ``path`` spread over the nodes: one row per node that served some.
     ``wait``: first give the app up to this many seconds to find its replicas again (it skips a
     replica that failed for APP_NODE_RETRY_S, 1 s here)."""
+    need_int(n, "n", 1, 1000)
+    wait = need_number(wait, "wait", 0, 120, unit="seconds")
     deadline = time.monotonic() + wait
     while wait and time.monotonic() < deadline:
         if set(reads(where, path, 4)["role"]) == {"replica"}:
@@ -73,6 +109,10 @@ def spread(where=None, path: str = "/prices/BTC", n: int = 20, wait: float = 0) 
 def write(where=None, symbol: str = "BTC", price: "float | None" = None, wait: float = 0) -> dict:
     """POST one tick; the answer as a dict: status, the commit LSN and the primary (or why not).
     ``wait``: retry a 503 (no primary) for up to this many seconds, as a client honouring Retry-After."""
+    need_str(symbol, "symbol", example="'BTC'")
+    if price is not None:
+        need_number(price, "price", 0.0001, 1e9)
+    wait = need_number(wait, "wait", 0, 120, unit="seconds")
     deadline = time.monotonic() + wait
     with client(where) as api:
         body = {"ticks": [{"symbol": symbol, "price": price or 60_000.0 + secrets.randbelow(10_000)}]}
@@ -90,7 +130,11 @@ def write(where=None, symbol: str = "BTC", price: "float | None" = None, wait: f
 
 def read_your_writes(where=None, rounds: int = 10, use_min_lsn: bool = True, symbol: str = "ETH") -> pd.DataFrame:
     """Write a tick, then read it back at once, ``rounds`` times; with ``use_min_lsn`` the read carries
-    the write's commit LSN.  One row a round: who served the read and whether it saw the write."""
+    the write's commit LSN.  One row a round: who served the read (its name and its role now) and whether
+    it saw the write."""
+    need_int(rounds, "rounds", 1, 1000)
+    need_bool(use_min_lsn, "use_min_lsn")
+    need_str(symbol, "symbol", example="'ETH'")
     rows = []
     with client(where) as api:
         auth = {"Authorization": f"Bearer {api.token}"}
@@ -110,21 +154,25 @@ def read_your_writes(where=None, rounds: int = 10, use_min_lsn: bool = True, sym
             read_ms = (time.perf_counter() - t0) * 1000
             seen = [p["price"] for p in r.json().get("prices", [])] if r.status_code == 200 else []
             rows.append({"round": i + 1, "lsn": w.json()["lsn"], "served_by": r.headers.get("X-Served-By"),
-                         "saw_own_write": price in seen, "read_ms": round(read_ms, 2),
+                         "role": r.headers.get("X-Served-Role"), "saw_own_write": price in seen, "read_ms": round(read_ms, 2),
                          "fallback": r.headers.get("X-Read-Fallback", "")})
     return pd.DataFrame(rows)
 
 
 def compare_read_your_writes(where=None, rounds: int = 30) -> pd.DataFrame:
     """Read-your-writes off and on, measured: for each, how many reads right after their write saw
-    it, how many the primary had to serve, and the median read time."""
+    it, how many the node in the primary role had to serve (and its name), how many nodes in the replica
+    role served, and the median read time."""
+    need_int(rounds, "rounds", 1, 1000)
     out = []
     for use in (False, True):
         df = read_your_writes(where, rounds=rounds, use_min_lsn=use)
+        by_primary = df["role"] == "primary"
         out.append({"min_lsn": "on" if use else "off", "reads": len(df),
                     "saw_own_write": int(df["saw_own_write"].sum()),
-                    "served_by_primary": int((df["served_by"] == _primary_name(where)).sum()),
-                    "served_by_replicas": int((df["served_by"] != _primary_name(where)).sum()),
+                    "served_by_primary": int(by_primary.sum()),
+                    "served_by_replicas": int((df["role"] == "replica").sum()),
+                    "primary_is": _primary_name(where),
                     "median_read_ms": round(float(df["read_ms"].median()), 2)})
     return pd.DataFrame(out)
 
@@ -134,6 +182,7 @@ def _primary_name(where) -> str:
     if primary is not None:
         return primary.name
     return attach(home_of(where).path).primary.name
+
 
 
 def pause_replay(cluster) -> list:

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 import lab
 from lab import wal
 from lab.checks import check
-from lab.exercises.ch02 import wal_checkpoints_by_setting
+from lab.exercises.ch02 import wal_checkpoints_by_setting, write_load_runs
 from lab.lsn import lsn_diff, parse_lsn, wal_segment_name
 
 pytestmark = pytest.mark.integration
@@ -98,6 +98,30 @@ def test_segment_numbers_of_file_names():
     assert wal.segment_number(name, seg) == parse_lsn("1/FF000000") // seg
 
 
+def test_only_the_segment_being_written_on_the_newest_timeline_is_current():
+    # after a promotion at 0/5000100: timeline 1 was left in segment 5, timeline 2 writes segment 5 on
+    names = ["000000010000000000000004", "000000010000000000000005", "000000010000000000000006",
+             "000000020000000000000005", "000000020000000000000006", "00000002.history"]
+    kinds = wal.wal_file_kinds(names, "0/5000100")
+    assert kinds == ["past", "past", "past", "current", "future", "other"]
+    assert kinds.count("current") == 1
+    # one timeline: the segment of the LSN, the ones before and after it
+    assert wal.wal_file_kinds(names[:3], "0/5FFFFFF") == ["past", "current", "future"]
+    assert wal.wal_file_kinds(names[:3], "0/7000000") == ["past", "past", "past"]  # none written yet
+
+
+def test_write_load_runs_are_read_from_the_log():
+    log = ("2026-11-29 00:56:12.721 UTC [29481] LOG:  checkpoint starting: wal\n"
+           "2026-11-29 00:56:13.000 UTC [29490] admin@crypto_db LOG:  lab.wal.write_load: max_wal_size=32MB rounds=3 "
+           "wal_checkpoints=4 too_frequent=3\n"
+           "2026-11-29 00:56:13.000 UTC [29490] admin@crypto_db CONTEXT:  PL/pgSQL function inline_code_block line 1\n"
+           "2026-11-29 00:57:13.000 UTC [29490] admin@crypto_db LOG:  lab.wal.write_load: max_wal_size=1GB rounds=3 "
+           "wal_checkpoints=0 too_frequent=0\n")
+    assert write_load_runs(log) == [
+        dict(max_wal_size="32MB", mb=32, rounds=3, wal_checkpoints=4, too_frequent=3),
+        dict(max_wal_size="1GB", mb=1024, rounds=3, wal_checkpoints=0, too_frequent=0)]
+
+
 LOG = """\
 2026-11-29 00:55:04.515 UTC [29481] LOG:  checkpoint starting: immediate force wait
 2026-11-29 00:56:12.630 UTC [29480] LOG:  parameter "max_wal_size" changed to "32MB"
@@ -178,6 +202,8 @@ def test_position_and_file_names_agree_with_the_server(cluster):
 
 
 def test_wal_files_lists_pg_wal_with_one_current_file(cluster):
+    # after a WAL switch the next file is made only when its first record is written: write one
+    cluster.primary.execute("INSERT INTO test_replication (mensaje) VALUES ('un archivo actual')")
     files = wal.wal_files(cluster)
     segs = files[files["kind"] != "other"]
     assert (files["kind"] == "current").sum() == 1
@@ -303,7 +329,9 @@ def test_break_it_and_repair_it(cluster):
         p.set(max_wal_size="32MB")
         assert "now write WAL" in check("02.4", cluster).message
         broken = wal.write_load(cluster, rounds=3)
-        assert "Now repair it" in check("02.4", cluster).message
+        said = check("02.4", cluster)
+        assert not said.ok and "Now repair it" in said.message
+        assert f"counted {broken.loc[0, 'wal_checkpoints']} checkpoint(s)" in said.message
     finally:
         p.set(max_wal_size=None)
     repaired = wal.write_load(cluster, rounds=3)
@@ -319,6 +347,13 @@ def test_break_it_and_repair_it(cluster):
     assert all("checkpoint" in ln or "max_wal_size" in ln for ln in log.splitlines())
     ok = check("02.4", cluster)
     assert ok.ok and "broken, then repaired" in ok.message
+    # the numbers it gives are those of the rows the student saw, even after a second break (a re-run)
+    assert f"max_wal_size = 32MB counted {broken.loc[0, 'wal_checkpoints']} checkpoint(s)" in ok.message
+    assert f"your next run at {repaired.loc[0, 'max_wal_size']} counted 0" in ok.message
+    runs = write_load_runs(p.logs(tail=5000))
+    assert [(r["max_wal_size"], r["wal_checkpoints"]) for r in runs] == [
+        ("32MB", broken.loc[0, "wal_checkpoints"]), (repaired.loc[0, "max_wal_size"], 0)]
+    assert runs[0]["too_frequent"] == broken.loc[0, "too_frequent"]
 
 
 # --- exercises ----------------------------------------------------------------------------------
@@ -330,23 +365,27 @@ def _records_of(cluster, sql):
     return wal.waldump(p, start, p.scalar("SELECT pg_current_wal_insert_lsn()"))
 
 
-def test_02_1_your_insert_in_the_wal(cluster):
+def test_02_1_your_commit_in_the_wal(cluster):
     assert "replace ... with your answer" in check("02.1", cluster).message
     assert "no row of test_replication starts with 'wal de '" in check("02.1", cluster, answer="0/0").message
+    noted = cluster.primary.scalar("SELECT pg_current_wal_lsn()")
     recs = _records_of(cluster, "INSERT INTO test_replication (mensaje) VALUES ('wal de Ada')")
+    # the LSN noted before the INSERT is where its Heap INSERT starts (or the page header before it): not the answer
     heap = recs[(recs["rmgr"] == "Heap") & recs["record"].str.startswith("INSERT")].iloc[0]
-    ok = check("02.1", cluster, answer=heap["lsn"])
-    assert ok.ok and f"transaction {heap['tx']}" in ok.message
-    commit = recs[recs["record"] == "COMMIT"].iloc[0]
-    assert "the INSERT itself comes" in check("02.1", cluster, answer=commit["lsn"]).message
+    assert not check("02.1", cluster, answer=noted).ok
+    not_yet = check("02.1", cluster, answer=heap["lsn"])
+    assert not not_yet.ok and "is your Heap INSERT" in not_yet.message and "Transaction COMMIT" in not_yet.message
+    commit = recs[(recs["rmgr"] == "Transaction") & (recs["tx"] == heap["tx"])].iloc[0]
+    ok = check("02.1", cluster, answer=commit["lsn"])
+    assert ok.ok and f"transaction {heap['tx']}" in ok.message and "COMMIT" in ok.message
     index = recs[recs["rmgr"] == "Btree"].iloc[0]
-    assert "answer with the Heap INSERT" in check("02.1", cluster, answer=index["lsn"]).message
+    assert "its Transaction COMMIT comes after it" in check("02.1", cluster, answer=index["lsn"]).message
     inside = lab.format_lsn(parse_lsn(heap["lsn"]) + 8)
     assert "no WAL record starts at" in check("02.1", cluster, answer=inside).message
     assert "answer with an LSN" in check("02.1", cluster, answer="Heap INSERT").message
     other = _records_of(cluster, "INSERT INTO test_replication (mensaje) VALUES ('otra')")
-    other_heap = other[other["rmgr"] == "Heap"].iloc[0]
-    assert "not to the one that inserted" in check("02.1", cluster, answer=other_heap["lsn"]).message
+    other_commit = other[other["rmgr"] == "Transaction"].iloc[0]
+    assert "not to the one that inserted" in check("02.1", cluster, answer=other_commit["lsn"]).message
 
 
 def test_02_2_the_wal_file_being_written(cluster):

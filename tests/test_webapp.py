@@ -12,7 +12,7 @@ import pytest
 import lab
 from lab import webapp
 from lab.checks import check
-from lab.services.supervisor import MARK
+from lab.services.supervisor import MARK, answers
 
 pytestmark = [pytest.mark.integration, pytest.mark.app]
 
@@ -67,6 +67,9 @@ def test_start_shows_urls_and_the_app_answers(running, cluster):
     html = running._repr_html_()
     assert running.dashboard_url in html and "<iframe" in html and "/docs" in html
     assert running.token not in repr(running) and running.token not in html, "the token is not shown"
+    # what start returns embeds the dashboard: it answers already, page and health check
+    assert answers(running.dashboard_url + "/") and answers(running.dashboard_url + "/_stcore/health")
+    assert webapp.wait_dashboard(running, timeout=1) is running
     state = (cluster.home.path / "webapp" / "webapp.json")
     assert oct(state.stat().st_mode & 0o777) == "0o600"
     assert oct((cluster.home.path / "webapp").stat().st_mode & 0o777) == "0o700"
@@ -108,6 +111,7 @@ def test_a_stopped_replica_and_read_your_writes(running, cluster):
             standby.resume_replay(cluster, r.name)
     assert not stale["saw_own_write"].any(), "paused replicas cannot show the write"
     assert fresh["saw_own_write"].all() and set(fresh["served_by"]) == {"primary"}
+    assert set(stale["role"]) == {"replica"} and set(fresh["role"]) == {"primary"}
 
 
 def test_chapter_07_checks(running, cluster):
@@ -148,6 +152,16 @@ def test_stop_ends_every_process_and_releases_the_ports(running, cluster):
     assert "stopped" in repr(webapp.status(cluster))
 
 
+def test_bad_arguments_are_one_line_errors_before_any_request(cluster):
+    for call in (lambda: webapp.reads(cluster, n=0), lambda: webapp.spread(cluster, n=True),
+                 lambda: webapp.write(cluster, wait=-1), lambda: webapp.read_your_writes(cluster, rounds="3"),
+                 lambda: webapp.start(cluster, read_from="both"), lambda: webapp.compare_read_your_writes(cluster, 0)):
+        with pytest.raises(lab.errors.BadArgument):
+            call()
+    with pytest.raises(lab.LabError, match="not running"):
+        webapp.wait_dashboard(webapp.WebApp(api_url=None, dashboard_url=None, token="", pids={}, running=False))
+
+
 def test_start_needs_a_running_primary(cluster):
     webapp.stop(cluster, quiet=True)
     cluster.primary.stop()
@@ -174,6 +188,13 @@ def test_after_a_failover_start_restarts_the_app_on_the_new_roles(tmp_path):
         counts = webapp.spread(c, n=6, wait=10).set_index("served_by")["reads"].to_dict()
         assert counts == {"primary": 3, "replica2": 3}
         assert set(webapp.spread(c, n=2)["role"]) == {"replica"}
+        # the node called primary is a replica now: the tables say so by role, not by its name
+        rw = webapp.read_your_writes(c, rounds=4, use_min_lsn=False)
+        assert set(rw["role"]) == {"replica"} and "primary" in set(rw["served_by"])
+        both = webapp.compare_read_your_writes(c, rounds=4).set_index("min_lsn")
+        assert (both["primary_is"] == "replica1").all()
+        assert both.loc["off", "served_by_primary"] == 0 and both.loc["off", "served_by_replicas"] == 4
+        assert (both["served_by_primary"] + both["served_by_replicas"] == both["reads"]).all()
     finally:
         webapp.stop(home, quiet=True, wipe=True)
         lab.down(wipe=True, home=home)

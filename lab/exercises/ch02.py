@@ -35,10 +35,11 @@ def _record_at(cluster, lsn: str):
     return recs.iloc[0], None
 
 
-@exercise("02.1", "your INSERT in the WAL", answer=True)
+@exercise("02.1", "your transaction's COMMIT in the WAL", answer=True)
 def _your_insert(cluster, answer):
-    """Note pg_current_wal_lsn(), INSERT a row into test_replication whose mensaje starts with 'wal de ',
-    then find it in lab.wal.waldump(cluster.primary, start) and answer with the LSN of its Heap INSERT."""
+    """Note pg_current_wal_lsn(), INSERT a row into test_replication whose mensaje starts with 'wal de ', then find
+    your transaction in lab.wal.waldump(cluster.primary, start) (its tx) and answer with the LSN of its Transaction
+    COMMIT record."""
     rows = cluster.primary.sql("SELECT id, mensaje, xmin::text::bigint AS xid FROM test_replication "
                                "WHERE mensaje ILIKE %s ORDER BY id", (WAL_DE + "_%",))
     if rows.empty:
@@ -54,13 +55,15 @@ def _your_insert(cluster, answer):
     if rec["tx"] not in xids:
         return False, (f"the record at {lsn} ({rec['rmgr']} {rec['record']}) belongs to transaction {rec['tx']}, "
                        f"not to the one that inserted your {WAL_DE!r} row (SELECT xmin FROM test_replication shows it)")
-    if rec["rmgr"] == "Transaction":
-        return False, f"that is the {rec['record']} of your transaction: the INSERT itself comes a few records before"
-    if rec["rmgr"] != "Heap" or not rec["record"].startswith("INSERT"):
+    if rec["rmgr"] == "Heap" and rec["record"].startswith("INSERT"):
+        return False, (f"{lsn} is your Heap INSERT, where your transaction's WAL begins (the LSN you noted before the "
+                       f"INSERT points there too): read on in lab.wal.waldump(cluster.primary, {lsn!r}) for the "
+                       f"Transaction COMMIT of transaction {rec['tx']}")
+    if rec["rmgr"] != "Transaction" or not rec["record"].startswith("COMMIT"):
         return False, (f"that record is {rec['rmgr']} {rec['record']} of your transaction (an index entry or a "
-                       "sequence step): answer with the Heap INSERT, the row itself")
-    return True, (f"right: {lsn} is Heap {rec['record']} of transaction {rec['tx']}, {rec['tot_len']} bytes, "
-                  f"{'with' if rec['fpw'] else 'without'} a full-page image")
+                       "sequence step): its Transaction COMMIT comes after it")
+    return True, (f"right: {lsn} is the {rec['record']} of transaction {rec['tx']} ({rec['tot_len']} bytes): the "
+                  "record that makes your INSERT count, written after the row and its index entry")
 
 
 @exercise("02.2", "the WAL file being written now", answer=True)
@@ -141,26 +144,58 @@ def wal_checkpoints_by_setting(log_text: str) -> list:
     return stretches
 
 
+_RUN = re.compile(r"LOG:\s+lab\.wal\.write_load: max_wal_size=(\S+) rounds=(\d+) wal_checkpoints=(\d+) "
+                  r"too_frequent=(\d+)")
+
+
+def write_load_runs(log_text: str) -> list:
+    """The runs of lab.wal.write_load in a server log, oldest first: dict(max_wal_size, mb, rounds,
+    wal_checkpoints, too_frequent), the numbers of the row each run returned (it logs them when it ends)."""
+    runs = []
+    for line in log_text.splitlines():
+        m = _RUN.search(line)
+        if m:
+            runs.append(dict(max_wal_size=m.group(1), mb=_mb(m.group(1)), rounds=int(m.group(2)),
+                             wal_checkpoints=int(m.group(3)), too_frequent=int(m.group(4))))
+    return runs
+
+
+def _run_said(run: dict) -> str:
+    return (f"write_load with max_wal_size = {run['max_wal_size']} counted {run['wal_checkpoints']} checkpoint(s) "
+            "started by WAL volume (wal_checkpoints in the row it returned)")
+
+
 @exercise("02.4", "break it: max_wal_size too small; then repair it")
 def _broke_and_repaired(cluster):
     """Break it: cluster.primary.set(max_wal_size='32MB'), then lab.wal.write_load(cluster) and look for
     'checkpoint starting: wal' in lab.wal.checkpoint_log(cluster); repair it: cluster.primary.set(max_wal_size=None)."""
     p = cluster.primary
     s = p.settings("max_wal_size").iloc[0]
-    overridden = bool(s["set_by_alter_system"])
+    value = f"{s['setting']}{s['unit'] or ''}"
+    now = _mb(f"{s['setting']}{s['unit'] or 'MB'}")
     log = p.logs(tail=5000)
-    stretches = wal_checkpoints_by_setting(log)
-    if overridden:
-        broken = stretches[-1][1]
-        if broken:
-            return False, (f"broken: max_wal_size is {s['setting']}{s['unit'] or ''} and the log shows {broken} "
-                           "checkpoint(s) started by WAL volume. Now repair it: cluster.primary.set(max_wal_size=None)")
-        return False, (f"max_wal_size is {s['setting']}{s['unit'] or ''}: now write WAL with lab.wal.write_load(cluster) "
+    runs = write_load_runs(log)
+    if bool(s["set_by_alter_system"]):
+        here = [r for r in runs if r["mb"] == now]
+        if here and here[-1]["wal_checkpoints"]:
+            return False, f"broken: your last {_run_said(here[-1])}. Now repair it: cluster.primary.set(max_wal_size=None)"
+        stretch = wal_checkpoints_by_setting(log)[-1]
+        if not here and stretch[0] == now and stretch[1]:
+            return False, (f"broken: the server log shows {stretch[1]} checkpoint(s) started by WAL volume since "
+                           f"max_wal_size became {value}. Now repair it: cluster.primary.set(max_wal_size=None)")
+        return False, (f"max_wal_size is {value}: now write WAL with lab.wal.write_load(cluster) "
                        "and look for 'checkpoint starting: wal' in lab.wal.checkpoint_log(cluster)")
-    configured = _mb(f"{s['setting']}{s['unit'] or 'MB'}")
-    broken = sum(n for mb, n in stretches if mb is not None and mb != configured)
-    if not broken:
-        return False, ("nothing broken yet: cluster.primary.set(max_wal_size='32MB'), then lab.wal.write_load(cluster), "
-                       "then repair it with cluster.primary.set(max_wal_size=None)")
-    return True, (f"broken, then repaired: {broken} checkpoint(s) were started by WAL volume while max_wal_size was "
-                  f"too small, and it is back to its configured {s['setting']}{s['unit'] or ''}")
+    broken = [i for i, r in enumerate(runs) if r["mb"] is not None and r["mb"] != now and r["wal_checkpoints"]]
+    if broken:
+        i = broken[-1]
+        after = [r for r in runs[i + 1:] if r["mb"] == now]
+        since = f"; your next run at {value} counted {after[0]['wal_checkpoints']}" if after else ""
+        return True, (f"broken, then repaired: your last {_run_said(runs[i])}{since}, and max_wal_size is back to "
+                      f"its configured {value}")
+    stretches = [st for st in wal_checkpoints_by_setting(log) if st[0] is not None and st[0] != now and st[1]]
+    if stretches:  # broken with a load of one's own, not write_load
+        mb, n = stretches[-1]
+        return True, (f"broken, then repaired: the server log shows {n} checkpoint(s) started by WAL volume while "
+                      f"max_wal_size was {mb:g}MB, and it is back to its configured {value}")
+    return False, ("nothing broken yet: cluster.primary.set(max_wal_size='32MB'), then lab.wal.write_load(cluster), "
+                   "then repair it with cluster.primary.set(max_wal_size=None)")

@@ -10,6 +10,7 @@ import re
 from ..backups import known_backups
 from ..errors import Timeout
 from ..slots import WAL_GONE, inactive_slots, slot_of, slot_table, wal_settings
+from .memory import recall, remember
 from .registry import NO_REPLICA, exercise
 
 _WAL_FILE_RE = re.compile(r"^[0-9A-F]{24}$")
@@ -84,7 +85,9 @@ def _which_inactive(cluster, answer):
     given = _names(answer)
     if given is None:
         return False, f"answer with a slot name, a list of names, or [] for none (not {answer!r})"
-    inactive = set(inactive_slots(cluster)["slot_name"])
+    table = inactive_slots(cluster)
+    _note_forgotten(cluster, table)
+    inactive = set(table["slot_name"])
     if given == inactive:
         if not inactive:
             return True, "right: every slot on the primary has a replica streaming through it"
@@ -98,11 +101,23 @@ def _which_inactive(cluster, answer):
     return False, "not what the primary says: SELECT slot_name FROM pg_replication_slots WHERE NOT active"
 
 
-@exercise("03.4", "no forgotten slot, settings back to their defaults")
+def _note_forgotten(cluster, inactive) -> set:
+    """Write down the slots no replica owns in ``inactive`` (an inactive_slots table); every one seen so far."""
+    seen = set(recall(cluster, "03.4").get("forgotten", []))
+    now = set(inactive.loc[inactive["owner"].isna(), "slot_name"])
+    if now - seen:
+        seen |= now
+        remember(cluster, "03.4", {"forgotten": sorted(seen)})
+    return seen
+
+
+@exercise("03.4", "your forgotten slot dropped, settings back to their defaults")
 def _tidy(cluster):
-    """Drop every slot no replica of this cluster uses (lab.slots.drop_slot), and reset what you set by
-    ALTER SYSTEM (lab.slots.wal_settings(cluster) shows it) with node.set(name=None)."""
+    """Create a slot of your own (lab.slots.create_slot(cluster, 'mine')) and check 03.3 while it exists; then drop
+    it and every other slot no replica uses (lab.slots.drop_slot), and reset what you set by ALTER SYSTEM
+    (lab.slots.wal_settings(cluster) shows it) with node.set(name=None)."""
     inactive = inactive_slots(cluster)
+    seen = _note_forgotten(cluster, inactive)
     forgotten = inactive[inactive["owner"].isna()]
     if len(forgotten):
         row = forgotten.iloc[0]
@@ -116,18 +131,25 @@ def _tidy(cluster):
                        f"postgresql.auto.conf): reset it with cluster.node({row['node']!r}).set({row['setting']}=None)"
                        + ("; a replica copied it from the primary's with its base backup: resetting the primary first "
                           "and rebuilding the replica works too" if row["node"] != cluster.primary.name else ""))
+    if not seen:
+        return False, ("no slot of yours yet: create one with lab.slots.create_slot(cluster, 'mine'), check 03.3 "
+                       "while it exists, then drop it and check again")
     now = settings[settings["node"] == cluster.primary.name]
     values = ", ".join(f"{r.setting} = {r.value}" for r in now.itertuples())
-    return True, f"every slot belongs to a replica, and no node sets these by ALTER SYSTEM ({values} on the primary)"
+    return True, (f"{', '.join(repr(n) for n in sorted(seen))} gone: every slot left belongs to a replica, and no "
+                  f"node sets these by ALTER SYSTEM ({values} on the primary)")
 
 
-@exercise("03.5", "every replica streams again")
-def _all_streaming(cluster):
-    """Start every replica; rebuild one whose WAL the primary no longer has (cluster.remove_replica, then
-    cluster.add_replica from a fresh base backup), and drop a lost slot."""
+@exercise("03.5", "a replica broken (its WAL gone) and repaired")
+def _broken_and_repaired(cluster):
+    """With a replica without a slot and cluster.primary.set(wal_keep_size=0): stop it, lab.slots.write_wal(cluster, 4),
+    lab.slots.checkpoint(cluster), start it and check (❌: its WAL is gone); rebuild it (cluster.remove_replica, then
+    cluster.add_replica from a fresh base backup) and check again until every replica streams."""
     replicas = cluster.replicas
     if not replicas:
         return False, NO_REPLICA
+    seen = recall(cluster, "03.5")
+    broken, repaired = dict(seen.get("broken", {})), set(seen.get("repaired", []))
     stopped = [r.name for r in replicas if not r.is_running]
     if stopped:
         return False, f"{stopped[0]} is stopped: start it with cluster.node({stopped[0]!r}).start()"
@@ -143,11 +165,17 @@ def _all_streaming(cluster):
         if r.name in streaming:
             continue
         if WAL_GONE in r.logs(50):
+            slot = slot_of(r)
+            if r.name not in broken or r.name in repaired:
+                broken[r.name] = {"slot": bool(slot)}
+                repaired.discard(r.name)
+                remember(cluster, "03.5", {"broken": broken, "repaired": sorted(repaired)})
             how = (f"cluster.remove_replica({r.name!r}), then a fresh base backup: cluster.add_replica({r.name!r})"
-                   if slot_of(r) else
+                   if slot else
                    f"cluster.remove_replica({r.name!r}), path = lab.backups.take_base_backup(cluster), "
                    f"cluster.add_replica({r.name!r}, from_backup=path)")
-            return False, f"the primary no longer has the WAL {r.name} needs (see its logs): rebuild it: {how}"
+            return False, (f"broken: the primary no longer has the WAL {r.name} needs (see its logs). Repair it, "
+                           f"then check again: {how}")
         return False, f"{r.name} runs but does not stream: see cluster.node({r.name!r}).logs()"
     lost = slot_table(cluster)
     lost = lost[lost["wal_status"] == "lost"]
@@ -155,5 +183,20 @@ def _all_streaming(cluster):
         name = lost.iloc[0]["slot_name"]
         return False, (f"slot {name!r} is lost (the primary gave up its WAL): drop it with "
                        f"lab.slots.drop_slot(cluster, {name!r}), or rebuild its replica")
+    back = {name for name in broken if name in streaming} - repaired
+    if back:
+        repaired |= back
+        remember(cluster, "03.5", {"broken": broken, "repaired": sorted(repaired)})
     names = ", ".join(r.name for r in replicas)
-    return True, f"{names} stream{'s' if len(replicas) == 1 else ''} from {cluster.primary.name}, and no slot is lost"
+    if repaired:
+        fixed = ", ".join(sorted(repaired))
+        return True, (f"{fixed} lost {'its' if len(repaired) == 1 else 'their'} WAL and streamed again once rebuilt; "
+                      f"now {names} stream{'s' if len(replicas) == 1 else ''} from {cluster.primary.name}, and no "
+                      "slot is lost")
+    if broken:
+        gone = ", ".join(sorted(broken))
+        return False, (f"{gone} lost its WAL and was removed before it streamed again: rebuild it under the same "
+                       "name (a fresh base backup), check until ✅, then remove it")
+    return False, ("nothing broken yet: make a replica without a slot (as in 03.2), cluster.primary.set(wal_keep_size=0), "
+                   "stop it, lab.slots.write_wal(cluster, 4), lab.slots.checkpoint(cluster), start it, and check: "
+                   "❌ with the way to repair it")

@@ -65,10 +65,26 @@ def _all_follow(cluster):
                   f"{cluster.primary.name} on timeline {timeline(cluster.primary)['timeline']}")
 
 
+# What each level that waits for a standby keeps, when the primary crashes (always: the standby has the
+# commit before the client hears of it), when the standby's machine crashes at the same time, and what a
+# read on the standby sees right after the COMMIT returned.
+_KEEPS = {
+    "remote_write": ("in the standby's OS cache (written, not yet flushed)",
+                     "an OS crash of the standby at the same moment would lose it (the cache goes with it)",
+                     "a read on the standby may not see it yet (not replayed)"),
+    "on": ("on the standby's disk (flushed)",
+           "it survives even an OS crash of the standby at the same moment",
+           "a read on the standby may not see it yet (not replayed)"),
+    "remote_apply": ("on the standby's disk and replayed",
+                     "it survives even an OS crash of the standby at the same moment",
+                     "a read on the standby sees it as soon as the COMMIT returned"),
+}
+
+
 @exercise("06.4", "a crash of the primary now would lose no acknowledged write")
 def _zero_loss(cluster):
-    """Make every acknowledged COMMIT wait until a standby has it on disk: a synchronous standby
-    (synchronous_standby_names) and a synchronous_commit level that waits for its flush."""
+    """Make every acknowledged COMMIT wait until a standby has it: a synchronous standby
+    (synchronous_standby_names) and a synchronous_commit level that waits for it (remote_write, on or remote_apply)."""
     primary = cluster.primary
     if not primary.is_running:
         return False, f"the primary ({primary.name}) is stopped: lab.failover.tidy(cluster) first"
@@ -81,9 +97,11 @@ def _zero_loss(cluster):
     sync = states[states["sync_state"].isin(["sync", "quorum"])]["application_name"].tolist()
     if not sync:
         return False, f"synchronous_standby_names = {names!r}, but no running replica matches it: commits block"
-    if level not in ("on", "remote_apply"):
-        return False, (f"synchronous_commit = {level} on the primary: COMMIT does not wait until a standby has "
-                       "the WAL on disk; which levels do?")
+    if level not in _KEEPS:
+        return False, (f"synchronous_commit = {level} on the primary: COMMIT returns before any standby has the "
+                       "WAL, so a crash of the primary can lose it; which levels wait for the standby?")
+    where, os_crash, reads = _KEEPS[level]
     return True, (f"synchronous_standby_names = {names!r} ({', '.join(sync)} synchronous) with synchronous_commit = "
-                  f"{level}: an acknowledged COMMIT is on a standby's disk, so promoting the most advanced standby "
-                  "loses none. Put it back afterwards: lab.failover.set_mode(cluster, 'async')")
+                  f"{level}: an acknowledged COMMIT is {where} before the client hears of it, so a crash of the "
+                  f"primary alone loses none once the most advanced standby is promoted; {os_crash}, and {reads}. "
+                  "Put it back afterwards: lab.failover.set_mode(cluster, 'async')")
