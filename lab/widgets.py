@@ -16,7 +16,7 @@ import ipywidgets as w
 import pandas as pd
 from IPython.display import display
 
-from .errors import LabError
+from .errors import LabError, need_str
 
 ACTIONS = ("start", "stop", "restart")
 _DONE = {"start": "started", "stop": "stopped", "restart": "restarted"}
@@ -28,11 +28,13 @@ def refresh(cluster) -> pd.DataFrame:
 
 
 def node_action(cluster, node_name: str, action: str) -> str:
-    """Start, stop or restart one node; a one-line message of what happened (never raises a LabError).
+    """Start, stop or restart one node; a one-line message of what happened (never raises a LabError but
+    for an argument that is not a string, a BadArgument).
 
     >>> lab.widgets.node_action(cluster, "replica1", "stop")      # doctest: +SKIP
     'replica1: stopped in 0.1 s (now stopped)'
     """
+    need_str(node_name, "node_name", example="'replica1'")
     if action not in ACTIONS:
         return f"unknown action {action!r}: choose one of {', '.join(ACTIONS)}"
     try:
@@ -51,9 +53,13 @@ def node_action(cluster, node_name: str, action: str) -> str:
 
 
 def show_table(df, names, out: w.Output, picker: w.Dropdown) -> None:
-    """Show ``df`` in ``out`` and offer ``names`` in ``picker``, keeping its choice if still there."""
-    if list(picker.options) != names:  # something added or removed since
-        keep = picker.value if picker.value in names else (names[0] if names else None)
+    """Show ``df`` in ``out`` and offer ``names`` in ``picker``, keeping its choice if still there.
+
+    ``names`` are values, or (label, value) pairs: the control panel labels each node with its role now."""
+    names = list(names)
+    values = [n[1] if isinstance(n, tuple) else n for n in names]
+    if [tuple(o) if isinstance(o, (tuple, list)) else o for o in picker.options] != names:  # changed since
+        keep = picker.value if picker.value in values else (values[0] if values else None)
         picker.options = names
         picker.value = keep
     with out:
@@ -61,9 +67,15 @@ def show_table(df, names, out: w.Output, picker: w.Dropdown) -> None:
         display(df)
 
 
+def node_choices(df: pd.DataFrame) -> list:
+    """(label, node) pairs for a picker, from ``cluster.status()``: each node's name and its role now
+    (after a failover, the node called ``primary`` may be a replica)."""
+    return [(f"{n} ({r})", n) for n, r in zip(df["node"], df["role"])]
+
+
 def _show_status(cluster, out: w.Output, picker: w.Dropdown) -> None:
     df = refresh(cluster)
-    show_table(df, df["node"].tolist(), out, picker)
+    show_table(df, node_choices(df), out, picker)
 
 
 def control_panel(cluster) -> w.VBox:
@@ -71,9 +83,9 @@ def control_panel(cluster) -> w.VBox:
 
     >>> panel = lab.widgets.control_panel(cluster)   # doctest: +SKIP
     """
-    names = [n.name for n in cluster.nodes]
-    picker = w.Dropdown(options=names, value=names[0] if names else None, description="node",
-                        layout=w.Layout(width="220px"))
+    names = [(f"{n.name} ({n.role})", n.name) for n in cluster.nodes]
+    picker = w.Dropdown(options=names, value=names[0][1] if names else None, description="node",
+                        layout=w.Layout(width="260px"))
     buttons = {a: w.Button(description=a, tooltip=f"{a} the selected node", layout=w.Layout(width="90px"))
                for a in ACTIONS}
     buttons["stop"].button_style = "warning"

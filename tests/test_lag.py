@@ -32,6 +32,9 @@ def test_lag_grows_with_added_latency_and_the_cut_is_caught_up(cluster):
     # replay_lag is a round trip: with 60 ms each way it cannot be under 120 ms
     assert s.loc["+60 ms", "replay_lag_ms_median"] >= 120
     assert s.loc["+60 ms", "behind_bytes_median"] > s.loc["+0 ms", "behind_bytes_median"]
+    assert s.loc["+60 ms", "added_round_trip_ms"] == 120 and s.loc["+0 ms", "added_round_trip_ms"] == 0
+    assert abs(s.loc["+60 ms", "replay_lag_per_round_trip"] - s.loc["+60 ms", "replay_lag_ms_median"] / 120) <= 0.01
+    assert pd.isna(s.loc["cut", "added_round_trip_ms"]) and pd.isna(s.loc["+0 ms", "replay_lag_per_round_trip"])
     assert df.attrs["behind_at_heal"] > 0
     assert df.attrs["catch_up_s"] is not None
     assert proxy.link(cluster, "replica1") is None       # put back on the primary

@@ -1,6 +1,7 @@
 """lab.replication: the views and measurements, against a real primary and replica."""
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 import lab
@@ -53,6 +54,19 @@ def test_time_to_replica_times_each_row(cluster):
     ids = [int(i) for i in d["row_id"]]
     on_replica = cluster.node("replica1").scalar("SELECT count(*) FROM test_replication WHERE id = ANY(%s)", (ids,))
     assert on_replica == 6
+    # the one-line summary quotes these trials' own numbers, nothing else
+    line = replication.delay_summary(d)
+    ms = d["seconds"] * 1000
+    assert line.startswith("6 trials on replica1: median ")
+    assert f"median {replication._ms(ms.median())} ms" in line and f"slowest {replication._ms(ms.max())} ms" in line
+    assert f"75th percentile {replication._ms(ms.quantile(0.75))} ms" in line
+    assert line.endswith(f"{int((ms > 2 * ms.median()).sum())} of 6 over twice the median")
+
+
+def test_delay_summary_reads_only_time_to_replica_trials():
+    for bad in (None, pd.DataFrame(), pd.DataFrame(dict(x=[1]))):
+        with pytest.raises(lab.errors.BadArgument, match="time_to_replica"):
+            replication.delay_summary(bad)
 
 
 def test_time_to_replica_refuses_clearly(cluster):

@@ -58,7 +58,7 @@ def test_control_panel_buttons_wire_the_callbacks(cluster):
     picker = next(c for c in panel.children[1].children if isinstance(c, w.Dropdown))
     buttons = {c.description: c for c in panel.children[1].children if isinstance(c, w.Button)}
     message = panel.children[2]
-    assert list(picker.options) == ["primary", "replica1"]
+    assert list(picker.options) == [("primary (primary)", "primary"), ("replica1 (replica)", "replica1")]
     assert set(buttons) == {"start", "stop", "restart", "refresh"}
 
     picker.value = "replica1"
@@ -73,9 +73,16 @@ def test_control_panel_buttons_wire_the_callbacks(cluster):
     cluster.add_replica("replica2")
     try:
         buttons["refresh"].click()
-        assert list(picker.options) == ["primary", "replica1", "replica2"]
+        assert [v for _label, v in picker.options] == ["primary", "replica1", "replica2"]
+        assert picker.options[2] == ("replica2 (replica)", "replica2")
         assert picker.value == "replica1"
     finally:
         cluster.remove_replica("replica2")
     buttons["refresh"].click()
-    assert list(picker.options) == ["primary", "replica1"]
+    assert [v for _label, v in picker.options] == ["primary", "replica1"]
+
+
+def test_node_choices_name_each_node_with_its_role_now():
+    import pandas as pd
+    df = pd.DataFrame(dict(node=["primary", "replica1"], role=["replica", "primary"]))  # after a failover
+    assert widgets.node_choices(df) == [("primary (replica)", "primary"), ("replica1 (primary)", "replica1")]

@@ -23,7 +23,8 @@ def _reads_on_replicas(cluster, _app):
     df = webapp.reads(cluster, n=6)
     roles = set(df["role"])
     if roles == {"replica"}:
-        return True, f"6 reads served by {', '.join(sorted(set(df['served_by'])))}: none by the primary"
+        return True, (f"6 reads served by {', '.join(sorted(set(df['served_by'])))}, all in the replica role: "
+                      "none by the primary")
     why = "; ".join(sorted(set(df["fallback"]) - {""})) or "see lab.webapp.reads(cluster)"
     return False, f"some reads went to the primary ({why}): are both replicas running? cluster.start()"
 
@@ -52,7 +53,7 @@ def _writes_reach_primary(cluster, _app):
                        "(a crashed one: promote a replica, or start it again)")
     if w["primary"] != cluster.primary.name:
         return False, f"the write landed on {w['primary']}, but the lab's primary is {cluster.primary.name}"
-    return True, f"a write committed on {w['primary']} at LSN {w['lsn']}"
+    return True, f"a write committed on {w['primary']} (the primary now) at LSN {w['lsn']}"
 
 
 @exercise("07.4", "a read with min_lsn sees its own write", needs=RUNNING_APP)
@@ -64,5 +65,6 @@ def _read_your_writes(cluster, _app):
     except LabError as e:
         return False, str(e)
     if df["saw_own_write"].all():
-        return True, f"3 of 3 reads saw their write (served by {', '.join(sorted(set(df['served_by'])))})"
+        who = sorted({f"{n} ({r})" for n, r in zip(df["served_by"], df["role"])})
+        return True, f"3 of 3 reads saw their write (served by {', '.join(who)})"
     return False, "a read with min_lsn missed its write: see lab.webapp.read_your_writes(cluster)"
