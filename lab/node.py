@@ -57,7 +57,11 @@ class Node:
     # --- identity ---------------------------------------------------------------------
     @property
     def spec(self) -> dict:
-        return self._cluster._state["nodes"][self.name]
+        try:
+            return self._cluster._state["nodes"][self.name]
+        except KeyError:
+            raise LabError(f"{self.name} is no longer in this cluster (removed?): its nodes are "
+                           f"{', '.join(self._cluster._state['nodes'])}") from None
 
     @property
     def role(self) -> Role:
@@ -251,7 +255,8 @@ class Node:
         return self.start()
 
     def kill(self) -> "Node":
-        """SIGKILL the postmaster: a crash, for experiments.  ``start()`` recovers it."""
+        """SIGKILL the postmaster: a crash, for experiments.  ``start()`` recovers it.  A stopped
+        node raises NotRunning (as ``lab.faults.kill`` does)."""
         if self._cluster.backend.kill(self.spec) is None:
             raise NotRunning(f"{self.name} is stopped already: nothing to kill; start it with "
                              f"cluster.node({self.name!r}).start()")
@@ -358,6 +363,8 @@ def _bad_params(e: Exception, params) -> BadArgument:
         why = f"no value for the placeholder %({e.args[0]})s" if e.args else "a named placeholder has no value"
     elif isinstance(e, IndexError):
         why = "fewer values than %s placeholders"
+    elif "NUL" in str(e):
+        return BadArgument("a value in params holds a NUL character, which PostgreSQL does not accept")
     else:
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return BadArgument(f"the query's placeholders do not match params ({why}): one %s per value of a tuple, "

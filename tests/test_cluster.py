@@ -180,6 +180,8 @@ def test_add_and_remove_a_replica(cluster):
     assert port not in ports.claims_of(cluster.home.owner)
     with pytest.raises(LabError, match="no node 'replica2'"):
         cluster.node("replica2")
+    with pytest.raises(LabError, match="replica2 is no longer in this cluster"):  # the Node kept in a variable
+        r2.logs()
     with pytest.raises(LabError, match="bad replica name"):
         cluster.add_replica("Bad Name")
 

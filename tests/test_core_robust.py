@@ -70,6 +70,7 @@ BAD_NODE_CALLS = [
     (lambda n: n.sql("SELECT '50%'", (1,)), "placeholders do not match params"),
     (lambda n: n.sql("SELECT %s", "x"), "params is a tuple or list"),
     (lambda n: n.sql("SELECT %s", 5), "params is a tuple or list"),
+    (lambda n: n.sql("SELECT %s", ("a\x00b",)), "a value in params holds a NUL character"),
     (lambda n: n.execute(b"SELECT 1"), "the query is SQL as a string"),
     (lambda n: n.execute("SELECT %s", [1, 2]), "placeholders do not match params"),
     (lambda n: n.scalar(["SELECT 1"]), "the query is SQL as a string"),
