@@ -593,8 +593,11 @@ class LocalBackend(LocalApps):
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             self.user.chown(tmp, recursive=False)
             os.rename(tmp, trigger)
-        except BaseException:
+        except BaseException as e:
             tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise LabError(f"{spec['name']}: could not write its promote file ({e.strerror}): nothing "
+                               "changed; see the permissions of its data directory") from None
             raise
         try:
             os.kill(pid, signal.SIGUSR1)
