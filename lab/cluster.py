@@ -358,7 +358,9 @@ class Cluster:
                 raise BadArgument(f"bad replica name {name!r:.60}: use lowercase letters, digits and '_', "
                                   "starting with a letter (e.g. 'replica3')")
         need_bool(quiet, "quiet")
-        if from_backup is not None and not isinstance(from_backup, (str, os.PathLike)):
+        if from_backup is not None and (not isinstance(from_backup, (str, os.PathLike))
+                                        or not str(os.fspath(from_backup)).strip()
+                                        or "\0" in str(os.fspath(from_backup))):
             raise BadArgument(f"from_backup is the directory of a base backup (a path), not {from_backup!r:.60}")
         with self.home.locked():
             self._reload()

@@ -139,6 +139,8 @@ BAD_CLUSTER_CALLS = [
     (lambda c: c.add_replica(name="Bad Name"), "bad replica name"),
     (lambda c: c.add_replica(quiet=None), "quiet is True or False"),
     (lambda c: c.add_replica("replica9", from_backup=42), "from_backup is the directory"),
+    (lambda c: c.add_replica("replica1", from_backup="a\x00b"), "from_backup is the directory"),
+    (lambda c: c.add_replica("replica9", from_backup=""), "from_backup is the directory"),
     (lambda c: c.remove_replica(3), "name is a non-empty string"),
     (lambda c: c.switchover(None), "name is a non-empty string"),
     (lambda c: c.switchover("replica1", timeout=-3), "timeout is a number"),
