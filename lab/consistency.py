@@ -26,6 +26,7 @@ import psycopg2
 from . import proxy, sync, workload
 from .errors import BadArgument, LabError, NotRunning, Timeout, need_bool, need_choice, need_int, need_number
 from .faults import need_cluster, need_node, need_replica
+from .lsn import format_lsn, record_end
 from .workload import CREATE_TABLE, TABLE, WRITE
 
 RYW_FIXES = ("none", "wait_lsn", "remote_apply")
@@ -38,9 +39,12 @@ def _say(quiet: bool, msg: str) -> None:
 
 
 def _wait_lsn(cur, lsn: str, timeout: float = 10) -> None:
+    """Until the replica of ``cur`` has replayed the record that ends at (or just before) ``lsn``: a
+    commit's ``pg_current_wal_insert_lsn()`` may point past a page header that no record fills yet."""
+    target = format_lsn(record_end(lsn))
     deadline = time.monotonic() + timeout
     while True:
-        cur.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,))
+        cur.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,))
         if cur.fetchone()[0]:
             return
         if time.monotonic() > deadline:

@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 
 from . import faults, plots, proxy, sync, workload  # noqa: F401 (plots: Figures show as pictures)
 from .errors import LabError, NotRunning, Text, Timeout, need_bool, need_choice, need_int, need_number, need_str
-from .lsn import format_lsn, parse_lsn
+from .lsn import format_lsn, parse_lsn, record_end
 from .node import Node, Role
 from .system.operations import changes_cluster, check_fresh
 
@@ -164,18 +164,6 @@ def best_candidate(cluster) -> Node:
     return _most_wal(cluster, received(cluster))
 
 
-def _record_end(lsn: int, block_size: int, segment_size: int) -> int:
-    """``pg_current_wal_insert_lsn()`` as the end of the record before it.  When that record ends
-    exactly at a page boundary, the insert position points past the next page's header (24
-    bytes, 40 at a segment's first page), while the record's end — what a standby flushes, what
-    a synchronous COMMIT waits for — is the boundary itself."""
-    if lsn % segment_size == 40:
-        return lsn - 40
-    if lsn % block_size == 24:
-        return lsn - 24
-    return lsn
-
-
 # --- one failover ----------------------------------------------------------------------------
 @dataclasses.dataclass
 class Failover:
@@ -222,7 +210,7 @@ class Failover:
         ack = self.writer.acknowledged()
         on_old = ack[ack["node"] == self.old]
         flushed = parse_lsn(self.standby_flushed)
-        past = on_old["lsn"].map(lambda x: _record_end(parse_lsn(x), *self.wal_sizes) > flushed)
+        past = on_old["lsn"].map(lambda x: record_end(x, *self.wal_sizes) > flushed)
         return on_old[past.astype(bool)].reset_index(drop=True)
 
     def summary(self) -> pd.DataFrame:

@@ -61,6 +61,27 @@ def lsn_diff(a, b) -> "int | None":
     return parse_lsn(a) - parse_lsn(b)
 
 
+def record_end(lsn, block_size: int = 8192, segment_size: int = 16 * 1024 * 1024) -> int:
+    """``pg_current_wal_insert_lsn()`` (or a commit's LSN taken from it) as the end of the record
+    before it, as an int.  When that record ends exactly at a page boundary, the insert position
+    points past the next page's header (24 bytes; 40 on a segment's first page), while the
+    record's end — what a standby flushes and replays, what a synchronous COMMIT waits for — is
+    the boundary itself: waiting for a replica to replay the insert position would then wait for
+    WAL nobody has written yet.
+
+    >>> format_lsn(record_end("0/4118018"))
+    '0/4118000'
+    >>> format_lsn(record_end("0/4118060"))
+    '0/4118060'
+    """
+    v = parse_lsn(lsn)
+    if v % segment_size == 40:
+        return v - 40
+    if v % block_size == 24:
+        return v - 24
+    return v
+
+
 def wal_segment_name(lsn, timeline: int = 1, segment_size: int = 16 * 1024 * 1024) -> str:
     """The WAL file holding the byte *at* ``lsn``.
 

@@ -218,3 +218,15 @@ def test_a_single_user_backend_in_postmaster_pid_is_found_by_its_pid(tmp_path):
     assert postmaster_pid(tmp_path) == os.getpid()
     assert not process.pid_exists(-os.getpid()) and not process.pid_alive(-os.getpid())
     assert process.process_tree(-os.getpid()) == []
+
+
+def test_record_end_steps_back_over_a_page_header_nobody_has_filled():
+    # a commit whose record ended exactly at a page boundary: pg_current_wal_insert_lsn() points past
+    # the next page's header (24 bytes, 40 on a segment's first page), but a replica's replay
+    # position stops at the boundary (seen in chapter 05: waiting for 0/4118018 with 0/4118000
+    # replayed and nothing more written, for ever)
+    from lab.lsn import format_lsn, record_end
+    assert format_lsn(record_end("0/4118018")) == "0/4118000"
+    assert format_lsn(record_end("0/5000028")) == "0/5000000"
+    assert format_lsn(record_end("0/4118060")) == "0/4118060"
+    assert format_lsn(record_end("0/4118000")) == "0/4118000"
