@@ -16,7 +16,7 @@ import pandas as pd
 
 from .backends import NAMES as BACKEND_NAMES, backend_class, choose_backend, links, make_backend
 from .errors import BadArgument, LabError, NotRunning, Timeout, need_bool, need_choice, need_number, need_str
-from .lsn import format_lsn, lsn_diff, parse_lsn
+from .lsn import format_lsn, lsn_diff, parse_lsn, record_end
 from .node import Node, Role, need_node_name, valid_node_name
 from .services import stop_all as stop_services
 from .system import ports
@@ -620,7 +620,7 @@ class Cluster:
             lsn = format_lsn(value) if isinstance(lsn, int) else lsn
         timeout = need_number(timeout, "timeout", lo=0, unit="seconds")
         target = lsn if lsn is not None else self.primary.scalar("SELECT pg_current_wal_lsn()", dbname="postgres")
-        target_i = parse_lsn(target)
+        target_i = record_end(target)  # an insert LSN past a page header nobody has filled: its boundary
         deadline = time.monotonic() + timeout
         pending = [r for r in self.replicas if r.is_running]
         while pending:

@@ -67,6 +67,18 @@ def _record(where: str, kind: str, text: str, masked: bool = False) -> None:
         print(entry.line(), flush=True)
 
 
+_READ_ONLY = re.compile(r"^\s*(SELECT|SHOW|WITH|EXPLAIN|VALUES|TABLE)\b", re.I)
+_CHANGING_FUNCTIONS = re.compile(r"\bpg_(promote|reload_conf|create_\w+|drop_\w+|switch_wal|wal_replay_\w+|"
+                                 r"terminate_backend|cancel_backend|checkpoint|rotate_logfile|"
+                                 r"replication_slot_advance|logical_slot_get_changes)\s*\(", re.I)
+
+
+def changes_a_server(statement: str) -> bool:
+    """Is ``statement`` one to record: anything but a plain read (SELECT, SHOW ...), or a read that
+    calls a function that changes the server (``SELECT pg_promote()``, ``pg_reload_conf()`` ...)."""
+    return not _READ_ONLY.match(statement) or bool(_CHANGING_FUNCTIONS.search(statement))
+
+
 def sql(where: str, statement: str) -> None:
     """Record a statement run on node ``where`` (the text the server received)."""
     text = " ".join(statement.split()) if "\n" in statement else statement
@@ -85,6 +97,27 @@ def note(where: str, text: str) -> None:
     """Record what the lab did in another way than a command, as the command that does the same
     (e.g. the promote file plus SIGUSR1, which is what ``pg_ctl promote`` does)."""
     _record(where, "shell", text)
+
+
+_QUIET_TOOLS = {"pg_controldata", "cat", "test", "ls", "stat", "head", "tail", "du", "find"}
+
+
+def worth_showing(argv) -> bool:
+    """A program the lab runs beside a server that a student would type (pg_waldump, pg_basebackup,
+    touch standby.signal ...), not one it only polls (pg_controldata, cat of a file ...)."""
+    if not argv:
+        return False
+    prog = str(argv[0]).rsplit("/", 1)[-1]
+    return prog not in _QUIET_TOOLS and "--version" not in argv
+
+
+def from_entrypoint(where: str, output: str) -> None:
+    """The programs replica/entrypoint.sh ran (its ``entrypoint[...]: run: ...`` lines:
+    pg_basebackup, pg_rewind ...), from its output or a container's log."""
+    for line in (output or "").splitlines():
+        head, sep, cmd = line.partition("]: run: ")
+        if sep and "entrypoint[" in head:
+            note(where, cmd)
 
 
 def mark() -> float:

@@ -21,7 +21,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql as pgsql
 
-from . import conninfo
+from . import commands, conninfo
 from .errors import (BadArgument, LabError, NotRunning, ReadOnlyError, SQLError, Text,  # noqa: F401 (Text: lab.node.Text)
                      need_bool, need_int, need_number, need_str)
 
@@ -153,6 +153,7 @@ class Node:
                     raise self._error(e, query) from None
                 except (IndexError, KeyError, TypeError, ValueError) as e:  # psycopg2 merging the parameters
                     raise _bad_params(e, params) from None
+                _record(self.name, cur)
                 return fetch(cur)
         finally:
             conn.close()
@@ -214,17 +215,19 @@ class Node:
                 loaded_before = cur.fetchone()[0]
                 for name, value in settings.items():
                     if value is None:
-                        q = pgsql.SQL("ALTER SYSTEM RESET {}").format(pgsql.Identifier(name))
+                        q = pgsql.SQL("ALTER SYSTEM RESET {}").format(pgsql.SQL(name))  # a name from pg_settings
                     else:
                         if isinstance(value, bool):
                             value = "on" if value else "off"
-                        q = pgsql.SQL("ALTER SYSTEM SET {} = {}").format(pgsql.Identifier(name),
+                        q = pgsql.SQL("ALTER SYSTEM SET {} = {}").format(pgsql.SQL(name),
                                                                        pgsql.Literal(str(value)))
                     try:
                         cur.execute(q)
                     except psycopg2.Error as e:
                         raise self._error(e, q) from None
+                    _record(self.name, cur)
                 cur.execute("SELECT pg_reload_conf()")
+                _record(self.name, cur)
         finally:
             conn.close()
         # pg_reload_conf() only signals the postmaster: wait until new sessions see the reload
@@ -369,3 +372,10 @@ def _bad_params(e: Exception, params) -> BadArgument:
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return BadArgument(f"the query's placeholders do not match params ({why}): one %s per value of a tuple, "
                        "%(name)s per key of a dict, and %% for a literal %")
+
+
+def _record(name: str, cur) -> None:
+    """The statement ``cur`` just ran, for lab.transcript() if it changes the server."""
+    text = cur.query.decode("utf-8", "replace") if isinstance(cur.query, bytes) else str(cur.query or "")
+    if text and commands.changes_a_server(text):
+        commands.sql(name, text)

@@ -102,6 +102,8 @@ base_backup() {
     mkdir -p "$PGDATA"
     chmod 0700 "$PGDATA"
     : > "$PARTIAL"
+    log "run: pg_receivewal --create-slot --if-not-exists --slot=$SLOT_NAME -h $PRIMARY_HOST -p $PRIMARY_PORT -U $REPLICATION_USER"
+    log "run: pg_basebackup -D $PGDATA -R -X stream --slot=$SLOT_NAME --checkpoint=fast -d 'host=$PRIMARY_HOST port=$PRIMARY_PORT user=$REPLICATION_USER application_name=$REPLICA_NAME'"
     pg_receivewal --create-slot --if-not-exists --slot="$SLOT_NAME" \
         -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -U "$REPLICATION_USER" --no-password
     pg_basebackup -D "$PGDATA" -R -X stream --slot="$SLOT_NAME" --checkpoint=fast \
@@ -125,6 +127,7 @@ rewind() {
             rm -f "$PGDATA/postmaster.pid"
         fi
     fi
+    log "run: pg_rewind --target-pgdata=$PGDATA --write-recovery-conf --progress --source-server='host=$PRIMARY_HOST port=$PRIMARY_PORT user=$REPLICATION_USER dbname=postgres application_name=$REPLICA_NAME'"
     if pg_rewind --target-pgdata="$PGDATA" --write-recovery-conf --progress \
         --source-server="host=$PRIMARY_HOST port=$PRIMARY_PORT user=$REPLICATION_USER dbname=postgres application_name=$REPLICA_NAME" \
         >&2; then

@@ -37,3 +37,31 @@ def test_bad_arguments_are_one_line():
         tr.transcript(since="yesterday")
     with pytest.raises(LabError, match="node is a non-empty string"):
         tr.transcript(node=3)
+
+
+# --- on real servers: what the lab's own calls record --------------------------------------------
+@pytest.mark.integration
+def test_a_cluster_records_the_commands_a_student_would_type(cluster):
+    import lab
+    t = lab.transcript_mark()
+    cluster.primary.set(work_mem="8MB")
+    cluster.primary.sql("SELECT count(*) FROM test_replication")        # a read: not recorded
+    replica = cluster.node("replica1")
+    replica.stop()
+    replica.start()
+    cluster.add_replica("extra")
+    try:
+        text = str(lab.transcript(since=t))
+        lines = text.splitlines()
+        assert any(ln.endswith("primary=# ALTER SYSTEM SET work_mem = '8MB';") for ln in lines), text
+        assert any(ln.endswith("primary=# SELECT pg_reload_conf();") for ln in lines)
+        assert not any("count(*)" in ln for ln in lines)
+        assert any("replica1$ pg_ctl stop -m fast -D " in ln for ln in lines)
+        assert any("replica1$ pg_ctl start -D " in ln for ln in lines)
+        assert any("extra$ pg_basebackup -D " in ln and "-R -X stream --slot=extra" in ln for ln in lines), text
+        for secret in (cluster.credentials["password"], cluster.credentials["replication_password"]):
+            assert secret and secret not in text
+        assert str(lab.transcript(since=t, node="extra")).count("extra") >= 1
+    finally:
+        cluster.remove_replica("extra")
+        cluster.primary.set(work_mem=None)

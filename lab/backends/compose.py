@@ -28,6 +28,7 @@ from pathlib import Path
 import psycopg2
 
 from .. import conninfo
+from .. import commands
 from ..errors import LabError, NotRunning, ServerStartError, Timeout
 from ..system import ports
 from ..system.paths import COMPOSE_DIR, REPO
@@ -191,6 +192,8 @@ class ComposeBackend(ComposeApps):
     def compose(self, *args, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
         cmd = [*compose_cli(), "--env-file", self.cfg["env_file"], "-f", str(COMPOSE_FILE),
                "-p", self.cfg["project"], *args]
+        if not {"ps", "config", "version", "images"} & set(args):
+            commands.shell("host", [*compose_cli(), "-p", self.cfg["project"], *args])
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=COMPOSE_DIR)
         except subprocess.TimeoutExpired:
@@ -369,8 +372,14 @@ class ComposeBackend(ComposeApps):
             if c is None:
                 raise ServerStartError(f"compose did not create {spec['container']}: see `docker compose ps`")
         self._write_role(spec)
+        t_start = int(time.time()) - 1
+        commands.shell(spec["name"], ["docker", "start", spec["container"]])
         c.start()
         pid = self.wait_ready(spec)
+        try:
+            commands.from_entrypoint(spec["name"], c.logs(since=t_start).decode("utf-8", "replace"))
+        except Exception:  # the transcript is a courtesy: a log that cannot be read changes nothing
+            pass
         if spec.pop("rejoin", None):  # rewound: later starts just continue replicating
             self._write_role(spec)
         elif spec["role"] == "replica" and spec["name"] != self.state.get("primary"):
@@ -411,6 +420,7 @@ class ComposeBackend(ComposeApps):
             if c is not None and c.status in ("running", "paused", "restarting"):
                 if c.status == "paused":
                     c.unpause()
+                commands.shell(spec["name"], ["docker", "stop", "-t", str(int(timeout)), spec["container"]])
                 c.stop(timeout=int(timeout))
         with ThreadPoolExecutor(max(1, len(specs))) as pool:
             list(pool.map(one, specs))
@@ -423,6 +433,7 @@ class ComposeBackend(ComposeApps):
         if c is None or c.status != "running":
             return None
         pid = self.pid(spec)
+        commands.shell(spec["name"], ["docker", "kill", "--signal=KILL", spec["container"]])
         c.kill(signal="SIGKILL")
         c.wait(timeout=30)
         return pid
@@ -435,6 +446,8 @@ class ComposeBackend(ComposeApps):
         # pg_ctl writes the promote file as the server user (nothing is done to it after the signal,
         # so the server may consume it at once); -w waits for "in production" in the control file.
         # Whatever raises after the signal, Cluster._promote records what the server then is.
+        commands.shell(spec["name"], ["docker", "exec", "-u", "postgres", spec["container"],
+                                      "pg_ctl", "promote", "-D", PGDATA, "-w"])
         try:
             code, out = c.exec_run(["pg_ctl", "promote", "-D", PGDATA, "-w", "-t", str(max(1, int(timeout))), "-s"],
                                    user="postgres")
@@ -527,6 +540,8 @@ class ComposeBackend(ComposeApps):
         c = self.container(spec)
         if c is None or c.status not in ("running", "exited", "created"):
             raise NotRunning(f"{spec['name']} is not running: start it first")
+        if commands.worth_showing([str(a) for a in args]):
+            commands.shell(spec["name"], ["docker", "exec", "-u", "postgres", spec["container"], *map(str, args)])
         env = {"LANG": "C", **(env or {})}
         if c.status == "running":
             code, (out, err) = c.exec_run([str(a) for a in args], user="postgres", environment=env, demux=True)
@@ -558,12 +573,14 @@ class ComposeBackend(ComposeApps):
         c = self.container(spec)
         if c is None or c.status != "running":
             raise NotRunning(f"{spec['name']} is stopped: start it before pausing it")
+        commands.shell(spec["name"], ["docker", "pause", spec["container"]])
         c.pause()
         return "docker pause"
 
     def resume(self, spec) -> str:
         was = self.is_paused(spec)
         if was:
+            commands.shell(spec["name"], ["docker", "unpause", spec["container"]])
             self.container(spec).unpause()
         return "resumed (docker unpause)" if was else "was not paused"
 

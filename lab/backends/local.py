@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from .. import commands
 from ..errors import LabError, NotRunning, ServerStartError, Timeout
 from ..system import binaries, ports
 from ..system.home import cache_dir
@@ -295,6 +296,7 @@ class LocalBackend(LocalApps):
         # (a clone under /root, say), and it needs no stdin of its own.
         r = self._run(["sh", "-s"], input=(REPLICA_DIR / "entrypoint.sh").read_text(), env=env, check=False,
                      log=spec["log"], timeout=wait_timeout + 600)
+        commands.from_entrypoint(spec["name"], r.stderr)
         if r.returncode != 0:
             last = (r.stderr or r.stdout).strip().splitlines()
             raise ServerStartError(f"{spec['name']}: could not prepare the replica: {last[-1] if last else r.returncode}")
@@ -317,6 +319,8 @@ class LocalBackend(LocalApps):
         """Run a command beside this node's data, as the server user (PostgreSQL's tools from its
         bin directory; LANG=C so their output parses)."""
         args = [str(a) for a in args]
+        if commands.worth_showing(args):
+            commands.shell(spec["name"], args, env={k: v for k, v in (env or {}).items() if k != "LANG"})
         if (self.bins.bindir / args[0]).exists():
             args[0] = self.bins.path(args[0])
         full = self.bins.env()
@@ -396,6 +400,7 @@ class LocalBackend(LocalApps):
         new = retarget_conninfo(text, host, port)
         if new != text:
             auto.write_text(new)
+            record_retarget(spec["name"], new)
             pid = self.pid(spec)
             if pid:
                 os.kill(pid, signal.SIGHUP)
@@ -431,6 +436,7 @@ class LocalBackend(LocalApps):
             mark = os.path.getsize(spec["log"]) if os.path.exists(spec["log"]) else 0
             # Like pg_ctl start, minus its 100 ms polling: a detached postmaster whose pid we
             # know, logging to server.log; then postmaster.pid is polled every 5 ms.
+            commands.shell(spec["name"], ["pg_ctl", "start", "-D", spec["pgdata"], "-l", spec["log"]])
             r = self._run(["sh", "-c", 'exec "$0" -D "$1" >>"$2" 2>&1 </dev/null & echo $!',
                           self.bins.path("postgres"), str(spec["pgdata"]), str(spec["log"])], timeout=30)
             pid = self._wait_postmaster(spec, int(r.stdout.strip()), deadline)
@@ -494,6 +500,9 @@ class LocalBackend(LocalApps):
         for s in specs:  # a frozen (paused) server cannot shut down: thaw it first
             self.resume(s)
         pids = [(s, self._signal_stop(s)) for s in specs]
+        for s, pid in pids:
+            if pid:
+                commands.shell(s["name"], ["pg_ctl", "stop", "-m", "fast", "-D", s["pgdata"]])
         deadline = time.monotonic() + timeout
         for s, pid in pids:
             if pid and not wait_gone(pid, max(0.0, deadline - time.monotonic())):
@@ -510,6 +519,7 @@ class LocalBackend(LocalApps):
         self.resume(spec)
         pid = self._signal_stop(spec, signal.SIGKILL)
         if pid:
+            commands.note(spec["name"], f"kill -KILL {pid}   # the postmaster: a crash")
             wait_gone(pid, 10)
         return pid
 
@@ -526,6 +536,7 @@ class LocalBackend(LocalApps):
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
         _watchdogs[spec["pgdata"]] = dog
+        commands.note(spec["name"], f"kill -STOP {' '.join(map(str, pids))}   # the postmaster and its children: frozen")
         signal_tree(pids, signal.SIGSTOP)
         # a child forked between the listing and the postmaster's stop: freeze it too
         late = [p for p in process_tree(pid) if p not in pids]
@@ -548,6 +559,8 @@ class LocalBackend(LocalApps):
             return "not running"
         was = is_stopped(pid)
         tree = process_tree(pid)
+        if was:
+            commands.note(spec["name"], f"kill -CONT {' '.join(map(str, tree))}")
         signal_tree(reversed(tree), signal.SIGCONT)
         wait_states(tree, stopped=False)
         return "resumed" if was else "was not paused"
@@ -599,6 +612,7 @@ class LocalBackend(LocalApps):
                 raise LabError(f"{spec['name']}: could not write its promote file ({e.strerror}): nothing "
                                "changed; see the permissions of its data directory") from None
             raise
+        commands.shell(spec["name"], ["pg_ctl", "promote", "-D", spec["pgdata"]])
         try:
             os.kill(pid, signal.SIGUSR1)
         except ProcessLookupError:
@@ -618,3 +632,14 @@ class LocalBackend(LocalApps):
             raise LabError(f"{spec['name']} is running: stop it before removing its data")
         shutil.rmtree(self._node_dir(spec), ignore_errors=True)
         Path(str(spec["pgdata"]).rstrip("/") + ".basebackup-incomplete").unlink(missing_ok=True)
+
+
+# --- the commands behind the lab's own steps, for lab.transcript() ------------------------------
+def record_retarget(name: str, auto_conf: str) -> None:
+    """A new primary_conninfo written to postgresql.auto.conf, as the SQL that does the same."""
+    for line in auto_conf.splitlines():
+        if line.strip().startswith("primary_conninfo"):
+            value = line.split("=", 1)[1].strip()
+            commands.sql(name, f"ALTER SYSTEM SET primary_conninfo = {value}")
+            commands.sql(name, "SELECT pg_reload_conf()")
+            return

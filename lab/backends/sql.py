@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import psycopg2
 
+from .. import commands
+
 
 def connect(state: dict, spec: dict, timeout: float = 5):
     """An autocommit connection to the node's ``postgres`` database (close it when done)."""
@@ -19,6 +21,9 @@ def query(state: dict, spec: dict, sql: str, params=None, timeout: float = 5) ->
     try:
         with conn.cursor() as cur:
             cur.execute(sql, params)
+            text = cur.query.decode("utf-8", "replace") if isinstance(cur.query, bytes) else str(cur.query or "")
+            if commands.changes_a_server(text):
+                commands.sql(spec["name"], text)
             return cur.fetchone() if cur.description else None
     finally:
         conn.close()
