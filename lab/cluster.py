@@ -20,7 +20,7 @@ from .lsn import format_lsn, lsn_diff, parse_lsn, record_end
 from .node import Node, Role, need_node_name, valid_node_name
 from .services import stop_all as stop_services
 from .system import ports
-from .system.home import LabHome
+from .system.home import LabHome, register_user
 
 MAX_REPLICAS = 5
 
@@ -736,6 +736,10 @@ def up(replicas: int = 1, home=None, quiet: bool = False, backend: "str | None" 
         need_choice(backend, "backend", BACKEND_NAMES)
     h = LabHome(home)
     h.ensure()
+    others = register_user(h)
+    if others:
+        _say(quiet, f"also using this lab: {'; '.join(others)}. What one notebook changes (a stopped node, a proxy, "
+                    "a setting) the other measures: shut down the kernels you are done with (Kernel › Shut Down Kernel)")
     with h.locked():
         state = h.load()
         if state is not None and state.get("ready") is False:

@@ -24,6 +24,7 @@ from psycopg2 import sql as pgsql
 from . import commands, conninfo
 from .errors import (BadArgument, LabError, NotRunning, ReadOnlyError, SQLError, Text,  # noqa: F401 (Text: lab.node.Text)
                      need_bool, need_int, need_number, need_str)
+from .system.operations import changes_cluster
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -191,6 +192,7 @@ class Node:
                         "coalesce(sourcefile LIKE '%%postgresql.auto.conf', false) AS set_by_alter_system "
                         "FROM pg_settings WHERE name = ANY(%s) ORDER BY name", (list(names),), dbname="postgres")
 
+    @changes_cluster("node.set")
     def set(self, **settings) -> pd.DataFrame:
         """``ALTER SYSTEM SET`` each setting, then reload; None resets one to its default.
 
@@ -243,10 +245,12 @@ class Node:
         return result
 
     # --- lifecycle ----------------------------------------------------------------------
+    @changes_cluster("node.start")
     def start(self) -> "Node":
         self._cluster._start_node(self.name)
         return self
 
+    @changes_cluster("node.stop")
     def stop(self, timeout: float = 30) -> "Node":
         """Fast shutdown (like ``pg_ctl stop -m fast``); SIGKILL after ``timeout`` seconds."""
         timeout = need_number(timeout, "timeout", lo=0, hi=3600, unit="seconds")
@@ -257,6 +261,7 @@ class Node:
         self.stop()
         return self.start()
 
+    @changes_cluster("node.kill")
     def kill(self) -> "Node":
         """SIGKILL the postmaster: a crash, for experiments.  ``start()`` recovers it.  A stopped
         node raises NotRunning (as ``lab.faults.kill`` does)."""
@@ -265,6 +270,7 @@ class Node:
                              f"cluster.node({self.name!r}).start()")
         return self
 
+    @changes_cluster("node.pause")
     def pause(self, max_seconds: float = MAX_PAUSE_SECONDS) -> str:
         """Freeze this node (SIGSTOP of its processes / ``docker pause``): frozen, not stopped, its
         port still accepts TCP connections but nothing answers.  Locally a watchdog resumes it after
@@ -280,11 +286,13 @@ class Node:
             return f"{self.name}: paused already"
         return f"{self.name}: paused ({backend.pause(self.spec, max_seconds)})"
 
+    @changes_cluster("node.resume")
     def resume(self) -> str:
         """Thaw a paused node (SIGCONT / ``docker unpause``); a no-op if it is not paused.
         Returns a one-line account."""
         return f"{self.name}: {self._cluster.backend.resume(self.spec)}"
 
+    @changes_cluster("node.promote")
     def promote(self) -> "Node":
         """Make this replica a primary (a promote signal, like ``pg_ctl promote``); the other
         replicas follow it; the cluster now writes here."""

@@ -170,3 +170,34 @@ def test_other_processes_using_the_lab_are_listed_by_their_notebook(tmp_path):
         other.communicate()
     assert register_user(home) == []  # a dead kernel is forgotten
     assert who_am_i().endswith(f"(pid {os.getpid()})")
+
+
+# --- on a real cluster: a second notebook's kernel ------------------------------------------------
+@pytest.mark.integration
+def test_a_second_kernel_cannot_stop_a_node_while_the_first_changes_the_cluster(cluster, capsys):
+    import lab
+    holder = _other_process(cluster.home.path, """
+        import lab
+        from lab.system.home import register_user
+        c = lab.attach(home.path)
+        register_user(home)
+        with c.home.operation("failover"):
+            print("holding", flush=True)
+            time.sleep(3)
+        time.sleep(60)  # still a kernel using this lab
+    """)
+    try:
+        assert holder.stdout.readline().strip() == "holding", holder.stderr.read()
+        replica = cluster.node("replica1")
+        with pytest.raises(LabBusy, match=r"notebook 05_lag.ipynb \(pid \d+\), in failover"):
+            with cluster.home.operation("test", wait=0.3):
+                replica.stop()
+        assert replica.is_running  # nothing was done meanwhile
+        again = lab.up(replicas=1, home=cluster.home.path)  # waits for the holder, then goes on
+        assert again.node("replica1").is_running
+        out = capsys.readouterr()
+        assert f"also using this lab: notebook 05_lag.ipynb (pid {holder.pid})" in out.out
+        assert "waiting: notebook 05_lag.ipynb" in out.err
+    finally:
+        holder.kill()
+        holder.communicate()
