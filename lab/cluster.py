@@ -639,6 +639,34 @@ class Cluster:
             time.sleep(0.005)
         return target
 
+    def refresh_roles(self, quiet: bool = False) -> "list[str]":
+        """After a promotion done by hand (``SELECT pg_promote()`` in psql, ``pg_ctl promote``): record
+        each node's role as its server says (``pg_is_in_recovery()``) and point the other replicas at
+        the new primary, as the lab's own promotion does.  One line per change (none: nothing to do).
+
+        >>> cluster.node("replica1").sql("SELECT pg_promote()")   # doctest: +SKIP
+        >>> cluster.refresh_roles()                               # doctest: +SKIP
+        """
+        need_bool(quiet, "quiet")
+        with self.home.locked():
+            self._reload()
+            before = self._state["primary"]
+            said = self._sync_roles()
+            if self._state["primary"] != before:
+                p = self.primary
+                for setting in ("primary_conninfo", "primary_slot_name"):  # a primary keeps no standby settings
+                    p.execute(f"ALTER SYSTEM RESET {setting}", dbname="postgres")
+                p.execute("SELECT pg_reload_conf()", dbname="postgres")
+                self._follow_primary()
+                others = [r.name for r in self.replicas if r.name != p.name]
+                if others:
+                    said.append(f"{', '.join(others)}: pointed at the new primary {p.name}")
+        for line in said:
+            _say(quiet, line)
+        if not said:
+            _say(quiet, "every recorded role matches its server: nothing to change")
+        return said
+
     def status(self) -> pd.DataFrame:
         """One row per node: role, state, port, pid, LSNs and lag (bytes and seconds)."""
         rows, changed = [], False

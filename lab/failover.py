@@ -464,6 +464,21 @@ def _failover(cluster, mode, fault, rate, before, after, latency_ms, fence_after
     return run
 
 
+def promote_commands(cluster, name: str) -> Text:
+    """The standard ways to promote replica ``name`` by hand: in psql (``SELECT pg_promote()``, which
+    waits until it is done) or in a terminal (``pg_ctl promote``, as the server's user)."""
+    need_str(name, "name", example="'replica1'")
+    node = cluster.node(name)
+    user = cluster.credentials["user"]
+    if node.spec.get("container"):
+        shell = f"docker exec -u postgres {node.spec['container']} pg_ctl promote -D {node.pgdata}"
+    else:
+        shell = f"pg_ctl promote -D {node.pgdata}    # as the user the server runs as"
+    return Text(f"# in psql, connected to {name}:  psql -h 127.0.0.1 -p {node.port} -U {user} -d postgres\n"
+                "SELECT pg_promote();             -- waits (up to 60 s) until it accepts writes\n"
+                f"# or in a terminal:\n{shell}")
+
+
 # --- after a failover ---------------------------------------------------------------------------
 def follows(cluster, r: Node, timeout: float = 2.0) -> bool:
     """Does replica ``r`` stream from the current primary, on its timeline?

@@ -227,6 +227,29 @@ def test_an_interrupted_failover_ends_in_one_line_and_its_old_result_is_refused(
         first.summary()
 
 
+def test_a_failover_by_hand_with_pg_promote_then_refresh_roles(cluster):
+    t = lab.transcript_mark()
+    old = cluster.primary.name
+    cluster.primary.kill()
+    new = failover.best_candidate(cluster)
+    assert "SELECT pg_promote();" in failover.promote_commands(cluster, new.name)
+    assert new.sql("SELECT pg_promote()").iloc[0, 0]
+    assert cluster.primary.name == old  # PostgreSQL promoted it; the lab has not been told yet
+    said = cluster.refresh_roles(quiet=True)
+    assert said and cluster.primary.name == new.name and cluster.node(old).role == "former primary"
+    for n in cluster.nodes:  # every record agrees with its server
+        if n.is_running:
+            assert (n.role == "replica") == n.scalar("SELECT pg_is_in_recovery()")
+    other = next(r for r in cluster.replicas if r.is_running)
+    assert failover.follows(cluster, other, timeout=10)
+    assert failover.who_answers(cluster)["answered_by"] == new.name
+    text = str(lab.transcript(since=t))
+    assert "kill -KILL" in text and f"{new.name}=# SELECT pg_promote();" in text
+    assert cluster.refresh_roles(quiet=True) == []   # nothing left to change
+    failover.restore(cluster)
+    assert checks.check("06.3", cluster)
+
+
 def test_errors_a_student_can_meet(cluster):
     with pytest.raises(LabError, match="rate is a number"):
         failover.failover(cluster, rate="fast")

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import commands
+from .. import commands, conninfo
 from ..errors import LabError, NotRunning, ServerStartError, Timeout
 from ..system import binaries, ports
 from ..system.home import cache_dir
@@ -640,6 +640,12 @@ def record_retarget(name: str, auto_conf: str) -> None:
     for line in auto_conf.splitlines():
         if line.strip().startswith("primary_conninfo"):
             value = line.split("=", 1)[1].strip()
+            try:  # as a student would write it: the parameters that matter, not libpq's defaults
+                info = conninfo.parse(value.strip("'").replace("''", "'"))
+                keep = {k: info[k] for k in ("host", "port", "user", "password", "application_name") if k in info}
+                value = "'" + conninfo.make(**keep).replace("'", "''") + "'"
+            except LabError:
+                pass
             commands.sql(name, f"ALTER SYSTEM SET primary_conninfo = {value}")
             commands.sql(name, "SELECT pg_reload_conf()")
             return
