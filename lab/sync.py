@@ -121,24 +121,38 @@ def _connected(cluster) -> list:
                                dbname="postgres")["application_name"].tolist()
 
 
-def _check_names(cluster, names: str) -> int:
+def _starting(cluster, connected: list) -> set:
+    """application_names (lower case) of running replicas that are not connected yet (just started)."""
+    here = {c.lower() for c in connected}
+    return {r.spec.get("app_name", r.name).lower() for r in cluster.replicas if r.is_running} - here
+
+
+def _check_names(cluster, names: str, timeout: float = 15) -> int:
     """Refuse a value whose standbys are not connected (every COMMIT would wait for them forever);
-    how many synchronous standbys a COMMIT will wait for."""
+    a replica of the cluster that runs but has not connected yet is waited for (``timeout``).
+    How many synchronous standbys a COMMIT will wait for."""
     method, num, listed = parse_standby_names(names)
     if method is None:
         return 0
-    connected = _connected(cluster)
-    here = {c.lower() for c in connected}
+    deadline = time.monotonic() + timeout
+    while True:
+        connected = _connected(cluster)
+        here = {c.lower() for c in connected}
+        unknown = [n for n in listed if n != "*" and n.lower() not in here]
+        matching = len(connected) if "*" in listed else len({n.lower() for n in listed} & here)
+        if not unknown and matching >= num:
+            return num
+        starting = _starting(cluster, connected)
+        coming = starting if "*" in listed else starting & {n.lower() for n in listed}
+        if not coming or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     shown = ", ".join(connected) or "none"
-    unknown = [n for n in listed if n != "*" and n.lower() not in here]
     if unknown:
         raise BadArgument(f"no connected standby is called {', '.join(map(repr, unknown))}: the connected standbys "
                           f"are {shown} (pg_stat_replication.application_name); synchronous_standby_names unchanged")
-    matching = len(connected) if "*" in listed else len({n.lower() for n in listed})
-    if matching < num:
-        raise BadArgument(f"{names!r} makes every COMMIT wait for {num} standbys, but it names only {matching} "
-                          f"connected one(s) ({shown}); synchronous_standby_names unchanged")
-    return num
+    raise BadArgument(f"{names!r} makes every COMMIT wait for {num} standbys, but it names only {matching} "
+                      f"connected one(s) ({shown}); synchronous_standby_names unchanged")
 
 
 def _put_back(cluster, names: str) -> None:
@@ -178,7 +192,7 @@ def set_synchronous(cluster, names: str, timeout: float = 15) -> pd.DataFrame:
     primary = cluster.primary
     if not primary.is_running:
         raise NotRunning(f"the primary ({primary.name}) is stopped: start it first")
-    wanted = _check_names(cluster, names)
+    wanted = _check_names(cluster, names, timeout)
     with standby_names_kept(cluster, always=False):
         primary.set(synchronous_standby_names=names if names.strip() else None)
         if wanted:

@@ -232,3 +232,19 @@ def test_the_cost_figure_shows_every_bar_and_its_value(two):
     assert slow < fast  # the far standby's bar is the lower one (by 3 to 100 times, with the machine)
     assert sync._short(slow) in [t.get_text() for t in left.texts]
     assert sync.cost_table(near, far)["setup"].tolist() == ["next door"] * 2 + ["+20 ms"] * 2
+
+
+def test_a_stopped_standby_is_refused_and_one_just_started_is_waited_for(two):
+    replica = two.node("replica2")
+    replica.stop()
+    try:
+        with pytest.raises(BadArgument, match="connected standbys are replica1;"):
+            sync.set_synchronous(two, "ANY 1 (replica1, replica2)")
+        assert _names(two) == ""
+        replica.start()
+        t = sync.set_synchronous(two, "FIRST 2 (replica1, replica2)").set_index("replica")
+        assert set(t["sync_state"]) == {"sync"}
+    finally:
+        if not replica.is_running:
+            replica.start()
+        sync.set_synchronous(two, "")
