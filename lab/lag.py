@@ -23,10 +23,11 @@ import pandas as pd
 import psycopg2
 from matplotlib.figure import Figure
 
-from . import faults, plots, proxy, workload  # noqa: F401 (plots: shows Figures as pictures in notebooks)
+from . import faults, plots, proxy, sync, workload  # noqa: F401 (plots: shows Figures as pictures in notebooks)
 from .errors import LabError, NotRunning, need_number, need_str
 from .lsn import lsn_diff, parse_lsn
 from .standby import lag_table
+from .system.operations import changes_cluster, check_fresh
 
 _PRIMARY_SQL = """
 SELECT pg_current_wal_lsn()::text, application_name, state, sync_state,
@@ -260,6 +261,7 @@ def _hold(seconds: float, sampler, plot, every: float = 0.5) -> None:
             plot.update(sampler)
 
 
+@changes_cluster("lag_under_latency", tidy=lambda c: sync.tidy(c))
 def lag_under_latency(cluster, replica: str = "replica1", latencies=(0, 20, 50, 100), seconds: float = 2.0,
                       cut_seconds: float = 2.0, rate: "float | None" = 300, every: float = 0.1, live: bool = True,
                       quiet: bool = False) -> pd.DataFrame:
@@ -325,6 +327,7 @@ def phase_summary(samples: pd.DataFrame) -> pd.DataFrame:
     replay_lag divided by it (``replay_lag_per_round_trip``)."""
     if not isinstance(samples, pd.DataFrame) or "phase" not in samples or samples.empty:
         raise LabError("phase_summary reads what lag_under_latency (or a LagSampler) returns")
+    check_fresh(samples, "these samples")
     order = list(dict.fromkeys(samples["phase"]))
     g = samples.groupby("phase", sort=False)
     out = pd.DataFrame({

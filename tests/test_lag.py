@@ -41,6 +41,24 @@ def test_lag_grows_with_added_latency_and_the_cut_is_caught_up(cluster):
     assert isinstance(lag.lag_figure(df), Figure)
 
 
+def test_an_interrupted_run_ends_in_one_line_and_older_samples_are_refused(cluster, monkeypatch):
+    from lab.errors import Interrupted
+    first = lag.lag_under_latency(cluster, "replica1", latencies=(0,), seconds=0.3, cut_seconds=0,
+                                  rate=100, live=False, quiet=True)
+    lag.phase_summary(first)  # a finished run: fine
+
+    def interrupt(*_a, **_k):  # Kernel › Interrupt while a latency step is held
+        raise KeyboardInterrupt
+    monkeypatch.setattr(lag, "_hold", interrupt)
+    with pytest.raises(Interrupted) as e:
+        lag.lag_under_latency(cluster, "replica1", latencies=(0, 20), seconds=0.3, cut_seconds=0,
+                              rate=100, live=False, quiet=True)
+    assert str(e.value).startswith("lag_under_latency interrupted after") and "put back:" in str(e.value)
+    assert proxy.link(cluster, "replica1") is None      # its own finally unrouted the replica
+    with pytest.raises(LabError, match="these samples come from the lag_under_latency that finished at"):
+        lag.phase_summary(first)
+
+
 def test_phase_spans_and_errors():
     df = pd.DataFrame({"phase": ["a", "a", "b", "a"], "t": [0.0, 1.0, 2.0, 3.0]})
     assert lag.phase_spans(df) == [("a", 0.0, 1.0), ("b", 2.0, 2.0), ("a", 3.0, 3.0)]
