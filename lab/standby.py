@@ -444,7 +444,7 @@ def query_conflict(cluster, replica="replica1", seconds: float = 3.0, rows: int 
     node = _replica(cluster, replica)
     primary = cluster.primary
     seconds = need_number(seconds, "seconds (how long the replica's query holds its snapshot)", lo=0.5, hi=30)
-    need_int(rows, "rows (how many rows the replica's query reads)", lo=10, hi=1_000_000)
+    need_int(rows, "rows (how many rows the replica's query reads: 10 to 1000000)", lo=10, hi=1_000_000)
     every = need_number(every, "every (seconds between samples)", lo=0.01, hi=1)
     need_bool(quiet, "quiet")
     settings = {s: node.scalar("SELECT current_setting(%s)", (s,)) for s in STANDBY_SETTINGS}
