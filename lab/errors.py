@@ -139,11 +139,15 @@ def need_bool(value, what: str) -> bool:
     return value
 
 
+def _num(v) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"  # 1000000, not 1e+06
+
+
 def _range(lo, hi) -> str:
     if lo is not None and hi is not None:
-        return f" from {lo:g} to {hi:g}"
+        return f" from {_num(lo)} to {_num(hi)}"
     if lo is not None:
-        return f" >= {lo:g}"
+        return f" >= {_num(lo)}"
     if hi is not None:
-        return f" <= {hi:g}"
+        return f" <= {_num(hi)}"
     return ""
