@@ -33,6 +33,7 @@ from . import faults, plots, proxy, sync, workload  # noqa: F401 (plots: Figures
 from .errors import LabError, NotRunning, Text, Timeout, need_bool, need_choice, need_int, need_number, need_str
 from .lsn import format_lsn, parse_lsn, record_end
 from .node import Node, Role
+from .faults import need_a_node, need_cluster
 from .system.operations import changes_cluster, check_fresh
 
 MODES = ("async", "on", "remote_apply")
@@ -55,6 +56,7 @@ def timeline(node) -> dict:
     """Where ``node`` stands: its current timeline (from the WAL it writes, or receives), the
     timeline of its last checkpoint (``pg_control_checkpoint()`` and ``pg_controldata``, the same
     control file), and its cluster state."""
+    need_a_node(node)
     row = node.sql("SELECT pg_is_in_recovery() AS in_recovery, "
                    "(SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_timeline, "
                    "CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver) "
@@ -72,6 +74,7 @@ def timelines(cluster) -> pd.DataFrame:
     """One row per running node: role, timeline now, timeline of its last checkpoint (SQL and
     pg_controldata), cluster state.  Right after a promotion the checkpoint columns still show the
     old timeline until the new primary's first checkpoint (pg_rewind reads them: CHECKPOINT first)."""
+    need_cluster(cluster)
     rows = []
     for n in cluster.nodes:
         if n.is_running:
@@ -87,6 +90,7 @@ def history(node) -> pd.DataFrame:
     """The newest timeline history file in ``node``'s pg_wal (``00000002.history``...; it repeats the
     lineage of the older ones), one row per line: the timeline the file describes, a parent
     timeline, the LSN where that parent was left, and why.  The raw text is in ``df.attrs["text"]``."""
+    need_a_node(node)
     files = node.sql("SELECT name FROM pg_ls_waldir() WHERE name LIKE '%.history' ORDER BY name",
                      dbname="postgres")["name"].tolist()
     rows, texts = [], []
@@ -107,6 +111,7 @@ def history(node) -> pd.DataFrame:
 def who_answers(cluster, target_session_attrs: str = "read-write", nodes=None) -> dict:
     """Connect once with ``multi_host_dsn`` (every node, or ``nodes`` in that order) and say which
     node libpq chose, and whether it is in recovery."""
+    need_cluster(cluster)
     dsn = workload.multi_host_dsn(cluster, target_session_attrs=target_session_attrs, nodes=nodes,
                                   connect_timeout=2)
     names = {(n.host, str(n.port)): n.name for n in cluster.nodes}
@@ -128,6 +133,7 @@ def who_answers(cluster, target_session_attrs: str = "read-write", nodes=None) -
 
 def writable(cluster) -> pd.DataFrame:
     """Every running node and whether it accepts writes (not in recovery): more than one is split brain."""
+    need_cluster(cluster)
     rows = []
     for n in cluster.nodes:
         if n.is_running:
@@ -140,6 +146,7 @@ def received(cluster) -> "dict[str, int]":
     """How far each running replica has received the WAL (and flushed it to its own disk:
     ``pg_last_wal_receive_lsn()``, else what it replayed), as byte positions by node name.  A
     replica that does not answer is left out."""
+    need_cluster(cluster)
     out = {}
     for r in cluster.replicas:
         if not r.is_running:
@@ -161,6 +168,7 @@ def _most_wal(cluster, positions: "dict[str, int]") -> Node:
 
 def best_candidate(cluster) -> Node:
     """The running replica that has received the most WAL (what an HA manager promotes)."""
+    need_cluster(cluster)
     return _most_wal(cluster, received(cluster))
 
 
@@ -299,6 +307,7 @@ def _check_mode(mode, fault):
 def set_mode(cluster, mode: str) -> str:
     """``async``: no synchronous standby; ``on`` / ``remote_apply``: every running replica in
     ``ANY 1 (...)`` (each COMMIT waits for one of them).  Returns synchronous_standby_names."""
+    need_cluster(cluster)
     _check_mode(mode, "crash")
     names = ""
     if mode != "async":
@@ -378,6 +387,7 @@ def failover(cluster, mode: str = "async", fault: str = "crash", rate: "float | 
     A second failover waits for that: run twice in a row, it refuses (it would crash the new primary
     too, leaving two former primaries on two timelines).
     """
+    need_cluster(cluster)
     _check_failover_args(mode, fault, rate, before, after, latency_ms, fence_after, candidate, quiet)
     formers = _not_rejoined(cluster)
     if formers:
@@ -467,6 +477,7 @@ def _failover(cluster, mode, fault, rate, before, after, latency_ms, fence_after
 def promote_commands(cluster, name: str) -> Text:
     """The standard ways to promote replica ``name`` by hand: in psql (``SELECT pg_promote()``, which
     waits until it is done) or in a terminal (``pg_ctl promote``, as the server's user)."""
+    need_cluster(cluster)
     need_str(name, "name", example="'replica1'")
     node = cluster.node(name)
     user = cluster.credentials["user"]
@@ -490,6 +501,7 @@ def follows(cluster, r: Node, timeout: float = 2.0) -> bool:
         >>> failover.follows(cluster, cluster.node("pg-replica"))
         True
     """
+    need_cluster(cluster)
     try:
         cluster.wait_streaming(timeout=timeout, names=[r.name])
     except (Timeout, LabError):
@@ -506,6 +518,7 @@ def restore(cluster, quiet: bool = True) -> "list[str]":
     """Every node back to work under the current primary: former primaries (and replicas that had
     gone past the fork, so cannot follow) rewound with pg_rewind; stopped replicas started.  What
     it did, one line each."""
+    need_cluster(cluster)
     done = []
     faults.resume_all(cluster)
     for n in cluster.nodes:
@@ -530,6 +543,7 @@ def restore(cluster, quiet: bool = True) -> "list[str]":
 def tidy(cluster) -> "list[str]":
     """Put back what this chapter changes, after an interrupted run: thaw, unroute proxies,
     asynchronous replication, every other node a streaming replica of the primary."""
+    need_cluster(cluster)
     done = []
     thawed = faults.resume_all(cluster)
     if thawed:
@@ -557,6 +571,7 @@ def split_brain(cluster, former: "str | None" = None) -> pd.DataFrame:
     timeline, beside the new primary.  One row is written on every writable node; the table shows
     which node has which rows (they diverge), and which node a multi-host client reaches when its
     host list starts with each of them."""
+    need_cluster(cluster)
     if former is None:
         formers = _not_rejoined(cluster)
         if not formers:
@@ -588,6 +603,9 @@ def split_brain(cluster, former: "str | None" = None) -> pd.DataFrame:
 def survivors(cluster, brain: pd.DataFrame) -> pd.DataFrame:
     """The rows ``split_brain`` wrote, and which running node has each now (after fencing and
     rejoining, only the new primary's survive)."""
+    need_cluster(cluster)
+    if not isinstance(brain, pd.DataFrame) or not {"node", "rows_it_has"} <= set(brain.columns):
+        raise LabError("survivors reads what lab.failover.split_brain(cluster) returned")
     rows = []
     for writer, texts in zip(brain["node"], brain["rows_it_has"]):
         for text in texts:
@@ -716,6 +734,9 @@ def failover_action(cluster, mode: str, fault: str, latency_ms: float = 10, rows
     >>> lab.failover.failover_action(cluster, "async", "partition", 10, mine)      # doctest: +SKIP
     'async × partition: 212 of 690 acknowledged writes lost, outage 0.64 s (replica1 is the primary now)'
     """
+    need_cluster(cluster)
+    if rows is not None:
+        _need_rows(rows)
     try:
         run = failover(cluster, mode=mode, fault=fault, latency_ms=latency_ms, before=0.8, after=0.3, quiet=True)
         restore(cluster)
@@ -732,7 +753,13 @@ def failover_action(cluster, mode: str, fault: str, latency_ms: float = 10, rows
 def rpo_table(rows) -> pd.DataFrame:
     """The rows ``failover_action`` collected: one line per failover you ran."""
     cols = ["mode", "fault", "latency_ms", "acknowledged", "lost", "unknown", "outage_s", "commit_ms_old"]
+    _need_rows(rows)
     return pd.DataFrame(list(rows), columns=cols)
+
+
+def _need_rows(rows) -> None:
+    if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
+        raise LabError(f"rows is the list failover_action fills (start with mine = []), not {str(rows)[:40]!r}")
 
 
 def failover_panel(cluster, rows: "list | None" = None):
@@ -761,6 +788,8 @@ def failover_panel(cluster, rows: "list | None" = None):
 
 def rewind_log(node, tail: int = 400) -> Text:
     """The lines of ``node``'s log written by replica/entrypoint.sh and pg_rewind (its last rejoin)."""
+    need_a_node(node)
+    need_int(tail, "tail", 1, 1_000_000)
     lines = [ln for ln in node.logs(tail).splitlines() if ln.startswith(("entrypoint[", "pg_rewind:"))]
     last = max((i for i, ln in enumerate(lines) if "timeline" in ln and "here" in ln), default=0)
     return Text("\n".join(lines[last:]) or "(no rejoin in the last lines of the log)")
