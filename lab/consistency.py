@@ -27,6 +27,7 @@ from . import proxy, sync, workload
 from .errors import BadArgument, LabError, NotRunning, Timeout, need_bool, need_choice, need_int, need_number
 from .faults import need_cluster, need_node, need_replica
 from .lsn import format_lsn, record_end
+from .system.operations import changes_cluster, check_fresh
 from .workload import CREATE_TABLE, TABLE, WRITE
 
 RYW_FIXES = ("none", "wait_lsn", "remote_apply")
@@ -115,6 +116,7 @@ def summarize(trials: pd.DataFrame, violation: str = "seen") -> pd.DataFrame:
     need_choice(violation, "violation", ("seen", "went_back"))
     if not isinstance(trials, pd.DataFrame) or violation not in trials or "latency_s" not in trials:
         raise BadArgument("summarize counts what read_your_writes(_compare) or monotonic_reads(_compare) return")
+    check_fresh(trials, "these trials")
     key = "fix" if "fix" in trials else "mode"
     bad = ~trials[violation].astype(bool) if violation == "seen" else trials[violation].astype(bool)
     g = trials.assign(violation=bad).groupby(key, sort=False)
@@ -127,6 +129,7 @@ def summarize(trials: pd.DataFrame, violation: str = "seen") -> pd.DataFrame:
     return out.round(2).reset_index()
 
 
+@changes_cluster("read_your_writes_compare", tidy=lambda c: sync.tidy(c))
 def read_your_writes_compare(cluster, replica: str = "replica1", n: int = 30, latency_ms: float = 5,
                              quiet: bool = False) -> pd.DataFrame:
     """The three variants side by side on a replica behind ``latency_ms`` of added one-way latency
@@ -201,6 +204,7 @@ def monotonic_reads(cluster, replicas=("replica1", "replica2"), n: int = 40, mod
     return pd.DataFrame(reads)
 
 
+@changes_cluster("monotonic_reads_compare", tidy=lambda c: sync.tidy(c))
 def monotonic_reads_compare(cluster, replicas=("replica1", "replica2"), n: int = 40, delay_ms: float = 30,
                             quiet: bool = False) -> pd.DataFrame:
     """The second replica behind ``delay_ms`` of added latency (a proxy); the three modes side by

@@ -36,6 +36,7 @@ from .errors import (BadArgument, LabError, NotRunning, SQLError, Text, Timeout,
 from .faults import need_a_node, need_cluster, need_node
 from .lsn import lsn_diff, parse_lsn
 from .node import Node, Role
+from .system.operations import changes_cluster
 
 # The settings this chapter turns; all reloadable (context sighup), reset with node.set(name=None).
 STANDBY_SETTINGS = ("hot_standby_feedback", "max_standby_streaming_delay", "recovery_min_apply_delay")
@@ -428,6 +429,7 @@ def _make_conflict_table(primary: Node, rows: int) -> None:
                     (int(rows),))
 
 
+@changes_cluster("query_conflict", tidy=lambda c: tidy(c))
 def query_conflict(cluster, replica="replica1", seconds: float = 3.0, rows: int = 10_000,
                    every: float = 0.05, quiet: bool = False) -> ConflictRun:
     """A long query on a replica against the primary's VACUUM, under the replica's current settings.

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from . import faults, plots, proxy, workload  # noqa: F401 (plots: shows Figures as pictures in notebooks)
 from .errors import BadArgument, LabError, NotRunning, Timeout, need_bool, need_choice, need_number, need_str
 from .faults import need_cluster, need_replica
+from .system.operations import changes_cluster, check_fresh
 
 MODES = ("off", "local", "remote_write", "on", "remote_apply")
 
@@ -179,6 +180,7 @@ def standby_names_kept(cluster, always: bool = True):
         _put_back(cluster, before)
 
 
+@changes_cluster("set_synchronous")
 def set_synchronous(cluster, names: str, timeout: float = 15) -> pd.DataFrame:
     """``synchronous_standby_names = names`` on the primary (a reload), then wait until the primary
     reports as many synchronous (or quorum) standbys as ``names`` asks for ('' : asynchronous).
@@ -217,6 +219,7 @@ def _modes(modes) -> tuple:
     return tuple(need_choice(m, "a synchronous_commit level", MODES) for m in modes)
 
 
+@changes_cluster("commit_cost", tidy=lambda c: tidy(c))
 def commit_cost(cluster, modes=MODES, seconds: float = 1.0, label: str = "", quiet: bool = False) -> pd.DataFrame:
     """For each ``synchronous_commit`` level, a writer commits one row per transaction as fast as it
     can for ``seconds``: transactions per second and commit latency (median, p99, ms)."""
@@ -249,6 +252,7 @@ def _costs(costs, what: str) -> list:
         if not isinstance(c, pd.DataFrame) or not set(_COST_COLUMNS) <= set(c.columns):
             raise BadArgument(f"{what} takes what lab.sync.commit_cost(cluster) returns, not "
                               f"{type(c).__name__}: pass one or more of those")
+        check_fresh(c, "these costs")
         if len(c):
             frames.append(c)
     if not frames:
@@ -317,6 +321,7 @@ def _start_if_stopped(node) -> None:
         node.start()
 
 
+@changes_cluster("blocked_commit", tidy=lambda c: tidy(c))
 def blocked_commit(cluster, replica: str = "replica1", blocked_for: float = 1.5, unblock: str = "start",
                    quiet: bool = False) -> pd.DataFrame:
     """With ``replica`` the only synchronous standby, stop it and commit one row: the COMMIT waits.
@@ -407,6 +412,7 @@ def commits_while_down(cluster, names: str, down: str, seconds: float = 1.0, qui
     return row
 
 
+@changes_cluster("quorum", tidy=lambda c: tidy(c))
 def quorum(cluster, replicas=("replica1", "replica2"), seconds: float = 1.0, quiet: bool = False) -> pd.DataFrame:
     """Three configurations, each with ``replicas[1]`` stopped: one named standby (the stopped one),
     ``FIRST 2 (...)`` (both), and ``ANY 1 (...)`` (a quorum of one): commits acknowledged in

@@ -10,7 +10,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from lab import proxy, sync
-from lab.errors import BadArgument, LabError
+from lab.errors import Interrupted, BadArgument, LabError
 
 pytestmark = pytest.mark.integration
 
@@ -141,7 +141,7 @@ def test_a_failed_wait_puts_the_previous_setting_back(two, monkeypatch):
 
     monkeypatch.setattr(sync, "sync_table", broken_table)
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(Interrupted, match="set_synchronous interrupted"):  # one line, not a traceback
             sync.set_synchronous(two, "replica1")
         assert calls == ["replica1"]           # the change had been made...
         assert _names(two) == "replica2"       # ...and was put back

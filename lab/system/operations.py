@@ -55,12 +55,16 @@ def _interruption(label: str, started: float, tidy, args) -> Interrupted:
     put_back = []
     if tidy is not None and args:
         try:
-            put_back = [str(x) for x in (tidy(args[0]) or [])]
+            done = tidy(args[0]) or []
+            put_back = [str(done)] if isinstance(done, str) else [str(x) for x in done]
         except KeyboardInterrupt:
             put_back = ["(interrupted again while tidying: run the chapter's tidy cell)"]
         except LabError as e:
             put_back = [f"(tidying failed: {e})"]
-    said = "; ".join(put_back) if put_back else "nothing was left to put back"
+    if tidy is None:
+        said = "what it had changed (its own clean-up ran)"
+    else:
+        said = "; ".join(put_back) if put_back else "nothing else was left to put back"
     return Interrupted(f"{label} interrupted after {time.time() - started:.1f} s, no result kept; "
                        f"put back: {said}")
 
