@@ -24,7 +24,7 @@ import psycopg2
 from matplotlib.figure import Figure
 
 from . import faults, plots, proxy, sync, workload  # noqa: F401 (plots: shows Figures as pictures in notebooks)
-from .errors import LabError, NotRunning, need_number, need_str
+from .errors import LabError, NotRunning, need_bool, need_number, need_str
 from .lsn import lsn_diff, parse_lsn
 from .standby import lag_table
 from .system.operations import changes_cluster, check_fresh
@@ -170,7 +170,8 @@ _COLOURS = ["#b3261e", "#2f5d8a", "#3b7d3b", "#9a6a16"]
 def lag_figure(samples: pd.DataFrame, title: "str | None" = None) -> Figure:
     """Replay lag of each replica over time: bytes behind the primary on top, PostgreSQL's
     ``replay_lag`` (seconds) below; phases (``phase`` column) shaded and named."""
-    if samples is None or "replay_lag_bytes" not in samples:
+    if not isinstance(samples, pd.DataFrame) \
+            or not {"t", "phase", "replica", "behind_bytes", "replay_lag_s", "replay_lag_bytes"} <= set(samples.columns):
         raise LabError("lag_figure draws a LagSampler's frame(): pass sampler.frame()")
     fig = Figure(figsize=(8.5, 4.4))
     top, bottom = fig.subplots(2, 1, sharex=True)
@@ -272,16 +273,20 @@ def lag_under_latency(cluster, replica: str = "replica1", latencies=(0, 20, 50, 
     ``attrs["behind_at_heal"]`` how many bytes the replica had to fetch.  The replica is put
     back on the primary at the end, whatever happens.
     """
-    steps = list(latencies)
+    replica = faults.need_replica(cluster, replica).name
+    steps = list(latencies) if isinstance(latencies, (list, tuple, range)) else []
     if not steps or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 <= x <= 1000 for x in steps):
-        raise LabError(f"latencies are milliseconds (0 to 1000), e.g. (0, 20, 50, 100), not {latencies!r}")
-    if not 0.2 <= seconds <= 20 or not 0 <= cut_seconds <= 20:
-        raise LabError("seconds (per latency, 0.2 to 20) and cut_seconds (0 to 20) bound the experiment")
+        raise LabError(f"latencies are milliseconds (0 to 1000), e.g. (0, 20, 50, 100), not {latencies!r}"[:200])
+    need_number(seconds, "seconds (per latency)", 0.2, 20)
+    need_number(cut_seconds, "cut_seconds", 0, 20)
+    need_bool(live, "live")
+    need_bool(quiet, "quiet")
     total = len(steps) * seconds + cut_seconds + 20
-    plot = LivePlot(f"{replica}: lag while the primary writes {rate or 'as fast as it can'} rows/s") if live else None
-    link = proxy.route(cluster, replica, latency_ms=steps[0])
+    # made before the link is routed: they check every and rate, and a wrong one leaves nothing to put back
     sampler = LagSampler(cluster, every=every, duration=total, replicas=[replica])
     writer = workload.Writer(cluster.primary, rate=rate, duration=total)
+    plot = LivePlot(f"{replica}: lag while the primary writes {rate or 'as fast as it can'} rows/s") if live else None
+    link = proxy.route(cluster, replica, latency_ms=steps[0])
     catch_up, behind = None, None
     try:
         sampler.start()

@@ -12,6 +12,7 @@ import pandas as pd
 import psycopg2
 
 from .errors import BadArgument, LabError, NotRunning, Text, Timeout, need_int, need_number
+from .faults import need_cluster
 from .lsn import lsn_diff, parse_lsn
 from .node import Node, Role
 
@@ -51,7 +52,7 @@ def stat_replication(cluster) -> pd.DataFrame:
 
     >>> lab.replication.stat_replication(cluster)[["application_name", "state", "replay_lsn"]]  # doctest: +SKIP
     """
-    df = cluster.primary.sql(_STAT_REPLICATION, dbname="postgres")
+    df = need_cluster(cluster).primary.sql(_STAT_REPLICATION, dbname="postgres")
     df["replay_lag_bytes"] = df["replay_lag_bytes"].astype("Int64")
     for col in ("write_lag_s", "flush_lag_s", "replay_lag_s"):
         df[col] = df[col].astype("float")
@@ -65,7 +66,7 @@ def stat_wal_receiver(cluster) -> pd.DataFrame:
     >>> lab.replication.stat_wal_receiver(cluster)[["node", "status", "flushed_lsn"]]  # doctest: +SKIP
     """
     rows = []
-    for r in cluster.replicas:
+    for r in need_cluster(cluster).replicas:
         row = dict(node=r.name, state=r.state.value, **{c: None for c in _WAL_RECEIVER_COLUMNS}, replayed_lsn=None)
         if r.is_running:
             try:
@@ -83,6 +84,7 @@ def stat_wal_receiver(cluster) -> pd.DataFrame:
 
 
 def _pick_replica(cluster, replica) -> Node:
+    need_cluster(cluster)
     if isinstance(replica, Node):
         return replica
     if replica is not None:

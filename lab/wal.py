@@ -23,11 +23,30 @@ import psycopg2
 from IPython.display import display
 from matplotlib.figure import Figure
 
-from .errors import LabError, NotRunning, SQLError, Text, need_int, need_str
+from .errors import BadArgument, LabError, NotRunning, SQLError, Text, need_int, need_str
+from .faults import need_a_node, need_cluster, need_node
 from .lsn import format_lsn, lsn_diff, parse_lsn, wal_segment_name
 from .plots import human_bytes
 
 _WAL_FILE_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
+
+
+# --- the results a function reads back: a DataFrame another lab call returned ---------------------
+def _need_frame(value, what: str, columns, made_by: str) -> pd.DataFrame:
+    """``value`` if it is a DataFrame with ``columns``, else a LabError saying which call makes one."""
+    if isinstance(value, pd.DataFrame):
+        missing = [c for c in columns if c not in value.columns]
+        if not missing:
+            return value
+        shown = f"a DataFrame without the column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+    else:
+        shown = _shown(value)
+    raise BadArgument(f"{what} is what {made_by} returns, not {shown}")
+
+
+def _shown(value) -> str:
+    text = " ".join(repr(value).split())  # one line
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # --- LSNs and WAL files ----------------------------------------------------------------------
@@ -59,7 +78,7 @@ def position(cluster) -> pd.DataFrame:
     (``pg_current_wal_lsn()``), ``flush_lsn`` what is on disk for sure.  ``wal_file`` is the server's
     ``pg_walfile_name(current_lsn)``, ``lab_wal_file`` the same from ``lab.lsn.wal_segment_name``.
     """
-    p = cluster.primary
+    p = need_cluster(cluster).primary
     row = p.sql("SELECT pg_current_wal_insert_lsn()::text AS insert_lsn, pg_current_wal_lsn()::text AS current_lsn, "
                 "pg_current_wal_flush_lsn()::text AS flush_lsn, pg_walfile_name(pg_current_wal_lsn()) AS wal_file, "
                 "(pg_walfile_name_offset(pg_current_wal_lsn())).file_offset AS offset_in_file",
@@ -75,7 +94,11 @@ def walfile_names(cluster, lsns) -> pd.DataFrame:
 
     >>> lab.wal.walfile_names(cluster, ["0/3000000", "0/3000001"])   # doctest: +SKIP
     """
-    p = cluster.primary
+    p = need_cluster(cluster).primary
+    if isinstance(lsns, str):
+        lsns = [lsns]
+    if not isinstance(lsns, (list, tuple)):
+        raise BadArgument(f"lsns is a list of LSNs, e.g. ['0/3000000', '0/3000001'], not {_shown(lsns)}")
     tli, seg = _timeline(p), segment_size(p)
     rows = []
     for lsn in lsns:
@@ -111,7 +134,8 @@ def wal_files(cluster, node=None) -> pd.DataFrame:
     number; *future* is a recycled file, renamed ahead, waiting to be written; *other* is a history or
     backup file.
     """
-    node = node or cluster.primary
+    need_cluster(cluster)
+    node = cluster.primary if node is None else need_node(cluster, node)
     seg = segment_size(node)
     df = node.sql("SELECT name, size::bigint AS size, modification FROM pg_ls_waldir() ORDER BY name", dbname="postgres")
     if node.scalar("SELECT pg_is_in_recovery()", dbname="postgres"):
@@ -237,6 +261,7 @@ def waldump(node, start, end=None, limit: "int | None" = None) -> pd.DataFrame:
     >>> cluster.primary.execute("INSERT INTO test_replication (mensaje) VALUES ('x')")  # doctest: +SKIP
     >>> lab.wal.waldump(cluster.primary, start)                                   # doctest: +SKIP
     """
+    need_a_node(node)
     if limit is not None:
         need_int(limit, "limit", 1)
     if not node.is_running:
@@ -261,6 +286,8 @@ def waldump(node, start, end=None, limit: "int | None" = None) -> pd.DataFrame:
 
 def summarize(records: pd.DataFrame) -> pd.DataFrame:
     """Records per kind (resource manager and record type): how many, their bytes, full-page images."""
+    _need_frame(records, "records", ["lsn", "rmgr", "record", "tot_len", "fpw"],
+                "lab.wal.waldump(node, start) (or run_operation(...)['records'])")
     if records.empty:
         return pd.DataFrame(columns=["rmgr", "record", "records", "bytes", "fpw"])
     g = records.groupby(["rmgr", "record"], as_index=False).agg(records=("lsn", "size"), bytes=("tot_len", "sum"),
@@ -355,7 +382,7 @@ def run_operation(cluster, op: str, rows: int = 10_000) -> dict:
     """
     name, rows = _operation(op), _check_rows(rows)
     setup, stmt = OPERATIONS[name]
-    primary = cluster.primary
+    primary = need_cluster(cluster).primary
     setup = [f"DROP TABLE IF EXISTS {DEMO_TABLE}"] + [s.format(rows=rows) for s in setup]
     stmt = stmt.format(rows=rows)
 
@@ -377,6 +404,11 @@ def run_operation(cluster, op: str, rows: int = 10_000) -> dict:
 
 def wal_volume(cluster, rows: int = 10_000, operations=None) -> pd.DataFrame:
     """``run_operation`` for each operation on the same number of rows: one row each, no records."""
+    if isinstance(operations, str):
+        operations = [operations]
+    if operations is not None and not isinstance(operations, (list, tuple)):
+        raise BadArgument(f"operations is a list of operations, e.g. ['INSERT', 'UPDATE'] (None: all of "
+                          f"{', '.join(OPERATIONS)}), not {_shown(operations)}")
     ops = [_operation(o) for o in (operations or OPERATIONS)]
     out = []
     for i, op in enumerate(ops, 1):
@@ -389,7 +421,8 @@ def wal_volume(cluster, rows: int = 10_000, operations=None) -> pd.DataFrame:
 
 def plot_volume(volume: pd.DataFrame) -> Figure:
     """A bar per operation: the bytes of WAL it wrote (what ``wal_volume`` returns)."""
-    if volume.empty or "wal_bytes" not in volume:
+    if not isinstance(volume, pd.DataFrame) or volume.empty \
+            or not {"operation", "rows", "wal_bytes", "bytes_per_row"} <= set(volume.columns):
         raise LabError("plot_volume() draws what lab.wal.wal_volume(cluster) returns: pass its DataFrame")
     df = volume.iloc[::-1]
     fig = Figure(figsize=(8.5, 0.45 * len(df) + 1.2))
@@ -421,7 +454,7 @@ def full_page_writes(cluster, attempts: int = 3) -> pd.DataFrame:
     A timed checkpoint that slips in between the two updates spoils the comparison: then it tries again.
     """
     need_int(attempts, "attempts", 1, 10)
-    p = cluster.primary
+    p = need_cluster(cluster).primary
     compression = p.scalar("SHOW wal_compression")
     for _ in range(attempts):
         for stmt in (f"DROP TABLE IF EXISTS {FPW_TABLE}",
@@ -446,6 +479,11 @@ def full_page_writes(cluster, attempts: int = 3) -> pd.DataFrame:
 
 def by_step(*records: pd.DataFrame) -> pd.DataFrame:
     """Totals per step of what ``full_page_writes`` returned (one or more of them)."""
+    if not records:
+        raise BadArgument("by_step() adds up what lab.wal.full_page_writes(cluster) returns: pass one or more of them")
+    for r in records:
+        _need_frame(r, "each argument of by_step()", ["wal_compression", "step", "lsn", "rec_len", "tot_len", "fpw"],
+                    "lab.wal.full_page_writes(cluster)")
     df = pd.concat(records, ignore_index=True)
     df = df.assign(image_bytes=(df["tot_len"] - df["rec_len"]).where(df["fpw"], 0))
     return df.groupby(["wal_compression", "step"], as_index=False, sort=False).agg(
@@ -470,15 +508,23 @@ def _counters_sql(version: int) -> str:
             f" WHERE name ~ '^[0-9A-F]{{24}}$') f")
 
 
+COUNTER_COLUMNS = ["checkpoints_timed", "checkpoints_req", "wal_records", "wal_fpi", "wal_bytes", "redo_lsn",
+                   "redo_wal_file", "checkpoint_time", "pg_wal_files", "pg_wal_bytes"]
+
+
 def counters(cluster) -> pd.DataFrame:
     """One row: checkpoints so far (timed / requested), WAL so far (records, full-page images, bytes:
     ``pg_stat_wal``), the last checkpoint's redo point and the WAL files in pg_wal/."""
-    p = cluster.primary
+    p = need_cluster(cluster).primary
     return p.sql(_counters_sql(_server_version(p)), dbname="postgres")
 
 
 def changes(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     """Two ``counters`` rows and what changed between them."""
+    for name, frame in (("before", before), ("after", after)):
+        _need_frame(frame, name, COUNTER_COLUMNS, "lab.wal.counters(cluster)")
+        if len(frame) != 1:
+            raise BadArgument(f"{name} is what lab.wal.counters(cluster) returns (one row), not {len(frame)} rows")
     df = pd.concat([before, after], ignore_index=True)
     df.index = ["before", "after"]
     numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
@@ -502,7 +548,7 @@ def retention(cluster) -> pd.DataFrame:
     At a checkpoint, files older than the oldest of these are recycled (renamed to future segments)
     or removed.
     """
-    p = cluster.primary
+    p = need_cluster(cluster).primary
     tli, seg = _timeline(p), segment_size(p)
     rows = []
     redo = p.scalar("SELECT redo_lsn::text FROM pg_control_checkpoint()", dbname="postgres")
@@ -549,7 +595,7 @@ def switch_and_checkpoint(cluster) -> pd.DataFrame:
     *new*.  pg_switch_wal() only moves to a new file if WAL was written since the last switch, so a
     small message is written to the WAL first.
     """
-    p = cluster.primary
+    p = need_cluster(cluster).primary
     before, ino_before = wal_files(cluster), _inodes(p)
     req = int(counters(cluster).loc[0, "checkpoints_req"])
     p.execute("SELECT pg_logical_emit_message(false, 'lab', 'before pg_switch_wal')", dbname="postgres")
@@ -623,6 +669,7 @@ def count_checkpoints(log_text: str, since: "dt.datetime | None" = None) -> dict
 def checkpoint_log(cluster, last: int = 12):
     """The primary's last ``last`` log lines about checkpoints (and the hints that come with them)."""
     need_int(last, "last", 1, 1000)
+    need_cluster(cluster)
     lines = [ln for ln in cluster.primary.logs(tail=3000).splitlines()
              if ("LOG:" in ln and "checkpoint" in ln) or ("HINT:" in ln and "max_wal_size" in ln)]
     return Text("\n".join(lines[-last:]))
@@ -653,7 +700,7 @@ def write_load(cluster, rounds: int = 3) -> pd.DataFrame:
     occurring too frequently" warnings, and ``seconds``.
     """
     need_int(rounds, "rounds", 1, 20)
-    p = cluster.primary
+    p = need_cluster(cluster).primary
     version = _server_version(p)
     per_page = _prepare_load(p)
     conn = p.connect()
@@ -713,6 +760,7 @@ def _log_run(node, row: dict) -> None:
 
 def cleanup(cluster) -> None:
     """Drop the tables this chapter made (wal_demo, wal_fpw, wal_load)."""
+    need_cluster(cluster)
     for t in (DEMO_TABLE, FPW_TABLE, LOAD_TABLE):
         cluster.primary.execute(f"DROP TABLE IF EXISTS {t}")
 
@@ -720,6 +768,9 @@ def cleanup(cluster) -> None:
 # --- widget ---------------------------------------------------------------------------------
 def describe(result: dict) -> str:
     """One line about a ``run_operation`` result."""
+    keys = ("operation", "rows", "wal_bytes", "bytes_per_row", "wal_records", "fpw", "start_lsn", "end_lsn")
+    if not isinstance(result, dict) or not all(k in result for k in keys):
+        raise BadArgument(f"result is what lab.wal.run_operation(cluster, op) returns, not {_shown(result)}")
     fpw = f", {result['fpw']} full-page image(s)" if result["fpw"] else ""
     return (f"{result['operation']} of {result['rows']:,} rows wrote {human_bytes(result['wal_bytes'])} of WAL "
             f"({result['bytes_per_row']:g} bytes per row) in {result['wal_records']:,} record(s){fpw}, "
@@ -731,6 +782,7 @@ def operation_panel(cluster):
 
     The button calls ``run_operation`` and ``describe``, which you can call yourself.
     """
+    need_cluster(cluster)
     op = w.Dropdown(options=list(OPERATIONS), value="INSERT", description="operation",
                     layout=w.Layout(width="280px"))
     rows = w.BoundedIntText(value=1000, min=1, max=MAX_ROWS, step=1000, description="rows",
