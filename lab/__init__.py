@@ -6,7 +6,7 @@
 """
 import importlib
 
-from .cluster import Cluster, attach, down, up
+from .cluster import Cluster, attach, down as _down, up
 from .commands import mark as transcript_mark, show_commands, transcript
 from .doctor import Doctor, report as _report
 from .errors import LabError, NotRunning, ReadOnlyError, SQLError, Timeout, attempt
@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 # Chapter modules load on first use (``lab.checks.check(...)``): matplotlib and ipywidgets are
 # slow to import and ``python -m lab down`` needs neither.
-_SUBMODULES = ("backups", "checks", "consistency", "failover", "faults", "lag", "pgadmin", "plots", "proxy",
+_SUBMODULES = ("backups", "checks", "consistency", "failover", "faults", "ha", "lag", "pgadmin", "plots", "proxy",
                "replication", "slots", "standby", "sync", "wal", "webapp", "widgets", "workload")
 
 
@@ -32,6 +32,13 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_SUBMODULES))
+
+
+def down(wipe: bool = False, home=None) -> None:
+    """Stop this lab home's clusters, chapter 08's too (``wipe=True``: also remove their data)."""
+    from . import ha
+    ha.down(wipe=wipe, home=home)
+    _down(wipe=wipe, home=home)
 
 
 def doctor(home=None):

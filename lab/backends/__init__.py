@@ -2,6 +2,7 @@
 
 ``local``   PostgreSQL server processes of this machine (``local.py``)
 ``compose`` the original course's containers, run by Docker Compose (``compose.py``)
+``patroni`` PostgreSQL processes run by Patroni over etcd, behind HAProxy (``patroni.py``, chapter 08)
 
 Everything that differs between them is a backend method; no module outside this package
 asks which backend it has.  Imports only ``lab.system`` and the foundation below it.
@@ -14,11 +15,12 @@ from ..errors import LabError
 from .base import Backend
 from .compose import ComposeBackend, compose_available
 from .local import LocalBackend
+from .patroni import PatroniBackend
 
-CLASSES = {"local": LocalBackend, "compose": ComposeBackend}
-NAMES = tuple(CLASSES)
+CLASSES = {"local": LocalBackend, "compose": ComposeBackend, "patroni": PatroniBackend}
+NAMES = ("local", "compose")  # what lab.up(backend=...) takes; "patroni" clusters are made by lab.ha.up()
 
-__all__ = ["Backend", "LocalBackend", "ComposeBackend", "CLASSES", "NAMES", "backend_class", "make_backend",
+__all__ = ["Backend", "LocalBackend", "ComposeBackend", "PatroniBackend", "CLASSES", "NAMES", "backend_class", "make_backend",
            "choose_backend"]
 
 

@@ -45,8 +45,10 @@ class Proxy:
     """
 
     def __init__(self, target_host: str, target_port: int, *, owner: str, name: str = "proxy",
-                 latency_ms: float = 0, jitter_ms: float = 0, listen: str = "127.0.0.1"):
+                 latency_ms: float = 0, jitter_ms: float = 0, listen: str = "127.0.0.1",
+                 port: "int | None" = None):
         self.target = (target_host, int(target_port))
+        self._fixed_port = port  # a port the caller has claimed already (the HA relay's); else one is claimed
         self.listen = listen
         self.owner = owner
         self.name = name
@@ -83,7 +85,7 @@ class Proxy:
     def _start_once(self) -> "Proxy":
         if self._thread is not None:
             return self
-        self.port = ports.claim_free_ports(1, self.owner)[0]
+        self.port = self._fixed_port or ports.claim_free_ports(1, self.owner)[0]
         ready = threading.Event()
         failure: list = []
 
@@ -113,7 +115,8 @@ class Proxy:
         if failure or not ready.is_set():
             self._thread.join(5)
             self._thread = None
-            ports.release([self.port], self.owner)
+            if not self._fixed_port:
+                ports.release([self.port], self.owner)
             if failure and isinstance(failure[0], OSError) and failure[0].errno is not None:
                 raise failure[0]  # start() tries another port if this one is in use
             raise LabError(f"the proxy could not listen on {self.listen}:{self.port}: "
@@ -143,7 +146,8 @@ class Proxy:
         loop.call_soon_threadsafe(loop.stop)
         self._thread.join(5)
         self._thread = None
-        ports.release([self.port], self.owner)
+        if not self._fixed_port:
+            ports.release([self.port], self.owner)
 
     def __enter__(self):
         return self

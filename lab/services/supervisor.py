@@ -39,7 +39,7 @@ import psutil
 from ..errors import LabError, LabHomeError
 from ..system import ports
 from ..system.home import LabHome
-from ..system.process import pid_alive, terminate_tree, wait_gone
+from ..system.process import pid_alive, spawn_detached, terminate_tree, wait_gone
 
 MARK = "LAB_SERVICE"
 HOST = "127.0.0.1"
@@ -202,11 +202,8 @@ class Service:
         child_env.update(env or {})
         child_env.update({MARK: self.mark, "PYTHONUNBUFFERED": "1"})
         child_env.setdefault("HOME", str(self.dir))
-        fd = os.open(self.log(process), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            return subprocess.Popen([str(a) for a in argv], cwd=cwd or self.dir, env=child_env,
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True)
+        os.close(os.open(self.log(process), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))  # this start's output
+        return spawn_detached(argv, self.log(process), child_env, cwd=cwd or self.dir)
 
     def wait_ready(self, process: str, proc: subprocess.Popen, url: str, timeout: float,
                    body: "bytes | None" = None, logs: "Callable[[], str] | None" = None) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import psutil
@@ -161,3 +162,14 @@ def working_in(root, uids) -> "list[int]":
             found.append((info["pid"], info["ppid"]))
     pids = {pid for pid, _ in found}
     return [pid for pid, ppid in found if ppid not in pids]  # the tops: terminate_tree takes the rest
+
+
+def spawn_detached(argv, log, env: dict, cwd=None, run_kwargs: "dict | None" = None) -> subprocess.Popen:
+    """Start ``argv`` in a session of its own (it outlives the kernel that started it), stdin closed,
+    stdout and stderr appended to the file ``log`` (made 0600); ``env`` is its whole environment;
+    ``run_kwargs``: ``user``/``group`` to run it as another user (``ServerUser.run_kwargs()``)."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as out:
+        return subprocess.Popen([str(a) for a in argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                                **(run_kwargs or {}))

@@ -1,0 +1,585 @@
+"""Nodes run by an HA manager: PostgreSQL servers started and stopped by Patroni, over a
+three-member etcd cluster, behind HAProxy (chapter 08).
+
+Everything runs as processes of this machine, under the HA lab home (``<lab home>/ha``):
+
+    <data_root>/etcd1..3/        each etcd member's data (its Raft log and snapshot)
+    <data_root>/<node>/          pgdata/, server.log (PostgreSQL's), patroni.yml (0600), patroni.log,
+                                 relay.json (the node's link to etcd)
+    <data_root>/haproxy.cfg      the router: one read-write port (Patroni's /primary check), one
+                                 read-only port (/replica), a stats page
+    <data_root>/patronictl.yml   what ``patronictl -c`` reads (from a cell or a terminal)
+
+Each Patroni reaches etcd only through its *relay* (``relay.py``, the lab's proxy as a process):
+cutting it partitions that node from the consensus store, its latency slows that node's view of
+etcd.  Processes run in sessions of their own, so the cluster outlives the kernel (like the
+servers of the other chapters) and carry ``LAB_HA=<lab home>`` in their environment: that mark,
+not a pid alone, says a process is ours.  The servers run as the server user (PostgreSQL refuses
+root), and every address is 127.0.0.1.
+
+The PostgreSQL settings are the primary's ``master/postgresql.conf`` (one source for every
+backend), handed to Patroni, which writes the servers' configuration itself.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .. import commands
+from ..errors import LabError, NotRunning, Timeout
+from ..system import hatools, ports
+from ..system.osuser import server_user
+from ..system.paths import MASTER_DIR
+from ..system.process import pid_alive, spawn_detached, terminate_tree, wait_gone
+from .local import LocalBackend, postmaster_pid, tail
+
+MARK = "LAB_HA"
+ETCD_MEMBERS = ("etcd1", "etcd2", "etcd3")
+NODE_NAMES = ("pg1", "pg2", "pg3", "pg4", "pg5")
+SCOPE = "lab"
+NAMESPACE = "/service"
+START_TIMEOUT = 90
+# Patroni refuses a ttl under 20 s; loop_wait + 2 * retry_timeout must stay under ttl.
+DEFAULT_DCS = {"ttl": 20, "loop_wait": 2, "retry_timeout": 5, "maximum_lag_on_failover": 1048576,
+               "primary_start_timeout": 300}
+# Set by Patroni itself, or meaningless under it (it writes the servers' configuration).
+_NOT_PASSED = {"listen_addresses", "port", "include_if_exists", "logging_collector", "log_destination",
+               "synchronous_standby_names", "hot_standby_feedback"}
+
+
+def master_parameters() -> dict:
+    """``master/postgresql.conf`` as a dict (name: value as written, quotes removed)."""
+    out = {}
+    for line in (MASTER_DIR / "postgresql.conf").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "=" not in line:
+            continue
+        k, v = (x.strip() for x in line.split("=", 1))
+        if k in _NOT_PASSED or not k:
+            continue
+        out[k] = v[1:-1] if len(v) >= 2 and v[0] == v[-1] == "'" else v
+    return out
+
+
+def http(method: str, url: str, body: "dict | None" = None, auth: "tuple | None" = None,
+         timeout: float = 3) -> "tuple[int, object]":
+    """One HTTP call to a Patroni REST API or etcd's JSON gateway: (status, parsed JSON or text).
+    (0, reason) when nothing answers."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if auth:
+        import base64
+        req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            status, raw = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    except (OSError, ValueError) as e:
+        return 0, str(getattr(e, "reason", e))
+    text = raw.decode(errors="replace")
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+class PatroniBackend(LocalBackend):
+    """PostgreSQL nodes run by Patroni (processes of this machine), over etcd, behind HAProxy."""
+
+    name = "patroni"
+    max_replicas = len(NODE_NAMES) - 1
+
+    @staticmethod
+    def prepare_state(home, state: dict) -> None:
+        tools = hatools.find()  # HAToolMissing says what to install
+        LocalBackend.prepare_state(home, state)
+        python, python_env = hatools.server_python(server_user().run_kwargs())
+        state["ha"] = {"python": python, "python_env": python_env,"tools": {k: getattr(tools, k) for k in ("etcd", "haproxy", "patroni", "patronictl")},
+                       "rest_user": "patroni", "rest_password": secrets.token_urlsafe(18),
+                       "token": secrets.token_hex(6)}
+
+    def __init__(self, home, state: dict):
+        super().__init__(home, state)
+        self.home = home
+        self.mark = str(home.path)
+
+    @property
+    def ha(self) -> dict:
+        return self.state["ha"]
+
+    def describe(self) -> str:
+        v = self.ha.get("versions") or {}
+        return (f"PostgreSQL {self.bins.version} run by Patroni {v.get('patroni', '?')} over etcd "
+                f"{v.get('etcd', '?')}, behind HAProxy {v.get('haproxy', '?')}")
+
+    # --- layout --------------------------------------------------------------------------
+    def node_spec(self, name: str, role, port: int, rest: int = 0, relay: "list | None" = None) -> dict:
+        d = self.data_root / name
+        return {"name": name, "role": str(role), "port": port, "pgdata": str(d / "pgdata"),
+                "log": str(d / "server.log"), "listen": "127.0.0.1", "dir": str(d), "rest": rest,
+                "relay_ports": list(relay or []), "config": str(d / "patroni.yml"),
+                "patroni_log": str(d / "patroni.log"), "relay_control": str(d / "relay.json")}
+
+    def plan(self, n_nodes: int) -> None:
+        """Claim every port of a new HA cluster and record its layout: etcd members, nodes, HAProxy."""
+        need = len(ETCD_MEMBERS) * 2 + n_nodes * (2 + len(ETCD_MEMBERS)) + 3
+        got = ports.claim_free_ports(need, self.owner)
+        it = iter(got)
+        self.ha["etcd"] = {m: {"client": next(it), "peer": next(it), "dir": str(self.data_root / m)}
+                           for m in ETCD_MEMBERS}
+        self.state["nodes"] = {}
+        for i in range(n_nodes):
+            name = NODE_NAMES[i]
+            port, rest = next(it), next(it)
+            relay = [next(it) for _ in ETCD_MEMBERS]
+            self.state["nodes"][name] = self.node_spec(name, "replica", port, rest, relay)
+        self.ha["haproxy"] = {"rw": next(it), "ro": next(it), "stats": next(it),
+                              "config": str(self.data_root / "haproxy.cfg")}
+        self.ha["ctl_config"] = str(self.data_root / "patronictl.yml")
+
+    def all_ports(self) -> "list[int]":
+        out = [p for m in self.ha.get("etcd", {}).values() for p in (m["client"], m["peer"])]
+        for s in self.state["nodes"].values():
+            out += [s["port"], s["rest"], *s["relay_ports"]]
+        out += [self.ha.get("haproxy", {}).get(k) for k in ("rw", "ro", "stats")]
+        return [p for p in out if p]
+
+    def etcd_hosts(self) -> "list[str]":
+        return [f"127.0.0.1:{m['client']}" for m in self.ha["etcd"].values()]
+
+    def rest_url(self, spec: dict, path: str = "") -> str:
+        return f"http://127.0.0.1:{spec['rest']}/{path.lstrip('/')}"
+
+    @property
+    def rest_auth(self) -> tuple:
+        return self.ha["rest_user"], self.ha["rest_password"]
+
+    # --- processes ------------------------------------------------------------------------
+    def _pids_file(self) -> Path:
+        return self.home.path / "pids.json"
+
+    def _pids(self) -> dict:
+        try:
+            return json.loads(self._pids_file().read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _set_pid(self, what: str, pid: "int | None") -> None:
+        pids = self._pids()
+        if pid:
+            pids[what] = pid
+        else:
+            pids.pop(what, None)
+        tmp = self._pids_file().with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(pids))
+        os.replace(tmp, self._pids_file())
+
+    def ours(self, pid) -> bool:
+        """Is ``pid`` alive and one of this HA cluster's processes (its mark)?"""
+        if not pid or not pid_alive(pid):
+            return False
+        try:
+            import psutil
+            return psutil.Process(int(pid)).environ().get(MARK) == self.mark
+        except Exception:
+            return False
+
+    def process_pid(self, what: str) -> "int | None":
+        """The pid of ``what`` (``etcd1``, ``patroni-pg1``, ``relay-pg1``, ``haproxy``) if it runs."""
+        pid = self._pids().get(what)
+        return pid if self.ours(pid) else None
+
+    def marked(self) -> "list[int]":
+        """Every live process carrying this HA cluster's mark."""
+        import psutil
+        out = []
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if p.environ().get(MARK) == self.mark and pid_alive(p.pid):
+                    out.append(p.pid)
+            except (psutil.Error, OSError):
+                continue
+        return sorted(out)
+
+    def _spawn(self, what: str, argv: list, log: str, as_server: bool, extra_env: "dict | None" = None):
+        env = {"PATH": f"{self.bins.bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}", "LANG": "C.UTF-8",
+               "LC_ALL": "C.UTF-8", MARK: self.mark, "PYTHONUNBUFFERED": "1",
+               "HOME": str(Path(log).parent)}
+        env.update(extra_env or {})
+        kwargs = self.user.run_kwargs() if as_server else {}
+        if not Path(log).exists():
+            Path(log).touch(mode=0o600)
+            if as_server:
+                self.user.chown(Path(log), recursive=False)
+        proc = spawn_detached(argv, log, env, cwd=str(Path(log).parent), run_kwargs=kwargs)
+        self._set_pid(what, proc.pid)
+        return proc
+
+    def _end(self, what: str, sig=signal.SIGTERM, timeout: float = 30) -> "int | None":
+        pid = self.process_pid(what)
+        if pid:
+            terminate_tree(pid, timeout, sig=sig)
+            wait_gone(pid, 5)
+        self._set_pid(what, None)
+        return pid
+
+    # --- etcd -------------------------------------------------------------------------------
+    def etcd_url(self, member: str, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.ha['etcd'][member]['client']}/{path.lstrip('/')}"
+
+    def start_etcd(self, member: str) -> int:
+        pid = self.process_pid(member)
+        if pid:
+            return pid
+        m = self.ha["etcd"][member]
+        Path(m["dir"]).mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.user.chown(Path(m["dir"]), recursive=True)
+        cluster = ",".join(f"{n}=http://127.0.0.1:{x['peer']}" for n, x in self.ha["etcd"].items())
+        argv = [self.ha["tools"]["etcd"], "--name", member, "--data-dir", str(Path(m["dir"]) / "data"),
+                "--listen-client-urls", f"http://127.0.0.1:{m['client']}",
+                "--advertise-client-urls", f"http://127.0.0.1:{m['client']}",
+                "--listen-peer-urls", f"http://127.0.0.1:{m['peer']}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{m['peer']}",
+                "--initial-cluster", cluster, "--initial-cluster-state", "new",
+                "--initial-cluster-token", f"lab-{self.ha['token']}",
+                "--heartbeat-interval", "100", "--election-timeout", "1000", "--logger", "zap",
+                "--log-outputs", "stderr"]
+        commands.note(member, " ".join(str(a) for a in argv[:3]) + " …   # an etcd member")
+        proc = self._spawn(member, argv, str(Path(m["dir"]) / "etcd.log"), as_server=True,
+                           extra_env={"ETCD_UNSUPPORTED_ARCH": ""})
+        return proc.pid
+
+    def etcd_log(self, member: str, tail_lines: int = 30) -> str:
+        return tail(Path(self.ha["etcd"][member]["dir"]) / "etcd.log", tail_lines)
+
+    def stop_etcd(self, member: str, kill: bool = False) -> "int | None":
+        pid = self._end(member, sig=signal.SIGKILL if kill else signal.SIGTERM, timeout=10)
+        if pid:
+            commands.note(member, f"kill -{'KILL' if kill else 'TERM'} {pid}   # etcd member {member}")
+        return pid
+
+    def wait_etcd(self, members=None, timeout: float = 30) -> None:
+        """Until each of ``members`` (all, by default) says it is healthy (it sees a leader)."""
+        members = list(members or self.ha["etcd"])
+        deadline = time.monotonic() + timeout
+        while True:
+            bad = [m for m in members if http("GET", self.etcd_url(m, "health"), timeout=1)[1] != {"health": "true"}]
+            if not bad:
+                return
+            for m in bad:
+                if not self.process_pid(m):
+                    raise NotRunning(f"etcd member {m} is not running; its log:\n{self.etcd_log(m, 8)}")
+            if time.monotonic() > deadline:
+                raise Timeout(f"etcd members {', '.join(bad)} not healthy within {timeout:g} s; "
+                              f"{bad[0]}'s log:\n{self.etcd_log(bad[0], 8)}")
+            time.sleep(0.05)
+
+    def etcd_status(self, member: str, timeout: float = 1) -> "dict | None":
+        """etcd's own status of one member (v3 API, JSON gateway): leader id, Raft term and index."""
+        code, body = http("POST", self.etcd_url(member, "v3/maintenance/status"), {}, timeout=timeout)
+        return body if code == 200 and isinstance(body, dict) else None
+
+    # --- configuration files ------------------------------------------------------------------
+    def patroni_config(self, spec: dict) -> dict:
+        st = self.state
+        params = master_parameters()
+        local = {"unix_socket_directories": spec["dir"], "logging_collector": "on", "log_destination": "stderr",
+                 "log_directory": spec["dir"], "log_filename": "server.log", "log_file_mode": "0600",
+                 "log_rotation_age": "0", "log_rotation_size": "0", "cluster_name": spec["name"]}
+        dcs = dict(DEFAULT_DCS, **self.ha.get("dcs", {}))
+        dcs["postgresql"] = {"use_pg_rewind": True, "use_slots": True, "parameters": params}
+        hba = ["local all all scram-sha-256", "host all all 127.0.0.1/32 scram-sha-256",
+               f"host replication {st['replication_user']} 127.0.0.1/32 scram-sha-256"]
+        return {
+            "scope": SCOPE, "namespace": NAMESPACE, "name": spec["name"],
+            "log": {"level": "INFO", "format": "%(asctime)s %(levelname)s: %(message)s"},
+            "restapi": {"listen": f"127.0.0.1:{spec['rest']}", "connect_address": f"127.0.0.1:{spec['rest']}",
+                        "authentication": {"username": self.ha["rest_user"], "password": self.ha["rest_password"]}},
+            # use_proxies: the relays are the only way to etcd (no discovery of the members behind them)
+            "etcd3": {"hosts": [f"127.0.0.1:{p}" for p in spec["relay_ports"]], "use_proxies": True},
+            "bootstrap": {"dcs": dcs, "initdb": [{"encoding": "UTF8"}, {"locale": "C"}, "data-checksums"]},
+            "postgresql": {
+                "listen": f"127.0.0.1:{spec['port']}", "connect_address": f"127.0.0.1:{spec['port']}",
+                "data_dir": spec["pgdata"], "bin_dir": str(self.bins.bindir), "pgpass": str(Path(spec["dir"]) / "pgpass"),
+                "authentication": {
+                    "superuser": {"username": st["superuser"], "password": st["password"]},
+                    "replication": {"username": st["replication_user"], "password": st["replication_password"]},
+                    "rewind": {"username": st["superuser"], "password": st["password"]}},
+                "parameters": local, "pg_hba": hba,
+                # a new replica's base backup asks for an immediate checkpoint, not a spread one
+                "basebackup": [{"checkpoint": "fast"}]},
+            "watchdog": {"mode": "off"},
+            "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
+        }
+
+    def write_configs(self) -> None:
+        for spec in self.state["nodes"].values():
+            d = Path(spec["dir"])
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(d, 0o700)
+            self.user.chown(d, recursive=False)
+            self._write_private(Path(spec["config"]), json.dumps(self.patroni_config(spec), indent=2), server=True)
+        ctl = {"scope": SCOPE, "namespace": NAMESPACE, "etcd3": {"hosts": self.etcd_hosts()},
+               "restapi": {"authentication": {"username": self.ha["rest_user"], "password": self.ha["rest_password"]}},
+               "ctl": {"authentication": {"username": self.ha["rest_user"], "password": self.ha["rest_password"]}}}
+        self._write_private(Path(self.ha["ctl_config"]), json.dumps(ctl, indent=2), server=False)
+        self._write_private(Path(self.ha["haproxy"]["config"]), self.haproxy_config(), server=False)
+
+    def _write_private(self, path: Path, text: str, server: bool) -> None:
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+        if server:
+            self.user.chown(tmp, recursive=False)
+        os.replace(tmp, path)
+
+    def haproxy_config(self) -> str:
+        h = self.ha["haproxy"]
+
+        def servers():
+            return "".join(f"    server {s['name']} 127.0.0.1:{s['port']} maxconn 100 check port {s['rest']}\n"
+                           for s in self.state["nodes"].values())
+        return (
+            "# Written by the lab (chapter 08): one read-write port, one read-only port, health checks on\n"
+            "# each node's Patroni REST API (/primary answers 200 on the leader only, /replica on replicas).\n"
+            "global\n    maxconn 200\n\n"
+            "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30m\n    timeout server 30m\n"
+            "    timeout check 1s\n    option httpchk\n"
+            "    default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions\n\n"
+            f"listen primary\n    bind 127.0.0.1:{h['rw']}\n    option httpchk OPTIONS /primary\n"
+            f"    http-check expect status 200\n{servers()}\n"
+            f"listen replicas\n    bind 127.0.0.1:{h['ro']}\n    balance roundrobin\n"
+            f"    option httpchk OPTIONS /replica\n    http-check expect status 200\n{servers()}\n"
+            f"listen stats\n    mode http\n    bind 127.0.0.1:{h['stats']}\n    stats enable\n    stats uri /\n"
+            "    stats refresh 2s\n")
+
+    # --- relays ------------------------------------------------------------------------------------
+    def start_relay(self, spec: dict) -> int:
+        from . import relay
+        what = f"relay-{spec['name']}"
+        pid = self.process_pid(what)
+        if pid:
+            return pid
+        control = relay.read_control(spec["relay_control"]) or {}
+        control.update(owner=self.owner, name=spec["name"],
+                       routes=[[p, m["client"]] for p, m in zip(spec["relay_ports"], self.ha["etcd"].values())],
+                       generation=int(control.get("generation", 0)) + 1, cut=False, hold=False,
+                       latency_ms=0, jitter_ms=0)
+        relay.write_control(spec["relay_control"], control)
+        import sys
+        proc = self._spawn(what, [sys.executable, "-m", "lab.backends.relay", spec["relay_control"]],
+                           str(Path(spec["dir"]) / "relay.log"), as_server=False,
+                           extra_env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        deadline = time.monotonic() + 15
+        while relay.applied(spec["relay_control"]) < control["generation"]:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"the relay of {spec['name']} did not start; its log:\n"
+                               f"{tail(Path(spec['dir']) / 'relay.log', 8)}")
+            time.sleep(0.01)
+        return proc.pid
+
+    def set_link(self, spec: dict, **changes) -> dict:
+        from . import relay
+        return relay.set_link(spec["relay_control"], **changes)
+
+    def link_state(self, spec: dict) -> dict:
+        from . import relay
+        c = relay.read_control(spec["relay_control"])
+        return {k: c.get(k) for k in ("cut", "hold", "latency_ms", "jitter_ms")}
+
+    # --- HAProxy -----------------------------------------------------------------------------------
+    def start_haproxy(self) -> int:
+        pid = self.process_pid("haproxy")
+        if pid:
+            return pid
+        h = self.ha["haproxy"]
+        argv = [self.ha["tools"]["haproxy"], "-db", "-f", h["config"]]
+        commands.note("haproxy", f"haproxy -db -f {h['config']}")
+        proc = self._spawn("haproxy", argv, str(self.data_root / "haproxy.log"), as_server=False)
+        deadline = time.monotonic() + 15
+        while http("GET", f"http://127.0.0.1:{h['stats']}/;csv", timeout=1)[0] != 200:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"HAProxy did not start; its log:\n{tail(self.data_root / 'haproxy.log', 8)}")
+            time.sleep(0.05)
+        return proc.pid
+
+    def haproxy_servers(self) -> "list[dict]":
+        """HAProxy's view (its stats CSV): for each of its two ports, each server's status (UP/DOWN)."""
+        code, body = http("GET", f"http://127.0.0.1:{self.ha['haproxy']['stats']}/;csv", timeout=2)
+        if code != 200 or not isinstance(body, str):
+            return []
+        lines = body.lstrip("# ").splitlines()
+        head = lines[0].split(",")
+        out = []
+        for line in lines[1:]:
+            row = dict(zip(head, line.split(",")))
+            if row.get("svname") not in ("FRONTEND", "BACKEND") and row.get("pxname") in ("primary", "replicas"):
+                out.append({"port": row["pxname"], "node": row["svname"], "status": row.get("status"),
+                            "sessions": int(row.get("scur") or 0)})
+        return out
+
+    # --- Patroni ----------------------------------------------------------------------------------
+    def start_patroni(self, spec: dict) -> int:
+        what = f"patroni-{spec['name']}"
+        pid = self.process_pid(what)
+        if pid:
+            return pid
+        self.start_relay(spec)
+        commands.shell(spec["name"], ["patroni", spec["config"]])
+        proc = self._spawn(what, [self.ha["python"], "-m", "patroni", spec["config"]], spec["patroni_log"],
+                           as_server=True, extra_env=self.ha.get("python_env"))
+        return proc.pid
+
+    def patroni_pid(self, spec: dict) -> "int | None":
+        return self.process_pid(f"patroni-{spec['name']}")
+
+    def member(self, spec: dict, timeout: float = 1) -> "dict | None":
+        """Patroni's own account of this node (``GET /patroni``), None if its REST API is silent."""
+        code, body = http("GET", self.rest_url(spec, "patroni"), timeout=timeout)
+        return body if code in (200, 503) and isinstance(body, dict) else None
+
+    def wait_member(self, spec: dict, states=("running", "streaming"), timeout: float = START_TIMEOUT) -> dict:
+        """Until Patroni says this node's PostgreSQL is running (a leader) or streaming (a replica)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self.member(spec)
+            if m and m.get("state") in states and (m.get("role") in ("primary", "master")
+                                                   or m.get("replication_state", "streaming") == "streaming"
+                                                   or "streaming" not in states):
+                return m
+            if not self.patroni_pid(spec):
+                raise NotRunning(f"Patroni of {spec['name']} exited; its log:\n{tail(spec['patroni_log'], 10)}")
+            if time.monotonic() > deadline:
+                raise Timeout(f"{spec['name']} not {' or '.join(states)} under Patroni within {timeout:g} s "
+                              f"(Patroni says {m and m.get('state')}); its log:\n{tail(spec['patroni_log'], 10)}")
+            time.sleep(0.1)
+
+    # --- the Backend contract, where it differs from local processes -------------------------
+    def create_primary(self, spec, state) -> None:
+        raise LabError("Patroni bootstraps the first node itself: lab.ha.up() makes an HA cluster")
+
+    def prepare_replica(self, spec, state, primary_spec, wait_timeout=60, rejoin=False) -> None:
+        raise LabError("Patroni makes its replicas itself (pg_basebackup, pg_rewind): nothing to prepare")
+
+    def primary_address(self) -> "tuple[str, int]":
+        return "127.0.0.1", self.state["nodes"][self.state["primary"]]["port"]
+
+    def start(self, spec, state=None, primary_spec=None) -> int:
+        """Start the node's Patroni (which starts PostgreSQL) and wait until PostgreSQL is up."""
+        self.start_patroni(spec)
+        self.wait_member(spec, states=("running", "streaming"))
+        return self.pid(spec) or 0
+
+    def wait_ready(self, spec, timeout=None) -> int:
+        self.wait_member(spec, timeout=START_TIMEOUT if timeout is None else timeout)
+        return self.pid(spec) or 0
+
+    def stop(self, spec, timeout: float = 30) -> None:
+        self.stop_many([spec], timeout)
+
+    def stop_many(self, specs, timeout: float = 30) -> None:
+        """SIGTERM each node's Patroni: it stops PostgreSQL (fast) and, on the leader, gives up the
+        leader key (a planned change of leader, not a failure); then the PostgreSQL left, if any."""
+        for s in specs:
+            self.resume(s)
+        for s in specs:
+            pid = self.patroni_pid(s)
+            if pid:
+                commands.note(s["name"], f"kill -TERM {pid}   # Patroni: stops PostgreSQL, releases the leader key")
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for s in specs:
+            pid = self._pids().get(f"patroni-{s['name']}")
+            if pid and not wait_gone(pid, max(0.0, deadline - time.monotonic())):
+                terminate_tree(pid, 5, sig=signal.SIGKILL)
+            self._set_pid(f"patroni-{s['name']}", None)
+            LocalBackend.stop_many(self, [s], timeout=max(1.0, deadline - time.monotonic()))
+
+    def kill(self, spec) -> "int | None":
+        """A machine crash: SIGKILL the node's Patroni and its PostgreSQL at the same moment."""
+        self.resume(spec)
+        ppid, pg = self.patroni_pid(spec), self.pid(spec)
+        for pid in (ppid, pg):
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if ppid or pg:
+            commands.note(spec["name"], f"kill -KILL {ppid or '-'} {pg or '-'}   # Patroni and the postmaster: "
+                                        "a machine crash")
+        for pid in (ppid, pg):
+            if pid:
+                wait_gone(pid, 10)
+        self._set_pid(f"patroni-{spec['name']}", None)
+        return pg or ppid
+
+    def kill_postgres(self, spec) -> "int | None":
+        """SIGKILL the postmaster only: Patroni lives on and decides."""
+        return LocalBackend.kill(self, spec)
+
+    def kill_patroni(self, spec) -> "int | None":
+        """SIGKILL Patroni only: PostgreSQL lives on, unmanaged (what a watchdog exists for)."""
+        pid = self.patroni_pid(spec)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            commands.note(spec["name"], f"kill -KILL {pid}   # Patroni only; PostgreSQL keeps running")
+            wait_gone(pid, 10)
+        self._set_pid(f"patroni-{spec['name']}", None)
+        return pid
+
+    def promote(self, spec, timeout=60) -> None:
+        raise LabError("Patroni decides who is primary: use cluster.switchover(...) or cluster.failover(...)")
+
+    def retarget(self, spec, host: str, port: int) -> None:
+        raise LabError("Patroni points its replicas at the leader itself")
+
+    def follow(self, spec, primary_spec) -> None:
+        """Patroni makes a replica follow the new leader by itself: nothing to do."""
+
+    def cut(self, spec, hold: bool = False) -> str:
+        self.set_link(spec, cut=True, hold=bool(hold))
+        return f"cut off etcd (its relay{', silent' if hold else ''})"
+
+    def heal(self, spec) -> str:
+        self.set_link(spec, cut=False, hold=False)
+        return "link to etcd healed"
+
+    def is_cut(self, spec) -> bool:
+        return bool(self.link_state(spec).get("cut"))
+
+    def logs(self, spec, tail_lines=50) -> str:
+        return tail(spec["log"], tail_lines)
+
+    def after_down(self) -> None:
+        """Every node is stopped: stop HAProxy, the relays and etcd too."""
+        self.stop_services()
+
+    def stop_services(self) -> None:
+        self._end("haproxy", timeout=10)
+        for spec in self.state["nodes"].values():
+            self._end(f"relay-{spec['name']}", timeout=5)
+        for m in self.ha.get("etcd", {}):
+            self._end(m, timeout=10)
+        for pid in self.marked():  # anything of ours that left its tree
+            terminate_tree(pid, 5)
+
+    def wipe(self) -> None:
+        for pid in self.marked():
+            terminate_tree(pid, 5, sig=signal.SIGKILL)
+        super().wipe()
+        self._pids_file().unlink(missing_ok=True)
+
+
+def node_pid(spec: dict) -> "int | None":
+    return postmaster_pid(spec["pgdata"])
