@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 # Chapter modules load on first use (``lab.checks.check(...)``): matplotlib and ipywidgets are
 # slow to import and ``python -m lab down`` needs neither.
-_SUBMODULES = ("backups", "checks", "consistency", "failover", "faults", "ha", "lag", "pgadmin", "plots", "proxy",
+_SUBMODULES = ("autofailover", "backups", "checks", "consistency", "failover", "faults", "ha", "lag", "pgadmin", "plots", "proxy",
                "replication", "slots", "standby", "sync", "wal", "webapp", "widgets", "workload")
 
 

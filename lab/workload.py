@@ -333,7 +333,22 @@ class Writer(_Loop):
             key = (conn.info.host, str(conn.info.port))
         except Exception:
             return "?"
-        return self._names.get(key, f"{key[0]}:{key[1]}")
+        name = self._names.get(key)
+        if name is None and self._names:  # through a router (HAProxy): ask the server its own port, once
+            cached = getattr(self, "_routed", None)
+            if cached is not None and cached[0] is conn:
+                return cached[1]
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT inet_server_port()")
+                    port = cur.fetchone()[0]
+                name = self._names.get((key[0], str(port)))
+            except psycopg2.Error:
+                name = None
+            name = name or f"{key[0]}:{key[1]}"
+            self._routed = (conn, name)
+            return name
+        return name or f"{key[0]}:{key[1]}"
 
     def _setup(self):
         try:
