@@ -36,7 +36,7 @@ def __dir__():
 
 def down(wipe: bool = False, home=None) -> None:
     """Stop this lab home's clusters, chapter 08's too (``wipe=True``: also remove their data)."""
-    from . import ha
+    from . import ha  # lazy: chapter modules load on first use (pandas, matplotlib)
     ha.down(wipe=wipe, home=home)
     _down(wipe=wipe, home=home)
 

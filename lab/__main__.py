@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from . import cluster as _cluster
+from . import ha as _ha
 from . import pgadmin
 from .doctor import Doctor, report
 from .errors import LabError
@@ -35,6 +36,7 @@ def main(argv=None) -> int:
             c = _cluster.up(replicas=args.replicas, home=args.home, backend=args.backend)
             print(c.status().to_string(index=False))
         elif args.cmd == "down":
+            _ha.down(wipe=args.wipe, home=args.home)  # chapter 08's cluster (<home>/ha), if there is one
             _cluster.down(wipe=args.wipe, home=args.home)
             print("cluster wiped" if args.wipe else "cluster stopped (data kept)")
         elif args.cmd == "status":

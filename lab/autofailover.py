@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 
 from . import workload
 from .errors import BadArgument, LabError, Timeout, need_bool, need_choice, need_int, need_number
-from .ha import HACluster, STANDARD_DCS
+from .ha import STANDARD_DCS, HACluster, _start_all
 from .system.operations import changes_cluster, check_fresh
 
 FAULTS = ("machine", "postgres", "patroni", "partition")
@@ -331,7 +331,6 @@ def restore(cluster) -> str:
     (a killed node restarts; Patroni rejoins it with pg_rewind), the dynamic configuration the
     chapter starts from, every member healthy.  One line."""
     need_ha(cluster)
-    from .ha import _start_all
     said = _start_all(cluster, quiet=True)
     cfg = cluster.config()
     back = {k: v for k, v in STANDARD_DCS.items() if cfg.get(k) != v and not (k not in cfg and not v)}

@@ -14,6 +14,8 @@ leaves alone; ``lab.down()`` stops both.
 """
 from __future__ import annotations
 
+import base64
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -29,6 +31,7 @@ from .errors import BadArgument, LabError, NotRunning, Timeout, need_bool, need_
 from .node import Node, Role, need_node_name
 from .system import hatools, ports
 from .system.home import LabHome, register_user
+from .system.paths import MASTER_DIR
 
 MAX_REPLICAS = PatroniBackend.max_replicas
 DCS_KEYS = ("ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout",
@@ -154,7 +157,6 @@ class HACluster(Cluster):
 
     def etcd_get(self, key: str) -> "dict | None":
         """One key of etcd (v3 JSON gateway): value, lease, versions; None if it is not there."""
-        import base64
         m = self._etcd_any()
         if m is None:
             raise NotRunning("no etcd member answers: start them with lab.ha.up()")
@@ -186,7 +188,6 @@ class HACluster(Cluster):
 
     def keys(self) -> pd.DataFrame:
         """Every key Patroni keeps in etcd for this cluster, and its value (shortened)."""
-        import base64
         m = self._etcd_any()
         if m is None:
             raise NotRunning("no etcd member answers: start them with lab.ha.up()")
@@ -550,8 +551,6 @@ def up(replicas: int = 2, home=None, quiet: bool = False) -> HACluster:
 
 
 def _create(h: LabHome, replicas: int, quiet: bool) -> HACluster:
-    import secrets
-    from .system.paths import MASTER_DIR
     t0 = time.monotonic()
     state = {"backend": "patroni", "created": time.time(), "ready": False,
              "superuser": "admin", "password": secrets.token_urlsafe(18),

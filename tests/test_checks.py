@@ -12,7 +12,8 @@ integration = pytest.mark.integration
 
 EVERY_EXERCISE = ["00.1", "01.1", "01.2", "01.3", "01.4", "01.5", "02.1", "02.2", "02.3", "02.4",
                   "03.1", "03.2", "03.3", "03.4", "03.5", "04.1", "04.2", "04.3", "04.4",
-                  "05.1", "05.2", "05.3", "05.4", "06.1", "06.2", "06.3", "06.4", "07.1", "07.2", "07.3", "07.4"]
+                  "05.1", "05.2", "05.3", "05.4", "06.1", "06.2", "06.3", "06.4", "07.1", "07.2", "07.3", "07.4",
+                  "08.1", "08.2", "08.3", "08.4"]
 # the exercises that look at "the replica" (replica1, else the first one) and need it
 NEED_A_REPLICA = {"01.1": exercises.MAIN_REPLICA, "01.4": exercises.MAIN_REPLICA,
                   "04.1": exercises.RUNNING_REPLICA, "04.2": exercises.RUNNING_REPLICA,

@@ -22,14 +22,18 @@ backend), handed to Patroni, which writes the servers' configuration itself.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
 import signal
+import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+import psutil
 
 from .. import commands
 from ..errors import LabError, NotRunning, Timeout
@@ -37,6 +41,7 @@ from ..system import hatools, ports
 from ..system.osuser import server_user
 from ..system.paths import MASTER_DIR
 from ..system.process import pid_alive, spawn_detached, terminate_tree, wait_gone
+from . import relay
 from .local import LocalBackend, postmaster_pid, tail
 
 MARK = "LAB_HA"
@@ -76,7 +81,6 @@ def http(method: str, url: str, body: "dict | None" = None, auth: "tuple | None"
     if data is not None:
         req.add_header("Content-Type", "application/json")
     if auth:
-        import base64
         req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -188,7 +192,6 @@ class PatroniBackend(LocalBackend):
         if not pid or not pid_alive(pid):
             return False
         try:
-            import psutil
             return psutil.Process(int(pid)).environ().get(MARK) == self.mark
         except Exception:
             return False
@@ -200,7 +203,6 @@ class PatroniBackend(LocalBackend):
 
     def marked(self) -> "list[int]":
         """Every live process carrying this HA cluster's mark."""
-        import psutil
         out = []
         for p in psutil.process_iter(["pid"]):
             try:
@@ -365,7 +367,6 @@ class PatroniBackend(LocalBackend):
 
     # --- relays ------------------------------------------------------------------------------------
     def start_relay(self, spec: dict) -> int:
-        from . import relay
         what = f"relay-{spec['name']}"
         pid = self.process_pid(what)
         if pid:
@@ -376,7 +377,6 @@ class PatroniBackend(LocalBackend):
                        generation=int(control.get("generation", 0)) + 1, cut=False, hold=False,
                        latency_ms=0, jitter_ms=0)
         relay.write_control(spec["relay_control"], control)
-        import sys
         proc = self._spawn(what, [sys.executable, "-m", "lab.backends.relay", spec["relay_control"]],
                            str(Path(spec["dir"]) / "relay.log"), as_server=False,
                            extra_env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])})
@@ -389,11 +389,9 @@ class PatroniBackend(LocalBackend):
         return proc.pid
 
     def set_link(self, spec: dict, **changes) -> dict:
-        from . import relay
         return relay.set_link(spec["relay_control"], **changes)
 
     def link_state(self, spec: dict) -> dict:
-        from . import relay
         c = relay.read_control(spec["relay_control"])
         return {k: c.get(k) for k in ("cut", "hold", "latency_ms", "jitter_ms")}
 

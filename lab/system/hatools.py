@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +97,6 @@ def server_python(run_kwargs: dict) -> "tuple[str, dict]":
     environment).  This interpreter when the server user can run it (the usual case: the servers run
     as you); else a system Python of the same version given this environment's packages through
     PYTHONPATH (root with a virtualenv whose interpreter lives under /root).  HAToolMissing if none."""
-    import sysconfig
     ver = f"{sys.version_info[0]}.{sys.version_info[1]}"
     site = os.pathsep.join(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]))
     tries = [(sys.executable, {})]
