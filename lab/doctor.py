@@ -5,13 +5,15 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 from .backends import choose_backend
 from .backends.compose import _client, compose_cli
 from .cluster import Cluster
 from .errors import LabError
-from .system import binaries, ports
+from .system import binaries, hatools, ports
 from .system.home import LabHome, cache_dir
 from .system.osuser import server_user
 
@@ -37,6 +39,114 @@ def running_clusters() -> list[str]:
         except (OSError, json.JSONDecodeError):
             pass
     return sorted(h for h in homes if h)
+
+
+# Chapter 08's rows: optional, like Docker (a machine without etcd or HAProxy has every other
+# chapter), so they do not count in Doctor.ok.
+HA_ROWS = ("etcd (chapter 08)", "HAProxy (chapter 08)", "Patroni (chapter 08)", "Patroni as the server user")
+OPTIONAL_ROWS = ("Docker",) + HA_ROWS
+_HA_CACHE = "doctor-ha.json"
+
+
+def _stamp(path) -> "list | None":
+    """What changes when a file is installed again: its real path, mtime and size."""
+    try:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+    except (OSError, TypeError):
+        return None
+    return [real, st.st_mtime_ns, st.st_size]
+
+
+class _Cache:
+    """Slow answers (``patroni --version``, a Python started as the server user) kept in the template
+    cache directory, each under a key made of the stamps of the files it depends on: a reinstall or
+    an upgrade changes the key, and the answer is asked again."""
+
+    def __init__(self):
+        self.path = cache_dir() / _HA_CACHE
+        try:
+            self.data = json.loads(self.path.read_text())
+            if not isinstance(self.data, dict):
+                self.data = {}
+        except (OSError, ValueError):
+            self.data = {}
+        self.changed = False
+
+    def get(self, name: str, key):
+        entry = self.data.get(name)
+        return entry["value"] if isinstance(entry, dict) and entry.get("key") == key else None
+
+    def put(self, name: str, key, value) -> None:
+        self.data[name] = {"key": key, "value": value}
+        self.changed = True
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f"{_HA_CACHE}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.data, indent=1))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+
+
+def _version(cache: _Cache, program: str, path: str) -> str:
+    key = _stamp(path)
+    v = cache.get(program, key)
+    if v is None:
+        v = hatools.version(path)
+        if key is not None and v != "?":
+            cache.put(program, key, v)
+    return v
+
+
+def _server_runs_patroni(cache: _Cache) -> tuple[bool, str]:
+    """Whether the server user can run this environment's Patroni (hatools.server_python); only
+    a success is cached, keyed by the user, this Python, Patroni and psycopg2."""
+    try:
+        user = server_user()
+    except LabError as e:
+        return False, f"not checked: no server user ({e})"
+    mods = [find_spec(m) for m in ("patroni", "psycopg2")]
+    key = [user.name, user.uid, _stamp(sys.executable)] + [_stamp(m.origin) if m else None for m in mods]
+    hit = cache.get("server_python", key)
+    if hit and _stamp(hit["python"]) == hit["stamp"]:
+        exe, extra = hit["python"], hit["env"]
+    else:
+        try:
+            exe, extra = hatools.server_python(user.run_kwargs())
+        except LabError as e:
+            return False, str(e)
+        cache.put("server_python", key, {"python": exe, "env": extra, "stamp": _stamp(exe)})
+    how = " (given this environment's packages through PYTHONPATH)" if extra.get("PYTHONPATH") else ""
+    return True, f"{user.name} runs Patroni with {exe}{how}"
+
+
+def ha_rows() -> list[tuple[str, bool, str]]:
+    """Chapter 08's rows: etcd, HAProxy and Patroni (version and path, or what to install, in
+    hatools' words), and whether the server user can run Patroni.  Quick after the first time:
+    versions and the server-user check are cached (see _Cache)."""
+    cache = _Cache()
+    hints = hatools.missing()
+    rows = []
+    found = {}
+    for program, row in zip(("etcd", "haproxy", "patroni"), HA_ROWS):
+        path = hatools.locate(program)
+        found[program] = path
+        if path:
+            rows.append((row, True, f"{_version(cache, program, path)} at {path}"))
+        else:
+            rows.append((row, False, next(h for h in hints if h.startswith(f"{program} ("))))
+    if found["patroni"]:
+        ok, detail = _server_runs_patroni(cache)
+    else:
+        ok, detail = False, "not checked: Patroni is not installed (see above)"
+    rows.append((HA_ROWS[3], ok, detail))
+    cache.save()
+    return rows
 
 
 def report(home=None) -> list[tuple[str, bool, str]]:
@@ -81,6 +191,7 @@ def report(home=None) -> list[tuple[str, bool, str]]:
                  f"(the lab picks from {ports.PORT_RANGE[0]}-{ports.PORT_RANGE[1]})"))
     t = cache_dir()
     rows.append(("template cache", True, f"{t} ({'ready' if any(t.glob('template-*')) else 'made on first up()'})"))
+    rows.extend(ha_rows())
     return rows
 
 
@@ -97,7 +208,7 @@ class Doctor:
 
     @property
     def ok(self) -> bool:
-        return all(ok for name, ok, _ in self.rows if name not in ("Docker",))
+        return all(ok for name, ok, _ in self.rows if name not in OPTIONAL_ROWS)
 
     def __repr__(self):
         return format_report(self.rows)
