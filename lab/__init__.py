@@ -42,5 +42,6 @@ def down(wipe: bool = False, home=None) -> None:
 
 
 def doctor(home=None):
-    """What this machine has for the lab (binaries, Docker, lab home, ports) and what to do."""
+    """What this machine has for the lab (binaries, Docker, lab home, ports; etcd, HAProxy and Patroni for
+    chapter 08) and what to do."""
     return Doctor(_report(home))

@@ -314,9 +314,12 @@ def _wait_healthy(cluster: HACluster, timeout: float = 120) -> None:
     while True:
         view = cluster.cluster_view() or {}
         members = view.get("members", [])
-        ok = (len(members) == len(cluster._state["nodes"])
-              and sum(m.get("role") == "leader" for m in members) == 1
-              and all(m.get("state") in ("running", "streaming") for m in members))
+        leaders = [m for m in members if m.get("role") == "leader"]
+        # a replica counts once it streams: a former primary whose Patroni just came back shows
+        # "running" while Patroni demotes and rewinds it
+        ok = (len(members) == len(cluster._state["nodes"]) and len(leaders) == 1
+              and leaders[0].get("state") == "running"
+              and all(m.get("state") == "streaming" for m in members if m is not leaders[0]))
         if ok:
             cluster.wait_leader(timeout=max(1.0, deadline - time.monotonic()))
             return

@@ -21,7 +21,7 @@ REPO=$(dirname "$HERE")
 
 # Same wording as lab.system.hatools.PROGRAMS (and hatools.missing()'s line for each).
 ETCD_HINT='etcd (the consensus store) not found: install it with `sudo apt-get install etcd-server` (Debian/Ubuntu), `conda install -c conda-forge etcd` or `brew install etcd`, or set LAB_ETCD'
-HAPROXY_HINT='haproxy (the router) not found: install it with `sudo apt-get install haproxy` (Debian/Ubuntu), `conda install -c conda-forge haproxy` or `brew install haproxy`, or set LAB_HAPROXY'
+HAPROXY_HINT='haproxy (the router) not found: install it with `sudo apt-get install haproxy` (Debian/Ubuntu), `sudo dnf install haproxy` (Fedora) or `brew install haproxy` (conda-forge has none), or set LAB_HAPROXY'
 
 say() { printf '%s\n' "ensure-ha: $*" >&2; }
 

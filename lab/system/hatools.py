@@ -22,7 +22,7 @@ PROGRAMS = {
     "etcd": ("LAB_ETCD", "the consensus store", "`sudo apt-get install etcd-server` (Debian/Ubuntu), "
              "`conda install -c conda-forge etcd` or `brew install etcd`"),
     "haproxy": ("LAB_HAPROXY", "the router", "`sudo apt-get install haproxy` (Debian/Ubuntu), "
-                "`conda install -c conda-forge haproxy` or `brew install haproxy`"),
+                "`sudo dnf install haproxy` (Fedora) or `brew install haproxy` (conda-forge has none)"),
     "patroni": ("LAB_PATRONI", "the HA manager", "`pip install 'patroni[etcd3]'` into the lab's environment "
                 "(make setup does it)"),
     "patronictl": ("LAB_PATRONICTL", "Patroni's command line", "`pip install 'patroni[etcd3]'` (make setup does it)"),
