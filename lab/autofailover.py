@@ -100,7 +100,7 @@ def lease_watch(cluster, seconds: float = 6, every: float = 0.25) -> pd.DataFram
     every = need_number(every, "every", lo=0.05, hi=10, unit="seconds")
     rows, t0 = [], time.monotonic()
     while time.monotonic() - t0 < seconds:
-        k = cluster.leader_key()
+        k = cluster.leader_key(record=not rows)  # the command once in the transcript
         rows.append(dict(t_s=round(time.monotonic() - t0, 2), holder=k["holder"], left_s=k["left_s"],
                          ttl_s=k["ttl_s"]))
         time.sleep(every)
@@ -160,7 +160,7 @@ class _Monitor:
         while not self._stop.is_set():
             t = time.time()
             try:
-                k = self.cluster.leader_key()
+                k = self.cluster.leader_key(record=False)
             except LabError:
                 k = {"holder": None, "left_s": None}
             row = dict(t=t, holder=k.get("holder"), left_s=k.get("left_s"))
@@ -524,42 +524,90 @@ def quorum_loss(cluster, failsafe: bool = False, hold: "float | None" = None, ra
 
 # --- 8. tuning ----------------------------------------------------------------------------------------------
 @changes_cluster("autofailover.false_failovers", tidy=_tidy)
-def false_failovers(cluster, latency_ms: float, seconds: float = 15, **config) -> pd.DataFrame:
+def false_failovers(cluster, latency_ms: float, seconds: float = 10, **config) -> pd.DataFrame:
     """Slow the leader's link to etcd by ``latency_ms`` each way for ``seconds``, with the dynamic
-    ``config`` given (``ttl``, ``loop_wait``, ``retry_timeout``); count the leader changes nobody
-    asked for.  One row."""
+    ``config`` given (``ttl``, ``loop_wait``, ``retry_timeout``), then heal it and watch until a
+    leader accepts writes again.  Nothing crashed, yet the leader may *demote itself* (it cannot
+    renew its lease within ``retry_timeout``) and even lose the key.  One row: how often the
+    leader demoted itself, how long no node accepted writes, leader changes."""
     need_ha(cluster)
     latency_ms = need_number(latency_ms, "latency_ms", lo=0, hi=10_000, unit="milliseconds")
     seconds = need_number(seconds, "seconds", lo=1, hi=300, unit="seconds")
+    for k in config:
+        if k not in ("ttl", "loop_wait", "retry_timeout"):
+            raise BadArgument(f"false_failovers() takes ttl, loop_wait, retry_timeout as settings, not {k!r}")
     restore(cluster)
     previous = cluster.config()
     changed = {k: v for k, v in config.items() if previous.get(k) != v}
-    leader = cluster.wait_leader(timeout=60)
-    changes, seen = 0, leader
+    monitor = None
     try:
         if changed:
             cluster.set_config(**changed)
             time.sleep(2 * cluster.config().get("loop_wait", 2) + 0.5)
         cfg = cluster.config()
+        leader = cluster.wait_leader(timeout=60)
+        monitor = _Monitor(cluster).start()
+        time.sleep(0.3)
         cluster.etcd_latency(leader, latency_ms)
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < seconds:
-            now = cluster.leader
-            if now and now != seen:
-                changes += 1
-                seen = now
-            time.sleep(0.1)
-    finally:
+        time.sleep(seconds)
         cluster.heal_etcd(leader)
+        t_heal = time.time()
+        now = cluster.wait_leader(timeout=cfg.get("ttl", 20) + 30)
+        time.sleep(0.5)
+    finally:
+        if monitor is not None:
+            monitor.stop()
+        cluster.heal_etcd()
         if changed:
             try:
                 cluster.set_config(**{k: previous.get(k) for k in changed})
             except LabError:
                 pass
+    samples = monitor.frame()
+    nodes = [c for c in samples.columns if c not in ("t", "holder", "left_s")]
+    any_writable = samples[nodes].apply(lambda r: any(v is True for v in r), axis=1)
+    lead_writable = samples[leader] == True  # noqa: E712
+    demotions = int((lead_writable.astype(int).diff() == -1).sum())
+    holders = samples["holder"].dropna()
+    changes = int((holders != holders.shift()).sum() - 1) if len(holders) else 0
     return pd.DataFrame([dict(ttl=cfg.get("ttl"), loop_wait=cfg.get("loop_wait"),
                               retry_timeout=cfg.get("retry_timeout"), latency_ms=latency_ms, seconds=seconds,
-                              leader_changes=changes, leader_after=seen)])
+                              leader_demoted=demotions, no_primary_s=round(float((~any_writable).sum() * POLL), 2),
+                              leader_changes=changes, leader_after=now,
+                              back_after_heal_s=round(time.time() - t_heal, 1))])
+
+
+def tuning(cluster, latencies=(500, 2000), retry_timeouts=(5, 9), seconds: float = 8) -> pd.DataFrame:
+    """``false_failovers`` for each latency and each ``retry_timeout`` (ttl and loop_wait as they
+    are): one row each.  ``tuning_figure`` plots it."""
+    need_ha(cluster)
+    if isinstance(latencies, (str, bytes)) or not hasattr(latencies, "__iter__") or not list(latencies):
+        raise BadArgument(f"latencies is a list of milliseconds, e.g. (500, 2000), not {latencies!r:.60}")
+    if isinstance(retry_timeouts, (str, bytes)) or not hasattr(retry_timeouts, "__iter__") or not list(retry_timeouts):
+        raise BadArgument(f"retry_timeouts is a list of seconds, e.g. (5, 9), not {retry_timeouts!r:.60}")
+    rows = [false_failovers(cluster, latency_ms=ms, seconds=seconds, retry_timeout=need_int(rt, "retry_timeout", lo=1, hi=600))
+            for rt in retry_timeouts for ms in latencies]
+    return pd.concat(rows, ignore_index=True)
+
+
+def tuning_figure(df: pd.DataFrame) -> Figure:
+    """Seconds without a writable primary against the latency added to the leader's link to etcd,
+    one line per ``retry_timeout``."""
+    if not isinstance(df, pd.DataFrame) or not {"latency_ms", "no_primary_s", "retry_timeout"} <= set(df.columns):
+        raise BadArgument("tuning_figure() takes what lab.autofailover.tuning() returned")
+    fig = Figure(figsize=(6.5, 3))
+    ax = fig.subplots()
+    for rt, part in df.groupby("retry_timeout"):
+        part = part.sort_values("latency_ms")
+        ax.plot(part["latency_ms"], part["no_primary_s"], marker="o",
+                label=f"retry_timeout {rt} s (ttl {part['ttl'].iloc[0]} s)")
+    ax.set_xlabel("latency added to the leader's link to etcd, each way (ms)")
+    ax.set_ylabel("seconds without a primary")
+    ax.set_title("a slow link to etcd, no crash: false failovers", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 __all__ = ["FAULTS", "AutoFailover", "crash", "etcd_election", "false_failovers", "lease_watch", "quorum_loss",
-           "restore", "table"]
+           "restore", "table", "tuning", "tuning_figure"]

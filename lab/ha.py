@@ -29,6 +29,7 @@ from .cluster import Cluster, _say
 from .errors import Text
 from .errors import BadArgument, LabError, NotRunning, Timeout, need_bool, need_choice, need_int, need_number
 from .node import Node, Role, need_node_name
+from .services import stop_all as stop_services
 from .system import hatools, ports
 from .system.home import LabHome, register_user
 from .system.paths import MASTER_DIR
@@ -160,8 +161,7 @@ class HACluster(Cluster):
         m = self._etcd_any()
         if m is None:
             raise NotRunning("no etcd member answers: start them with lab.ha.up()")
-        code, body = http("POST", self.backend.etcd_url(m, "v3/kv/range"),
-                          {"key": base64.b64encode(key.encode()).decode()})
+        code, body = self.backend.etcd_call(m, "v3/kv/range", {"key": base64.b64encode(key.encode()).decode()})
         kvs = body.get("kvs") if code == 200 and isinstance(body, dict) else None
         if not kvs:
             return None
@@ -170,8 +170,9 @@ class HACluster(Cluster):
                 "lease": kv.get("lease"), "create_revision": int(kv.get("create_revision", 0)),
                 "mod_revision": int(kv.get("mod_revision", 0)), "version": int(kv.get("version", 0))}
 
-    def leader_key(self) -> dict:
-        """Patroni's leader key in etcd: who holds it, its lease, the lease's TTL and time left."""
+    def leader_key(self, record: bool = True) -> dict:
+        """Patroni's leader key in etcd: who holds it, its lease, the lease's TTL and time left
+        (``record=False``: not in the transcript, for a loop that asks every 50 ms)."""
         key = f"{NAMESPACE}/{SCOPE}/leader"
         kv = self.etcd_get(key)
         out = {"key": key, "holder": None, "lease": None, "ttl_s": None, "left_s": None, "mod_revision": None}
@@ -180,10 +181,11 @@ class HACluster(Cluster):
         out.update(holder=kv["value"], lease=kv["lease"], mod_revision=kv["mod_revision"])
         if kv["lease"]:
             m = self._etcd_any()
-            code, body = http("POST", self.backend.etcd_url(m, "v3/lease/timetolive"), {"ID": kv["lease"]})
+            code, body = self.backend.etcd_call(m, "v3/lease/timetolive", {"ID": kv["lease"]})
             if code == 200 and isinstance(body, dict):
                 out.update(ttl_s=int(body.get("grantedTTL", 0)), left_s=int(body.get("TTL", 0)))
-        commands.shell("etcd", ["etcdctl", f"--endpoints={self.backend.etcd_hosts()[0]}", "get", key])
+        if record:
+            commands.shell("etcd", ["etcdctl", f"--endpoints={self.backend.etcd_hosts()[0]}", "--user=root", "get", key])
         return out
 
     def keys(self) -> pd.DataFrame:
@@ -193,7 +195,7 @@ class HACluster(Cluster):
             raise NotRunning("no etcd member answers: start them with lab.ha.up()")
         prefix = f"{NAMESPACE}/{SCOPE}/"
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        code, body = http("POST", self.backend.etcd_url(m, "v3/kv/range"),
+        code, body = self.backend.etcd_call(m, "v3/kv/range",
                           {"key": base64.b64encode(prefix.encode()).decode(),
                            "range_end": base64.b64encode(end.encode()).decode()})
         rows = []
@@ -202,7 +204,7 @@ class HACluster(Cluster):
             v = base64.b64decode(kv.get("value", "")).decode(errors="replace")
             rows.append(dict(key=k, value=v if len(v) <= 80 else v[:77] + "...", lease=kv.get("lease"),
                              mod_revision=int(kv.get("mod_revision", 0))))
-        commands.shell("etcd", ["etcdctl", f"--endpoints={self.backend.etcd_hosts()[0]}", "get", "--prefix", prefix])
+        commands.shell("etcd", ["etcdctl", f"--endpoints={self.backend.etcd_hosts()[0]}", "--user=root", "get", "--prefix", prefix])
         return pd.DataFrame(rows, columns=["key", "value", "lease", "mod_revision"])
 
     def stop_etcd(self, member: str, kill: bool = True) -> "int | None":
@@ -451,6 +453,7 @@ class HACluster(Cluster):
         timeout = need_number(timeout, "timeout", lo=0, hi=3600, unit="seconds")
         with self.home.locked():
             self._reload()
+            stop_services(self.home, wipe=wipe)  # the crypto app or pgAdmin started on this cluster
             leader = self.leader
             specs = sorted(self._state["nodes"].values(), key=lambda s: s["name"] == leader)
             self.backend.stop_many([s for s in specs if s["name"] != leader], timeout)
@@ -476,6 +479,7 @@ def _start_all(cluster: HACluster, quiet: bool) -> "list[str]":
     """Start what is not running, in order; one line per thing started."""
     b = cluster.backend
     said = []
+    b.claim_ports()
     b.write_configs()  # as this version of the lab writes them (a running Patroni reads its own at its next start)
     for m in ETCD_MEMBERS:
         if not b.process_pid(m):
@@ -568,7 +572,10 @@ def _create(h: LabHome, replicas: int, quiet: bool) -> HACluster:
         for m in ETCD_MEMBERS:
             b.start_etcd(m)
         b.wait_etcd()
-        _say(quiet, f"etcd: {len(ETCD_MEMBERS)} members healthy ({time.monotonic() - t0:.1f} s)")
+        b.enable_etcd_auth()
+        cluster._save()
+        b.write_configs()  # with etcd's login
+        _say(quiet, f"etcd: {len(ETCD_MEMBERS)} members healthy, auth on ({time.monotonic() - t0:.1f} s)")
         first, *others = list(state["nodes"].values())
         b.start_patroni(first)
         b.wait_member(first, states=("running",))

@@ -73,13 +73,15 @@ def master_parameters() -> dict:
 
 
 def http(method: str, url: str, body: "dict | None" = None, auth: "tuple | None" = None,
-         timeout: float = 3) -> "tuple[int, object]":
-    """One HTTP call to a Patroni REST API or etcd's JSON gateway: (status, parsed JSON or text).
-    (0, reason) when nothing answers."""
+         timeout: float = 3, token: "str | None" = None) -> "tuple[int, object]":
+    """One HTTP call to a Patroni REST API (``auth``: its login) or etcd's JSON gateway (``token``:
+    an etcd auth token): (status, parsed JSON or text).  (0, reason) when nothing answers."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
         req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", token)
     if auth:
         req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
     try:
@@ -109,6 +111,7 @@ class PatroniBackend(LocalBackend):
         python, python_env = hatools.server_python(server_user().run_kwargs())
         state["ha"] = {"python": python, "python_env": python_env,"tools": {k: getattr(tools, k) for k in ("etcd", "haproxy", "patroni", "patronictl")},
                        "rest_user": "patroni", "rest_password": secrets.token_urlsafe(18),
+                       "etcd_user": "root", "etcd_password": secrets.token_urlsafe(18),
                        "token": secrets.token_hex(6)}
 
     def __init__(self, home, state: dict):
@@ -126,11 +129,12 @@ class PatroniBackend(LocalBackend):
                 f"{v.get('etcd', '?')}, behind HAProxy {v.get('haproxy', '?')}")
 
     # --- layout --------------------------------------------------------------------------
-    def node_spec(self, name: str, role, port: int, rest: int = 0, relay: "list | None" = None) -> dict:
+    def node_spec(self, name: str, role, port: int) -> dict:
+        """A node's spec; ``plan`` adds its REST API port (``rest``) and its relay's ports."""
         d = self.data_root / name
         return {"name": name, "role": str(role), "port": port, "pgdata": str(d / "pgdata"),
-                "log": str(d / "server.log"), "listen": "127.0.0.1", "dir": str(d), "rest": rest,
-                "relay_ports": list(relay or []), "config": str(d / "patroni.yml"),
+                "log": str(d / "server.log"), "listen": "127.0.0.1", "dir": str(d), "rest": 0,
+                "relay_ports": [], "config": str(d / "patroni.yml"),
                 "patroni_log": str(d / "patroni.log"), "relay_control": str(d / "relay.json")}
 
     def plan(self, n_nodes: int) -> None:
@@ -145,7 +149,7 @@ class PatroniBackend(LocalBackend):
             name = NODE_NAMES[i]
             port, rest = next(it), next(it)
             relay = [next(it) for _ in ETCD_MEMBERS]
-            self.state["nodes"][name] = self.node_spec(name, "replica", port, rest, relay)
+            self.state["nodes"][name] = dict(self.node_spec(name, "replica", port), rest=rest, relay_ports=relay)
         self.ha["haproxy"] = {"rw": next(it), "ro": next(it), "stats": next(it),
                               "config": str(self.data_root / "haproxy.cfg")}
         self.ha["ctl_config"] = str(self.data_root / "patronictl.yml")
@@ -156,6 +160,32 @@ class PatroniBackend(LocalBackend):
             out += [s["port"], s["rest"], *s["relay_ports"]]
         out += [self.ha.get("haproxy", {}).get(k) for k in ("rw", "ro", "stats")]
         return [p for p in out if p]
+
+    def claim_ports(self) -> None:
+        """Claim this cluster's ports again (``down`` released them; a restart keeps every port:
+        etcd keeps its peers' addresses in its data).  A port held by another program: one LabError."""
+        mine = None
+        taken = []
+        for p in self.all_ports():
+            if ports.claim(p, self.owner):
+                continue
+            c = ports.read_claim(p)
+            if c is not None and c.get("lab_home") == self.owner:
+                continue
+            if mine is None:  # a process of ours listens there already (a running cluster)
+                mine = set()
+                for pid in self.marked():
+                    try:
+                        mine |= {c.laddr.port for c in psutil.Process(pid).net_connections(kind="tcp")
+                                 if c.status == psutil.CONN_LISTEN}
+                    except psutil.Error:
+                        continue
+            if p not in mine:
+                taken.append(p)
+        if taken:
+            raise LabError(f"port{'s' if len(taken) > 1 else ''} {', '.join(map(str, taken))} of the HA cluster "
+                           "are taken by another program: stop it, or lab.ha.down(wipe=True) then lab.ha.up() "
+                           "for new ports")
 
     def etcd_hosts(self) -> "list[str]":
         return [f"127.0.0.1:{m['client']}" for m in self.ha["etcd"].values()]
@@ -287,8 +317,47 @@ class PatroniBackend(LocalBackend):
 
     def etcd_status(self, member: str, timeout: float = 1) -> "dict | None":
         """etcd's own status of one member (v3 API, JSON gateway): leader id, Raft term and index."""
-        code, body = http("POST", self.etcd_url(member, "v3/maintenance/status"), {}, timeout=timeout)
+        code, body = self.etcd_call(member, "v3/maintenance/status", {}, timeout=timeout)
         return body if code == 200 and isinstance(body, dict) else None
+
+    # etcd's client port is open to every user of this machine: auth is on (a generated root password,
+    # in the state and the 0600 configurations); a call carries a token from /v3/auth/authenticate.
+    # Simple tokens are kept by the member that issued them: one per member.
+    _tokens: "dict | None" = None
+
+    def etcd_call(self, member: str, path: str, body: dict, timeout: float = 3) -> "tuple[int, object]":
+        """A v3 JSON-gateway call to ``member`` as the lab's etcd user (a token fetched, and fetched
+        again when etcd says it is no longer valid)."""
+        if self._tokens is None:
+            self._tokens = {}
+        for attempt in range(2):
+            token = self._tokens.get(member)
+            if token is None and self.ha.get("etcd_auth"):
+                code, answer = http("POST", self.etcd_url(member, "v3/auth/authenticate"),
+                                    {"name": self.ha["etcd_user"], "password": self.ha["etcd_password"]},
+                                    timeout=timeout)
+                if code != 200 or not isinstance(answer, dict) or "token" not in answer:
+                    return code, answer
+                token = self._tokens[member] = answer["token"]
+            code, answer = http("POST", self.etcd_url(member, path), body, timeout=timeout, token=token)
+            if code in (401, 400) and token and "token" in str(answer):  # expired or unknown: ask again
+                self._tokens.pop(member, None)
+                continue
+            return code, answer
+        return code, answer
+
+    def enable_etcd_auth(self) -> None:
+        """Create etcd's root user with the cluster's generated password and turn auth on."""
+        m = next(iter(self.ha["etcd"]))
+        steps = [("v3/auth/role/add", {"name": "root"}),
+                 ("v3/auth/user/add", {"name": self.ha["etcd_user"], "password": self.ha["etcd_password"]}),
+                 ("v3/auth/user/grant", {"user": self.ha["etcd_user"], "role": "root"}),
+                 ("v3/auth/enable", {})]
+        for path, body in steps:
+            code, answer = http("POST", self.etcd_url(m, path), body, timeout=10)
+            if code != 200 and "already exists" not in str(answer):
+                raise LabError(f"etcd refused {path}: {code} {str(answer)[:200]}")
+        self.ha["etcd_auth"] = True
 
     # --- configuration files ------------------------------------------------------------------
     def patroni_config(self, spec: dict) -> dict:
@@ -307,7 +376,8 @@ class PatroniBackend(LocalBackend):
             "restapi": {"listen": f"127.0.0.1:{spec['rest']}", "connect_address": f"127.0.0.1:{spec['rest']}",
                         "authentication": {"username": self.ha["rest_user"], "password": self.ha["rest_password"]}},
             # use_proxies: the relays are the only way to etcd (no discovery of the members behind them)
-            "etcd3": {"hosts": [f"127.0.0.1:{p}" for p in spec["relay_ports"]], "use_proxies": True},
+            "etcd3": {"hosts": [f"127.0.0.1:{p}" for p in spec["relay_ports"]], "use_proxies": True,
+                      "username": self.ha["etcd_user"], "password": self.ha["etcd_password"]},
             "bootstrap": {"dcs": dcs, "initdb": [{"encoding": "UTF8"}, {"locale": "C"}, "data-checksums"]},
             "postgresql": {
                 "listen": f"127.0.0.1:{spec['port']}", "connect_address": f"127.0.0.1:{spec['port']}",
@@ -330,7 +400,9 @@ class PatroniBackend(LocalBackend):
             os.chmod(d, 0o700)
             self.user.chown(d, recursive=False)
             self._write_private(Path(spec["config"]), json.dumps(self.patroni_config(spec), indent=2), server=True)
-        ctl = {"scope": SCOPE, "namespace": NAMESPACE, "etcd3": {"hosts": self.etcd_hosts()},
+        ctl = {"scope": SCOPE, "namespace": NAMESPACE,
+               "etcd3": {"hosts": self.etcd_hosts(), "username": self.ha["etcd_user"],
+                         "password": self.ha["etcd_password"]},
                "restapi": {"authentication": {"username": self.ha["rest_user"], "password": self.ha["rest_password"]}},
                "ctl": {"authentication": {"username": self.ha["rest_user"], "password": self.ha["rest_password"]}}}
         self._write_private(Path(self.ha["ctl_config"]), json.dumps(ctl, indent=2), server=False)
@@ -357,7 +429,7 @@ class PatroniBackend(LocalBackend):
             "global\n    maxconn 200\n\n"
             "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30m\n    timeout server 30m\n"
             "    timeout check 1s\n    option httpchk\n"
-            "    default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions\n\n"
+            "    default-server inter 250ms fall 2 rise 1 on-marked-down shutdown-sessions\n\n"
             f"listen primary\n    bind 127.0.0.1:{h['rw']}\n    option httpchk OPTIONS /primary\n"
             f"    http-check expect status 200\n{servers()}\n"
             f"listen replicas\n    bind 127.0.0.1:{h['ro']}\n    balance roundrobin\n"
