@@ -167,7 +167,7 @@ class PatroniBackend(LocalBackend):
         mine = None
         taken = []
         for p in self.all_ports():
-            if ports.claim(p, self.owner):
+            if ports.claim(p, self.owner, keep=True):
                 continue
             c = ports.read_claim(p)
             if c is not None and c.get("lab_home") == self.owner:
@@ -506,12 +506,29 @@ class PatroniBackend(LocalBackend):
             return pid
         self.start_relay(spec)
         commands.shell(spec["name"], ["patroni", spec["config"]])
-        proc = self._spawn(what, [self.ha["python"], "-m", "patroni", spec["config"]], spec["patroni_log"],
-                           as_server=True, extra_env=self.ha.get("python_env"))
+        # Under the lab's subreaper (reaper.py), run as the lab's user: Patroni itself runs as the
+        # server user, and a killed postmaster is reaped at once, so Patroni sees it gone at once.
+        user = ["--uid", str(self.user.uid), "--gid", str(self.user.gid)] if not self.user.is_me else []
+        env = dict(self.ha.get("python_env") or {})
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[2]),
+                                                        env.get("PYTHONPATH")) if p)
+        proc = self._spawn(what, [sys.executable, "-m", "lab.backends.reaper", *user, "--",
+                                  self.ha["python"], "-m", "patroni", spec["config"]],
+                           spec["patroni_log"], as_server=False, extra_env=env)
         return proc.pid
 
     def patroni_pid(self, spec: dict) -> "int | None":
-        return self.process_pid(f"patroni-{spec['name']}")
+        """The pid of the node's Patroni (the child of its subreaper), None if it is not running."""
+        reaper = self.process_pid(f"patroni-{spec['name']}")
+        if not reaper:
+            return None
+        try:
+            for child in psutil.Process(reaper).children():
+                if "patroni" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+                    return child.pid
+        except psutil.Error:
+            pass
+        return None
 
     def member(self, spec: dict, timeout: float = 1) -> "dict | None":
         """Patroni's own account of this node (``GET /patroni``), None if its REST API is silent."""
@@ -527,7 +544,7 @@ class PatroniBackend(LocalBackend):
                                                    or m.get("replication_state", "streaming") == "streaming"
                                                    or "streaming" not in states):
                 return m
-            if not self.patroni_pid(spec):
+            if not self.process_pid(f"patroni-{spec['name']}"):  # its subreaper ends when Patroni does
                 raise NotRunning(f"Patroni of {spec['name']} exited; its log:\n{tail(spec['patroni_log'], 10)}")
             if time.monotonic() > deadline:
                 raise Timeout(f"{spec['name']} not {' or '.join(states)} under Patroni within {timeout:g} s "

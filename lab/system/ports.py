@@ -57,15 +57,25 @@ def _is_stale(claim: "dict | None", port: int, owner: str) -> bool:
     return not pid_alive(claim.get("pid")) and port_is_free(port)
 
 
-def claim(port: int, owner: str) -> bool:
-    """Claim ``port`` for the lab home ``owner``; True if it is now ours."""
+def nobody_listens(port: int, host: str = "127.0.0.1") -> bool:
+    """True if no socket listens on host:port (a client's connection may still use it as its own
+    ephemeral port, which a server binding with SO_REUSEADDR does not mind)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) != 0
+
+
+def claim(port: int, owner: str, keep: bool = False) -> bool:
+    """Claim ``port`` for the lab home ``owner``; True if it is now ours.  ``keep``: a port the
+    owner's servers had before (an HA cluster's, which cannot move): it counts as free when nobody
+    listens there, even if a client's connection uses it as its ephemeral port right now."""
     path = claims_dir() / f"{port}.json"
     for _ in range(2):
         try:
             with open(path, "x") as f:
                 json.dump({"lab_home": owner, "pid": os.getpid()}, f)
             os.chmod(path, 0o644)
-            if port_is_free(port):
+            if port_is_free(port) or (keep and nobody_listens(port)):
                 return True
             path.unlink(missing_ok=True)  # someone outside the lab listens there
             return False
