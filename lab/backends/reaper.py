@@ -51,15 +51,22 @@ def main(argv: list) -> int:
         return 2
     become_subreaper()
     kwargs = {"user": uid, "group": gid, "extra_groups": []} if uid is not None else {}
-    child = subprocess.Popen(cmd, **kwargs)
+    child = None
+    early = []  # a signal that came before the command started: delivered once it has
 
     def forward(signum, _frame):
+        if child is None:
+            early.append(signum)
+            return
         try:
             os.kill(child.pid, signum)
         except ProcessLookupError:
             pass
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, forward)
+    child = subprocess.Popen(cmd, **kwargs)
+    for signum in early:
+        forward(signum, None)
     while True:
         try:
             pid, status = os.wait()
