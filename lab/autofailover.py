@@ -160,7 +160,7 @@ class _Monitor:
         while not self._stop.is_set():
             t = time.time()
             try:
-                k = self.cluster.leader_key(record=False)
+                k = self.cluster.leader_key(record=False, timeout=0.3)
             except LabError:
                 k = {"holder": None, "left_s": None}
             row = dict(t=t, holder=k.get("holder"), left_s=k.get("left_s"))
@@ -486,9 +486,9 @@ def quorum_loss(cluster, failsafe: bool = False, hold: "float | None" = None, ra
     try:
         app.start()
         time.sleep(1)
-        t0 = time.time()
         for m in victims:
             cluster.stop_etcd(m, kill=True)
+        t0 = time.time()  # quorum lost
         time.sleep(hold)
         t_back = time.time()
         for m in victims:
@@ -513,8 +513,9 @@ def quorum_loss(cluster, failsafe: bool = False, hold: "float | None" = None, ra
             continue
         nodes = [c for c in s.columns if c not in ("t", "holder", "left_s")]
         writable = sorted({n for n in nodes if (part[n] == True).any()})  # noqa: E712
-        rows.append(dict(t_s=sec, phase="quorum lost" if t0 <= t0 + sec < t_back else ("before" if sec < 0 else "restored"),
-                         leader_key=part["holder"].dropna().iloc[-1] if part["holder"].notna().any() else None,
+        phase = "quorum lost" if t0 <= t0 + sec < t_back else ("before" if sec < 0 else "restored")
+        rows.append(dict(t_s=sec, phase=phase,
+                         leader_key=part["holder"].dropna().iloc[-1] if part["holder"].notna().any() else "(no answer)",
                          writable=", ".join(writable) or "none",
                          acknowledged=int(((ack["done_at"] - t0 >= sec) & (ack["done_at"] - t0 < sec + 1)).sum())))
     df = pd.DataFrame(rows)

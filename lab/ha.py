@@ -150,18 +150,20 @@ class HACluster(Cluster):
         leaders = df[df["is_leader"]]["member"].tolist()
         return leaders[0] if len(leaders) == 1 else None
 
-    def _etcd_any(self) -> "str | None":
+    def _etcd_any(self, timeout: float = 0.5) -> "str | None":
         for m in ETCD_MEMBERS:
-            if self.backend.etcd_status(m, timeout=0.5):
+            if self.backend.etcd_status(m, timeout=timeout):
                 return m
         return None
 
-    def etcd_get(self, key: str) -> "dict | None":
-        """One key of etcd (v3 JSON gateway): value, lease, versions; None if it is not there."""
-        m = self._etcd_any()
+    def etcd_get(self, key: str, timeout: float = 3) -> "dict | None":
+        """One key of etcd (v3 JSON gateway): value, lease, versions; None if it is not there (or
+        no member could answer within ``timeout``: without a quorum, a read waits)."""
+        m = self._etcd_any(min(timeout, 0.5))
         if m is None:
             raise NotRunning("no etcd member answers: start them with lab.ha.up()")
-        code, body = self.backend.etcd_call(m, "v3/kv/range", {"key": base64.b64encode(key.encode()).decode()})
+        code, body = self.backend.etcd_call(m, "v3/kv/range", {"key": base64.b64encode(key.encode()).decode()},
+                                            timeout=timeout)
         kvs = body.get("kvs") if code == 200 and isinstance(body, dict) else None
         if not kvs:
             return None
@@ -170,18 +172,19 @@ class HACluster(Cluster):
                 "lease": kv.get("lease"), "create_revision": int(kv.get("create_revision", 0)),
                 "mod_revision": int(kv.get("mod_revision", 0)), "version": int(kv.get("version", 0))}
 
-    def leader_key(self, record: bool = True) -> dict:
+    def leader_key(self, record: bool = True, timeout: float = 3) -> dict:
         """Patroni's leader key in etcd: who holds it, its lease, the lease's TTL and time left
         (``record=False``: not in the transcript, for a loop that asks every 50 ms)."""
         key = f"{NAMESPACE}/{SCOPE}/leader"
-        kv = self.etcd_get(key)
+        kv = self.etcd_get(key, timeout=timeout)
         out = {"key": key, "holder": None, "lease": None, "ttl_s": None, "left_s": None, "mod_revision": None}
         if kv is None:
             return out
         out.update(holder=kv["value"], lease=kv["lease"], mod_revision=kv["mod_revision"])
         if kv["lease"]:
-            m = self._etcd_any()
-            code, body = self.backend.etcd_call(m, "v3/lease/timetolive", {"ID": kv["lease"]})
+            m = self._etcd_any(min(timeout, 0.5))
+            code, body = (self.backend.etcd_call(m, "v3/lease/timetolive", {"ID": kv["lease"]}, timeout=timeout)
+                          if m else (0, None))
             if code == 200 and isinstance(body, dict):
                 out.update(ttl_s=int(body.get("grantedTTL", 0)), left_s=int(body.get("TTL", 0)))
         if record:

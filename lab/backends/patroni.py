@@ -294,7 +294,17 @@ class PatroniBackend(LocalBackend):
         return tail(Path(self.ha["etcd"][member]["dir"]) / "etcd.log", tail_lines)
 
     def stop_etcd(self, member: str, kill: bool = False) -> "int | None":
-        pid = self._end(member, sig=signal.SIGKILL if kill else signal.SIGTERM, timeout=10)
+        if kill:  # a crash: SIGKILL, and gone once it is dead (a zombie waiting to be reaped counts as gone)
+            pid = self.process_pid(member)
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                wait_gone(pid, 10)
+            self._set_pid(member, None)
+        else:
+            pid = self._end(member, sig=signal.SIGTERM, timeout=10)
         if pid:
             commands.note(member, f"kill -{'KILL' if kill else 'TERM'} {pid}   # etcd member {member}")
         return pid
