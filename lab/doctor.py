@@ -117,7 +117,7 @@ def _server_runs_patroni(cache: _Cache) -> tuple[bool, str]:
         exe, extra = hit["python"], hit["env"]
     else:
         try:
-            exe, extra = hatools.server_python(user.run_kwargs())
+            exe, extra = hatools.server_python(user.run_kwargs(), install=False)  # the doctor only looks
         except LabError as e:
             return False, str(e)
         cache.put("server_python", key, {"python": exe, "env": extra, "stamp": _stamp(exe)})

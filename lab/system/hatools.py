@@ -13,7 +13,9 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from dataclasses import dataclass
+from importlib.metadata import version as dist_version
 from pathlib import Path
 
 from ..errors import LabError
@@ -92,29 +94,97 @@ def version(path: str) -> str:
     return m.group(1) if m else "?"
 
 
-def server_python(run_kwargs: dict) -> "tuple[str, dict]":
-    """A Python the server user can run that imports this environment's Patroni: (interpreter, extra
-    environment).  This interpreter when the server user can run it (the usual case: the servers run
-    as you); else a system Python of the same version given this environment's packages through
-    PYTHONPATH (root with a virtualenv whose interpreter lives under /root).  HAToolMissing if none."""
+def server_python(run_kwargs: dict, install: bool = True) -> "tuple[str, dict]":
+    """A Python the server user can run that imports Patroni: (interpreter, extra environment).
+
+    1. this interpreter, when the server user can run it (the usual case: the servers run as you);
+    2. a system Python of the same version given this environment's packages through PYTHONPATH
+       (root with a virtualenv whose interpreter lives under /root, in a readable clone);
+    3. a virtualenv of its own the server user can read, made once per Patroni version in the
+       system's temp dir with a system Python and the same Patroni from PyPI (``install``: make it
+       if it is missing) — when this environment itself is out of the server user's reach.
+    HAToolMissing if none works, with what to do."""
     ver = f"{sys.version_info[0]}.{sys.version_info[1]}"
     site = os.pathsep.join(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]))
     tries = [(sys.executable, {})]
     for cand in (f"/usr/bin/python{ver}", f"/usr/local/bin/python{ver}", f"/opt/homebrew/bin/python{ver}"):
         if os.path.exists(cand):
             tries.append((cand, {"PYTHONPATH": site}))
+    own = own_venv()
+    if own is not None and (own / "bin" / "python").exists():
+        tries.append((str(own / "bin" / "python"), {}))
     tried = []
     for exe, extra in tries:
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp", **extra}
-        try:
-            r = subprocess.run([exe, "-c", "import patroni, psycopg2"], env=env, cwd="/",
-                               capture_output=True, text=True, timeout=60, **run_kwargs)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            tried.append(f"{exe}: {e}")
-            continue
-        if r.returncode == 0:
+        ok, why = _imports_patroni(exe, extra, run_kwargs)
+        if ok:
             return exe, extra
-        tried.append(f"{exe}: {(r.stderr.strip().splitlines() or ['exit %d' % r.returncode])[-1]}")
-    raise HAToolMissing("the server user cannot run Patroni from this Python environment (" + "; ".join(tried)
-                        + f"): install python{ver} system-wide (`sudo apt-get install python3`), or run the lab "
-                        "from an environment the server user can read")
+        tried.append(f"{exe}: {why}")
+    if install and own is not None and not (own / "bin" / "python").exists():
+        made = _make_own_venv(own)
+        if made is None:
+            ok, why = _imports_patroni(str(own / "bin" / "python"), {}, run_kwargs)
+            if ok:
+                return str(own / "bin" / "python"), {}
+            made = why
+        tried.append(f"{own}: {made}")
+    raise HAToolMissing("the server user cannot run Patroni (" + "; ".join(tried)
+                        + f"): install python3 and python3-venv system-wide (`sudo apt-get install python3-venv`), "
+                        "or run the lab from an environment the server user can read")
+
+
+def _imports_patroni(exe: str, extra: dict, run_kwargs: dict) -> "tuple[bool, str]":
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp", **extra}
+    try:
+        r = subprocess.run([exe, "-c", "import patroni, psycopg2"], env=env, cwd="/", capture_output=True,
+                           text=True, timeout=60, **run_kwargs)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, str(e)
+    if r.returncode == 0:
+        return True, ""
+    return False, (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+
+
+def _patroni_version() -> "str | None":
+    try:
+        return dist_version("patroni")
+    except Exception:
+        return None
+
+
+def own_venv() -> "Path | None":
+    """Where the lab's own Patroni environment for the server user lives (None: no Patroni here to copy)."""
+    v = _patroni_version()
+    if v is None:
+        return None
+    return Path(tempfile.gettempdir()) / f"pglab-patroni-{v}-uid{os.geteuid()}"
+
+
+def _make_own_venv(path: Path) -> "str | None":
+    """Make ``path`` (a venv with this Patroni version, readable by all, writable by us only); None
+    if it worked, else why not."""
+    base = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3", "/opt/homebrew/bin/python3")
+                 if os.path.exists(p)), None)
+    if base is None:
+        return "no system python3 to make it with"
+    if path.exists() and (path.stat().st_uid != os.geteuid() or path.stat().st_mode & 0o022):
+        return f"{path} exists and is not ours alone: remove it"
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    print(f"the server user cannot read this Python environment: making {path} with Patroni for it "
+          "(once, about 30 s)", file=sys.stderr)
+    try:
+        subprocess.run([base, "-m", "venv", str(tmp)], check=True, capture_output=True, text=True, timeout=300)
+        subprocess.run([str(tmp / "bin" / "pip"), "install", "--disable-pip-version-check", "-q",
+                        f"patroni[etcd3]=={_patroni_version()}", "psycopg2-binary"],
+                       check=True, capture_output=True, text=True, timeout=900)
+        for root, dirs, files in os.walk(tmp):
+            for n in dirs + files:
+                p = os.path.join(root, n)
+                if not os.path.islink(p):
+                    os.chmod(p, os.stat(p).st_mode | 0o044 | (0o011 if os.path.isdir(p) or os.access(p, os.X_OK) else 0))
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+    except (OSError, subprocess.SubprocessError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        err = getattr(e, "stderr", None) or str(e)
+        return f"could not make it ({str(err).strip().splitlines()[-1] if str(err).strip() else e})"
+    return None
