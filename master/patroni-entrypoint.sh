@@ -1,0 +1,28 @@
+#!/bin/sh
+# An HA node's container entrypoint (compose/docker-compose.ha.yml's pg-ha1..3, image
+# compose/ha.Dockerfile): Patroni runs PostgreSQL, over etcd.
+#
+#   patroni-entrypoint.sh                  write /tmp/patroni.yml (0600) with patroni-config.py
+#                                          from the environment, then exec Patroni on it
+#   patroni-entrypoint.sh post-bootstrap   what Patroni runs once on the cluster it bootstrapped
+#                                          (PG_POST_BOOTSTRAP): init-master.sh, as on pg-master:
+#                                          the replication role, crypto_db, test_replication
+#
+# Environment: see patroni-config.py (the secrets are required; nothing is baked into the image).
+set -eu
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+if [ "${1:-}" = "post-bootstrap" ]; then
+    # Patroni passes a connection URL; init-master.sh uses libpq's variables (socket, superuser)
+    PGHOST=/var/run/postgresql PGPORT=5432 PGUSER="${POSTGRES_USER:-admin}" \
+        PGPASSWORD="${POSTGRES_PASSWORD:?}" exec sh "$HERE/init-master.sh"
+fi
+
+: "${PGDATA:?set PGDATA, this node's data directory}"
+CONFIG=${PATRONI_CONFIG_FILE:-/tmp/patroni.yml}
+umask 077
+export PG_POST_BOOTSTRAP="${PG_POST_BOOTSTRAP-$HERE/patroni-entrypoint.sh post-bootstrap}"
+python3 "$HERE/patroni-config.py" > "$CONFIG.tmp"
+mv "$CONFIG.tmp" "$CONFIG"
+echo "patroni-entrypoint: $(hostname): Patroni on $CONFIG, etcd ${ETCD_HOSTS:-etcd1:2379,etcd2:2379,etcd3:2379}" >&2
+exec patroni "$CONFIG"
