@@ -533,6 +533,8 @@ class PatroniBackend(LocalBackend):
         if not reaper:
             return None
         try:
+            if "lab.backends.reaper" not in " ".join(psutil.Process(reaper).cmdline()):
+                return reaper  # a Patroni started without the subreaper (by an earlier version of the lab)
             for child in psutil.Process(reaper).children():
                 if "patroni" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
                     return child.pid
