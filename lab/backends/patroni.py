@@ -23,11 +23,13 @@ backend), handed to Patroni, which writes the servers' configuration itself.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import secrets
 import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -208,14 +210,43 @@ class PatroniBackend(LocalBackend):
             return {}
 
     def _set_pid(self, what: str, pid: "int | None") -> None:
-        pids = self._pids()
-        if pid:
-            pids[what] = pid
-        else:
-            pids.pop(what, None)
-        tmp = self._pids_file().with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(pids))
-        os.replace(tmp, self._pids_file())
+        with open(self.home.path / "pids.lock", "a") as lock:  # one writer at a time (threads, kernels)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            pids = self._pids()
+            if pid:
+                pids[what] = pid
+            else:
+                pids.pop(what, None)
+            tmp = self._pids_file().with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+            tmp.write_text(json.dumps(pids))
+            os.replace(tmp, self._pids_file())
+
+    def _signature(self, what: str) -> "list[str]":
+        """What only ``what``'s command line holds (paths of this cluster): to find it without a record."""
+        if what in self.ha.get("etcd", {}):
+            return ["--name", what, str(Path(self.ha["etcd"][what]["dir"]) / "data")]
+        if what == "haproxy":
+            return [self.ha["haproxy"]["config"]]
+        kind, _, node = what.partition("-")
+        spec = self.state["nodes"].get(node)
+        if spec is None:
+            return []
+        return ["lab.backends.reaper", spec["config"]] if kind == "patroni" else ["lab.backends.relay",
+                                                                                   spec["relay_control"]]
+
+    def _find(self, what: str) -> "int | None":
+        """``what``'s pid by its command line (its record lost or stale), the topmost such process."""
+        sig = self._signature(what)
+        if not sig:
+            return None
+        found = []
+        for p in psutil.process_iter(["pid", "ppid", "cmdline"]):
+            cmd = p.info["cmdline"] or []
+            if all(x in cmd for x in sig) and pid_alive(p.info["pid"]):
+                found.append((p.info["pid"], p.info["ppid"]))
+        pids = {pid for pid, _ in found}
+        tops = [pid for pid, ppid in found if ppid not in pids]
+        return tops[0] if tops else None
 
     def ours(self, pid) -> bool:
         """Is ``pid`` alive and one of this HA cluster's processes (its mark)?"""
@@ -223,13 +254,21 @@ class PatroniBackend(LocalBackend):
             return False
         try:
             return psutil.Process(int(pid)).environ().get(MARK) == self.mark
-        except Exception:
+        except psutil.AccessDenied:
+            return True  # alive, and its environment is not ours to read (macOS): the best we know
+        except (psutil.Error, OSError, ValueError):
             return False
 
     def process_pid(self, what: str) -> "int | None":
         """The pid of ``what`` (``etcd1``, ``patroni-pg1``, ``relay-pg1``, ``haproxy``) if it runs."""
         pid = self._pids().get(what)
-        return pid if self.ours(pid) else None
+        if self.ours(pid):
+            return pid
+        pid = self._find(what)
+        if pid and self.ours(pid):
+            self._set_pid(what, pid)
+            return pid
+        return None
 
     def marked(self) -> "list[int]":
         """Every live process carrying this HA cluster's mark."""
