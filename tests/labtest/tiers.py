@@ -26,8 +26,8 @@ _claimed: "list[tuple[int, str]]" = []
 _original_claim = ports.claim
 
 
-def _recording_claim(port, owner):
-    got = _original_claim(port, owner)
+def _recording_claim(port, owner, **kw):
+    got = _original_claim(port, owner, **kw)
     if got and os.path.isdir(owner):
         _claimed.append((port, owner))
     return got
