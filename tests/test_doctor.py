@@ -38,7 +38,8 @@ def fakes(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_CACHE", str(tmp_path / "cache"))
     checks = []
 
-    def server_python(run_kwargs):
+    def server_python(run_kwargs, install=True):
+        assert install is False, "the doctor only looks: it never makes Patroni's environment"
         checks.append(run_kwargs)
         return "/usr/bin/python3.11", {"PYTHONPATH": "/somewhere/site-packages"}
 
@@ -87,7 +88,7 @@ def test_server_user_not_checked_without_patroni(fakes, monkeypatch, tmp_path):
 
 
 def test_server_user_that_cannot_run_patroni_says_why(fakes, monkeypatch):
-    def cannot(run_kwargs):
+    def cannot(run_kwargs, install=True):
         raise hatools.HAToolMissing("the server user cannot run Patroni from this Python environment (…): install python3.11")
 
     monkeypatch.setattr(hatools, "server_python", cannot)
@@ -111,7 +112,7 @@ def test_second_report_runs_nothing_until_a_program_changes(fakes):
 def test_failed_server_check_is_asked_again(fakes, monkeypatch):
     attempts = []
 
-    def flaky(run_kwargs):
+    def flaky(run_kwargs, install=True):
         attempts.append(1)
         if len(attempts) == 1:
             raise hatools.HAToolMissing("the server user cannot run Patroni: not yet")
