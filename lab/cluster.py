@@ -139,6 +139,7 @@ class Cluster:
                 self._wait_writable(name)
                 self._record_promotion(name, old)
                 self._drop_standby_settings(name)
+                self._checkpoint_new_timeline(name)
                 self._follow_primary()
             except BaseException:
                 # the server may be promoted although a step raised: the lab's records follow what
@@ -161,6 +162,14 @@ class Cluster:
         node.execute("ALTER SYSTEM RESET primary_slot_name", dbname="postgres")
         node.execute("SELECT pg_reload_conf()", dbname="postgres")
 
+    def _checkpoint_new_timeline(self, name: str) -> None:
+        """CHECKPOINT on a node just promoted.  After a promotion the end-of-recovery checkpoint runs
+        in the background, and until it ends pg_control still names the old timeline: a pg_rewind
+        from this node in that window (a replica that follows it, a former primary rejoining) can
+        fail half-way ("source system was in unexpected state at end of rewind").  PostgreSQL's own
+        pg_rewind tests checkpoint after promoting, and so does Patroni."""
+        Node(self, name).execute("CHECKPOINT", dbname="postgres")
+
     def _settle_promotion(self, name: str, old: str) -> None:
         """After a promotion that raised half-way: if ``name`` left recovery, record it as the primary
         (``old`` as a former primary) and finish what can be finished; the caller re-raises."""
@@ -171,7 +180,8 @@ class Cluster:
                 self._record_promotion(name, old)
         except Exception:  # noqa: BLE001 (the original error is the one to raise)
             return
-        for step in (lambda: self._drop_standby_settings(name), self._follow_primary):
+        for step in (lambda: self._drop_standby_settings(name), lambda: self._checkpoint_new_timeline(name),
+                     self._follow_primary):
             try:
                 step()
             except Exception:  # noqa: BLE001 (up() finishes it later; the original error goes on)

@@ -33,6 +33,10 @@ SELECT format('GRANT EXECUTE ON FUNCTION %s TO %I', f, '$REPL_USER_SQL')
                     'pg_catalog.pg_stat_file(text, boolean)',
                     'pg_catalog.pg_read_binary_file(text)',
                     'pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)']) AS f \gexec
+-- and a CHECKPOINT before it (PostgreSQL 15's pg_checkpoint role): a primary just promoted names
+-- its new timeline in pg_control only after its first checkpoint, which pg_rewind needs
+SELECT format('GRANT pg_checkpoint TO %I', '$REPL_USER_SQL')
+ WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_checkpoint') \gexec
 SELECT format('CREATE DATABASE %I', '$APP_DB_SQL')
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$APP_DB_SQL') \gexec
 SQL

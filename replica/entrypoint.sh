@@ -127,10 +127,31 @@ rewind() {
             rm -f "$PGDATA/postmaster.pid"
         fi
     fi
-    log "run: pg_rewind --target-pgdata=$PGDATA --write-recovery-conf --progress --source-server='host=$PRIMARY_HOST port=$PRIMARY_PORT user=$REPLICATION_USER dbname=postgres application_name=$REPLICA_NAME'"
+    # A primary just promoted writes its new timeline into pg_control only at the end of its first
+    # checkpoint, which runs in the background (spread over minutes when much is dirty): a pg_rewind
+    # before that can fail half-way ("source system was in unexpected state at end of rewind").  So
+    # ask for one (init-master.sh grants pg_checkpoint), and if that is refused, wait while a dry
+    # run still says "same timeline".
+    source_conn="host=$PRIMARY_HOST port=$PRIMARY_PORT user=$REPLICATION_USER dbname=postgres application_name=$REPLICA_NAME"
+    if [ "$here_tli" != "$primary_tli" ]; then
+        log "run: psql -XAtq -c CHECKPOINT '$source_conn'"
+        psql -XAtq -c "CHECKPOINT" "$source_conn" >/dev/null 2>&1 || log "CHECKPOINT refused (no pg_checkpoint role): waiting for the primary's own"
+    fi
+    waited=0
+    while [ "$here_tli" != "$primary_tli" ] && pg_rewind --dry-run --target-pgdata="$PGDATA" --source-server="$source_conn" 2>&1 | grep -q "same timeline"; do
+        if [ "$waited" -eq 0 ]; then
+            log "the primary has not finished a checkpoint since its promotion: waiting for it before pg_rewind"
+        fi
+        if [ "$waited" -ge $((WAIT_TIMEOUT * 5)) ]; then
+            log "still no checkpoint on the primary after ${WAIT_TIMEOUT} s: trying pg_rewind anyway (run CHECKPOINT on the primary)"
+            break
+        fi
+        waited=$((waited + 1))
+        sleep 0.2
+    done
+    log "run: pg_rewind --target-pgdata=$PGDATA --write-recovery-conf --progress --source-server='$source_conn'"
     if pg_rewind --target-pgdata="$PGDATA" --write-recovery-conf --progress \
-        --source-server="host=$PRIMARY_HOST port=$PRIMARY_PORT user=$REPLICATION_USER dbname=postgres application_name=$REPLICA_NAME" \
-        >&2; then
+        --source-server="$source_conn" >&2; then
         # pg_rewind copied the source's postgresql.auto.conf (its own slot name, if any):
         # this replica streams through its own slot, created on the new primary if needed.
         pg_receivewal --create-slot --if-not-exists --slot="$SLOT_NAME" \
