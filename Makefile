@@ -74,7 +74,7 @@ lab: setup
 test: setup
 	@bash scripts/ensure-docker.sh
 	@bash scripts/ensure-chromium.sh
-	$(PY) -m pytest tests
+	$(PY) -m pytest --durations=30 tests
 	NBVAL_LAB_HOME='$(NBVAL_LAB_HOME)' bash scripts/test-notebooks.sh
 
 test-quick: setup

@@ -340,6 +340,7 @@ def restore(cluster) -> str:
     if back:
         cluster.set_config(**back)
     _wait_healthy(cluster)
+    cluster.wait_router()
     parts = ([f"started {', '.join(said)}"] if said else []) + ([f"config {back}"] if back else [])
     return "HA cluster healthy" + (f" ({'; '.join(parts)})" if parts else "")
 

@@ -380,6 +380,23 @@ class HACluster(Cluster):
         """HAProxy's health checks: for the read-write and read-only ports, each node UP or DOWN."""
         return pd.DataFrame(self.backend.haproxy_servers(), columns=["port", "node", "status", "sessions"])
 
+    def wait_router(self, timeout: float = 15) -> "HACluster":
+        """Wait until HAProxy routes as Patroni says: on the read-write port the leader, and only
+        the leader, is UP.  HAProxy starts every server UP and marks one DOWN after two failed
+        checks (0.5 s here): until then a write through it could reach a replica."""
+        timeout = need_number(timeout, "timeout", lo=0, hi=3600, unit="seconds")
+        deadline = time.monotonic() + timeout
+        while True:
+            leader = self.leader
+            rw = [r["node"] for r in self.backend.haproxy_servers()
+                  if r["port"] == "primary" and str(r["status"]).startswith("UP")]
+            if leader and rw == [leader]:
+                return self
+            if time.monotonic() >= deadline:
+                raise Timeout(f"HAProxy's read-write port routes to {', '.join(rw) or 'no node'} (Patroni's "
+                              f"leader: {leader or 'none'}) after {timeout:.0f} s: see cluster.haproxy()")
+            time.sleep(0.1)
+
     # --- faults ----------------------------------------------------------------------------------------------
     def kill_postgres(self, name: str) -> Node:
         """SIGKILL only this node's PostgreSQL: its Patroni lives on and acts (restart, or failover)."""
@@ -552,6 +569,7 @@ def up(replicas: int = 2, home=None, quiet: bool = False) -> HACluster:
             cluster.set_config(**back)
             _say(quiet, "dynamic configuration put back: " + ", ".join(f"{k}={_yaml(v)}" for k, v in back.items()))
         cluster.wait_leader(timeout=120)
+        cluster.wait_router()
         _say(quiet, f"HA cluster ready in {h.path} ({time.monotonic() - t0:.1f} s): leader {cluster.leader}; "
                     f"HAProxy read-write :{state['ha']['haproxy']['rw']}, read-only :{state['ha']['haproxy']['ro']}")
         return cluster
@@ -596,6 +614,7 @@ def _create(h: LabHome, replicas: int, quiet: bool) -> HACluster:
         _say(quiet, f"{', '.join(s['name'] for s in others)}: replicas streaming ({time.monotonic() - t0:.1f} s)")
         b.start_haproxy()
         cluster.wait_streaming(timeout=60)
+        cluster.wait_router()
         state["ready"] = True
         cluster._save()
     except BaseException:

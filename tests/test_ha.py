@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import stat
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from lab import workload
 from lab.backends.patroni import ETCD_MEMBERS, MARK, http
 from lab.errors import BadArgument, LabError
 from lab.system import ports
+from lab.system.process import wait_gone
 from labtest import helpers
 
 pytestmark = pytest.mark.integration
@@ -292,6 +294,25 @@ def test_up_after_one_etcd_member_is_killed_starts_only_that_member(cluster, par
     assert {k: v for k, v in after.items() if k != victim} == {k: v for k, v in before.items() if k != victim}
     df = c.etcd()
     assert df["answers"].all() and df["is_leader"].sum() == 1, df.to_string()
+
+
+def test_up_returns_only_when_haproxy_routes_writes_to_the_leader_alone(cluster, parent_home):
+    """HAProxy starts every server UP and marks one DOWN after two failed checks: up() must not
+    hand back the cluster in that window, where a write through the read-write port can reach a
+    replica."""
+    _wait_healthy(cluster)
+    before = _pids(cluster)
+    os.kill(before["haproxy"], signal.SIGKILL)
+    assert wait_gone(before["haproxy"], 10)
+    c = lab.ha.up(home=parent_home, quiet=True)
+    rows = c.haproxy()  # at once, no waiting here
+    rw_up = rows[(rows["port"] == "primary") & rows["status"].str.startswith("UP")]["node"].tolist()
+    assert rw_up == [c.leader], rows.to_string()
+    in_recovery, port = _in_recovery(c.rw_dsn)
+    assert in_recovery is False and port == c._state["nodes"][c.leader]["port"]
+    after = _pids(c)
+    assert after["haproxy"] != before["haproxy"]
+    assert {k: v for k, v in after.items() if k != "haproxy"} == {k: v for k, v in before.items() if k != "haproxy"}
 
 
 def test_up_heals_a_cut_link_and_starts_nothing(cluster, parent_home, capsys):

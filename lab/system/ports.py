@@ -17,7 +17,24 @@ from pathlib import Path
 from ..errors import PortUnavailable
 from .process import pid_alive
 
-PORT_RANGE = (20000, 40000)
+
+
+def _outside_ephemeral(lo: int = 20000, hi: int = 40000) -> "tuple[int, int]":
+    """The lab's ports: ``lo``..``hi`` without the kernel's ephemeral range (Linux: 32768-60999 by
+    default), where every outgoing connection takes its own port and could take one the lab
+    claimed in the instant before its server binds it."""
+    try:
+        e_lo, e_hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return lo, hi
+    if e_lo > hi or e_hi < lo:
+        return lo, hi
+    below, above = (lo, e_lo - 1), (e_hi + 1, hi)
+    best = max(below, above, key=lambda r: r[1] - r[0])
+    return best if best[1] - best[0] >= 2000 else (lo, hi)
+
+
+PORT_RANGE = _outside_ephemeral()
 
 
 def claims_dir() -> Path:
