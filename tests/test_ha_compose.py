@@ -107,6 +107,28 @@ def test_container_patroni_config_matches_the_local_backend(tmp_path):
     assert all(line.endswith("scram-sha-256") for line in cfg["postgresql"]["pg_hba"])
     assert cfg["postgresql"]["connect_address"] == "pg-ha2:5432" and cfg["name"] == "pg-ha2"
     assert cfg["postgresql"]["authentication"]["superuser"]["password"] == "s3cret'\"x"
+    # the local backend builds its nodes' configuration with the same generator: only where things
+    # are differs (addresses, ports, paths, pg_hba's network, etcd through the relays, log files)
+    from types import SimpleNamespace
+
+    from lab.backends.patroni import PatroniBackend
+    fake = SimpleNamespace(state={"superuser": "admin", "password": "s3cret'\"x", "replication_user": "replicator",
+                                  "replication_password": "s3cret'\"x"},
+                           ha={"rest_user": "patroni", "rest_password": "s3cret'\"x", "etcd_user": "root",
+                               "etcd_password": "s3cret'\"x", "dcs": {}},
+                           bins=SimpleNamespace(bindir=cfg["postgresql"]["bin_dir"]))
+    local = PatroniBackend.patroni_config(fake, {"name": "pg-ha2", "dir": "/d/pg-ha2", "port": 21000, "rest": 21001,
+                                                 "pgdata": env["PGDATA"], "relay_ports": [1, 2, 3]})
+    placed = {("restapi", "listen"), ("restapi", "connect_address"), ("etcd3", "hosts"), ("etcd3", "use_proxies"),
+              ("postgresql", "listen"), ("postgresql", "connect_address"), ("postgresql", "pgpass"),
+              ("postgresql", "parameters"), ("postgresql", "pg_hba")}
+
+    def flat(d):
+        return {(k, k2): v2 for k, v in d.items() for k2, v2 in (v.items() if isinstance(v, dict) else [("", v)])
+                if (k, k2) not in placed}
+    assert flat(local) == flat(cfg)
+    assert [line.rsplit(" ", 2)[0] for line in local["postgresql"]["pg_hba"]] == \
+        [line.rsplit(" ", 2)[0] for line in cfg["postgresql"]["pg_hba"]]
     missing = subprocess.run([sys.executable, str(REPO / "master" / "patroni-config.py")],
                              env={k: v for k, v in env.items() if k != "ETCD_ROOT_PASSWORD"},
                              capture_output=True, text=True, timeout=30)

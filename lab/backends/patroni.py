@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import importlib.util
 import json
 import os
 import secrets
@@ -52,26 +53,26 @@ NODE_NAMES = ("pg1", "pg2", "pg3", "pg4", "pg5")
 SCOPE = "lab"
 NAMESPACE = "/service"
 START_TIMEOUT = 90
+
+
+def _load_generator():
+    """``master/patroni-config.py``: the one Patroni configuration generator, which the containers
+    run as a script (DESIGN decision 2: one set of scripts)."""
+    spec = importlib.util.spec_from_file_location("lab_patroni_config", MASTER_DIR / "patroni-config.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+generator = _load_generator()
 # Patroni refuses a ttl under 20 s; loop_wait + 2 * retry_timeout must stay under ttl.
-DEFAULT_DCS = {"ttl": 20, "loop_wait": 2, "retry_timeout": 5, "maximum_lag_on_failover": 1048576,
-               "primary_start_timeout": 300}
-# Set by Patroni itself, or meaningless under it (it writes the servers' configuration).
-_NOT_PASSED = {"listen_addresses", "port", "include_if_exists", "logging_collector", "log_destination",
-               "synchronous_standby_names", "hot_standby_feedback"}
+DEFAULT_DCS = dict(generator.DCS)
 
 
 def master_parameters() -> dict:
-    """``master/postgresql.conf`` as a dict (name: value as written, quotes removed)."""
-    out = {}
-    for line in (MASTER_DIR / "postgresql.conf").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if "=" not in line:
-            continue
-        k, v = (x.strip() for x in line.split("=", 1))
-        if k in _NOT_PASSED or not k:
-            continue
-        out[k] = v[1:-1] if len(v) >= 2 and v[0] == v[-1] == "'" else v
-    return out
+    """``master/postgresql.conf`` as a dict (name: value as written, quotes removed), without what
+    Patroni sets itself."""
+    return generator.master_parameters(MASTER_DIR / "postgresql.conf")
 
 
 def http(method: str, url: str, body: "dict | None" = None, auth: "tuple | None" = None,
@@ -410,37 +411,24 @@ class PatroniBackend(LocalBackend):
 
     # --- configuration files ------------------------------------------------------------------
     def patroni_config(self, spec: dict) -> dict:
+        """This node's Patroni configuration, from ``master/patroni-config.py`` as the containers'
+        is: on 127.0.0.1, the lab's ports, etcd only through this node's relay."""
         st = self.state
-        params = master_parameters()
         local = {"unix_socket_directories": spec["dir"], "logging_collector": "on", "log_destination": "stderr",
                  "log_directory": spec["dir"], "log_filename": "server.log", "log_file_mode": "0600",
                  "log_rotation_age": "0", "log_rotation_size": "0", "cluster_name": spec["name"]}
-        dcs = dict(DEFAULT_DCS, **self.ha.get("dcs", {}))
-        dcs["postgresql"] = {"use_pg_rewind": True, "use_slots": True, "parameters": params}
-        hba = ["local all all scram-sha-256", "host all all 127.0.0.1/32 scram-sha-256",
-               f"host replication {st['replication_user']} 127.0.0.1/32 scram-sha-256"]
-        return {
-            "scope": SCOPE, "namespace": NAMESPACE, "name": spec["name"],
-            "log": {"level": "INFO", "format": "%(asctime)s %(levelname)s: %(message)s"},
-            "restapi": {"listen": f"127.0.0.1:{spec['rest']}", "connect_address": f"127.0.0.1:{spec['rest']}",
-                        "authentication": {"username": self.ha["rest_user"], "password": self.ha["rest_password"]}},
+        return generator.node_config(
+            name=spec["name"], host="127.0.0.1", listen_host="127.0.0.1", pg_port=spec["port"],
+            rest_port=spec["rest"], pgdata=spec["pgdata"], bin_dir=str(self.bins.bindir),
+            pgpass=str(Path(spec["dir"]) / "pgpass"), clients="127.0.0.1/32",
+            superuser=st["superuser"], superuser_password=st["password"],
+            replication_user=st["replication_user"], replication_password=st["replication_password"],
+            rest_user=self.ha["rest_user"], rest_password=self.ha["rest_password"],
             # use_proxies: the relays are the only way to etcd (no discovery of the members behind them)
-            "etcd3": {"hosts": [f"127.0.0.1:{p}" for p in spec["relay_ports"]], "use_proxies": True,
-                      "username": self.ha["etcd_user"], "password": self.ha["etcd_password"]},
-            "bootstrap": {"dcs": dcs, "initdb": [{"encoding": "UTF8"}, {"locale": "C"}, "data-checksums"]},
-            "postgresql": {
-                "listen": f"127.0.0.1:{spec['port']}", "connect_address": f"127.0.0.1:{spec['port']}",
-                "data_dir": spec["pgdata"], "bin_dir": str(self.bins.bindir), "pgpass": str(Path(spec["dir"]) / "pgpass"),
-                "authentication": {
-                    "superuser": {"username": st["superuser"], "password": st["password"]},
-                    "replication": {"username": st["replication_user"], "password": st["replication_password"]},
-                    "rewind": {"username": st["superuser"], "password": st["password"]}},
-                "parameters": local, "pg_hba": hba,
-                # a new replica's base backup asks for an immediate checkpoint, not a spread one
-                "basebackup": [{"checkpoint": "fast"}]},
-            "watchdog": {"mode": "off"},
-            "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
-        }
+            etcd_hosts=[f"127.0.0.1:{p}" for p in spec["relay_ports"]], use_proxies=True,
+            etcd_user=self.ha["etcd_user"], etcd_password=self.ha["etcd_password"],
+            parameters=local, dcs=self.ha.get("dcs", {}), scope=SCOPE, namespace=NAMESPACE,
+            conf=MASTER_DIR / "postgresql.conf")
 
     def write_configs(self) -> None:
         for spec in self.state["nodes"].values():
