@@ -23,7 +23,6 @@ from pathlib import Path
 import pandas as pd
 
 from . import commands, conninfo
-from .backends.local import tail
 from .backends.patroni import DEFAULT_DCS, ETCD_MEMBERS, NAMESPACE, SCOPE, PatroniBackend, http
 from .cluster import Cluster, _say
 from .errors import Text
@@ -252,8 +251,8 @@ class HACluster(Cluster):
         ttl, loop, retry = cur.get("ttl", 30), cur.get("loop_wait", 10), cur.get("retry_timeout", 10)
         if loop + 2 * retry > ttl:
             raise BadArgument(f"Patroni needs loop_wait + 2 × retry_timeout ≤ ttl: {loop} + 2 × {retry} > {ttl}")
-        commands.shell("patroni", ["patronictl", "-c", self.backend.ha["ctl_config"], "edit-config", "--force",
-                                   *[f"--set={k}={_yaml(v)}" for k, v in settings.items()]])
+        commands.shell("patroni", self.backend.patronictl_shown("edit-config", "--force",
+                                                                *[f"--set={k}={_yaml(v)}" for k, v in settings.items()]))
         body = self._rest("PATCH", "config", settings)
         return {k: body.get(k) for k in DCS_KEYS if k in body} if isinstance(body, dict) else {}
 
@@ -277,12 +276,9 @@ class HACluster(Cluster):
         ``lab.transcript()``)."""
         if not args or not all(isinstance(a, str) and a and "\0" not in a for a in args):
             raise BadArgument("patronictl takes its arguments as strings, e.g. cluster.patronictl('list')")
-        argv = [self.backend.ha["tools"]["patronictl"], "-c", self.backend.ha["ctl_config"], *args]
-        commands.shell("patroni", ["patronictl", "-c", self.backend.ha["ctl_config"], *args])
+        commands.shell("patroni", self.backend.patronictl_shown(*args))
         try:
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                               env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-                                    "HOME": str(self.home.path)})
+            r = self.backend.run_patronictl(args, timeout)
         except subprocess.TimeoutExpired:
             raise Timeout(f"patronictl {' '.join(args)} did not finish within {timeout:g} s") from None
         out = (r.stdout + r.stderr).strip()
@@ -306,8 +302,8 @@ class HACluster(Cluster):
             if name == leader:
                 raise LabError(f"{name} is the leader already")
         body = {"leader": leader, **({"candidate": name} if name else {})}
-        commands.shell("patroni", ["patronictl", "-c", self.backend.ha["ctl_config"], "switchover", "--force",
-                                   "--leader", leader, *(["--candidate", name] if name else [])])
+        commands.shell("patroni", self.backend.patronictl_shown("switchover", "--force", "--leader", leader,
+                                                                *(["--candidate", name] if name else [])))
         self._rest("POST", "switchover", body, ok=(200, 202))
         new = self.wait_leader(exclude=leader, timeout=timeout)
         _say(quiet, f"switchover: {leader} → {new}")
@@ -322,8 +318,7 @@ class HACluster(Cluster):
         old = self.leader
         if name == old:
             raise LabError(f"{name} is the leader already")
-        commands.shell("patroni", ["patronictl", "-c", self.backend.ha["ctl_config"], "failover", "--force",
-                                   "--candidate", name])
+        commands.shell("patroni", self.backend.patronictl_shown("failover", "--force", "--candidate", name))
         self._rest("POST", "failover", {"candidate": name}, ok=(200, 202))
         new = self.wait_leader(exclude=old, timeout=timeout)
         _say(quiet, f"failover: {old or '(none)'} → {new}")
@@ -442,7 +437,7 @@ class HACluster(Cluster):
         """The last lines of ``name``'s Patroni log (what it decided, loop by loop)."""
         node = self.node(need_node_name(name))
         need_int(tail_lines, "tail_lines", lo=0)
-        return Text(tail(node.spec["patroni_log"], tail_lines))
+        return Text(self.backend.patroni_log(node.spec, tail_lines))
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
     def _start_node(self, name: str) -> None:

@@ -29,6 +29,7 @@ import json
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -101,7 +102,118 @@ def http(method: str, url: str, body: "dict | None" = None, auth: "tuple | None"
         return status, text
 
 
-class PatroniBackend(LocalBackend):
+class PatroniControl:
+    """What the lab asks of an HA cluster over the network, whatever runs it (processes of this
+    machine: PatroniBackend; containers: lab/backends/patroni_compose.py): Patroni's REST API,
+    etcd's v3 JSON gateway and HAProxy's stats, all on 127.0.0.1.  The backend provides ``state``,
+    ``process_pid(what)``, ``etcd_log``, ``patroni_running``, ``patroni_log`` and ``patronictl_argv``."""
+
+    @property
+    def ha(self) -> dict:
+        return self.state["ha"]
+
+    def etcd_hosts(self) -> "list[str]":
+        return [f"127.0.0.1:{m['client']}" for m in self.ha["etcd"].values()]
+
+    def rest_url(self, spec: dict, path: str = "") -> str:
+        return f"http://127.0.0.1:{spec['rest']}/{path.lstrip('/')}"
+
+    @property
+    def rest_auth(self) -> tuple:
+        return self.ha["rest_user"], self.ha["rest_password"]
+
+    def etcd_url(self, member: str, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.ha['etcd'][member]['client']}/{path.lstrip('/')}"
+
+    def wait_etcd(self, members=None, timeout: float = 30) -> None:
+        """Until each of ``members`` (all, by default) says it is healthy (it sees a leader)."""
+        members = list(members or self.ha["etcd"])
+        deadline = time.monotonic() + timeout
+        while True:
+            bad = [m for m in members if http("GET", self.etcd_url(m, "health"), timeout=1)[1] != {"health": "true"}]
+            if not bad:
+                return
+            for m in bad:
+                if not self.process_pid(m):
+                    raise NotRunning(f"etcd member {m} is not running; its log:\n{self.etcd_log(m, 8)}")
+            if time.monotonic() > deadline:
+                raise Timeout(f"etcd members {', '.join(bad)} not healthy within {timeout:g} s; "
+                              f"{bad[0]}'s log:\n{self.etcd_log(bad[0], 8)}")
+            time.sleep(0.05)
+
+    def etcd_status(self, member: str, timeout: float = 1) -> "dict | None":
+        """etcd's own status of one member (v3 API, JSON gateway): leader id, Raft term and index."""
+        code, body = self.etcd_call(member, "v3/maintenance/status", {}, timeout=timeout)
+        return body if code == 200 and isinstance(body, dict) else None
+
+    # etcd's client port is open to every user of this machine: auth is on (a generated root password,
+    # in the state and the 0600 configurations); a call carries a token from /v3/auth/authenticate.
+    # Simple tokens are kept by the member that issued them: one per member.
+    _tokens: "dict | None" = None
+
+    def etcd_call(self, member: str, path: str, body: dict, timeout: float = 3) -> "tuple[int, object]":
+        """A v3 JSON-gateway call to ``member`` as the lab's etcd user (a token fetched, and fetched
+        again when etcd says it is no longer valid)."""
+        if self._tokens is None:
+            self._tokens = {}
+        for attempt in range(2):
+            token = self._tokens.get(member)
+            if token is None and self.ha.get("etcd_auth"):
+                code, answer = http("POST", self.etcd_url(member, "v3/auth/authenticate"),
+                                    {"name": self.ha["etcd_user"], "password": self.ha["etcd_password"]},
+                                    timeout=timeout)
+                if code != 200 or not isinstance(answer, dict) or "token" not in answer:
+                    return code, answer
+                token = self._tokens[member] = answer["token"]
+            code, answer = http("POST", self.etcd_url(member, path), body, timeout=timeout, token=token)
+            if code in (401, 400) and token and "token" in str(answer):  # expired or unknown: ask again
+                self._tokens.pop(member, None)
+                continue
+            return code, answer
+        return code, answer
+
+    def haproxy_servers(self) -> "list[dict]":
+        """HAProxy's view (its stats CSV): for each of its two ports, each server's status (UP/DOWN)."""
+        code, body = http("GET", f"http://127.0.0.1:{self.ha['haproxy']['stats']}/;csv", timeout=2)
+        if code != 200 or not isinstance(body, str):
+            return []
+        lines = body.lstrip("# ").splitlines()
+        head = lines[0].split(",")
+        out = []
+        for line in lines[1:]:
+            row = dict(zip(head, line.split(",")))
+            if row.get("svname") not in ("FRONTEND", "BACKEND") and row.get("pxname") in ("primary", "replicas"):
+                out.append({"port": row["pxname"], "node": row["svname"], "status": row.get("status"),
+                            "sessions": int(row.get("scur") or 0)})
+        return out
+
+    def member(self, spec: dict, timeout: float = 1) -> "dict | None":
+        """Patroni's own account of this node (``GET /patroni``), None if its REST API is silent."""
+        code, body = http("GET", self.rest_url(spec, "patroni"), timeout=timeout)
+        return body if code in (200, 503) and isinstance(body, dict) else None
+
+    def wait_member(self, spec: dict, states=("running", "streaming"), timeout: float = START_TIMEOUT) -> dict:
+        """Until Patroni says this node's PostgreSQL is running (a leader) or streaming (a replica)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self.member(spec)
+            if m and m.get("state") in states and (m.get("role") in ("primary", "master")
+                                                   or m.get("replication_state", "streaming") == "streaming"
+                                                   or "streaming" not in states):
+                return m
+            if not self.patroni_running(spec):
+                raise NotRunning(f"Patroni of {spec['name']} exited; its log:\n{self.patroni_log(spec, 10)}")
+            if time.monotonic() > deadline:
+                raise Timeout(f"{spec['name']} not {' or '.join(states)} under Patroni within {timeout:g} s "
+                              f"(Patroni says {m and m.get('state')}); its log:\n{self.patroni_log(spec, 10)}")
+            time.sleep(0.1)
+
+    def patronictl_shown(self, *args: str) -> "list[str]":
+        """``patronictl`` with ``args`` as a person would type it (for the transcript)."""
+        return self.patronictl_argv(*args, shown=True)
+
+
+class PatroniBackend(PatroniControl, LocalBackend):
     """PostgreSQL nodes run by Patroni (processes of this machine), over etcd, behind HAProxy."""
 
     name = "patroni"
@@ -121,10 +233,6 @@ class PatroniBackend(LocalBackend):
         super().__init__(home, state)
         self.home = home
         self.mark = str(home.path)
-
-    @property
-    def ha(self) -> dict:
-        return self.state["ha"]
 
     def describe(self) -> str:
         v = self.ha.get("versions") or {}
@@ -189,16 +297,6 @@ class PatroniBackend(LocalBackend):
             raise LabError(f"port{'s' if len(taken) > 1 else ''} {', '.join(map(str, taken))} of the HA cluster "
                            "are taken by another program: stop it, or lab.ha.down(wipe=True) then lab.ha.up() "
                            "for new ports")
-
-    def etcd_hosts(self) -> "list[str]":
-        return [f"127.0.0.1:{m['client']}" for m in self.ha["etcd"].values()]
-
-    def rest_url(self, spec: dict, path: str = "") -> str:
-        return f"http://127.0.0.1:{spec['rest']}/{path.lstrip('/')}"
-
-    @property
-    def rest_auth(self) -> tuple:
-        return self.ha["rest_user"], self.ha["rest_password"]
 
     # --- processes ------------------------------------------------------------------------
     def _pids_file(self) -> Path:
@@ -305,9 +403,6 @@ class PatroniBackend(LocalBackend):
         return pid
 
     # --- etcd -------------------------------------------------------------------------------
-    def etcd_url(self, member: str, path: str = "") -> str:
-        return f"http://127.0.0.1:{self.ha['etcd'][member]['client']}/{path.lstrip('/')}"
-
     def start_etcd(self, member: str) -> int:
         pid = self.process_pid(member)
         if pid:
@@ -348,53 +443,6 @@ class PatroniBackend(LocalBackend):
         if pid:
             commands.note(member, f"kill -{'KILL' if kill else 'TERM'} {pid}   # etcd member {member}")
         return pid
-
-    def wait_etcd(self, members=None, timeout: float = 30) -> None:
-        """Until each of ``members`` (all, by default) says it is healthy (it sees a leader)."""
-        members = list(members or self.ha["etcd"])
-        deadline = time.monotonic() + timeout
-        while True:
-            bad = [m for m in members if http("GET", self.etcd_url(m, "health"), timeout=1)[1] != {"health": "true"}]
-            if not bad:
-                return
-            for m in bad:
-                if not self.process_pid(m):
-                    raise NotRunning(f"etcd member {m} is not running; its log:\n{self.etcd_log(m, 8)}")
-            if time.monotonic() > deadline:
-                raise Timeout(f"etcd members {', '.join(bad)} not healthy within {timeout:g} s; "
-                              f"{bad[0]}'s log:\n{self.etcd_log(bad[0], 8)}")
-            time.sleep(0.05)
-
-    def etcd_status(self, member: str, timeout: float = 1) -> "dict | None":
-        """etcd's own status of one member (v3 API, JSON gateway): leader id, Raft term and index."""
-        code, body = self.etcd_call(member, "v3/maintenance/status", {}, timeout=timeout)
-        return body if code == 200 and isinstance(body, dict) else None
-
-    # etcd's client port is open to every user of this machine: auth is on (a generated root password,
-    # in the state and the 0600 configurations); a call carries a token from /v3/auth/authenticate.
-    # Simple tokens are kept by the member that issued them: one per member.
-    _tokens: "dict | None" = None
-
-    def etcd_call(self, member: str, path: str, body: dict, timeout: float = 3) -> "tuple[int, object]":
-        """A v3 JSON-gateway call to ``member`` as the lab's etcd user (a token fetched, and fetched
-        again when etcd says it is no longer valid)."""
-        if self._tokens is None:
-            self._tokens = {}
-        for attempt in range(2):
-            token = self._tokens.get(member)
-            if token is None and self.ha.get("etcd_auth"):
-                code, answer = http("POST", self.etcd_url(member, "v3/auth/authenticate"),
-                                    {"name": self.ha["etcd_user"], "password": self.ha["etcd_password"]},
-                                    timeout=timeout)
-                if code != 200 or not isinstance(answer, dict) or "token" not in answer:
-                    return code, answer
-                token = self._tokens[member] = answer["token"]
-            code, answer = http("POST", self.etcd_url(member, path), body, timeout=timeout, token=token)
-            if code in (401, 400) and token and "token" in str(answer):  # expired or unknown: ask again
-                self._tokens.pop(member, None)
-                continue
-            return code, answer
-        return code, answer
 
     def enable_etcd_auth(self) -> None:
         """Create etcd's root user with the cluster's generated password and turn auth on."""
@@ -520,21 +568,6 @@ class PatroniBackend(LocalBackend):
             time.sleep(0.05)
         return proc.pid
 
-    def haproxy_servers(self) -> "list[dict]":
-        """HAProxy's view (its stats CSV): for each of its two ports, each server's status (UP/DOWN)."""
-        code, body = http("GET", f"http://127.0.0.1:{self.ha['haproxy']['stats']}/;csv", timeout=2)
-        if code != 200 or not isinstance(body, str):
-            return []
-        lines = body.lstrip("# ").splitlines()
-        head = lines[0].split(",")
-        out = []
-        for line in lines[1:]:
-            row = dict(zip(head, line.split(",")))
-            if row.get("svname") not in ("FRONTEND", "BACKEND") and row.get("pxname") in ("primary", "replicas"):
-                out.append({"port": row["pxname"], "node": row["svname"], "status": row.get("status"),
-                            "sessions": int(row.get("scur") or 0)})
-        return out
-
     # --- Patroni ----------------------------------------------------------------------------------
     def start_patroni(self, spec: dict) -> int:
         what = f"patroni-{spec['name']}"
@@ -569,26 +602,21 @@ class PatroniBackend(LocalBackend):
             pass
         return None
 
-    def member(self, spec: dict, timeout: float = 1) -> "dict | None":
-        """Patroni's own account of this node (``GET /patroni``), None if its REST API is silent."""
-        code, body = http("GET", self.rest_url(spec, "patroni"), timeout=timeout)
-        return body if code in (200, 503) and isinstance(body, dict) else None
+    # --- the hooks of PatroniControl ---------------------------------------------------------------
+    def patroni_running(self, spec: dict) -> bool:
+        return bool(self.process_pid(f"patroni-{spec['name']}"))  # its subreaper ends when Patroni does
 
-    def wait_member(self, spec: dict, states=("running", "streaming"), timeout: float = START_TIMEOUT) -> dict:
-        """Until Patroni says this node's PostgreSQL is running (a leader) or streaming (a replica)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            m = self.member(spec)
-            if m and m.get("state") in states and (m.get("role") in ("primary", "master")
-                                                   or m.get("replication_state", "streaming") == "streaming"
-                                                   or "streaming" not in states):
-                return m
-            if not self.process_pid(f"patroni-{spec['name']}"):  # its subreaper ends when Patroni does
-                raise NotRunning(f"Patroni of {spec['name']} exited; its log:\n{tail(spec['patroni_log'], 10)}")
-            if time.monotonic() > deadline:
-                raise Timeout(f"{spec['name']} not {' or '.join(states)} under Patroni within {timeout:g} s "
-                              f"(Patroni says {m and m.get('state')}); its log:\n{tail(spec['patroni_log'], 10)}")
-            time.sleep(0.1)
+    def patroni_log(self, spec: dict, tail_lines: int = 30) -> str:
+        return tail(spec["patroni_log"], tail_lines)
+
+    def patronictl_argv(self, *args: str, shown: bool = False) -> "list[str]":
+        tool = "patronictl" if shown else self.ha["tools"]["patronictl"]
+        return [tool, "-c", self.ha["ctl_config"], *args]
+
+    def run_patronictl(self, args, timeout: float) -> subprocess.CompletedProcess:
+        return subprocess.run(self.patronictl_argv(*args), capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+                                                             "LC_ALL": "C.UTF-8", "HOME": str(self.home.path)})
 
     # --- the Backend contract, where it differs from local processes -------------------------
     def create_primary(self, spec, state) -> None:
