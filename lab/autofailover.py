@@ -41,9 +41,14 @@ SYNC = ("off", "on", "strict")
 POLL = 0.05
 
 
+def _shown(value) -> str:
+    """``repr(value)`` on one line, at most 60 characters (a DataFrame's takes several lines)."""
+    return " ".join(repr(value).split())[:60]
+
+
 def need_ha(cluster) -> HACluster:
     if not isinstance(cluster, HACluster):
-        raise BadArgument(f"this is chapter 08's experiment: give it lab.ha.up()'s cluster, not {cluster!r:.60}")
+        raise BadArgument(f"this is chapter 08's experiment: give it lab.ha.up()'s cluster, not {_shown(cluster)}")
     return cluster
 
 
@@ -453,9 +458,11 @@ def crash(cluster, fault: str = "machine", synchronous: str = "off", rate: float
 
 def table(*results: AutoFailover) -> pd.DataFrame:
     """The summaries of several failovers, one row each (the chapter's comparison)."""
+    if not results:
+        raise BadArgument("table() takes what crash() returned, one or more: table(r1, r2)")
     for r in results:
         if not isinstance(r, AutoFailover):
-            raise BadArgument(f"table() takes what crash() returned, not {r!r:.60}")
+            raise BadArgument(f"table() takes what crash() returned, not {_shown(r)}")
     return pd.concat([r.summary() for r in results], ignore_index=True)
 
 
@@ -583,11 +590,16 @@ def tuning(cluster, latencies=(500, 2000), retry_timeouts=(5, 9), seconds: float
     """``false_failovers`` for each latency and each ``retry_timeout`` (ttl and loop_wait as they
     are): one row each.  ``tuning_figure`` plots it."""
     need_ha(cluster)
-    if isinstance(latencies, (str, bytes)) or not hasattr(latencies, "__iter__") or not list(latencies):
-        raise BadArgument(f"latencies is a list of milliseconds, e.g. (500, 2000), not {latencies!r:.60}")
-    if isinstance(retry_timeouts, (str, bytes)) or not hasattr(retry_timeouts, "__iter__") or not list(retry_timeouts):
-        raise BadArgument(f"retry_timeouts is a list of seconds, e.g. (5, 9), not {retry_timeouts!r:.60}")
-    rows = [false_failovers(cluster, latency_ms=ms, seconds=seconds, retry_timeout=need_int(rt, "retry_timeout", lo=1, hi=600))
+    if isinstance(latencies, (str, bytes)) or not hasattr(latencies, "__iter__") or not (latencies := list(latencies)):
+        raise BadArgument(f"latencies is a list of milliseconds, e.g. (500, 2000), not {_shown(latencies)}")
+    if isinstance(retry_timeouts, (str, bytes)) or not hasattr(retry_timeouts, "__iter__") \
+            or not (retry_timeouts := list(retry_timeouts)):
+        raise BadArgument(f"retry_timeouts is a list of seconds, e.g. (5, 9), not {_shown(retry_timeouts)}")
+    # every value checked before the first run: a wrong one at the end of a list must not come after minutes of runs
+    latencies = [need_number(ms, "each of latencies", lo=0, hi=10_000, unit="milliseconds") for ms in latencies]
+    retry_timeouts = [need_int(rt, "each of retry_timeouts (seconds)", lo=1, hi=600) for rt in retry_timeouts]
+    seconds = need_number(seconds, "seconds", lo=1, hi=300, unit="seconds")
+    rows = [false_failovers(cluster, latency_ms=ms, seconds=seconds, retry_timeout=rt)
             for rt in retry_timeouts for ms in latencies]
     return pd.concat(rows, ignore_index=True)
 
@@ -595,7 +607,7 @@ def tuning(cluster, latencies=(500, 2000), retry_timeouts=(5, 9), seconds: float
 def tuning_figure(df: pd.DataFrame) -> Figure:
     """Seconds without a writable primary against the latency added to the leader's link to etcd,
     one line per ``retry_timeout``."""
-    if not isinstance(df, pd.DataFrame) or not {"latency_ms", "no_primary_s", "retry_timeout"} <= set(df.columns):
+    if not isinstance(df, pd.DataFrame) or not {"latency_ms", "no_primary_s", "retry_timeout", "ttl"} <= set(df.columns):
         raise BadArgument("tuning_figure() takes what lab.autofailover.tuning() returned")
     fig = Figure(figsize=(6.5, 3))
     ax = fig.subplots()

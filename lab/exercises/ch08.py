@@ -37,9 +37,12 @@ def _ttl(cluster, answer):
     bad = _ha(cluster)
     if bad:
         return False, bad
-    given = as_count(answer)
+    try:
+        given = as_count(answer)
+    except ValueError:  # '²' passes str.isdigit() but not int(), nor do 5000 digits
+        given = None
     if given is None:
-        return False, f"answer with a whole number of seconds, e.g. answer=30 (not {answer!r})"
+        return False, f"answer with a whole number of seconds, e.g. answer=30 (not {' '.join(repr(answer).split())[:60]})"
     ttl = cluster.config().get("ttl")
     if given == ttl:
         loop = cluster.config().get("loop_wait")
