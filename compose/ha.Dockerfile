@@ -1,6 +1,7 @@
 # The HA nodes of chapter 08 as containers (compose/docker-compose.ha.yml, profile ha): the node
 # image (compose/Dockerfile, unchanged) plus etcd (Debian's etcd-server and etcd-client), HAProxy
-# (Debian's haproxy) and Patroni in a venv (/opt/patroni).  One image for the three roles:
+# (Debian's haproxy), Patroni in a venv (/opt/patroni) and iproute2 (tc: the lab adds latency to
+# a node's link to etcd).  One image for the three roles:
 #   pg-ha1..3   master/patroni-entrypoint.sh (Patroni running PostgreSQL, as postgres)
 #   etcd1..3    etcd (as etcd), etcd-auth: compose/ha/etcd-auth.sh (one shot)
 #   haproxy     haproxy -f /lab/ha/haproxy.cfg (as haproxy)
@@ -17,7 +18,7 @@ FROM ${NODE_IMAGE}
 USER root
 RUN apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        etcd-server etcd-client haproxy python3 python3-venv \
+        etcd-server etcd-client haproxy python3 python3-venv iproute2 \
  && apt-get clean && rm -rf /var/lib/apt/lists/* /var/log/apt/* /var/log/dpkg.log \
  && mkdir -p /var/lib/etcd && chown etcd:etcd /var/lib/etcd && chmod 0700 /var/lib/etcd
 COPY compose/ha-requirements.txt /opt/patroni-requirements.txt

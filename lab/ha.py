@@ -23,17 +23,20 @@ from pathlib import Path
 import pandas as pd
 
 from . import commands, conninfo
+from .backends import backend_class, choose_backend
 from .backends.patroni import DEFAULT_DCS, ETCD_MEMBERS, NAMESPACE, SCOPE, PatroniBackend, http
 from .cluster import Cluster, _say
 from .errors import Text
-from .errors import BadArgument, LabError, NotRunning, Timeout, need_bool, need_choice, need_int, need_number
+from .errors import (BadArgument, LabError, NotRunning, Timeout, need_bool, need_choice, need_int, need_number,
+                     need_str)
 from .node import Node, Role, need_node_name
 from .services import stop_all as stop_services
 from .system import hatools, ports
 from .system.home import LabHome, register_user
-from .system.paths import MASTER_DIR
 
 MAX_REPLICAS = PatroniBackend.max_replicas
+# lab.up's backend names -> the HA cluster's backend
+HA_BACKENDS = {"local": "patroni", "compose": "patroni-compose"}
 DCS_KEYS = ("ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout",
             "synchronous_mode", "synchronous_mode_strict", "failsafe_mode")
 # What lab.ha.up() puts back on a running cluster: the chapter's starting layout.
@@ -150,14 +153,19 @@ class HACluster(Cluster):
         return leaders[0] if len(leaders) == 1 else None
 
     def _etcd_any(self, timeout: float = 0.5) -> "str | None":
-        for m in ETCD_MEMBERS:
-            if self.backend.etcd_status(m, timeout=timeout):
-                return m
+        """The first etcd member that answers within ``timeout`` (on a busy machine, a second round
+        waits up to 2 s)."""
+        for wait in (timeout, max(timeout, 2.0)):
+            for m in ETCD_MEMBERS:
+                if self.backend.etcd_status(m, timeout=wait):
+                    return m
         return None
 
     def etcd_get(self, key: str, timeout: float = 3) -> "dict | None":
         """One key of etcd (v3 JSON gateway): value, lease, versions; None if it is not there (or
         no member could answer within ``timeout``: without a quorum, a read waits)."""
+        key = need_str(key, "key", example="'/service/lab/leader'")
+        timeout = need_number(timeout, "timeout", lo=0.1, hi=600, unit="seconds")
         m = self._etcd_any(min(timeout, 0.5))
         if m is None:
             raise NotRunning("no etcd member answers: start them with lab.ha.up()")
@@ -174,6 +182,8 @@ class HACluster(Cluster):
     def leader_key(self, record: bool = True, timeout: float = 3) -> dict:
         """Patroni's leader key in etcd: who holds it, its lease, the lease's TTL and time left
         (``record=False``: not in the transcript, for a loop that asks every 50 ms)."""
+        need_bool(record, "record")
+        timeout = need_number(timeout, "timeout", lo=0.1, hi=600, unit="seconds")
         key = f"{NAMESPACE}/{SCOPE}/leader"
         kv = self.etcd_get(key, timeout=timeout)
         out = {"key": key, "holder": None, "lease": None, "ttl_s": None, "left_s": None, "mod_revision": None}
@@ -274,8 +284,10 @@ class HACluster(Cluster):
         """Run ``patronictl`` on this cluster (its output): ``cluster.patronictl("list")``,
         ``("history")``, ``("show-config")``.  The same command works in a terminal (printed by
         ``lab.transcript()``)."""
-        if not args or not all(isinstance(a, str) and a and "\0" not in a for a in args):
-            raise BadArgument("patronictl takes its arguments as strings, e.g. cluster.patronictl('list')")
+        if not args or not all(isinstance(a, str) and a and "\0" not in a and "\n" not in a for a in args):
+            raise BadArgument("patronictl takes its arguments as strings (one line each), e.g. "
+                              "cluster.patronictl('list')")
+        timeout = need_number(timeout, "timeout", lo=1, hi=3600, unit="seconds")
         commands.shell("patroni", self.backend.patronictl_shown(*args))
         try:
             r = self.backend.run_patronictl(args, timeout)
@@ -313,6 +325,7 @@ class HACluster(Cluster):
         """Make ``name`` the leader now (``POST /failover``), even if the leader is healthy: what
         an operator does when Patroni will not (``patronictl failover``)."""
         need_node_name(name)
+        timeout = need_number(timeout, "timeout", lo=1, hi=600, unit="seconds")
         need_bool(quiet, "quiet")
         self.node(name)
         old = self.leader
@@ -337,6 +350,8 @@ class HACluster(Cluster):
     def wait_leader(self, exclude: "str | None" = None, timeout: float = 60, writable: bool = True) -> str:
         """Until a member other than ``exclude`` holds the leader key (and, with ``writable``,
         accepts writes); its name."""
+        timeout = need_number(timeout, "timeout", lo=0, hi=3600, unit="seconds")
+        need_bool(writable, "writable")
         deadline = time.monotonic() + timeout
         while True:
             leader = self.leader
@@ -426,8 +441,16 @@ class HACluster(Cluster):
         node = self.node(need_node_name(name))
         latency_ms = need_number(latency_ms, "latency_ms", lo=0, hi=10_000, unit="milliseconds")
         jitter_ms = need_number(jitter_ms, "jitter_ms", lo=0, hi=10_000, unit="milliseconds")
+        why = self.link_shaping() if latency_ms or jitter_ms else None
+        if why:
+            raise LabError(why)
         self.backend.set_link(node.spec, latency_ms=latency_ms, jitter_ms=jitter_ms)
         return f"{name}: {latency_ms:g} ms each way to etcd"
+
+    def link_shaping(self) -> "str | None":
+        """None if the lab can slow (``etcd_latency``) or silence (``cut_from_etcd(hold=True)``) a
+        node's link to etcd on this cluster, else one line saying why not."""
+        return self.backend.link_shaping()
 
     def links(self) -> pd.DataFrame:
         """Each node's link to etcd: cut or not, latency."""
@@ -492,32 +515,7 @@ def _yaml(v) -> str:
 
 def _start_all(cluster: HACluster, quiet: bool) -> "list[str]":
     """Start what is not running, in order; one line per thing started."""
-    b = cluster.backend
-    said = []
-    b.claim_ports()
-    b.write_configs()  # as this version of the lab writes them (a running Patroni reads its own at its next start)
-    for m in ETCD_MEMBERS:
-        if not b.process_pid(m):
-            b.start_etcd(m)
-            said.append(m)
-    b.wait_etcd()
-    specs = list(cluster._state["nodes"].values())
-    for s in specs:
-        if not b.process_pid(f"relay-{s['name']}"):
-            b.start_relay(s)
-        elif b.link_state(s).get("cut") or b.link_state(s).get("latency_ms"):
-            b.set_link(s, cut=False, hold=False, latency_ms=0, jitter_ms=0)
-            said.append(f"{s['name']}'s link to etcd healed")
-    for s in specs:
-        b.resume(s)
-        if not b.patroni_pid(s):
-            b.start_patroni(s)
-            said.append(s["name"])
-    for s in specs:
-        b.wait_member(s)
-    if not b.process_pid("haproxy"):
-        b.start_haproxy()
-        said.append("haproxy")
+    said = cluster.backend.start_all()
     if said:
         _say(quiet, "started: " + ", ".join(said))
     return said
@@ -533,13 +531,19 @@ def attach(home=None) -> HACluster:
     return HACluster(h, state)
 
 
-def up(replicas: int = 2, home=None, quiet: bool = False) -> HACluster:
+def up(replicas: int = 2, home=None, quiet: bool = False, backend: "str | None" = None) -> HACluster:
     """Bring chapter 08's cluster up: three etcd members, ``1 + replicas`` PostgreSQL nodes each
-    run by Patroni, HAProxy in front.  Re-attaches to a running one and puts back the chapter's
-    starting point: everything started, links to etcd healed, the dynamic configuration back to
-    the lab's (ttl 20 s, loop_wait 2 s, retry_timeout 5 s, asynchronous)."""
-    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= MAX_REPLICAS:
-        raise BadArgument(f"replicas is a whole number from 1 to {MAX_REPLICAS}, not {replicas!r:.60}")
+    run by Patroni, HAProxy in front.  ``backend``: "local" (processes of this machine) or
+    "compose" (containers, compose/docker-compose.ha.yml); by default as ``lab.up``: ``LAB_BACKEND``,
+    else compose where Docker answers.  Re-attaches to a running one (whatever ``backend`` says:
+    a cluster keeps its backend) and puts back the chapter's starting point: everything started,
+    links to etcd healed, the dynamic configuration back to the lab's (ttl 20 s, loop_wait 2 s,
+    retry_timeout 5 s, asynchronous)."""
+    if backend is not None:
+        need_choice(backend, "backend", tuple(HA_BACKENDS))
+    most = max(backend_class(b).max_replicas for b in HA_BACKENDS.values())
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= most:
+        raise BadArgument(f"replicas is a whole number from 1 to {most}, not {replicas!r:.60}")
     need_bool(quiet, "quiet")
     h = home_of(home)
     h.ensure()
@@ -551,7 +555,11 @@ def up(replicas: int = 2, home=None, quiet: bool = False) -> HACluster:
             _teardown(HACluster(h, state))
             state = None
         if state is None:
-            return _create(h, replicas, quiet)
+            kind = HA_BACKENDS[choose_backend(backend)]
+            if replicas > backend_class(kind).max_replicas:
+                raise BadArgument(f"replicas is at most {backend_class(kind).max_replicas} on the "
+                                  f"{choose_backend(backend)} backend, not {replicas}")
+            return _create(h, replicas, quiet, kind)
         cluster = HACluster(h, state)
         if len(state["nodes"]) < replicas + 1:
             _say(quiet, f"this HA cluster has {len(state['nodes'])} nodes (made with fewer replicas than "
@@ -570,44 +578,20 @@ def up(replicas: int = 2, home=None, quiet: bool = False) -> HACluster:
         return cluster
 
 
-def _create(h: LabHome, replicas: int, quiet: bool) -> HACluster:
+def _create(h: LabHome, replicas: int, quiet: bool, backend: str) -> HACluster:
     t0 = time.monotonic()
-    state = {"backend": "patroni", "created": time.time(), "ready": False,
+    state = {"backend": backend, "created": time.time(), "ready": False,
              "superuser": "admin", "password": secrets.token_urlsafe(18),
              "replication_user": "replicator", "replication_password": secrets.token_urlsafe(18),
              "app_db": "crypto_db", "primary": "pg1", "nodes": {}}
-    PatroniBackend.prepare_state(h, state)
-    backend = PatroniBackend(h, state)
-    backend.plan(1 + replicas)
-    state["ha"]["versions"] = hatools.find().versions()
+    cls = backend_class(backend)
+    cls.prepare_state(h, state)
+    cls(h, state).plan(1 + replicas)
     h.save(state)
     cluster = HACluster(h, state)
     try:
         b = cluster.backend
-        b.write_configs()
-        for m in ETCD_MEMBERS:
-            b.start_etcd(m)
-        b.wait_etcd()
-        b.enable_etcd_auth()
-        cluster._save()
-        b.write_configs()  # with etcd's login
-        _say(quiet, f"etcd: {len(ETCD_MEMBERS)} members healthy, auth on ({time.monotonic() - t0:.1f} s)")
-        first, *others = list(state["nodes"].values())
-        b.start_patroni(first)
-        b.wait_member(first, states=("running",))
-        cluster.wait_leader(timeout=90)
-        env = b.bins.env()
-        env.update(PGHOST="127.0.0.1", PGPORT=str(first["port"]), PGUSER=state["superuser"],
-                   PGPASSWORD=state["password"], PGCONNECT_TIMEOUT="10", REPLICATION_USER=state["replication_user"],
-                   REPLICATION_PASSWORD=state["replication_password"], APP_DB=state["app_db"])
-        b._run(["sh", str(MASTER_DIR / "init-master.sh")], as_server=False, env=env, log=first["log"])
-        _say(quiet, f"{first['name']}: leader, bootstrapped by Patroni ({time.monotonic() - t0:.1f} s)")
-        for s in others:
-            b.start_patroni(s)
-        for s in others:
-            b.wait_member(s)
-        _say(quiet, f"{', '.join(s['name'] for s in others)}: replicas streaming ({time.monotonic() - t0:.1f} s)")
-        b.start_haproxy()
+        b.create_all(cluster, lambda line: _say(quiet, line))
         cluster.wait_streaming(timeout=60)
         cluster.wait_router()
         state["ready"] = True

@@ -1,12 +1,15 @@
 """Chapter 08 as containers: compose/docker-compose.ha.yml (profile ha) on the private Docker
-engine — three etcd members with auth on, three PostgreSQL nodes run by Patroni in the HA image
-(compose/ha.Dockerfile), HAProxy in front, everything published on 127.0.0.1 only.
+engine, driven by the lab (``lab.ha.up(backend="compose")``) — three etcd members with auth on,
+three PostgreSQL nodes run by Patroni in the HA image (compose/ha.Dockerfile), HAProxy in front,
+everything published on 127.0.0.1 only.
 
 One cluster for the module, in the order a student would see it: Patroni elects one leader with
-two streaming replicas; a write through HAProxy's read-write port lands on the leader and shows on
-the read-only port; etcd refuses a read without credentials; every port is bound to 127.0.0.1;
-`docker kill` of the leader's container gets a new leader once its lease (ttl 20 s) runs out, and
-writes go on through the same port; `down -v` leaves no container, network or volume.
+two streaming replicas; HAProxy's read-write port reaches the leader, its read-only port a
+replica; etcd refuses a read without credentials; every port is bound to 127.0.0.1 and etcd is on
+a network of its own; patronictl runs in a node's container; PostgreSQL-only and Patroni-only
+crashes, a cut from etcd and ``up()`` putting it all back; a machine crash (``docker kill``) under
+synchronous mode fails over by lease expiry without losing an acknowledged write; ``down(wipe=True)``
+leaves no container, network or volume.
 
 The first tests need no engine: the secrets are required (`${VAR:?}`), the base compose file does
 not need the HA variables, and master/patroni-config.py says what the local backend's
@@ -31,7 +34,11 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+import lab
+import lab.autofailover
+import lab.ha
 from lab.backends.compose import compose_cli
+from lab.errors import LabError
 from lab.system import ports
 
 REPO = Path(__file__).resolve().parent.parent
@@ -136,7 +143,7 @@ def test_container_patroni_config_matches_the_local_backend(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# The cluster on the private engine
+# The cluster on the private engine, through the lab
 
 def http(method: str, url: str, body=None, token=None, timeout=3.0):
     data = json.dumps(body).encode() if body is not None else None
@@ -156,236 +163,211 @@ def http(method: str, url: str, body=None, token=None, timeout=3.0):
         return code, raw.decode(errors="replace")
 
 
-class HACompose:
-    def __init__(self, engine, workdir: Path, owner: str):
-        self.engine, self.owner = engine, owner
-        self.project = f"pglab-ha-{uuid.uuid4().hex[:6]}"
-        self.secrets = {k: secrets.token_urlsafe(18) for k in SECRETS}
-        self.ports = dict(zip(PORT_VARS, ports.claim_free_ports(len(PORT_VARS), owner)))
-        self.env_file = write_env(workdir / "ha.env", {
-            **self.secrets, **{k: str(v) for k, v in self.ports.items()},
-            "LAB_HA_IMAGE": engine.images["ha"], "LAB_NODE_IMAGE": engine.images["node"],
-            "LAB_CONTAINER_PREFIX": f"{self.project}-"})
-
-    def compose(self, *args, timeout=300, check=True) -> subprocess.CompletedProcess:
-        cmd = [*compose_cli(), "--env-file", str(self.env_file), "-f", str(HA_FILE), "-p", self.project,
-               "--profile", "ha", *args]
-        r = subprocess.run(cmd, env=self.engine.env(), cwd=REPO / "compose", capture_output=True, text=True,
-                           timeout=timeout)
-        assert not check or r.returncode == 0, f"{' '.join(args)}: {r.stderr[-3000:]}"
-        return r
-
-    def rest(self, node: str) -> str:
-        return f"http://127.0.0.1:{self.ports[f'PG_HA{node[-1]}_REST_PORT']}"
-
-    def cluster(self, via=NODES) -> "list[dict] | None":
-        for node in via:
-            code, body = http("GET", self.rest(node) + "/cluster", timeout=2)
-            if code == 200 and isinstance(body, dict):
-                return body.get("members", [])
-        return None
-
-    def wait_roles(self, timeout: float, via=NODES, not_leader=None, replicas=2) -> dict:
-        """Until one leader (not ``not_leader``) runs and ``replicas`` replicas stream."""
-        deadline, members = time.monotonic() + timeout, None
-        while time.monotonic() < deadline:
-            members = self.cluster(via) or []
-            leaders = [m["name"] for m in members if m.get("role") == "leader" and m.get("state") == "running"]
-            streaming = [m["name"] for m in members if m.get("role") == "replica" and m.get("state") == "streaming"]
-            if len(leaders) == 1 and leaders[0] != not_leader and len(streaming) >= replicas:
-                return {"leader": leaders[0], "replicas": sorted(streaming)}
-            time.sleep(0.5)
-        raise AssertionError(f"no leader with {replicas} streaming replicas within {timeout:.0f} s: {members}\n"
-                             + self.logs())
-
-    def logs(self, tail=25) -> str:
-        return self.compose("logs", "--no-color", "--tail", str(tail), check=False).stdout[-6000:]
-
-    def connect(self, port_var: str, dbname="crypto_db"):
-        return psycopg2.connect(host="127.0.0.1", port=self.ports[port_var], user="admin", dbname=dbname,
-                                password=self.secrets["POSTGRES_PASSWORD"], connect_timeout=5)
-
-    def node_of(self, address: str) -> str:
-        """The node whose container has ``address`` on the project's network."""
-        if not getattr(self, "_ips", None):
-            self._ips = {}
-            for node in NODES:
-                nets = json.loads(self.engine.docker("inspect", "--format", "{{json .NetworkSettings.Networks}}",
-                                                     f"{self.project}-{node}").stdout)
-                self._ips.update({n["IPAddress"]: node for n in nets.values() if n.get("IPAddress")})
-        return self._ips[address]
-
-    def who(self, port_var: str) -> tuple:
-        """(node, in recovery) of the server behind a published port."""
-        conn = self.connect(port_var)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT host(inet_server_addr()), pg_is_in_recovery()")
-                addr, recovery = cur.fetchone()
-                return self.node_of(addr), recovery
-        finally:
-            conn.close()
-
-    def write(self, message: str) -> str:
-        conn = self.connect("HAPROXY_RW_PORT")
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute("INSERT INTO test_replication (mensaje) VALUES (%s)", (message,))
-                cur.execute("SELECT host(inet_server_addr()), pg_is_in_recovery()")
-                addr, recovery = cur.fetchone()
-                assert not recovery
-                return self.node_of(addr)
-        finally:
-            conn.close()
-
-    def seen_on(self, port_var: str, message: str, timeout=15.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                conn = self.connect(port_var)
-                try:
-                    with conn.cursor() as cur:
-                        cur.execute("SELECT host(inet_server_addr()), pg_is_in_recovery(), "
-                                    "count(*) FROM test_replication WHERE mensaje = %s", (message,))
-                        addr, recovery, n = cur.fetchone()
-                        name = self.node_of(addr)
-                finally:
-                    conn.close()
-                if n == 1:
-                    assert recovery, f"{port_var} answered from {name}, not a replica"
-                    return name
-            except psycopg2.OperationalError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{message!r} not on {port_var} within {timeout:.0f} s")
-            time.sleep(0.2)
-
-    def project_things(self) -> dict:
-        label = f"label=com.docker.compose.project={self.project}"
-        out = {}
-        for kind, cmd in (("containers", ["ps", "-aq"]), ("networks", ["network", "ls", "-q"]),
-                          ("volumes", ["volume", "ls", "-q"])):
-            r = self.engine.docker(*cmd, "--filter", label, timeout=60)
-            out[kind] = r.stdout.split()
-        return out
-
-
 def cluster_test(f):  # the cluster tests run PostgreSQL in containers of the private engine
     return pytest.mark.integration(pytest.mark.compose(f))
 
 
 @pytest.fixture(scope="module")
-def ha(docker_engine, tmp_path_factory):
+def hac(docker_engine, tmp_path_factory):
+    from docker_fixtures import compose_env
     from engine import ensure_ha_image
 
     t0 = time.monotonic()
     ensure_ha_image(docker_engine, REPO)
-    owner = f"test-ha-compose-{os.getpid()}"
-    c = HACompose(docker_engine, tmp_path_factory.mktemp("ha-compose"), owner)
-    c.image_seconds = time.monotonic() - t0
-    try:
+    image_s = time.monotonic() - t0
+    home = tmp_path_factory.mktemp("ha-compose")
+    with compose_env(docker_engine, LAB_HA_IMAGE=docker_engine.images["ha"]):
         t = time.monotonic()
-        c.compose("up", "-d", timeout=600)
-        c.roles = c.wait_roles(timeout=150)
-        c.up_seconds = time.monotonic() - t
-        yield c
-    finally:
+        c = lab.ha.up(replicas=2, home=home, quiet=True, backend="compose")
+        print(f"\nHA image ready in {image_s:.1f} s; lab.ha.up on containers in {time.monotonic() - t:.1f} s")
         try:
-            c.compose("down", "-v", "--timeout", "10", check=False, timeout=300)
+            yield c
         finally:
-            ports.release(list(c.ports.values()), owner)
+            lab.ha.down(wipe=True, home=home)
+
+
+def _healthy(c, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        view = {r.member: (r.role, r.state) for r in c.members().itertuples()}
+        roles = [r for r, _ in view.values()]
+        if roles.count("leader") == 1 and all(s in ("running", "streaming") for _, s in view.values()) and all(
+                s == "streaming" for r, s in view.values() if r != "leader"):
+            return view
+        assert time.monotonic() < deadline, f"not healthy after {timeout:g} s: {view}"
+        time.sleep(0.3)
+
+
+def _project_things(c, engine) -> dict:
+    label = f"label=com.docker.compose.project={c.backend.cfg['project']}"
+    return {kind: engine.docker(*cmd, "--filter", label, timeout=60).stdout.split()
+            for kind, cmd in (("containers", ["ps", "-aq"]), ("networks", ["network", "ls", "-q"]),
+                              ("volumes", ["volume", "ls", "-q"]))}
 
 
 @cluster_test
-def test_one_leader_two_streaming_replicas(ha):
-    assert ha.roles["leader"] in NODES and len(ha.roles["replicas"]) == 2
-    assert stat.S_IMODE(os.stat(ha.env_file).st_mode) == 0o600
-    # each node's own port reaches that node, in the role Patroni says
-    for node in NODES:
-        name, recovery = ha.who(f"PG_HA{node[-1]}_PORT")
-        assert name == node and recovery == (node != ha.roles["leader"])
-    # the one-shot etcd-auth finished, and the job left no secret in the image
-    state = ha.engine.docker("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",
-                             f"{ha.project}-etcd-auth").stdout.split()
+def test_the_lab_runs_one_leader_and_two_streaming_replicas_in_containers(hac, docker_engine):
+    c = hac
+    assert c._state["backend"] == "patroni-compose"
+    view = _healthy(c)
+    assert sorted(view) == ["pg1", "pg2", "pg3"]
+    leader = c.leader
+    for name in view:  # each node's published port reaches that node, in the role Patroni says
+        assert c.node(name).scalar("SELECT pg_is_in_recovery()", dbname="postgres") == (name != leader)
+    env_file = Path(c.backend.cfg["env_file"])
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    state = docker_engine.docker("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",
+                                 c.backend.cfg["prefix"] + "etcd-auth").stdout.split()
     assert state == ["exited", "0"]
-    image_env = ha.engine.docker("image", "inspect", "--format", "{{json .Config.Env}}", ha.engine.images["ha"]).stdout
-    assert not [s for s in ha.secrets.values() if s in image_env]
-    print(f"\nHA image ready in {ha.image_seconds:.1f} s; cluster up in {ha.up_seconds:.1f} s: {ha.roles}")
+    image_env = docker_engine.docker("image", "inspect", "--format", "{{json .Config.Env}}",
+                                     docker_engine.images["ha"]).stdout
+    secrets_ = [c._state["password"], c._state["replication_password"], c.backend.ha["rest_password"],
+                c.backend.ha["etcd_password"]]
+    assert not [s for s in secrets_ if s in image_env]
+    assert all(s in env_file.read_text() for s in secrets_)
 
 
 @cluster_test
-def test_a_write_through_haproxy_reaches_the_leader_and_a_replica(ha):
-    msg = f"ha-compose {uuid.uuid4().hex}"
-    assert ha.write(msg) == ha.roles["leader"]
-    assert ha.seen_on("HAPROXY_RO_PORT", msg) in ha.roles["replicas"]
-    for node in ha.roles["replicas"]:
-        assert ha.seen_on(f"PG_HA{node[-1]}_PORT", msg) == node
-    assert ha.who("HAPROXY_RW_PORT") == (ha.roles["leader"], False)
-    code, stats = http("GET", f"http://127.0.0.1:{ha.ports['HAPROXY_STATS_PORT']}/;csv")
-    assert code == 200
-    up = {(r.split(",")[0], r.split(",")[1]) for r in stats.splitlines() if ",UP," in r}
-    assert ("primary", ha.roles["leader"]) in up and {("replicas", n) for n in ha.roles["replicas"]} <= up, stats
-
-
-@cluster_test
-def test_etcd_refuses_a_read_without_credentials(ha):
-    key = base64.b64encode(b"/service/lab/leader").decode()
-    for var in ("ETCD1_PORT", "ETCD2_PORT", "ETCD3_PORT"):
-        url = f"http://127.0.0.1:{ha.ports[var]}"
-        code, body = http("POST", url + "/v3/kv/range", {"key": key})
-        assert code != 200 or "kvs" not in body, (var, code, body)
-        assert "user name is empty" in str(body) or "permission denied" in str(body) or code in (401, 403), body
-        code, auth = http("POST", url + "/v3/auth/authenticate",
-                          {"name": "root", "password": "not-" + ha.secrets["ETCD_ROOT_PASSWORD"]})
-        assert code != 200, auth
-        code, auth = http("POST", url + "/v3/auth/authenticate",
-                          {"name": "root", "password": ha.secrets["ETCD_ROOT_PASSWORD"]})
-        assert code == 200 and auth.get("token"), auth
-        code, body = http("POST", url + "/v3/kv/range", {"key": key}, token=auth["token"])
-        assert code == 200, body
-        assert base64.b64decode(body["kvs"][0]["value"]).decode() == ha.roles["leader"]
-
-
-@cluster_test
-def test_every_published_port_is_on_127_0_0_1(ha):
-    ids = ha.project_things()["containers"]
-    bound = {}
-    for cid in ids:
-        info = json.loads(ha.engine.docker("inspect", cid).stdout)[0]
-        for inner, binds in (info["NetworkSettings"]["Ports"] or {}).items():
+def test_published_ports_are_on_127_0_0_1_and_etcd_has_a_network_of_its_own(hac, docker_engine):
+    c = hac
+    project = c.backend.cfg["project"]
+    bound, networks = {}, {}
+    for cid in _project_things(c, docker_engine)["containers"]:
+        info = json.loads(docker_engine.docker("inspect", cid).stdout)[0]
+        name = info["Name"].lstrip("/")[len(c.backend.cfg["prefix"]):]
+        networks[name] = sorted(n[len(project) + 1:] for n in info["NetworkSettings"]["Networks"])
+        for binds in (info["HostConfig"]["PortBindings"] or {}).values():
             for b in binds or []:
-                bound[int(b["HostPort"])] = (info["Name"].lstrip("/"), inner, b["HostIp"])
-        assert list(info["NetworkSettings"]["Networks"]) == [f"{ha.project}_distribuidos-net"]
-    assert set(bound) == set(ha.ports.values()), bound
-    assert {ip for _, _, ip in bound.values()} == {"127.0.0.1"}, bound
+                bound[int(b["HostPort"])] = (name, b["HostIp"])
+    assert set(bound) == set(c.backend.all_ports()), bound
+    assert {ip for _, ip in bound.values()} == {"127.0.0.1"}, bound
+    assert all(networks[m] == ["etcd-net"] for m in ("etcd1", "etcd2", "etcd3")), networks
+    assert all(networks[n] == ["distribuidos-net", "etcd-net"] for n in ("pg-ha1", "pg-ha2", "pg-ha3")), networks
+    assert networks["haproxy"] == ["distribuidos-net"], networks
 
 
 @cluster_test
-def test_killing_the_leaders_container_elects_another(ha):
-    old = ha.roles["leader"]
-    survivors = [n for n in NODES if n != old]
-    t0 = time.monotonic()
-    ha.engine.docker("kill", f"{ha.project}-{old}")
-    roles = ha.wait_roles(timeout=75, via=survivors, not_leader=old, replicas=1)
-    took = time.monotonic() - t0
-    assert roles["leader"] in survivors
-    print(f"\n{old} killed: {roles['leader']} leads after {took:.1f} s (ttl 20 s)")
-    assert took < 60
-    # HAProxy follows: the same read-write port writes on the new leader, the replica sees it
-    msg = f"after-failover {uuid.uuid4().hex}"
+def test_haproxy_routes_writes_to_the_leader_and_reads_to_a_replica(hac):
+    c = hac
+    _healthy(c)
+    c.wait_router()
+    msg = f"ha-compose {uuid.uuid4().hex}"
+    conn = psycopg2.connect(c.rw_dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO test_replication (mensaje) VALUES (%s)", (msg,))
+            cur.execute("SELECT pg_is_in_recovery()")
+            assert cur.fetchone()[0] is False
+    finally:
+        conn.close()
     deadline = time.monotonic() + 15
     while True:
+        conn = psycopg2.connect(c.ro_dsn)
         try:
-            assert ha.write(msg) == roles["leader"]
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_is_in_recovery(), count(*) FROM test_replication WHERE mensaje = %s", (msg,))
+                recovery, n = cur.fetchone()
+        finally:
+            conn.close()
+        assert recovery is True
+        if n == 1:
             break
-        except psycopg2.Error:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
-    assert ha.seen_on("HAPROXY_RO_PORT", msg) == roles["replicas"][0]
+        assert time.monotonic() < deadline, "the write did not reach the read-only port"
+        time.sleep(0.2)
+    rows = c.haproxy()
+    assert rows[(rows["port"] == "primary") & (rows["status"] == "UP")]["node"].tolist() == [c.leader]
 
 
 @cluster_test
-def test_down_v_leaves_nothing(ha):
-    ha.compose("down", "-v", "--timeout", "10", timeout=300)
-    assert ha.project_things() == {"containers": [], "networks": [], "volumes": []}
+def test_etcd_refuses_a_read_without_credentials(hac):
+    c = hac
+    key = base64.b64encode(b"/service/lab/leader").decode()
+    for m, spec in c.backend.ha["etcd"].items():
+        url = f"http://127.0.0.1:{spec['client']}"
+        code, body = http("POST", url + "/v3/kv/range", {"key": key})
+        assert code != 200 or "kvs" not in body, (m, code, body)
+        code, auth = http("POST", url + "/v3/auth/authenticate",
+                          {"name": "root", "password": "not-" + c.backend.ha["etcd_password"]})
+        assert code != 200, auth
+    assert c.leader_key()["holder"] == c.leader
+    assert c.etcd()["answers"].all() and c.etcd()["is_leader"].sum() == 1
+
+
+@cluster_test
+def test_patronictl_runs_in_a_node_container(hac):
+    c = hac
+    t = lab.transcript_mark()
+    out = str(c.patronictl("list"))
+    assert all(n in out for n in ("pg1", "pg2", "pg3")) and "Leader" in out, out
+    assert "docker exec -u postgres" in str(lab.transcript(since=t))
+    with pytest.raises(LabError) as e:
+        c.patronictl("no-such-command")
+    assert "\n" not in str(e.value)
+
+
+@cluster_test
+def test_postgres_and_patroni_crashes_a_cut_and_up_putting_it_back(hac):
+    c = hac
+    _healthy(c)
+    replica = next(n for n in c._state["nodes"] if n != c.leader)  # a replica: no failover
+    spec = c.node(replica).spec
+    old_pg = c.backend.pid(spec)
+    c.kill_postgres(replica)
+    c.backend.wait_member(spec)  # Patroni starts it again in place
+    assert c.backend.pid(spec) not in (None, old_pg)
+    pg = c.backend.pid(spec)
+    c.kill_patroni(replica)
+    assert c.backend.patroni_pid(spec) is None and c.backend.pid(spec) == pg  # PostgreSQL runs on, unmanaged
+    other = next(n for n in c._state["nodes"] if n not in (replica, c.leader))
+    assert "disconnected from etcd-net" in c.cut_from_etcd(other)
+    assert c.links().set_index("node").loc[other, "cut"]
+    # PostgreSQL is not cut: the leader still streams to it
+    streaming = c.primary.sql("SELECT application_name FROM pg_stat_replication")["application_name"].tolist()
+    assert other in streaming
+    time.sleep(6)  # Patroni's container noticed its Patroni is gone a while ago
+    c2 = lab.ha.up(home=c.home.path.parent, quiet=True)
+    assert not c2.links()["cut"].any()
+    assert c2.backend.patroni_pid(c2.node(replica).spec)
+    _healthy(c2)
+
+
+@cluster_test
+def test_slowing_the_link_to_etcd_works_or_says_why_not(hac):
+    c = hac
+    why = c.link_shaping()
+    name = next(n for n in c._state["nodes"] if n != c.leader)
+    if why:
+        assert "\n" not in why and "backend='local'" in why
+        with pytest.raises(LabError, match="netem|tc"):
+            c.etcd_latency(name, 100)
+        tuned = lab.autofailover.tuning(c, latencies=(500,), retry_timeouts=(5,), seconds=2)
+        assert tuned.empty and tuned.attrs["not_measured"] == why
+        lab.autofailover.tuning_figure(tuned)
+    else:
+        c.etcd_latency(name, 100)
+        assert c.links().set_index("node").loc[name, "latency_ms"] == 100
+        c.heal_etcd(name)
+    assert not c.links()["latency_ms"].any()
+
+
+@cluster_test
+def test_a_machine_crash_under_synchronous_mode_fails_over_and_loses_nothing(hac):
+    c = hac
+    _healthy(c)
+    r = lab.autofailover.crash(c, "machine", synchronous="strict", rate=20, before=1)
+    s = r.summary().iloc[0]
+    print(f"\nmachine crash on containers (docker kill), synchronous strict: {s['old_leader']} -> "
+          f"{s['new_leader']}, RTO {s['rto_s']} s")
+    assert s["new_leader"] != s["old_leader"]
+    assert s["lost_acknowledged"] == 0 and s["acked_by_old_after_expiry"] == 0 and s["two_primaries_s"] == 0
+    _healthy(c)
+
+
+@cluster_test
+def test_down_wipe_leaves_no_container_network_volume_or_port(hac, docker_engine):
+    c = hac
+    owned = c.backend.all_ports()
+    lab.ha.down(wipe=True, home=c.home.path.parent)
+    assert _project_things(c, docker_engine) == {"containers": [], "networks": [], "volumes": []}
+    assert not [p for p in owned if (ports.read_claim(p) or {}).get("lab_home") == c.home.owner]
+    assert not Path(c.backend.cfg["env_file"]).exists()

@@ -3,6 +3,7 @@
 ``local``   PostgreSQL server processes of this machine (``local.py``)
 ``compose`` the original course's containers, run by Docker Compose (``compose.py``)
 ``patroni`` PostgreSQL processes run by Patroni over etcd, behind HAProxy (``patroni.py``, chapter 08)
+``patroni-compose`` the same as containers (``patroni_compose.py``, compose/docker-compose.ha.yml)
 
 Everything that differs between them is a backend method; no module outside this package
 asks which backend it has.  Imports only ``lab.system`` and the foundation below it.
@@ -16,11 +17,13 @@ from .base import Backend
 from .compose import ComposeBackend, compose_available
 from .local import LocalBackend
 from .patroni import PatroniBackend
+from .patroni_compose import PatroniComposeBackend
 
-CLASSES = {"local": LocalBackend, "compose": ComposeBackend, "patroni": PatroniBackend}
-NAMES = ("local", "compose")  # what lab.up(backend=...) takes; "patroni" clusters are made by lab.ha.up()
+CLASSES = {"local": LocalBackend, "compose": ComposeBackend, "patroni": PatroniBackend,
+           "patroni-compose": PatroniComposeBackend}
+NAMES = ("local", "compose")  # what lab.up(backend=...) takes; the "patroni*" clusters are made by lab.ha.up()
 
-__all__ = ["Backend", "LocalBackend", "ComposeBackend", "PatroniBackend", "CLASSES", "NAMES", "backend_class", "make_backend",
+__all__ = ["Backend", "LocalBackend", "ComposeBackend", "PatroniBackend", "PatroniComposeBackend", "CLASSES", "NAMES", "backend_class", "make_backend",
            "choose_backend"]
 
 

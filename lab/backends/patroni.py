@@ -227,7 +227,7 @@ class PatroniBackend(PatroniControl, LocalBackend):
         state["ha"] = {"python": python, "python_env": python_env,"tools": {k: getattr(tools, k) for k in ("etcd", "haproxy", "patroni", "patronictl")},
                        "rest_user": "patroni", "rest_password": secrets.token_urlsafe(18),
                        "etcd_user": "root", "etcd_password": secrets.token_urlsafe(18),
-                       "token": secrets.token_hex(6)}
+                       "token": secrets.token_hex(6), "versions": tools.versions()}
 
     def __init__(self, home, state: dict):
         super().__init__(home, state)
@@ -548,6 +548,10 @@ class PatroniBackend(PatroniControl, LocalBackend):
     def set_link(self, spec: dict, **changes) -> dict:
         return relay.set_link(spec["relay_control"], **changes)
 
+    def link_shaping(self) -> "str | None":
+        """The relays slow or silence a link anywhere: None (nothing in the way)."""
+        return None
+
     def link_state(self, spec: dict) -> dict:
         c = relay.read_control(spec["relay_control"])
         return {k: c.get(k) for k in ("cut", "hold", "latency_ms", "jitter_ms")}
@@ -572,8 +576,12 @@ class PatroniBackend(PatroniControl, LocalBackend):
     def start_patroni(self, spec: dict) -> int:
         what = f"patroni-{spec['name']}"
         pid = self.process_pid(what)
-        if pid:
+        if pid and self.patroni_pid(spec):
             return pid
+        if pid:  # its subreaper, about to end: Patroni under it was killed a moment ago
+            if not wait_gone(pid, 5):
+                terminate_tree(pid, 5)
+            self._set_pid(what, None)
         self.start_relay(spec)
         commands.shell(spec["name"], ["patroni", spec["config"]])
         # Under the lab's subreaper (reaper.py), run as the lab's user: Patroni itself runs as the
@@ -601,6 +609,67 @@ class PatroniBackend(PatroniControl, LocalBackend):
         except psutil.Error:
             pass
         return None
+
+    # --- bringing it up ---------------------------------------------------------------------------
+    def create_all(self, cluster, say) -> None:
+        """A new cluster: etcd (auth on), pg1 bootstrapped by its Patroni and initialised by
+        init-master.sh, the other nodes cloned by theirs, HAProxy."""
+        t0 = time.monotonic()
+        self.write_configs()
+        for m in ETCD_MEMBERS:
+            self.start_etcd(m)
+        self.wait_etcd()
+        self.enable_etcd_auth()
+        cluster._save()
+        self.write_configs()  # with etcd's login
+        say(f"etcd: {len(ETCD_MEMBERS)} members healthy, auth on ({time.monotonic() - t0:.1f} s)")
+        first, *others = list(self.state["nodes"].values())
+        self.start_patroni(first)
+        self.wait_member(first, states=("running",))
+        cluster.wait_leader(timeout=90)
+        st = self.state
+        env = self.bins.env()
+        env.update(PGHOST="127.0.0.1", PGPORT=str(first["port"]), PGUSER=st["superuser"], PGPASSWORD=st["password"],
+                   PGCONNECT_TIMEOUT="10", REPLICATION_USER=st["replication_user"],
+                   REPLICATION_PASSWORD=st["replication_password"], APP_DB=st["app_db"])
+        self._run(["sh", str(MASTER_DIR / "init-master.sh")], as_server=False, env=env, log=first["log"])
+        say(f"{first['name']}: leader, bootstrapped by Patroni ({time.monotonic() - t0:.1f} s)")
+        for s in others:
+            self.start_patroni(s)
+        for s in others:
+            self.wait_member(s)
+        say(f"{', '.join(s['name'] for s in others)}: replicas streaming ({time.monotonic() - t0:.1f} s)")
+        self.start_haproxy()
+
+    def start_all(self) -> "list[str]":
+        """Start what is not running, in order (etcd, relays, Patroni, HAProxy); links to etcd
+        healed; what was started or healed."""
+        said = []
+        self.claim_ports()
+        self.write_configs()  # as this version of the lab writes them (a running Patroni reads its own at its next start)
+        for m in ETCD_MEMBERS:
+            if not self.process_pid(m):
+                self.start_etcd(m)
+                said.append(m)
+        self.wait_etcd()
+        specs = list(self.state["nodes"].values())
+        for s in specs:
+            if not self.process_pid(f"relay-{s['name']}"):
+                self.start_relay(s)
+            elif self.link_state(s).get("cut") or self.link_state(s).get("latency_ms"):
+                self.set_link(s, cut=False, hold=False, latency_ms=0, jitter_ms=0)
+                said.append(f"{s['name']}'s link to etcd healed")
+        for s in specs:
+            self.resume(s)
+            if not self.patroni_pid(s):
+                self.start_patroni(s)
+                said.append(s["name"])
+        for s in specs:
+            self.wait_member(s)
+        if not self.process_pid("haproxy"):
+            self.start_haproxy()
+            said.append("haproxy")
+        return said
 
     # --- the hooks of PatroniControl ---------------------------------------------------------------
     def patroni_running(self, spec: dict) -> bool:
@@ -684,11 +753,14 @@ class PatroniBackend(PatroniControl, LocalBackend):
 
     def kill_patroni(self, spec) -> "int | None":
         """SIGKILL Patroni only: PostgreSQL lives on, unmanaged (what a watchdog exists for)."""
+        reaper = self._pids().get(f"patroni-{spec['name']}")
         pid = self.patroni_pid(spec)
         if pid:
             os.kill(pid, signal.SIGKILL)
             commands.note(spec["name"], f"kill -KILL {pid}   # Patroni only; PostgreSQL keeps running")
             wait_gone(pid, 10)
+            if reaper and reaper != pid:
+                wait_gone(reaper, 5)  # its subreaper ends with it (PostgreSQL was never its child)
         self._set_pid(f"patroni-{spec['name']}", None)
         return pid
 
