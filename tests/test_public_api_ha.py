@@ -22,10 +22,9 @@ The methods that take no argument (``members``, ``etcd``, ``keys``, ...) are cal
 drawn from the ones that start no failover (an etcd follower stopped, a replica cut from etcd, a
 replica's PostgreSQL killed): a table, or a ``LabError`` of one line, within the bound.
 
-Targets marked ``xfail(strict=True)`` are bugs of lab/ha.py (not fixed here: the reason says how);
-the self-checks' targets also fail on a ❌ message of more than one line;
-they draw only the values that show the bug, so they fail every time until it is fixed, and then
-XPASS fails them: move their values back into the main target.
+The ``KNOWN`` targets draw the values that showed bugs of lab/ha.py (fixed since; each reason says
+what it was), so a regression fails them every time.  The self-checks' targets also fail on a ❌
+message of more than one line.
 
 PGLAB_FUZZ_EXAMPLES sets the examples per target (default 5: about two minutes in all).
 """
@@ -215,10 +214,10 @@ for _t in TARGETS:
     _t.changes = _t.id in CHANGES
 
 
-# --- bugs of lab/ha.py, not fixed here: only the values that show them -----------------------------------
+# --- bugs the fuzz found in lab/ha.py (fixed since): the values that showed them, kept -------------------
 def _known(target: Target, reason: str):
     target.changes = target.changes or target.id.split("[")[0] in CHANGES
-    return pytest.param(target, id=f"{target.owner}:{target.id}", marks=pytest.mark.xfail(strict=True, reason=reason))
+    return pytest.param(target, id=f"{target.owner}:{target.id}")
 
 
 KNOWN = [
