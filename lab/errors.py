@@ -88,7 +88,11 @@ class BadArgument(LabError):
 
 
 def _shown(value) -> str:
+    """``value`` for a one-line message: its repr (a table's is several lines: its type instead),
+    at most 60 characters."""
     text = repr(value)
+    if "\n" in text.strip():
+        text = f"a {type(value).__name__}"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
