@@ -4,6 +4,11 @@ A claim is a file ``<claims dir>/<port>.json`` created with mode ``"x"`` (fails 
 exists).  It names the lab home that holds it and the process that made it.  A claim
 is stale, and may be taken over, when it belongs to another lab home whose process is
 gone and nothing listens on the port.
+
+On a shared machine (a class on one server, one Unix user per student) every student's lab
+claims in one directory, sticky and writable by all like /tmp, so no two students' servers are
+given the same port.  There a stale claim made by another user cannot be removed (the sticky bit
+keeps a file to its owner): the port is then skipped, and another one is claimed instead.
 """
 from __future__ import annotations
 
@@ -100,11 +105,20 @@ def claim(port: int, owner: str, keep: bool = False) -> bool:
             existing = read_claim(port)
             if existing and existing.get("lab_home") == owner:
                 return True
-            if _is_stale(existing, port, owner):
-                path.unlink(missing_ok=True)
+            if _is_stale(existing, port, owner) and _remove(path):
                 continue
             return False
     return False
+
+
+def _remove(path: Path) -> bool:
+    """Remove a stale claim; False if it is another user's in a sticky directory, which only that
+    user (or root) may remove: the port is left to them."""
+    try:
+        path.unlink(missing_ok=True)
+    except PermissionError:
+        return False
+    return True
 
 
 def claim_free_ports(n: int, owner: str, preferred: "list[int] | None" = None) -> list[int]:
