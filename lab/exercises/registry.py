@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..errors import LabError, Text
 from ..node import Node
+from .progress import record
 
 NOT_ANSWERED = ...
 
@@ -178,7 +179,8 @@ def hint(exercise_id: str) -> Text:
 
 
 def check(exercise_id: str, cluster, answer=NOT_ANSWERED) -> Result:
-    """Check exercise ``exercise_id`` against the running ``cluster``.
+    """Check exercise ``exercise_id`` against the running ``cluster``.  The result is also written
+    down in the student's lab home (``progress.py``), where the instructor's view reads it.
 
     >>> lab.checks.check("01.3", cluster, answer="replica1")   # doctest: +SKIP
     """
@@ -187,11 +189,14 @@ def check(exercise_id: str, cluster, answer=NOT_ANSWERED) -> Result:
     if not ex.wants_answer and answer is not NOT_ANSWERED:
         raise LabError(f"exercise {exercise_id} checks the cluster and takes no answer: {call})")
     if ex.wants_answer and answer is NOT_ANSWERED:
-        return Result(ex.id, ex.title, False, f"replace ... with your answer: {call}, answer=...)")
-    try:
-        ok, message = ex(cluster, answer)
-    except Unmet as e:
-        ok, message = False, str(e)
-    except LabError as e:  # a stopped primary, a wiped cluster: the hint is the lab's own message
-        ok, message = False, f"could not check: {e}"
-    return Result(ex.id, ex.title, bool(ok), message)
+        result = Result(ex.id, ex.title, False, f"replace ... with your answer: {call}, answer=...)")
+    else:
+        try:
+            ok, message = ex(cluster, answer)
+        except Unmet as e:
+            ok, message = False, str(e)
+        except LabError as e:  # a stopped primary, a wiped cluster: the hint is the lab's own message
+            ok, message = False, f"could not check: {e}"
+        result = Result(ex.id, ex.title, bool(ok), message)
+    record(cluster, result.exercise, result.ok, result.message)
+    return result
