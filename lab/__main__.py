@@ -1,9 +1,10 @@
-"""Command line: ``python -m lab up|down|status|doctor|pgadmin``."""
+"""Command line: ``python -m lab up|down|status|doctor|pgadmin|class``."""
 from __future__ import annotations
 
 import argparse
 import sys
 
+from . import classroom
 from . import cluster as _cluster
 from . import ha as _ha
 from . import pgadmin
@@ -30,6 +31,18 @@ def main(argv=None) -> int:
     what.add_argument("--status", action="store_true", help="is pgAdmin running, where, and its login")
     what.add_argument("--install", action="store_true",
                       help="install pgAdmin 4 into its own environment (.venv-pgadmin)")
+    cls = sub.add_parser("class", help="the instructor's view of a class on JupyterHub (every student's lab)")
+    cls.add_argument("--root", help=f"the class root, holding homes/<student> "
+                                    f"(default: ${classroom.ROOT_ENV}, else {classroom.DEFAULT_ROOT})")
+    what_cls = cls.add_subparsers(dest="class_cmd", required=True)
+    for name, text in [("status", "one line per student: server, cluster, nodes, checks passed, last activity"),
+                       ("progress", "self-checks passed per chapter, one line per student"),
+                       ("reset", "stop and wipe one student's cluster (their progress is kept)")]:
+        one = what_cls.add_parser(name, help=text)
+        if name == "reset":
+            one.add_argument("student")
+        # --root after the command too; SUPPRESS keeps a --root given before it
+        one.add_argument("--root", default=argparse.SUPPRESS, help="the class root, holding homes/<student>")
     args = p.parse_args(argv)
     try:
         if args.cmd == "up":
@@ -43,6 +56,8 @@ def main(argv=None) -> int:
             print(_cluster.attach(args.home).status().to_string(index=False))
         elif args.cmd == "pgadmin":
             return pgadmin_cli(args)
+        elif args.cmd == "class":
+            return class_cli(args)
         elif args.cmd == "doctor":
             d = Doctor(report(args.home))
             print(d)
@@ -67,6 +82,20 @@ def pgadmin_cli(args) -> int:
         print(info)
         return 0 if info.running else 3
     pgadmin.start(_cluster.attach(args.home))
+    return 0
+
+
+def class_cli(args) -> int:
+    """``python -m lab class status | progress | reset <student> [--root DIR]``, as root on the hub host."""
+    room = classroom.Classroom(args.root)
+    if args.class_cmd == "status":
+        df = room.status()
+        print(df.to_string(index=False) if len(df) else f"no students yet in {room.root / 'homes'}")
+    elif args.class_cmd == "progress":
+        df = room.progress()
+        print(df.to_string() if len(df) else f"no students yet in {room.root / 'homes'}")
+    else:
+        print(room.reset(args.student))
     return 0
 
 
