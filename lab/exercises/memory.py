@@ -39,7 +39,8 @@ def read_json(path: Path) -> dict:
 def write_json(path: Path, data: dict) -> None:
     """Replace ``path`` with ``data`` at once (mode 0600): a reader sees the old file or the new one,
     never half of one.  The temporary name carries the pid, so two kernels writing at once do not
-    write into each other's file."""
+    write into each other's file.  Root writing in someone else's lab home (a student's, on a hub)
+    leaves the file to the directory's owner, never a root-owned file they cannot replace."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -47,6 +48,10 @@ def write_json(path: Path, data: dict) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1, sort_keys=True)
         os.chmod(tmp, 0o600)  # an old temporary file keeps its mode through O_CREAT
+        if os.geteuid() == 0:
+            owner = path.parent.stat()
+            if owner.st_uid != 0:
+                os.chown(tmp, owner.st_uid, owner.st_gid)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
