@@ -17,7 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .settings import Settings, SettingsError
+from .settings import Settings, SettingsError, _int, url_path
 
 PAGE = Path(__file__).resolve().parent / "dashboard_page.py"
 
@@ -34,7 +34,7 @@ def cmd_api(args) -> int:
     s.require_token()
     import uvicorn
 
-    print(f"crypto app API on http://{s.api_host}:{s.api_port} (docs: /docs), reads from {s.read_from}, "
+    print(f"crypto app API on http://{s.api_host}:{s.api_port} (docs: {s.api_root_path}/docs), reads from {s.read_from}, "
           f"{len(s.replica_dsns)} replica(s), {s.api_workers} worker(s)", flush=True)
     uvicorn.run("app.api:create_app", factory=True, host=s.api_host, port=s.api_port, workers=s.api_workers,
                 log_level=args.log_level, access_log=False, loop="auto", http="auto")
@@ -47,16 +47,18 @@ def cmd_dashboard(args) -> int:
         if v is not None:
             os.environ[k] = str(v)
     from .dashboard import api_url, refresh_seconds
-    from .settings import _int
 
     url, port = api_url(), _int(os.environ, "APP_DASHBOARD_PORT", 8501, 1, 65535)
+    base = url_path(os.environ, "APP_DASHBOARD_BASE_PATH")
     refresh_seconds()
     host = args.host or "127.0.0.1"
-    print(f"crypto app dashboard on http://{host}:{port} (API {url})", flush=True)
+    print(f"crypto app dashboard on http://{host}:{port}{base}/ (API {url})", flush=True)
     argv = [sys.executable, "-m", "streamlit", "run", str(PAGE), "--server.address", host,
             "--server.port", str(port), "--server.headless", "true",
             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
             "--client.toolbarMode", "viewer"]
+    if base:  # behind a proxy that keeps the path: pages, assets and the websocket all live under it
+        argv += ["--server.baseUrlPath", base]
     os.execv(sys.executable, argv)
     return 0  # not reached
 

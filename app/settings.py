@@ -18,6 +18,11 @@
     APP_SOURCE           simulator (default) | live
     APP_LIVE_URL         the price API of the live source (CoinGecko's simple/price shape)
     APP_REFRESH_S        the dashboard's auto-refresh period (default 5; 0 turns it off)
+    APP_API_ROOT_PATH    the path under which browsers reach the API through a reverse proxy that
+                         strips or keeps it, e.g. /user/alice/proxy/absolute/8000 (default: none);
+                         /docs then loads the OpenAPI document from there
+    APP_DASHBOARD_BASE_PATH  the path the dashboard answers under (Streamlit's server.baseUrlPath),
+                         e.g. /user/alice/proxy/absolute/8501 (default: none, at the root)
 
 >>> s = Settings.from_env({"APP_PRIMARY_DSN": "host=127.0.0.1 port=5432 dbname=crypto_db"})
 >>> s.api_port, s.read_from
@@ -42,6 +47,8 @@ class SettingsError(ValueError):
 _WEAK_TOKENS = {"changeme", "change-me", "secret", "password", "token", "admin", "test", "development",
                 "dev", "default", "letmein", "apitoken", "api-token", "api_token", "0123456789abcdef"}
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,10}$")
+# what a URL path may hold unescaped (RFC 3986 pchar and "/", "%" for escapes); no query, no fragment
+_PATH = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$")
 DEFAULT_LIVE_URL = "https://api.coingecko.com/api/v3/simple/price"
 
 
@@ -109,6 +116,20 @@ def _choice(env, var, default, choices) -> str:
     return raw
 
 
+def url_path(env, var) -> str:
+    """A path prefix such as /user/alice/proxy/absolute/8000, without its trailing "/"; "" when unset or "/"."""
+    raw = env.get(var, "").strip()
+    path = raw.rstrip("/")
+    if not path:
+        return ""
+    example = "e.g. /user/alice/proxy/absolute/8000"
+    if not path.startswith("/") or path.startswith("//"):
+        raise SettingsError(f"{var}={raw!r}: a path that starts with one '/' ({example}), not a URL")
+    if not _PATH.match(path) or any(seg in (".", "..") for seg in path.split("/")):
+        raise SettingsError(f"{var}={raw!r}: not a plain URL path (no spaces, '?', '#', '//' or '..'; {example})")
+    return path
+
+
 def check_token(token: str, var: str = "APP_API_TOKEN") -> str:
     if len(token) < 16:
         raise SettingsError(f"{var} is too short ({len(token)} characters): use at least 16, e.g. "
@@ -141,6 +162,8 @@ class Settings:
     source: str = "simulator"
     live_url: str = DEFAULT_LIVE_URL
     refresh_s: float = 5.0
+    api_root_path: str = ""
+    dashboard_base_path: str = ""
 
     @classmethod
     def from_env(cls, env: "Mapping[str, str] | None" = None) -> "Settings":
@@ -187,6 +210,8 @@ class Settings:
             source=_choice(env, "APP_SOURCE", "simulator", ("simulator", "live")),
             live_url=live_url,
             refresh_s=_float(env, "APP_REFRESH_S", 5.0, 0.0, 3600.0),
+            api_root_path=url_path(env, "APP_API_ROOT_PATH"),
+            dashboard_base_path=url_path(env, "APP_DASHBOARD_BASE_PATH"),
         )
 
     def require_token(self) -> str:

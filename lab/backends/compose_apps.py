@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import LabError, ServerStartError, Timeout
-from ..system import ports
+from ..system import jupyterenv, ports
 from .apps import HOST, AppEndpoints, AppNode
 
 PGADMIN_EMAIL = "student@lab.example.com"
@@ -111,10 +111,16 @@ class ComposeApps:
         api, dash = f"http://{HOST}:{api_port}", f"http://{HOST}:{dash_port}"
         self._wait_webapp([api + "/health", dash + "/_stcore/health"], timeout)
         name = self.cfg["prefix"] + "web-app"
-        info = AppEndpoints(urls={"api": api, "dashboard": dash}, login={"token": self.cfg["app_token"]},
+        # what a browser opens: behind a hub, the Jupyter server's proxy of these host ports; the
+        # container is not told a prefix, so the proxy strips it (/proxy/<port>/)
+        public_api = jupyterenv.browser_url(api_port, "/", absolute=False).rstrip("/")
+        public_dash = jupyterenv.browser_url(dash_port, "/", absolute=False)
+        info = AppEndpoints(urls={"api": api, "dashboard": dash, "public_api": public_api,
+                                  "public_dashboard": public_dash},
+                            login={"token": self.cfg["app_token"]},
                             ports=(api_port, dash_port), where=f"container: {name} (docker logs {name})")
         if not quiet:
-            print(f"crypto app running\n  dashboard: {dash}\n  API:       {api}\n  {info.where}")
+            print(f"crypto app running\n  dashboard: {public_dash}\n  API:       {public_api}\n  {info.where}")
         return info
 
     def _wait_webapp(self, urls, timeout: float) -> None:

@@ -31,10 +31,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 import psutil
 
 from ..errors import LabError
+from ..system import jupyterenv
 from ..system.home import cache_dir
 from ..system.paths import REPO
 from ..system.process import terminate_tree
@@ -246,6 +248,41 @@ def storage_user_dir(data_dir: Path, email: str = EMAIL) -> Path:
     return Path(data_dir) / "storage" / name
 
 
+# Behind the Jupyter server's proxy pgAdmin answers under <prefix>proxy/absolute/<port>/, the path
+# kept.  It serves a prefix it is told of by an X-Script-Name header (pgAdmin4.py: ReverseProxied),
+# which this proxy does not send: this launcher puts it on every request that comes with the prefix,
+# so those reach pgAdmin's routes and its pages link under the prefix, while the lab's own requests
+# to 127.0.0.1 without it answer as before.  pgAdmin's web server decodes the path: so is the prefix.
+_PROXIED_LAUNCHER = """\
+import sys
+from urllib.parse import unquote
+import pgadmin4.pgAdmin4 as pgadmin
+prefix = unquote(sys.argv[1])
+inner = pgadmin.app.wsgi_app
+def with_prefix(environ, start_response):
+    path = environ.get("PATH_INFO", "")
+    if path == prefix or path.startswith(prefix + "/"):
+        environ["HTTP_X_SCRIPT_NAME"] = prefix
+    return inner(environ, start_response)
+pgadmin.app.wsgi_app = with_prefix
+pgadmin.main()
+"""
+
+
+def command(python: Path, prefix: str = "") -> "list[str]":
+    """How pgAdmin is run: its own module, or, under a proxy's ``prefix``, the launcher above (its
+    command line names the module too, which is how its processes are found)."""
+    if not prefix:
+        return [str(python), "-m", _MODULE]
+    return [str(python), "-c", _PROXIED_LAUNCHER, prefix]
+
+
+def script_name(prefix: str) -> dict:
+    """pgAdmin's SCRIPT_NAME variable under a proxy: its session cookie's path and the pages it may
+    send a student back to after logging in or out."""
+    return {"SCRIPT_NAME": unquote(prefix)} if prefix else {}
+
+
 # --- what a start returns ----------------------------------------------------------------------
 @dataclass
 class PgAdmin:
@@ -259,11 +296,15 @@ class PgAdmin:
     running: bool
     version: "str | None" = None
     home: "str | None" = None
+    public_url: "str | None" = None
+
+    def __post_init__(self):
+        self.public_url = self.public_url or self.url
 
     def __repr__(self):
         if not self.running:
             return f"pgAdmin 4: stopped (lab.pgadmin.start(cluster) starts it; login {self.email})"
-        return (f"pgAdmin 4{' ' + self.version if self.version else ''}: {self.url}\n"
+        return (f"pgAdmin 4{' ' + self.version if self.version else ''}: {self.public_url}\n"
                 f"  email:    {self.email}\n  password: {self.password}")
 
     def _repr_html_(self):
@@ -272,7 +313,7 @@ class PgAdmin:
             return "<p>pgAdmin 4: <b>stopped</b> (<code>lab.pgadmin.start(cluster)</code> starts it)</p>"
         return ("<table>"
                 f"<tr><th style='text-align:left'>pgAdmin 4{' ' + e(self.version) if self.version else ''}</th>"
-                f"<td><a href='{e(self.url)}' target='_blank'>{e(self.url)}</a></td></tr>"
+                f"<td><a href='{e(self.public_url)}' target='_blank'>{e(self.public_url)}</a></td></tr>"
                 f"<tr><th style='text-align:left'>email</th><td><code>{e(self.email)}</code></td></tr>"
                 f"<tr><th style='text-align:left'>password</th><td><code>{e(self.password)}</code></td></tr>"
                 "</table>")
@@ -328,7 +369,13 @@ def start(cluster: "Cluster", quiet: bool = False, timeout: float = START_TIMEOU
         cluster._reload()
         state = svc.read_state()
         pid = state.get("pids", {}).get(NAME)
-        if state.get("email") and svc.ours(pid):
+        note = jupyterenv.notice()  # first: a bad LAB_LINKS or proxy prefix is said before anything starts
+        if note:
+            _say(quiet, note)
+        if state.get("email") and svc.ours(pid) and state.get("base_path", "") != jupyterenv.base_path(state["port"]):
+            # started behind another proxy prefix, or without one: its pages would point elsewhere
+            _say(quiet, "pgAdmin's link changed since it started (a hub, Binder or LAB_LINKS): restarting it")
+        elif state.get("email") and svc.ours(pid):
             if not wait_answer(state.get("url") and state["url"] + "/misc/ping", 15, b"PING"):
                 raise LabError(f"pgAdmin 4 (pid {pid}) runs but does not answer on {state.get('url')}: "
                                f"lab.pgadmin.stop(cluster), then start it again; its last lines:\n{_logs(svc)}")
@@ -350,10 +397,13 @@ def start(cluster: "Cluster", quiet: bool = False, timeout: float = START_TIMEOU
                 _setup_db(svc, files, python, login)
             _load_servers_if_changed(files, cluster, python, login)
             offset = _size(files.log)  # the error shows this start's lines of pgAdmin's own log
-            proc = run.spawn(NAME, [python, "-m", _MODULE], env=_pythonpath(files), drop=_CHILD_ENV_DROP)
+            prefix = jupyterenv.base_path(port)
+            proc = run.spawn(NAME, command(python, prefix), env={**_pythonpath(files), **script_name(prefix)},
+                             drop=_CHILD_ENV_DROP)
             url = f"http://{HOST}:{port}"
             run.wait_ready(NAME, proc, url + "/misc/ping", timeout, body=b"PING", logs=lambda: _logs(svc, offset))
-        login.update(port=port, url=url, version=installed_version(python), pids=run.pids, ports=[port])
+        login.update(port=port, url=url, public_url=jupyterenv.browser_url(port, "/"), base_path=prefix,
+                     version=installed_version(python), pids=run.pids, ports=[port])
         svc.write_state(login)
         info = _info(svc, login, running=True)
         _say(quiet, f"pgAdmin 4 started in {time.monotonic() - t0:.1f} s")
@@ -413,7 +463,8 @@ def _info(svc: Service, state: dict, running: bool) -> PgAdmin:
     return PgAdmin(url=state.get("url") if running else None, email=state.get("email", EMAIL),
                    password=state.get("password", ""), port=state.get("port"),
                    pid=state.get("pids", {}).get(NAME) if running else None,
-                   running=running, version=state.get("version"), home=str(svc.home.path))
+                   running=running, version=state.get("version"), home=str(svc.home.path),
+                   public_url=state.get("public_url") if running else None)
 
 
 def _ensure_login(svc: Service, files: _Files) -> "tuple[dict, bool]":

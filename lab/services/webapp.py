@@ -5,6 +5,12 @@ The app knows nothing of the lab.  Everything it keeps lives in ``<lab home>/web
 (mode 0700): ``webapp.json`` (ports, pids, URLs and the generated API token; mode 0600) and
 one log per process.  ``start()`` again re-attaches to a running app; a restarted kernel finds
 it the same way.  Its ports are claimed like the nodes' and released by ``stop()``.
+
+Two sets of URLs: the lab's own requests (health checks, the API client) go to 127.0.0.1, while
+what a student's browser opens (the printed links, the embedded dashboard) goes through their
+Jupyter server's proxy where the lab runs behind JupyterHub or Binder (lab.system.jupyterenv).
+The app is then told the path it answers under: the API's root path (so /docs finds its
+OpenAPI document) and the dashboard's base URL path.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import LabError
+from ..system import jupyterenv
 from ..system.paths import REPO
 from .supervisor import HOST, Service, answers
 
@@ -33,7 +40,12 @@ PROCESSES = ("api", "feed", "dashboard")
 
 @dataclass
 class WebApp:
-    """Where the app answers; shows as links (and the dashboard embedded) in a notebook."""
+    """Where the app answers; shows as links (and the dashboard embedded) in a notebook.
+
+    ``api_url`` and ``dashboard_url`` are where this machine reaches it (127.0.0.1: what the lab's
+    client and health checks use); ``public_api_url`` and ``public_dashboard_url`` are what a
+    student's browser opens: the same where the browser runs on this machine, the Jupyter server's
+    proxy behind a hub or Binder.  The repr, the links and the embedded dashboard show the public ones."""
 
     api_url: "str | None"
     dashboard_url: "str | None"
@@ -41,28 +53,39 @@ class WebApp:
     pids: dict
     running: bool
     home: str = ""
+    public_api_url: "str | None" = None
+    public_dashboard_url: "str | None" = None
+
+    def __post_init__(self):
+        self.public_api_url = self.public_api_url or self.api_url
+        self.public_dashboard_url = self.public_dashboard_url or self.dashboard_url
 
     @property
     def docs_url(self) -> "str | None":
         return f"{self.api_url}/docs" if self.api_url else None
 
+    @property
+    def public_docs_url(self) -> "str | None":
+        return f"{self.public_api_url}/docs" if self.public_api_url else None
+
     def __repr__(self):
         if not self.running:
             return "crypto app: stopped (lab.webapp.start(cluster) starts it)"
-        return (f"crypto app running\n  dashboard: {self.dashboard_url}\n  API:       {self.api_url} "
-                f"(docs {self.docs_url})\n  POST /ticks needs: Authorization: Bearer <token> "
+        return (f"crypto app running\n  dashboard: {self.public_dashboard_url}\n  API:       {self.public_api_url} "
+                f"(docs {self.public_docs_url})\n  POST /ticks needs: Authorization: Bearer <token> "
                 "(lab.webapp.client(cluster) has it)")
 
     def _repr_html_(self):
         e = html.escape
         if not self.running:
             return "<p>crypto app: <b>stopped</b> (<code>lab.webapp.start(cluster)</code> starts it)</p>"
+        dash, docs = self.public_dashboard_url, self.public_docs_url
         return ("<table>"
-                f"<tr><th style='text-align:left'>dashboard</th><td><a href='{e(self.dashboard_url)}' "
-                f"target='_blank'>{e(self.dashboard_url)}</a></td></tr>"
-                f"<tr><th style='text-align:left'>API</th><td><a href='{e(self.docs_url)}' target='_blank'>"
-                f"{e(self.docs_url)}</a></td></tr></table>"
-                f"<iframe src='{e(self.dashboard_url)}' width='100%' height='640' style='border:1px solid #ddd'>"
+                f"<tr><th style='text-align:left'>dashboard</th><td><a href='{e(dash)}' "
+                f"target='_blank'>{e(dash)}</a></td></tr>"
+                f"<tr><th style='text-align:left'>API</th><td><a href='{e(docs)}' target='_blank'>"
+                f"{e(docs)}</a></td></tr></table>"
+                f"<iframe src='{e(dash)}' width='100%' height='640' style='border:1px solid #ddd'>"
                 "</iframe>")
 
 
@@ -72,8 +95,9 @@ def service(where=None) -> Service:
 
 
 def app_env(cluster: "Cluster", token: str, api_port: int, dashboard_port: int, read_from: str = "replicas",
-            tick_rate: float = 1.0) -> dict:
-    """The app's APP_* variables for this cluster: writes to its primary, reads from its replicas."""
+            tick_rate: float = 1.0, api_root_path: str = "", dashboard_base_path: str = "") -> dict:
+    """The app's APP_* variables for this cluster: writes to its primary, reads from its replicas;
+    behind a proxy, the paths its API and dashboard are reached under (``base_paths()``)."""
     return {
         "APP_PRIMARY_DSN": cluster.primary.dsn,
         "APP_REPLICA_DSNS": json.dumps([n.dsn for n in cluster.nodes if n.name != cluster.primary.name]),
@@ -88,7 +112,22 @@ def app_env(cluster: "Cluster", token: str, api_port: int, dashboard_port: int, 
         "APP_TICK_RATE": str(tick_rate),
         "APP_HISTORY_DAYS": "7",
         "APP_HISTORY_STEP_S": "60",
+        "APP_API_ROOT_PATH": api_root_path,
+        "APP_DASHBOARD_BASE_PATH": dashboard_base_path,
     }
+
+
+def base_paths(api_port: int, dashboard_port: int) -> "list[str]":
+    """The paths the API and the dashboard answer under: "" for both unless behind a proxy."""
+    return [jupyterenv.base_path(api_port), jupyterenv.base_path(dashboard_port)]
+
+
+def _urls(api_port: int, dashboard_port: int, paths: "list[str]") -> dict:
+    """The app's URLs in its state: internal (127.0.0.1; the dashboard under its base path) and public."""
+    return {"api_url": f"http://{HOST}:{api_port}", "dashboard_url": f"http://{HOST}:{dashboard_port}{paths[1]}",
+            "public_api_url": jupyterenv.browser_url(api_port, "/").rstrip("/"),
+            "public_dashboard_url": jupyterenv.browser_url(dashboard_port, "/"),  # the page: no redirect
+            "base_paths": paths}
 
 
 def _topology(cluster: "Cluster") -> dict:
@@ -101,7 +140,9 @@ def _info(svc: Service, state: dict, running: bool) -> WebApp:
     return WebApp(api_url=state.get("api_url") if running else None,
                   dashboard_url=state.get("dashboard_url") if running else None,
                   token=state.get("token", ""), pids=state.get("pids", {}) if running else {},
-                  running=running, home=str(svc.home.path))
+                  running=running, home=str(svc.home.path),
+                  public_api_url=state.get("public_api_url") if running else None,
+                  public_dashboard_url=state.get("public_dashboard_url") if running else None)
 
 
 def start(cluster: "Cluster", quiet: bool = False, feed: bool = True, read_from: str = "replicas",
@@ -110,11 +151,17 @@ def start(cluster: "Cluster", quiet: bool = False, feed: bool = True, read_from:
     history on the primary, then the API, the live price feed and the dashboard."""
     if read_from not in ("replicas", "primary"):
         raise LabError(f"read_from={read_from!r}: 'replicas' (the default) or 'primary'")
+    jupyterenv.links()  # a bad LAB_LINKS or proxy prefix: say so before anything starts
+    note = jupyterenv.notice()
+    if note:
+        _say(quiet, note)
     hosted = cluster.backend.start_app(NAME, {"feed": feed, "read_from": read_from, "tick_rate": tick_rate},
                                        quiet=quiet)
     if hosted is not None:  # the backend runs it
         return WebApp(api_url=hosted.urls["api"], dashboard_url=hosted.urls["dashboard"],
-                      token=hosted.login.get("token", ""), pids={}, running=True, home=str(cluster.home.path))
+                      token=hosted.login.get("token", ""), pids={}, running=True, home=str(cluster.home.path),
+                      public_api_url=hosted.urls.get("public_api"),
+                      public_dashboard_url=hosted.urls.get("public_dashboard"))
     svc = service(cluster)
     with svc.locked():
         state = svc.read_state()
@@ -126,6 +173,10 @@ def start(cluster: "Cluster", quiet: bool = False, feed: bool = True, read_from:
             # a failover since the start: the app's DSNs name the old roles; start it again with the new
             _say(quiet, f"the cluster changed since the app started (primary now {cluster.primary.name}): "
                         "restarting the app with the new connection strings")
+            alive = False
+        if alive and state.get("base_paths", ["", ""]) != base_paths(state["api_port"], state["dashboard_port"]):
+            # started behind another proxy prefix, or without one: its pages would point elsewhere
+            _say(quiet, "the app's links changed since it started (a hub, Binder or LAB_LINKS): restarting it")
             alive = False
         if alive and answers(state["api_url"] + "/health"):
             svc.claim_again([state.get("api_port"), state.get("dashboard_port")])
@@ -142,10 +193,10 @@ def start(cluster: "Cluster", quiet: bool = False, feed: bool = True, read_from:
         with svc.starting(keep=("token",)) as run:
             api_port, dash_port = run.claim_ports(2, avoid={n.port for n in cluster.nodes},
                                                   preferred=[state.get("api_port"), state.get("dashboard_port")])
-            env = app_env(cluster, token, api_port, dash_port, read_from, tick_rate)
+            paths = base_paths(api_port, dash_port)
+            env = app_env(cluster, token, api_port, dash_port, read_from, tick_rate, *paths)
             state = {"token": token, "api_port": api_port, "dashboard_port": dash_port, "feed": feed,
-                     "ports": [api_port, dash_port], "pids": run.pids,
-                     "api_url": f"http://{HOST}:{api_port}", "dashboard_url": f"http://{HOST}:{dash_port}",
+                     "ports": [api_port, dash_port], "pids": run.pids, **_urls(api_port, dash_port, paths),
                      "read_from": read_from, "topology": topology,
                      "started": dt.datetime.now(dt.timezone.utc).isoformat()}
             svc.write_state(state)
