@@ -12,6 +12,9 @@ re-attaches to a running pgAdmin or starts it with the same login (and, if it ca
 port).  The servers are re-loaded whenever the cluster changed (a new replica, a failover, a
 moved port).
 
+Behind JupyterHub or Binder the link it prints goes through the student's Jupyter server
+(``/user/<name>/proxy/absolute/<port>/``; ``PgAdmin.public_url``), and pgAdmin is told that prefix.
+
 How it is run lives in ``lab.services.pgadmin``; this module is what a notebook calls.
 """
 from __future__ import annotations

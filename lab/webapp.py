@@ -12,6 +12,11 @@ token; mode 0600) and one log per process.  ``start()`` again re-attaches to a r
 a restarted kernel finds it the same way.  Ports are claimed like the nodes' and released by
 ``stop()``.
 
+Behind JupyterHub or Binder a student's browser cannot reach 127.0.0.1 of the server: what
+``start()`` prints, links and embeds then goes through the student's Jupyter server
+(``/user/<name>/proxy/absolute/<port>/``, lab.system.jupyterenv; ``LAB_LINKS=direct`` turns it off),
+while the lab's own requests stay on 127.0.0.1 (``WebApp.api_url``, ``WebApp.public_api_url``).
+
 How it is run lives in ``lab.services.webapp``; this module is chapter 07: the app started,
 called and put through the chapter's experiments (replicas paused, a failover tidied up).
 """
