@@ -43,7 +43,7 @@ import psutil
 from matplotlib.figure import Figure
 
 from .backends.local import postmaster_pid
-from .errors import LabError, LabHomeError, Text, need_str
+from .errors import BadArgument, LabError, LabHomeError, Text, need_choice, need_str
 from .exercises import registered
 from .exercises.progress import results as progress_results
 from .plots import show_figures_in_notebooks
@@ -53,6 +53,7 @@ from .system.process import command_line
 ROOT_ENV = "LAB_CLASS_ROOT"
 DEFAULT_ROOT = "/srv/pglab-class"
 SPAWNER_ENV = "LAB_HUB_SPAWNER"
+SPAWNERS = ("process", "docker")
 SERVICE = "pglab-class"
 CONTAINER_ENV = "LAB_CLASS_CONTAINER"      # DockerSpawner's container name, "{student}" replaced
 CONTAINER_DEFAULT = "jupyter-{student}"    # DockerSpawner's default name_template for the default server
@@ -61,11 +62,18 @@ RESET_TIMEOUT = 300  # seconds: a reset waits for a student's kernel that holds 
 STATUS_COLUMNS = ["student", "server", "cluster", "nodes", "checks", "last_activity", "seen"]
 
 
+def _root_path(root=None) -> Path:
+    """``root``, else ``LAB_CLASS_ROOT``, else /srv/pglab-class, as a path (not checked)."""
+    if root is not None:
+        need_str(os.fspath(root) if isinstance(root, os.PathLike) else root, "root", example="'/srv/pglab-class'")
+        if "\0" in os.fspath(root):
+            raise BadArgument(f"root is the class root's directory, not {root!r:.60}")
+    return Path(root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT).expanduser().absolute()
+
+
 def class_root(root=None) -> Path:
     """The class root: ``root``, else ``LAB_CLASS_ROOT``, else /srv/pglab-class; it must hold ``homes/``."""
-    if root is not None:
-        need_str(str(root) if isinstance(root, os.PathLike) else root, "root", example="'/srv/pglab-class'")
-    path = Path(root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT).expanduser().absolute()
+    path = _root_path(root)
     if not (path / "homes").is_dir():
         raise LabError(f"no class at {path} (no homes/ directory in it): set {ROOT_ENV} to the directory that "
                        "holds homes/<student>, or give it (python -m lab class status --root DIR)")
@@ -74,7 +82,9 @@ def class_root(root=None) -> Path:
 
 def spawner_kind(spawner=None) -> str:
     """``docker`` when students' servers run in containers, else ``process`` (``LAB_HUB_SPAWNER``)."""
-    name = (spawner or os.environ.get(SPAWNER_ENV) or "process").strip().lower()
+    if spawner is not None:
+        return need_choice(spawner, "spawner", SPAWNERS)
+    name = (os.environ.get(SPAWNER_ENV) or "process").strip().lower()
     return "docker" if name in ("docker", "dockerspawner", "container", "containers") else "process"
 
 
@@ -159,6 +169,9 @@ class Classroom:
                  hub_token: "str | None" = None):
         self.root = class_root(root)
         self.spawner = spawner_kind(spawner)
+        for value, what in ((hub_api_url, "hub_api_url"), (hub_token, "hub_token")):
+            if value is not None:
+                need_str(value, what, empty=True)
         self._hub = (hub_api_url, hub_token)
 
     def __repr__(self):
@@ -174,7 +187,7 @@ class Classroom:
     def here(cls, root=None) -> "Classroom | HubClassroom":
         """The class root when this process can read it (root on the hub host), else the hub service
         when this runs behind a hub; the admin notebook starts with this."""
-        path = Path(root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
+        path = _root_path(root)
         if (path / "homes").is_dir() and os.access(path / "homes", os.R_OK | os.X_OK):
             return cls(path)
         if os.environ.get("JUPYTERHUB_API_TOKEN") and os.environ.get("JUPYTERHUB_API_URL"):
@@ -464,6 +477,10 @@ class HubClassroom:
     ``GET /services/pglab-class`` (its ``url``; the token needs ``read:services``)."""
 
     def __init__(self, url: "str | None" = None, token: "str | None" = None):
+        if url is not None:
+            need_str(url, "url", example="'http://127.0.0.1:10101/services/pglab-class/'")
+        if token is not None:
+            need_str(token, "token")
         self.token = token or os.environ.get("JUPYTERHUB_API_TOKEN")
         if not self.token:
             raise LabError("no hub token here (JUPYTERHUB_API_TOKEN is unset): run this in your server on the hub, "
