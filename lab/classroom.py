@@ -360,7 +360,8 @@ class Classroom:
         if self.spawner == "docker":
             container = (os.environ.get(CONTAINER_ENV) or CONTAINER_DEFAULT).format(student=student)
             if _container_running(container):
-                out = _run(["docker", "exec", container, "python", "-m", "lab", "down", "--wipe"])
+                # as the home's owner, whoever the image's default user is: no root-owned file left
+                out = _run(["docker", "exec", "-u", f"{uid}:{gid}", container, "python", "-m", "lab", "down", "--wipe"])
                 return Text(f"{student}: cluster stopped and wiped in container {container} ({out}); "
                             "progress kept")
             _run(["rm", "-rf", "--", str(home / "ha"), str(home / "data"), str(home / "state.json")],
