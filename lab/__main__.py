@@ -90,7 +90,12 @@ def class_cli(args) -> int:
     room = classroom.Classroom(args.root)
     if args.class_cmd == "status":
         df = room.status()
-        print(df.to_string(index=False) if len(df) else f"no students yet in {room.root / 'homes'}")
+        if not len(df):
+            print(f"no students yet in {room.root / 'homes'}")
+            return 0
+        print(df.drop(columns="seen").to_string(index=False))
+        for how in df["seen"].unique():  # how it was seen: once, under the table, not on every line
+            print(f"({how})")
     elif args.class_cmd == "progress":
         df = room.progress()
         print(df.to_string() if len(df) else f"no students yet in {room.root / 'homes'}")

@@ -291,9 +291,9 @@ class Classroom:
             how = "the hub"
         elif self.spawner == "process":
             row["server"] = "running" if self._server_process(student, uid) else "stopped"
-            how = "its processes"
+            how = "its processes on this host"
         else:
-            how = "nobody (no hub to ask)"
+            how = "nowhere (no hub to ask)"
         try:
             state = LabHome(home).load()
         except LabHomeError as e:
@@ -317,7 +317,7 @@ class Classroom:
         if last is not None:
             row["last_activity"] = pd.Timestamp(last, unit="s", tz="UTC").floor("s")
         cluster_how = "pids on this host" if self.spawner == "process" else "the state file (pids are the container's)"
-        row["seen"] = f"server: {how}; cluster: {cluster_how}"
+        row["seen"] = f"server from {how}; cluster from {cluster_how}"
         return row
 
     def status(self) -> pd.DataFrame:
