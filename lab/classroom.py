@@ -212,20 +212,22 @@ class Classroom:
     def _servers(self) -> "dict[str, bool] | None":
         return hub_servers(*self._hub)
 
-    def _server_process(self, student: str, uid: int) -> bool:
-        """Process spawner without the hub's answer: a Jupyter server of ``student`` alive on this host."""
+    @staticmethod
+    def _jupyter_servers() -> "set[tuple[int, str]]":
+        """Process spawner without the hub's answer: (uid, JUPYTERHUB_USER) of every Jupyter server
+        alive on this host (kernels aside), from one look at the process table."""
+        found = set()
         for p in psutil.process_iter(["uids", "cmdline"]):
             try:
-                if p.info["uids"] is None or p.info["uids"].real != uid:
-                    continue
                 cmd = " ".join(p.info["cmdline"] or [])
-                if "jupyter" not in cmd or "ipykernel" in cmd:
+                if "jupyter" not in cmd or "ipykernel" in cmd or p.info["uids"] is None:
                     continue
-                if p.environ().get("JUPYTERHUB_USER") == student:
-                    return True
+                user = p.environ().get("JUPYTERHUB_USER")
+                if user:
+                    found.add((p.info["uids"].real, user))
             except (psutil.Error, OSError):
                 continue
-        return False
+        return found
 
     def _host_path(self, home: Path, state: dict, path: str) -> Path:
         """A data directory as this host sees it: in a container the state names the container's paths,
@@ -280,8 +282,9 @@ class Classroom:
         known = registered()
         return {k for k, v in progress_results(home).items() if k in known and v.get("passed")}
 
-    def student_status(self, student: str, servers: "dict[str, bool] | None" = None) -> dict:
-        """One row of ``status()``."""
+    def student_status(self, student: str, servers: "dict[str, bool] | None" = None,
+                       processes: "set[tuple[int, str]] | None" = None) -> dict:
+        """One row of ``status()`` (``servers``: the hub's answer; ``processes``: ``_jupyter_servers()``)."""
         home = self.home(student)
         row = dict(student=student, server="unknown", cluster="none", nodes="", checks="",
                    last_activity=pd.NaT, seen="")
@@ -290,7 +293,9 @@ class Classroom:
             row["server"] = "running" if servers.get(student) else "stopped"
             how = "the hub"
         elif self.spawner == "process":
-            row["server"] = "running" if self._server_process(student, uid) else "stopped"
+            if processes is None:
+                processes = self._jupyter_servers()
+            row["server"] = "running" if (uid, student) in processes else "stopped"
             how = "its processes on this host"
         else:
             how = "nowhere (no hub to ask)"
@@ -326,7 +331,8 @@ class Classroom:
         name's: ``primary(former primary):stopped`` after a failover), self-checks passed / exercises,
         the last time the lab wrote in their home (UTC), and how each was seen."""
         servers = self._servers()
-        rows = [self.student_status(s, servers) for s in self.students()]
+        processes = self._jupyter_servers() if servers is None and self.spawner == "process" else None
+        rows = [self.student_status(s, servers, processes) for s in self.students()]
         return pd.DataFrame(rows, columns=STATUS_COLUMNS)
 
     def passed(self) -> pd.DataFrame:
