@@ -73,6 +73,9 @@ CPU_LIMIT = number("LAB_HUB_CPU_LIMIT", 0)                       # per student, 
 STATE = CLASS_ROOT / "hub"
 STATE.mkdir(parents=True, exist_ok=True)
 os.chmod(STATE, 0o700)
+for d in (CLASS_ROOT, CLASS_ROOT / "homes"):  # the students' lab homes, each 0700 and theirs (made at spawn)
+    d.mkdir(exist_ok=True)
+    os.chmod(d, 0o711)  # every student passes through to their own lab home and lists none
 os.environ["LAB_CLASS_ROOT"] = str(CLASS_ROOT)  # the spawners and the class service read it
 
 # --- the hub and its proxy ----------------------------------------------------------------

@@ -21,6 +21,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -219,6 +220,9 @@ class ClassProcessSpawner(LocalProcessSpawner):
         become = set_user_setuid(self.unix_user, chdir=True)
 
         def preexec():
+            # a hub started in the background of a script has SIGINT ignored, which its children
+            # would inherit: the spawner's first, gentle stop is a SIGINT
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             for path in procs:
                 with open(path, "w") as f:
                     f.write(str(os.getpid()))

@@ -10,7 +10,9 @@ It acts only behind a hub (``JUPYTERHUB_SERVICE_PREFIX`` set) or with ``LAB_STOP
 on a laptop (``make lab``) the cluster keeps running after JupyterLab stops.
 
 jupyter_server calls ``stop_extension`` of ExtensionApps only, from its clean-up, which runs on
-SIGTERM and on the SIGINT JupyterHub sends first; so this is an ExtensionApp, enabled with
+SIGTERM; so this is an ExtensionApp.  JupyterHub stops a server with SIGINT first, which a server
+without a terminal takes as KeyboardInterrupt and exits on with no clean-up at all: behind a hub
+this extension makes SIGINT stop the server as SIGTERM does.  It is enabled with
 ``{"ServerApp": {"jpserver_extensions": {"lab.serverhook": true}}}`` in a
 ``jupyter_server_config.d`` directory (hub/singleuser/ holds that file).
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 
 from jupyter_server.extension.application import ExtensionApp
@@ -57,9 +60,14 @@ class StopWithServer(ExtensionApp):
     load_other_extensions = True
 
     def initialize_settings(self):
-        if active():
-            self.log.info("pglab: this server's stop stops the lab's clusters in %s (data kept)",
-                          os.environ.get("LAB_HOME") or "the default lab home")
+        if not active():
+            return
+        # Called in the main thread after the server set its own signal handlers: SIGINT gets the
+        # clean stop unless the server asks for a confirmation on a terminal.
+        if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, signal.SIG_DFL, signal.SIG_IGN):
+            signal.signal(signal.SIGINT, self.serverapp._signal_stop)
+        self.log.info("pglab: this server's stop stops the lab's clusters in %s (data kept)",
+                      os.environ.get("LAB_HOME") or "the default lab home")
 
     async def stop_extension(self):
         if not active():
