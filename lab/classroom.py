@@ -142,6 +142,11 @@ def hub_servers(api_url: "str | None" = None, token: "str | None" = None) -> "di
 
 
 # --- one student's lab home ---------------------------------------------------------------------
+def _readable(path: Path) -> bool:
+    """Can this process list ``path`` and read what is in it (root on the hub host can; a student cannot)."""
+    return path.is_dir() and os.access(path, os.R_OK | os.X_OK)
+
+
 def _owner(path: Path) -> "tuple[int, int]":
     st = path.stat()
     return st.st_uid, st.st_gid
@@ -185,10 +190,10 @@ class Classroom:
 
     @classmethod
     def here(cls, root=None) -> "Classroom | HubClassroom":
-        """The class root when this process can read it (root on the hub host), else the hub service
-        when this runs behind a hub; the admin notebook starts with this."""
+        """The class root when this process can read it and every lab home in it (root on the hub
+        host), else the hub service when this runs behind a hub; the admin notebook starts with this."""
         path = _root_path(root)
-        if (path / "homes").is_dir() and os.access(path / "homes", os.R_OK | os.X_OK):
+        if _readable(path / "homes") and all(_readable(h) for h in (path / "homes").iterdir() if h.is_dir()):
             return cls(path)
         if os.environ.get("JUPYTERHUB_API_TOKEN") and os.environ.get("JUPYTERHUB_API_URL"):
             return HubClassroom()

@@ -411,6 +411,11 @@ def test_the_service_answers_admins_only_with_the_same_tables(room, hub, monkeyp
     assert [t.get_text() for t in remote.plot().axes[0].get_yticklabels()] == rc.students()
     with pytest.raises(LabError, match="admins only"):
         HubClassroom(url=remote.url, token=hub["someone"]).status()
+    if a["uid"] != b["uid"]:  # a user who cannot read every lab home (the notebook in a server) asks the hub
+        r = _as(a, "import sys; from lab.classroom import Classroom; room = Classroom.here(sys.argv[1]); "
+                   "print(type(room).__name__, len(room.status()))", str(rc.root))
+        assert r.stdout.split() == ["HubClassroom", "2"], r.stdout + r.stderr
+    assert isinstance(Classroom.here(rc.root), Classroom)  # root reads the class root itself
 
     # a reset through the service: the stopped student's cluster wiped as their uid, progress kept
     msg = remote.reset(b["name"])
