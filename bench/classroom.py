@@ -155,6 +155,7 @@ def student(hub: hf.Hub, name: str, chapters: "list[str]", cell_timeout: float, 
     try:
         go.wait()
         t0 = time.monotonic()
+        hub.login(name).close()  # the login form, as a browser does: the hub makes the user
         r = httpx.post(f"{hub.url}/hub/api/users/{name}/tokens", timeout=120,
                        json={"auth": {"username": name, "password": "any"}, "note": "class bench",
                              "expires_in": 7200})
