@@ -36,7 +36,10 @@ def cmd_api(args) -> int:
 
     print(f"crypto app API on http://{s.api_host}:{s.api_port} (docs: {s.api_root_path}/docs), reads from {s.read_from}, "
           f"{len(s.replica_dsns)} replica(s), {s.api_workers} worker(s)", flush=True)
+    # root_path (APP_API_ROOT_PATH): behind a proxy that strips it, /docs asks for <root path>/openapi.json
+    # and the document names that path as its server
     uvicorn.run("app.api:create_app", factory=True, host=s.api_host, port=s.api_port, workers=s.api_workers,
+                root_path=s.api_root_path,
                 log_level=args.log_level, access_log=False, loop="auto", http="auto")
     return 0
 

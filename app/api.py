@@ -220,10 +220,7 @@ def create_app(settings: "Settings | None" = None, router: "Router | None" = Non
         if router is None:
             r.close()
 
-    # root_path: behind a proxy, /docs asks for <root path>/openapi.json and the document names that
-    # path as its server; requests that arrive with it (a proxy that keeps it) or without it both match
     app = FastAPI(title="Crypto app on a replicated PostgreSQL", version=__version__, lifespan=lifespan,
-                  root_path=settings.api_root_path,
                   description="Writes go to the primary, reads to the replicas (see the X-Served-By header).")
 
     def get_router(request: Request) -> Router:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 from .client import ApiClient, ApiError
-from .settings import SettingsError
+from .settings import SettingsError, url_path
 
 RANGES = {"1 hour": dt.timedelta(hours=1), "6 hours": dt.timedelta(hours=6),
           "24 hours": dt.timedelta(days=1), "7 days": dt.timedelta(days=7)}
@@ -35,6 +36,19 @@ def api_url() -> str:
     host = os.environ.get("APP_API_HOST", "").strip() or "127.0.0.1"
     port = os.environ.get("APP_API_PORT", "").strip() or "8000"
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+
+
+def public_api_url(url: str) -> str:
+    """Where a reader's browser reaches the API, for the link on the page: APP_API_PUBLIC_URL (an
+    http(s) URL, or a path such as /user/alice/proxy/8000 behind a proxy), else the API's URL."""
+    raw = os.environ.get("APP_API_PUBLIC_URL", "").strip().rstrip("/")
+    if not raw:
+        return url
+    if raw.startswith("/"):
+        url_path({"APP_API_PUBLIC_URL": raw}, "APP_API_PUBLIC_URL")
+    elif not re.match(r"^https?://[^/\s]+[^\s]*$", raw):
+        raise SettingsError(f"APP_API_PUBLIC_URL={raw!r}: an http(s) URL or a path such as /user/alice/proxy/8000")
+    return raw
 
 
 def refresh_seconds() -> float:
@@ -154,10 +168,11 @@ def main() -> None:
     st.title("Crypto app")
     try:
         url, every = api_url(), refresh_seconds()
+        public = public_api_url(url)
     except SettingsError as e:
         st.error(str(e))
         return
-    st.caption(f"writes go to the primary, reads to the replicas — API {url}")
+    st.caption(f"writes go to the primary, reads to the replicas — API [{public}]({public}/docs)")
     api = session_client(url)
     try:
         symbols = api.coins()["symbol"].tolist()

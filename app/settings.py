@@ -18,9 +18,11 @@
     APP_SOURCE           simulator (default) | live
     APP_LIVE_URL         the price API of the live source (CoinGecko's simple/price shape)
     APP_REFRESH_S        the dashboard's auto-refresh period (default 5; 0 turns it off)
-    APP_API_ROOT_PATH    the path under which browsers reach the API through a reverse proxy that
-                         strips or keeps it, e.g. /user/alice/proxy/absolute/8000 (default: none);
-                         /docs then loads the OpenAPI document from there
+    APP_API_ROOT_PATH    the path a reverse proxy strips before it passes a browser's request to the
+                         API, e.g. /user/alice/proxy/8000 (uvicorn's root path; default: none):
+                         /docs then loads the OpenAPI document from under it
+    APP_API_PUBLIC_URL   where a browser reaches the API (the dashboard links its /docs): an http(s)
+                         URL or a path such as /user/alice/proxy/8000 (default: APP_API_URL)
     APP_DASHBOARD_BASE_PATH  the path the dashboard answers under (Streamlit's server.baseUrlPath),
                          e.g. /user/alice/proxy/absolute/8501 (default: none, at the root)
 

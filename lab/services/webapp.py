@@ -9,8 +9,9 @@ it the same way.  Its ports are claimed like the nodes' and released by ``stop()
 Two sets of URLs: the lab's own requests (health checks, the API client) go to 127.0.0.1, while
 what a student's browser opens (the printed links, the embedded dashboard) goes through their
 Jupyter server's proxy where the lab runs behind JupyterHub or Binder (lab.system.jupyterenv).
-The app is then told the path it answers under: the API's root path (so /docs finds its
-OpenAPI document) and the dashboard's base URL path.
+The app is then told the paths it is reached under: the API's root path, which the proxy strips
+(``/proxy/<port>``; /docs then finds its OpenAPI document), and the dashboard's base URL path,
+which the proxy keeps (``/proxy/absolute/<port>``).
 """
 from __future__ import annotations
 
@@ -95,9 +96,11 @@ def service(where=None) -> Service:
 
 
 def app_env(cluster: "Cluster", token: str, api_port: int, dashboard_port: int, read_from: str = "replicas",
-            tick_rate: float = 1.0, api_root_path: str = "", dashboard_base_path: str = "") -> dict:
+            tick_rate: float = 1.0, api_root_path: str = "", dashboard_base_path: str = "",
+            api_public_url: str = "") -> dict:
     """The app's APP_* variables for this cluster: writes to its primary, reads from its replicas;
-    behind a proxy, the paths its API and dashboard are reached under (``base_paths()``)."""
+    behind a proxy, the paths its API and dashboard are reached under (``base_paths()``) and the
+    API's URL for the dashboard's link."""
     return {
         "APP_PRIMARY_DSN": cluster.primary.dsn,
         "APP_REPLICA_DSNS": json.dumps([n.dsn for n in cluster.nodes if n.name != cluster.primary.name]),
@@ -113,19 +116,21 @@ def app_env(cluster: "Cluster", token: str, api_port: int, dashboard_port: int, 
         "APP_HISTORY_DAYS": "7",
         "APP_HISTORY_STEP_S": "60",
         "APP_API_ROOT_PATH": api_root_path,
+        "APP_API_PUBLIC_URL": api_public_url,
         "APP_DASHBOARD_BASE_PATH": dashboard_base_path,
     }
 
 
 def base_paths(api_port: int, dashboard_port: int) -> "list[str]":
-    """The paths the API and the dashboard answer under: "" for both unless behind a proxy."""
-    return [jupyterenv.base_path(api_port), jupyterenv.base_path(dashboard_port)]
+    """The paths the API and the dashboard are reached under: "" for both unless behind a proxy.
+    uvicorn takes its root path as one the proxy strips; Streamlit answers under its base path."""
+    return [jupyterenv.base_path(api_port, absolute=False), jupyterenv.base_path(dashboard_port)]
 
 
 def _urls(api_port: int, dashboard_port: int, paths: "list[str]") -> dict:
     """The app's URLs in its state: internal (127.0.0.1; the dashboard under its base path) and public."""
     return {"api_url": f"http://{HOST}:{api_port}", "dashboard_url": f"http://{HOST}:{dashboard_port}{paths[1]}",
-            "public_api_url": jupyterenv.browser_url(api_port, "/").rstrip("/"),
+            "public_api_url": jupyterenv.browser_url(api_port, "/", absolute=False).rstrip("/"),
             "public_dashboard_url": jupyterenv.browser_url(dashboard_port, "/"),  # the page: no redirect
             "base_paths": paths}
 
@@ -194,9 +199,11 @@ def start(cluster: "Cluster", quiet: bool = False, feed: bool = True, read_from:
             api_port, dash_port = run.claim_ports(2, avoid={n.port for n in cluster.nodes},
                                                   preferred=[state.get("api_port"), state.get("dashboard_port")])
             paths = base_paths(api_port, dash_port)
-            env = app_env(cluster, token, api_port, dash_port, read_from, tick_rate, *paths)
+            urls = _urls(api_port, dash_port, paths)
+            env = app_env(cluster, token, api_port, dash_port, read_from, tick_rate, *paths,
+                          api_public_url=urls["public_api_url"] if paths[0] else "")
             state = {"token": token, "api_port": api_port, "dashboard_port": dash_port, "feed": feed,
-                     "ports": [api_port, dash_port], "pids": run.pids, **_urls(api_port, dash_port, paths),
+                     "ports": [api_port, dash_port], "pids": run.pids, **urls,
                      "read_from": read_from, "topology": topology,
                      "started": dt.datetime.now(dt.timezone.utc).isoformat()}
             svc.write_state(state)

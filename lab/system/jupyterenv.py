@@ -118,12 +118,16 @@ def links(env: "Mapping[str, str] | None" = None) -> Links:
     return Links("proxy", prefix=prefix, origin=origin, why=why)
 
 
-def base_path(port: int, env: "Mapping[str, str] | None" = None) -> str:
-    """The path an app on ``port`` must be told it answers under (Streamlit's base URL path, FastAPI's
-    root path): ``<prefix>proxy/absolute/<port>`` behind a proxy, "" where links are direct.  The
-    proxy keeps it, so the app sees the same path as the browser."""
+def base_path(port: int, *, absolute: bool = True, env: "Mapping[str, str] | None" = None) -> str:
+    """The path an app on ``port`` must be told it is reached under, "" where links are direct.
+    ``absolute=True``: ``<prefix>proxy/absolute/<port>``, which the proxy keeps, so the app sees the
+    browser's whole path and answers under it (Streamlit's base URL path).  ``absolute=False``:
+    ``<prefix>proxy/<port>``, which the proxy strips, for an app that answers at its root and only
+    puts the prefix in the links it makes (uvicorn's root path)."""
     got = links(env)
-    return f"{got.prefix}proxy/absolute/{int(port)}" if got.proxied else ""
+    if not got.proxied:
+        return ""
+    return f"{got.prefix}proxy/absolute/{int(port)}" if absolute else f"{got.prefix}proxy/{int(port)}"
 
 
 def browser_url(port: int, path: str = "/", *, absolute: bool = True, env: "Mapping[str, str] | None" = None) -> str:
@@ -138,8 +142,7 @@ def browser_url(port: int, path: str = "/", *, absolute: bool = True, env: "Mapp
     got = links(env)
     if not got.proxied:
         return f"http://{HOST}:{int(port)}{path}"
-    where = f"proxy/absolute/{int(port)}" if absolute else f"proxy/{int(port)}"
-    return f"{got.origin}{got.prefix}{where}{path}"
+    return got.origin + base_path(port, absolute=absolute, env=env) + path
 
 
 def notice(env: "Mapping[str, str] | None" = None) -> "str | None":

@@ -72,9 +72,14 @@ class DevTools:
                     raise RuntimeError(f"{method}: {msg['error']}")
                 return msg["result"]
 
-    def evaluate(self, expression: str):
-        """The value of a JavaScript expression in the page (JSON-serialisable values only)."""
-        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+    def evaluate(self, expression: str, await_promise: bool = False):
+        """The value of a JavaScript expression in the page (JSON-serialisable values only);
+        ``await_promise``: of the promise it returns, once settled."""
+        r = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=await_promise)
+        if "exceptionDetails" in r:
+            raise RuntimeError(f"the page's JavaScript failed: {r['exceptionDetails'].get('text')} "
+                               f"{r['result'].get('description', '')}")
+        return r["result"].get("value")
 
     def text(self) -> str:
         return self.evaluate("document.body ? document.body.innerText : ''") or ""
