@@ -1,0 +1,196 @@
+"""The class's single-user image (hub/Dockerfile) on the lab's base: what each student's Jupyter
+server runs in under DockerSpawner (hub/docker_spawner.py).
+
+Built like the app's image: Debian's packages by apt with ``--network host`` (the base's mirror),
+the Python packages as wheels built on the host (its pip, index and certificates) and served to
+the build on 127.0.0.1.  Cached as ``hub-<key>.tar`` beside the node images; the key hashes the
+base key, the hub's JupyterHub version and every file the image is built from (the lab itself
+included: a change to lab/ builds it again).
+
+A rebuild starts from the previous image (``--cache-from``, loaded from its stale tar), so a change
+to lab/ alone reuses the apt and dependency layers; the wheels are then served on the same port
+as before (``WHEELS_PORT``, when free), because the build argument naming it is part of the
+layers' cache key.
+"""
+from __future__ import annotations
+
+import contextlib
+import email.parser
+import functools
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import version as dist_version
+from pathlib import Path
+
+from packaging.specifiers import SpecifierSet
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
+    import tomli as tomllib
+
+from .app_image import APP_PYTHON
+from .engine import PrivateDockerd
+from .host import docker_cli, say
+from .images import (BASE_IMAGE, FileLock, base_key, default_cache_dir, ensure_images, image_label,
+                     inputs_key, load, run_logged, save)
+
+HUB_IMAGE = "pglab/singleuser:test"
+HUB_INPUTS = ("hub/Dockerfile", "hub/singleuser-entrypoint.sh", "hub/singleuser", ".dockerignore", "pyproject.toml", "README.md",
+              "lab", "app", "master", "replica", "notebooks")
+IMAGE_PYTHON = "3.11.2"  # Debian bookworm's python3
+# Below the lab's port range (lab/system/ports.py) and the kernel's ephemeral one.
+WHEELS_PORT = 19431
+
+
+def jupyterhub_version() -> str:
+    """The hub's version (this environment's jupyterhub): the image's jupyterhub-singleuser matches it."""
+    return dist_version("jupyterhub")
+
+
+def hub_key(repo_root, base: str) -> str:
+    """The image's key: the base key, the JupyterHub version and hub/Dockerfile, its entrypoint,
+    hub/singleuser/ (the server's configuration), .dockerignore, pyproject.toml, README.md, lab/, app/, master/, replica/ and notebooks/."""
+    return inputs_key("hub", repo_root, f"{base}-jupyterhub-{jupyterhub_version()}", HUB_INPUTS)
+
+
+def requirements(repo_root: Path) -> list[str]:
+    """What the image's pip installs: the lab's dependencies (pyproject.toml) and jupyterhub."""
+    project = tomllib.loads((Path(repo_root) / "pyproject.toml").read_text())["project"]
+    return [*project["dependencies"], f"jupyterhub=={jupyterhub_version()}"]
+
+
+@contextlib.contextmanager
+def _serve_dir(path: Path, port: int = WHEELS_PORT):
+    """An HTTP server on 127.0.0.1 listing ``path`` (pip's --find-links): on ``port`` if it is
+    free, else on any free port (the build then reuses no layer that pip made)."""
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(path))
+    try:
+        srv = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError:
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join(5)
+
+
+def _too_new(wheels: Path) -> "dict[str, str]":
+    """The wheels in ``wheels`` whose Requires-Python excludes the image's Python: {name: version}."""
+    found = {}
+    for whl in wheels.glob("*.whl"):
+        with zipfile.ZipFile(whl) as z:
+            meta = next((n for n in z.namelist() if n.endswith(".dist-info/METADATA")), None)
+            text = z.read(meta).decode(errors="replace") if meta else ""
+        msg = email.parser.Parser().parsestr(text, headersonly=True)
+        spec = msg.get("Requires-Python")
+        if spec and IMAGE_PYTHON not in SpecifierSet(spec):
+            found[msg["Name"]] = msg["Version"]
+    return found
+
+
+def _newest_for_image(name: str, work: Path, log_file: Path) -> str:
+    """The newest version of ``name`` whose wheel the image's Python accepts (pip's own choice)."""
+    dest = work / f"probe-{name}"
+    run_logged([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                "--python-version", IMAGE_PYTHON, "--dest", dest, name],
+               log_file, f"finding a version of {name} for Python {IMAGE_PYTHON}", 600)
+    whl = next(dest.glob("*.whl"))
+    return whl.name.split("-")[1]
+
+
+def _wheels(req: Path, dest: Path, log_file: Path) -> None:
+    """Wheels of ``req`` and their dependencies, built by the host's pip (its index, proxy and
+    certificates; sdists such as python-etcd built here too).  The host's Python may be a later
+    3.11 than the image's: a wheel whose Requires-Python leaves the image's out is pinned to the
+    newest version that takes it, and the resolution done again."""
+    constraints = req.with_name("constraints.txt")
+    pinned: dict[str, str] = {}
+    for _ in range(4):
+        constraints.write_text("".join(f"{n}=={v}\n" for n, v in pinned.items()))
+        shutil.rmtree(dest, ignore_errors=True)
+        run_logged([sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", dest, "-r", req, "-c", constraints],
+                   log_file, "building the single-user image's wheels on the host (pip)", 1800)
+        too_new = _too_new(dest)
+        if not too_new:
+            return
+        for name in too_new:
+            pinned[name] = _newest_for_image(name, req.parent, log_file)
+    raise RuntimeError(f"no versions of {sorted(pinned)} for Python {IMAGE_PYTHON} (the image's): see {log_file}")
+
+
+def build_hub(engine: PrivateDockerd, repo_root: Path, base: str, key: str, image: str = HUB_IMAGE,
+              cache_from: str | None = None, log=say) -> None:
+    """``docker build -f hub/Dockerfile --network host`` on ``base``, pip installing only from
+    wheels built on the host (no index from inside the build)."""
+    if sys.version_info[:2] != APP_PYTHON:
+        raise RuntimeError(f"the single-user image's wheels are built by this Python ({sys.version_info[:2]}), "
+                           f"which must be the image's ({APP_PYTHON}, Debian bookworm's python3)")
+    work = Path(tempfile.mkdtemp(prefix="hub-build-", dir=engine.root))
+    wheels, build_log, req = work / "wheels", work / "build.log", work / "requirements.txt"
+    try:
+        t = time.monotonic()
+        req.write_text("\n".join(requirements(repo_root)) + "\n")
+        log("building the single-user image's Python wheels on the host")
+        _wheels(req, wheels, build_log)
+        log(f"wheels ready in {time.monotonic() - t:.1f} s; building {image} from hub/Dockerfile on {base}")
+        t = time.monotonic()
+        extra = ["--cache-from", cache_from] if cache_from else []
+        with _serve_dir(wheels) as url:
+            run_logged([docker_cli() or "docker", "build", "-q", "--network", "host", *extra,
+                        "-f", Path(repo_root) / "hub" / "Dockerfile",
+                        "--build-arg", f"BASE_IMAGE={base}",
+                        "--build-arg", f"JUPYTERHUB_VERSION={jupyterhub_version()}",
+                        "--build-arg", f"PIP_ARGS=--no-index --find-links {url}",
+                        "--label", f"org.pglab.hub.key={key}", "-t", image, repo_root],
+                       build_log, f"building {image}", 1800, env=dict(engine.env(), DOCKER_BUILDKIT="0"))
+        log(f"built {image} in {time.monotonic() - t:.1f} s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def ensure_hub_image(engine: PrivateDockerd, repo_root, cache_dir=None, *, log=None) -> str:
+    """The single-user image in ``engine`` (on the base of ``ensure_images``, called first), from
+    the cache when possible; returns its name (``HUB_IMAGE``).  The tar holds this image alone."""
+    log = log or say
+    repo_root = Path(repo_root).resolve()
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    engine.images = {**engine.images, **ensure_images(engine, repo_root, cache, log=log)}
+    key = hub_key(repo_root, base_key())
+    tar = cache / f"hub-{key}.tar"
+    t0 = time.monotonic()
+    with FileLock(cache / ".lock", log):
+        def have():
+            return image_label(engine, HUB_IMAGE, "org.pglab.hub.key") == key
+
+        if not have() and not (tar.is_file() and load(engine, tar, log) and have()):
+            stale = [p for p in cache.glob("hub-*.tar") if p != tar]
+            previous = None
+            if image_label(engine, HUB_IMAGE, "org.pglab.hub.key"):
+                previous = HUB_IMAGE
+            else:
+                for p in sorted(stale, key=lambda p: p.stat().st_mtime, reverse=True):
+                    if load(engine, p, log):
+                        previous = HUB_IMAGE
+                        break
+            build_hub(engine, repo_root, BASE_IMAGE, key, cache_from=previous, log=log)
+            save(engine, tar, HUB_IMAGE, log=log)
+            for p in stale:
+                p.unlink(missing_ok=True)
+            log(f"single-user image ready in {time.monotonic() - t0:.1f} s")
+    engine.images["hub"] = HUB_IMAGE
+    return HUB_IMAGE
