@@ -25,6 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import psutil
 import pytest
@@ -37,6 +38,7 @@ from lab.exercises import progress
 from lab.system import ports
 from labtest.helpers import postmasters
 
+pytest_plugins = ["hub_fixtures"]  # hub: the class's own hub/jupyterhub_config.py, run for real
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
@@ -291,7 +293,7 @@ def _get(url: str, token: "str | None" = None, method: str = "GET") -> "tuple[in
 
 
 @pytest.fixture(scope="module")
-def hub(room, tmp_path_factory):
+def own_hub(room, tmp_path_factory):
     """A real JupyterHub (dummy authenticator) running the pglab-class service on the module's class
     root; tokens for an admin (the instructor) and a student.  Stopped at the end with its children."""
     chp = shutil.which("configurable-http-proxy")
@@ -384,8 +386,9 @@ def _get_token(api: str, tester: str, user: str, scopes: list) -> "tuple[int, di
 
 
 @pytest.mark.hub
-def test_the_service_answers_admins_only_with_the_same_tables(room, hub, monkeypatch):
+def test_the_service_answers_admins_only_with_the_same_tables(room, own_hub, monkeypatch):
     rc, (a, b) = room
+    hub = own_hub
     assert _get(hub["service"] + "api/status")[0] == 401
     assert _get(hub["service"] + "api/status", hub["someone"])[0] == 403
     assert _get(hub["service"] + f"api/reset/{b['name']}", hub["someone"], "POST")[0] == 403
@@ -423,6 +426,67 @@ def test_the_service_answers_admins_only_with_the_same_tables(room, hub, monkeyp
     assert not (b["home"] / "state.json").exists() and not (b["home"] / "data").exists()
     assert (b["home"] / progress.FILE).exists()
     assert _rows(rc.status())[b["name"]]["cluster"] == "none"
+
+
+# --- the class's own hub: the instructor's notebook in the instructor's own server ----------------------
+INSTRUCTOR = "teacher"  # hub_fixtures' admin (LAB_HUB_ADMINS)
+SERVICE_SCOPE = "access:services!service=pglab-class"
+
+KERNEL_UP = """
+import lab, lab.checks
+c = lab.up(replicas=1, quiet=True)
+major = int(c.primary.scalar("SHOW server_version_num", dbname="postgres")) // 10000
+out = {"ok": lab.checks.check("00.1", c, answer=major).ok}
+"""
+
+KERNEL_SCOPES = """
+import json, os, urllib.request
+req = urllib.request.Request(os.environ["JUPYTERHUB_API_URL"] + "/user",
+                             headers={"Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"]})
+out = json.load(urllib.request.urlopen(req, timeout=30)).get("scopes", [])
+"""
+
+KERNEL_VIEW = """
+from lab.classroom import Classroom
+room = Classroom.here()
+st = room.status()
+out = {"kind": type(room).__name__, "status": st.astype(str).to_dict("records"),
+       "progress": room.progress().to_dict("index")}
+"""
+
+
+@pytest.mark.hub
+def test_the_instructor_sees_the_class_of_a_real_hub_from_their_own_server(hub):
+    """hub/jupyterhub_config.py (process spawner): two students' kernels bring a cluster up and pass
+    a check; one server is stopped through the hub (its stop hook stops the cluster); the instructor's
+    notebook code, run in the instructor's own server, sees both through the pglab-class service."""
+    for name in ("cara", "dan"):
+        hub.start(name)
+        assert hub.run_json(name, KERNEL_UP)["ok"] is True
+    hub.stop("dan")
+    r = httpx.get(f"{hub.url}/services/pglab-class/api/status", headers={"Authorization": f"token {hub.token}"},
+                  timeout=120)  # through the hub's proxy, with the instructor's token
+    assert r.status_code == 200, r.text
+    rows = {row["student"]: row for row in r.json()["status"]}
+    total = sum(len(ids) for ids in classroom.chapters().values())
+    assert rows["cara"]["server"] == "running" and rows["cara"]["cluster"] == "running", rows["cara"]
+    assert rows["dan"]["server"] == "stopped" and rows["dan"]["cluster"] == "stopped", rows["dan"]
+    assert rows["cara"]["checks"] == rows["dan"]["checks"] == f"1/{total}"
+    assert "the hub" in rows["cara"]["seen"]
+
+    hub.start(INSTRUCTOR)
+    scopes = hub.run_json(INSTRUCTOR, KERNEL_SCOPES)
+    assert SERVICE_SCOPE in scopes, (
+        f"the instructor's server token has {scopes}: hub/jupyterhub_config.py must give it the class service, "
+        "c.Spawner.server_token_scopes = ['users:activity!user', 'access:servers!server', "
+        "'read:services!service=pglab-class', 'access:services!service=pglab-class'] (a user gets only those they hold)")
+    seen = hub.run_json(INSTRUCTOR, KERNEL_VIEW)
+    assert seen["kind"] == "HubClassroom"  # the instructor's user cannot read the homes: the service can
+    mine = {row["student"]: row for row in seen["status"]}
+    for name in ("cara", "dan"):
+        assert {k: mine[name][k] for k in ("server", "cluster", "nodes", "checks")} == \
+               {k: rows[name][k] for k in ("server", "cluster", "nodes", "checks")}
+        assert seen["progress"][name]["00"] == f"1/{len(classroom.chapters()['00'])}"
 
 
 # --- resetting ------------------------------------------------------------------------------------------
