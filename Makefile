@@ -2,8 +2,8 @@
 #
 #   make setup    .venv + the lab installed (again when pyproject.toml changes) + PostgreSQL >= 13 + etcd and HAProxy for chapter 08 (where they cannot be installed: what to install, as a warning)
 #   make lab      start JupyterLab on 127.0.0.1 (notebooks/)
-#   make test     the full suite CI runs: every test tier (compose, pgAdmin, browser included), then every notebook twice under nbval
-#   make test-quick  for iterating: unit tests + integration on local servers (no compose, pgAdmin, browser, notebooks); TESTS=tests/test_wal.py for one file
+#   make test     the full suite CI runs: every test tier (compose, pgAdmin, browser, hub included), then every notebook twice under nbval
+#   make test-quick  for iterating: unit tests + integration on local servers (no compose, pgAdmin, browser, hub, notebooks); TESTS=tests/test_wal.py for one file
 #   make down     stop the lab's cluster (data kept)
 #   make doctor   diagnose the environment
 #   make pgadmin  pgAdmin 4 on 127.0.0.1 with the cluster's nodes (installs it into .venv-pgadmin the first time)
@@ -23,7 +23,7 @@ NBVAL_LAB_HOME := $(CURDIR)/.lab/nbval
 
 # make test-quick: the tiers it leaves out (markers: pyproject.toml, tests/README.md).  nbval's
 # plugin is not loaded (no notebooks here; it costs seconds of start-up).
-QUICK_MARKERS := not compose and not pgadmin and not browser
+QUICK_MARKERS := not compose and not pgadmin and not browser and not hub
 TESTS ?= tests
 
 # Jupyter refuses to run as root without --allow-root (CI, containers).
@@ -64,7 +64,7 @@ $(VENV)/bin/pip:
 
 # Install the project only when pyproject.toml is newer than the stamp.
 $(STAMP): pyproject.toml | $(VENV)/bin/pip
-	$(VENV)/bin/pip install --disable-pip-version-check -e '.[test]'
+	$(VENV)/bin/pip install --disable-pip-version-check -e '.[test,hub]'
 	@touch $@
 
 lab: setup
@@ -74,6 +74,7 @@ lab: setup
 test: setup
 	@bash scripts/ensure-docker.sh
 	@bash scripts/ensure-chromium.sh
+	@LAB_REQUIRE_HUB='$(LAB_REQUIRE_HA)' bash scripts/ensure-hub.sh
 	$(PY) -m pytest --durations=30 tests
 	NBVAL_LAB_HOME='$(NBVAL_LAB_HOME)' bash scripts/test-notebooks.sh
 
