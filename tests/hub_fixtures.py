@@ -193,8 +193,9 @@ class Hub:
         client = httpx.Client(base_url=self.url, follow_redirects=True, timeout=60)
         client.get("/hub/login")
         xsrf = client.cookies.get("_xsrf", "")
-        r = client.post("/hub/login", data={"username": name, "password": "any", "_xsrf": xsrf})
-        assert r.status_code == 200 and "jupyterhub-session-id" in client.cookies, r.text[:500]
+        r = client.post("/hub/login", data={"username": name, "password": "any", "_xsrf": xsrf},
+                        follow_redirects=False)
+        assert r.status_code == 302 and "jupyterhub-hub-login" in client.cookies, (r.status_code, r.text[:500])
         return client
 
     # --- the machine ---------------------------------------------------------------------
@@ -235,6 +236,12 @@ class Hub:
                               timeout=timeout, user=p.pw_uid, group=p.pw_gid, extra_groups=[])
 
 
+def _default_sigint() -> None:
+    """The hub stops its services with SIGINT first: a pytest run in a script's background has it
+    ignored, which the hub and its services would inherit (and stop 10 s slower each)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_hub(root: Path, prefix: str) -> Hub:
     port, api_port, proxy_api, service = free_ports(4)
     env = dict(os.environ, LAB_CLASS_ROOT=str(root), LAB_HUB_SPAWNER="process", LAB_HUB_TEST_AUTH="dummy",
@@ -246,7 +253,7 @@ def _start_hub(root: Path, prefix: str) -> Hub:
     with open(log, "wb") as f:
         proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(HUB_DIR / "jupyterhub_config.py")],
                                 cwd=root / "hub-cwd", env=env, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_default_sigint)
     hub = Hub(f"http://127.0.0.1:{port}", root, prefix, proc, log)
     try:
         deadline = time.monotonic() + 90
