@@ -27,7 +27,8 @@ students' users and the class root, which is checked too.  Docker spawner: not m
 Per N: spawn time p50/p95 (POST .../server until the hub says ready), chapter time p50/p95,
 failures, PSS per student (median and max), total PSS (students + hub), the machine's used memory
 at its peak over the baseline, time to stop a server, and what was left.  Targets (issue #13):
-N = 30 with 0 failures, <= 300 MB per student (every student), nothing left after the stop.  The
+N = 30 with 0 failures, <= 300 MB per student (every student: those with chapter 01's kernel, and
+those with a second kernel for chapter 05 open too), nothing left after the stop.  The
 knee: the smallest N whose chapter-01 median is more than twice N = 1's.  Other work on the
 machine slows every number down: the load average before and after is printed with them.
 """
@@ -417,12 +418,14 @@ def main() -> int:
                 break
     target = next((s for s in results if s["n"] == TARGET_N), None)
     big = target or results[-1]
-    worst = max(big["tot"], default=None)
+    one, two = max(big["only01"], default=None), max(big["with05"], default=None)
     table = [
         (f"class size measured (target N={TARGET_N})", f"{big['n']}", f"{TARGET_N}", big["n"] >= TARGET_N),
         (f"N={big['n']}: failures", f"{big['failed']}", "0", big["failed"] == 0),
-        (f"N={big['n']}: PSS per student, max", f"{fmt(worst, '.0f')} MB", f"<= {TARGET_MB} MB",
-         worst is not None and worst <= TARGET_MB),
+        (f"N={big['n']}: PSS per student, one kernel (01), max", f"{fmt(one, '.0f')} MB", f"<= {TARGET_MB} MB",
+         one is not None and one <= TARGET_MB),
+        (f"N={big['n']}: PSS per student, two kernels (01+05), max", f"{fmt(two, '.0f')} MB",
+         f"<= {TARGET_MB} MB", None if two is None else two <= TARGET_MB),
         (f"N={big['n']}: left after the hub stopped every server", f"{big['left']}", "0", big["left"] == 0),
         (f"N={big['n']}: left after the teardown", f"{big['teardown']}", "0", big["teardown"] == 0),
     ]
