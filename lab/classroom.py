@@ -197,7 +197,7 @@ class Classroom:
             return cls(path)
         if os.environ.get("JUPYTERHUB_API_TOKEN") and os.environ.get("JUPYTERHUB_API_URL"):
             return HubClassroom()
-        return cls(root)  # raises the one-line error that says how to set the class root
+        return cls(root)  # no class root here: its one-line error says how to set it
 
     # --- who ------------------------------------------------------------------------------
     def students(self) -> "list[str]":
