@@ -3,9 +3,10 @@ server runs in under DockerSpawner (hub/docker_spawner.py).
 
 Built like the app's image: Debian's packages by apt with ``--network host`` (the base's mirror),
 the Python packages as wheels built on the host (its pip, index and certificates) and served to
-the build on 127.0.0.1.  Cached as ``hub-<key>.tar`` beside the node images; the key hashes the
-base key, the hub's JupyterHub version and every file the image is built from (the lab itself
-included: a change to lab/ builds it again).
+the build on 127.0.0.1.  Cached as ``hub-<key>.tar`` beside the node images, and the wheels as
+``hub-wheels-<hash of the requirements>/``.  The key hashes the base key, the hub's JupyterHub
+version and every file the image is built from (the lab itself included: a change to lab/
+builds it again).
 
 A rebuild starts from the previous image (``--cache-from``, loaded from its stale tar), so a change
 to lab/ alone reuses the apt and dependency layers; the wheels are then served on the same port
@@ -37,11 +38,11 @@ except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
 from .app_image import APP_PYTHON
 from .engine import PrivateDockerd
 from .host import docker_cli, say
-from .images import (BASE_IMAGE, FileLock, base_key, default_cache_dir, ensure_images, image_label,
+from .images import (BASE_IMAGE, FileLock, _sha, base_key, default_cache_dir, ensure_images, image_label,
                      inputs_key, load, run_logged, save)
 
 HUB_IMAGE = "pglab/singleuser:test"
-HUB_INPUTS = ("hub/Dockerfile", "hub/singleuser-entrypoint.sh", "hub/singleuser", ".dockerignore", "pyproject.toml", "README.md",
+HUB_INPUTS = ("hub/Dockerfile", "hub/singleuser-entrypoint.sh", "hub/singleuser", ".dockerignore", "pyproject.toml",
               "lab", "app", "master", "replica", "notebooks")
 IMAGE_PYTHON = "3.11.2"  # Debian bookworm's python3
 # Below the lab's port range (lab/system/ports.py) and the kernel's ephemeral one.
@@ -55,7 +56,7 @@ def jupyterhub_version() -> str:
 
 def hub_key(repo_root, base: str) -> str:
     """The image's key: the base key, the JupyterHub version and hub/Dockerfile, its entrypoint,
-    hub/singleuser/ (the server's configuration), .dockerignore, pyproject.toml, README.md, lab/, app/, master/, replica/ and notebooks/."""
+    hub/singleuser/ (the server's configuration), .dockerignore, pyproject.toml, lab/, app/, master/, replica/ and notebooks/."""
     return inputs_key("hub", repo_root, f"{base}-jupyterhub-{jupyterhub_version()}", HUB_INPUTS)
 
 
@@ -133,21 +134,41 @@ def _wheels(req: Path, dest: Path, log_file: Path) -> None:
     raise RuntimeError(f"no versions of {sorted(pinned)} for Python {IMAGE_PYTHON} (the image's): see {log_file}")
 
 
+def wheels_dir(repo_root: Path, cache: Path, work: Path, log=say) -> Path:
+    """The image's wheels, kept in the cache (``hub-wheels-<hash of the requirements>``) between
+    builds: a change to lab/ alone needs no pip run on the host (minutes here)."""
+    reqs = requirements(repo_root)
+    dest = cache / f"hub-wheels-{_sha('hub-wheels-v1', IMAGE_PYTHON, *reqs)}"
+    if (dest / ".complete").is_file():
+        return dest
+    t = time.monotonic()
+    log("building the single-user image's Python wheels on the host")
+    req = work / "requirements.txt"
+    req.write_text("\n".join(reqs) + "\n")
+    tmp = work / "wheels"
+    _wheels(req, tmp, work / "build.log")
+    (tmp / ".complete").write_text("")
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.move(str(tmp), dest)
+    for stale in cache.glob("hub-wheels-*"):
+        if stale != dest:
+            shutil.rmtree(stale, ignore_errors=True)
+    log(f"wheels ready in {time.monotonic() - t:.1f} s")
+    return dest
+
+
 def build_hub(engine: PrivateDockerd, repo_root: Path, base: str, key: str, image: str = HUB_IMAGE,
-              cache_from: str | None = None, log=say) -> None:
+              cache_from: str | None = None, cache: Path | None = None, log=say) -> None:
     """``docker build -f hub/Dockerfile --network host`` on ``base``, pip installing only from
     wheels built on the host (no index from inside the build)."""
     if sys.version_info[:2] != APP_PYTHON:
         raise RuntimeError(f"the single-user image's wheels are built by this Python ({sys.version_info[:2]}), "
                            f"which must be the image's ({APP_PYTHON}, Debian bookworm's python3)")
     work = Path(tempfile.mkdtemp(prefix="hub-build-", dir=engine.root))
-    wheels, build_log, req = work / "wheels", work / "build.log", work / "requirements.txt"
+    build_log = work / "build.log"
     try:
-        t = time.monotonic()
-        req.write_text("\n".join(requirements(repo_root)) + "\n")
-        log("building the single-user image's Python wheels on the host")
-        _wheels(req, wheels, build_log)
-        log(f"wheels ready in {time.monotonic() - t:.1f} s; building {image} from hub/Dockerfile on {base}")
+        wheels = wheels_dir(repo_root, cache or default_cache_dir(), work, log)
+        log(f"building {image} from hub/Dockerfile on {base}")
         t = time.monotonic()
         extra = ["--cache-from", cache_from] if cache_from else []
         with _serve_dir(wheels) as url:
@@ -187,7 +208,7 @@ def ensure_hub_image(engine: PrivateDockerd, repo_root, cache_dir=None, *, log=N
                     if load(engine, p, log):
                         previous = HUB_IMAGE
                         break
-            build_hub(engine, repo_root, BASE_IMAGE, key, cache_from=previous, log=log)
+            build_hub(engine, repo_root, BASE_IMAGE, key, cache_from=previous, cache=cache, log=log)
             save(engine, tar, HUB_IMAGE, log=log)
             for p in stale:
                 p.unlink(missing_ok=True)
