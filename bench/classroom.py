@@ -151,7 +151,7 @@ def kind(p: psutil.Process) -> str:
 def student(hub: hf.Hub, name: str, chapters: "list[str]", cell_timeout: float, go: threading.Barrier,
             out: dict) -> None:
     """Log in, start the server, run the chapters; what happened goes into ``out``."""
-    out.update(name=name, chapters={}, failed=None)
+    out.update(name=name, chapters={}, cells={}, failed=None)
     step = "login"
     try:
         go.wait()
@@ -173,6 +173,7 @@ def student(hub: hf.Hub, name: str, chapters: "list[str]", cell_timeout: float, 
             t0 = time.monotonic()
             for i, (src, must_raise) in enumerate(cells(CHAPTERS[ch])):
                 step = f"chapter {ch} cell {i}"
+                t1 = time.monotonic()
                 try:
                     me.run(name, src, timeout=cell_timeout)
                 except AssertionError as e:
@@ -181,6 +182,7 @@ def student(hub: hf.Hub, name: str, chapters: "list[str]", cell_timeout: float, 
                 else:
                     if must_raise:
                         raise RuntimeError("the cell was tagged raises-exception and raised nothing")
+                out["cells"][(ch, i)] = time.monotonic() - t1
             out["chapters"][ch] = time.monotonic() - t0
     except BaseException as e:  # noqa: BLE001 (every failure of a student is counted, whatever it is)
         last = [ln for ln in str(e).splitlines() if ln.strip()]
@@ -353,7 +355,9 @@ def summarize(r: dict) -> dict:
         stop=r["stop_s"], left=len(r["left"]), left10=len(r.get("left_after_10s", r["left"])),
         teardown=len(r["after_teardown"]), wall=r["wall_s"],
         load=(r["load_before"], r["load_after_run"], r["load_after"]),
-        failures=[s["failed"] for s in st if s.get("failed")], left_list=r["left"] + r["after_teardown"])
+        failures=[s["failed"] for s in st if s.get("failed")], left_list=r["left"] + r["after_teardown"],
+        cells={k: statistics.median([s["cells"][k] for s in st if k in s.get("cells", {})])
+               for k in {k for s in st for k in s.get("cells", {})}})
 
 
 def main() -> int:
@@ -407,6 +411,15 @@ def main() -> int:
                  f"{s['hub']:.0f}", s["failcnt"], f"{s['throttled']:.1f}") for s in results])
     print("(per-part columns: medians over the students; PSS with every student's cluster up after the "
           "chapter; 'left': processes or port claims of a student right after the hub stopped every server)")
+
+    # where the time goes: the slowest cells of the largest class, against the smallest's
+    small, large = results[0], results[-1]
+    if len(results) > 1 and large["cells"]:
+        top = sorted(large["cells"], key=large["cells"].get, reverse=True)[:8]
+        print_grid(("cell (median s)", f"N={small['n']}", f"N={large['n']}", "ratio", "code"),
+                   [(f"ch{ch} #{i}", fmt(small["cells"].get((ch, i))), fmt(large["cells"][(ch, i)]),
+                     fmt(large["cells"][(ch, i)] / small["cells"][(ch, i)] if small["cells"].get((ch, i)) else None),
+                     cells(CHAPTERS[ch])[i][0].strip().splitlines()[0][:60]) for ch, i in top])
 
     # the knee: the first N whose chapter-01 median is more than twice that of the smallest class
     ref = results[0]
