@@ -17,8 +17,10 @@ Skipped with the reason where it cannot run: not root (Unix users), no configura
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -32,6 +34,9 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from websockets.sync.client import connect
+
+from lab.system.home import cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB_DIR = ROOT / "hub"
@@ -48,12 +53,9 @@ def hub_unavailable() -> "str | None":
         return "the process spawner makes a Unix user per student: run the hub tests as root"
     if not (shutil.which("useradd") or os.path.exists("/usr/sbin/useradd")):
         return "no useradd to make the students' Unix users"
-    try:
-        import jupyterhub  # noqa: F401  lazy: only to say what is missing
-        import jupyterhub_idle_culler  # noqa: F401  lazy: same
-    except ImportError as e:
-        return f"{e.name} is not installed: pip install -e '.[hub]'"
-    from lab.system.home import cache_dir  # lazy: the lab's cache, where ensure-hub.sh installs the proxy
+    for module in ("jupyterhub", "jupyterhub_idle_culler", "nativeauthenticator"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed: pip install -e '.[hub]'"
     if not (shutil.which("configurable-http-proxy")
             or (cache_dir() / "hub" / "node_modules" / ".bin" / "configurable-http-proxy").exists()):
         return "no configurable-http-proxy: run scripts/ensure-hub.sh (npm install configurable-http-proxy)"
@@ -139,8 +141,6 @@ class Hub:
     def run(self, name: str, code: str, timeout: float = 300) -> str:
         """Run ``code`` in ``name``'s kernel (one per server, made on first use); its output.
         An exception in the kernel fails the test with the kernel's traceback."""
-        from websockets.sync.client import connect  # lazy: the websocket client JupyterLab's protocol needs here
-
         base = f"{self.url}/user/{name}/api/kernels"
         kid = self._kernels.get(name)
         if kid is None:
@@ -203,7 +203,6 @@ class Hub:
         return spawners.unix_name(name, self.prefix)
 
     def uid(self, name: str) -> int:
-        import pwd  # lazy: Unix only, like the tier
         return pwd.getpwnam(self.unix(name)).pw_uid
 
     def lab_home(self, name: str) -> Path:
@@ -226,7 +225,6 @@ class Hub:
 
     def as_student(self, name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """``python -m lab ARGS`` as the student, on their lab home (the tests' clean-up)."""
-        import pwd  # lazy: Unix only
         p = pwd.getpwnam(self.unix(name))
         exe, extra = spawners.singleuser_python()
         env = {"PATH": "/usr/bin:/bin", "HOME": p.pw_dir, "LANG": "C.UTF-8", "LAB_HOME": str(self.lab_home(name)),

@@ -24,6 +24,8 @@ import httpx
 import psutil
 import pytest
 
+import lab
+from hub_fixtures import free_ports
 from lab.system.process import pid_alive
 from labtest.browser import NO_CHROMIUM, artifacts, browser, chromium, load_dashboard, wait_for_text
 
@@ -234,7 +236,6 @@ def test_the_hub_runs_the_culler_and_the_class_service_with_their_roles(hub):
 
 # --- the stop hook without a hub -----------------------------------------------------------------
 def _jupyter_server(env: dict, tmp: Path) -> "tuple[subprocess.Popen, int]":
-    from hub_fixtures import free_ports  # the fixtures' helper; lazy: only these two tests need it
     port = free_ports(1)[0]
     proc = subprocess.Popen([sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
                              f"--port={port}", "--ip=127.0.0.1", "--IdentityProvider.token=hook-test",
@@ -255,8 +256,6 @@ def _jupyter_server(env: dict, tmp: Path) -> "tuple[subprocess.Popen, int]":
 
 @pytest.mark.parametrize("asked", [True, False], ids=["LAB_STOP_WITH_SERVER=1", "a laptop"])
 def test_sigterm_to_the_jupyter_server_stops_the_cluster_only_when_asked(tmp_path, asked):
-    import lab  # lazy: the lab of this process, on the same home as the server's
-
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
     env.update(LAB_HOME=str(home), JUPYTER_CONFIG_PATH=str(Path(__file__).resolve().parents[1] / "hub" / "singleuser"))
