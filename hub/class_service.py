@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -30,7 +31,7 @@ from jupyterhub.services.auth import HubAuth, HubAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpserver import HTTPServer
-from tornado.ioloop import IOLoop
+from tornado.ioloop import IOLoop, PeriodicCallback
 
 try:
     from lab import classroom
@@ -41,6 +42,7 @@ except ImportError:  # run from a checkout: hub/ is next to lab/
     from lab.errors import LabError  # noqa: E402
 
 NAME = classroom.SERVICE
+PARENT = os.getppid()  # the hub that started this service
 
 
 class ClassHandler(HubAuthenticated, web.RequestHandler):
@@ -134,9 +136,23 @@ def main() -> int:
     app = make_app()
     server = HTTPServer(app)
     server.listen(where.port or 80, where.hostname or "127.0.0.1")
+    loop = IOLoop.current()
+
+    def stop(*_):
+        loop.add_callback_from_signal(loop.stop)
+
+    signal.signal(signal.SIGTERM, stop)  # the hub stops its services with SIGINT, then SIGTERM
+    signal.signal(signal.SIGINT, stop)
+    def orphaned():  # a hub that died without stopping its services does not leave this one running
+        if os.getppid() != PARENT:
+            print(f"{NAME}: the hub (pid {PARENT}) is gone: stopping", file=sys.stderr, flush=True)
+            loop.stop()
+
+    PeriodicCallback(orphaned, 2000).start()
     print(f"{NAME}: answering on {url.rstrip('/')}{os.environ.get('JUPYTERHUB_SERVICE_PREFIX', '/')} "
           f"(class root {classroom.class_root()})", flush=True)
-    IOLoop.current().start()
+    loop.start()
+    server.stop()
     return 0
 
 
