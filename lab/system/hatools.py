@@ -135,8 +135,10 @@ def server_python(run_kwargs: dict, install: bool = True) -> "tuple[str, dict]":
 def _imports_patroni(exe: str, extra: dict, run_kwargs: dict) -> "tuple[bool, str]":
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp", **extra}
     try:
-        r = subprocess.run([exe, "-c", "import patroni, psycopg2"], env=env, cwd="/", capture_output=True,
-                           text=True, timeout=60, **run_kwargs)
+        # what Patroni imports to reach etcd, not only its package: a system Python given this
+        # environment's packages can fail there (Debian's pyOpenSSL against a newer cryptography)
+        r = subprocess.run([exe, "-c", "import patroni.dcs.etcd3, patroni.api, psycopg2"], env=env, cwd="/",
+                           capture_output=True, text=True, timeout=60, **run_kwargs)
     except (OSError, subprocess.TimeoutExpired) as e:
         return False, str(e)
     if r.returncode == 0:
