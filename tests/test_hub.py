@@ -14,6 +14,7 @@ import base64
 import contextlib
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -25,7 +26,6 @@ import psutil
 import pytest
 
 import lab
-from hub_fixtures import free_ports
 from lab.system.process import pid_alive
 from labtest.browser import NO_CHROMIUM, artifacts, browser, chromium, load_dashboard, wait_for_text
 
@@ -87,8 +87,11 @@ def test_each_student_runs_their_lab_as_their_own_unix_user(hub, classroom):
                           if line.split(":", 2)[1] == "memory"}
         if Path("/sys/fs/cgroup/memory/cgroup.procs").exists():
             assert memory_cgroups and all(g.endswith(f"/pglab-{hub.unix(name)}") for g in memory_cgroups)
-            limit = Path("/sys/fs/cgroup/memory") / next(iter(memory_cgroups)).lstrip("/") / "memory.limit_in_bytes"
-            assert int(limit.read_text()) == 1 << 30
+            group = Path("/sys/fs/cgroup/memory") / next(iter(memory_cgroups)).lstrip("/")
+            assert int((group / "memory.limit_in_bytes").read_text()) == 1 << 30
+            print(f"{name}: server, kernel and a primary + replica use {int((group / 'memory.usage_in_bytes').read_text()) >> 20} MiB "
+                  f"(peak {int((group / 'memory.max_usage_in_bytes').read_text()) >> 20} MiB); started in "
+                  f"{got['start_s']:.1f} s, lab.up() + 01.1 in {got['up_s']:.1f} s")
         # their copy of the notebooks, theirs
         nb = hub.root / "students" / name / "notebooks" / "01_primary_and_replica.ipynb"
         assert nb.exists() and nb.stat().st_uid == hub.uid(name)
@@ -236,7 +239,9 @@ def test_the_hub_runs_the_culler_and_the_class_service_with_their_roles(hub):
 
 # --- the stop hook without a hub -----------------------------------------------------------------
 def _jupyter_server(env: dict, tmp: Path) -> "tuple[subprocess.Popen, int]":
-    port = free_ports(1)[0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
                              f"--port={port}", "--ip=127.0.0.1", "--IdentityProvider.token=hook-test",
                              f"--ServerApp.root_dir={tmp}"], env=env, stdout=open(tmp / "server.log", "wb"),
