@@ -300,6 +300,7 @@ def one_class(n: int, ch05_share: float, cell_timeout: float) -> dict:
         res["cgroups"] = {name: cgroup_stats(hub, name) for name in names}
         res["peak_used"] = sampler.peak - base
         res["load_after_run"] = os.getloadavg()[0]
+        res["held"] = leftovers(hub, names, uids)  # what the check below sees while every cluster is up
         # the hub stops every server; then nothing of the students may be left
         stops = {}
 
@@ -352,7 +353,9 @@ def summarize(r: dict) -> dict:
         failcnt=sum(c.get("failcnt", 0) for c in r["cgroups"].values()),
         throttled=sum(c.get("throttled_s", 0) for c in r["cgroups"].values()),
         total=(sum(tot) + r["hub_pss"] / MB), hub=r["hub_pss"] / MB, peak=r["peak_used"] / MB,
-        stop=r["stop_s"], left=len(r["left"]), left10=len(r.get("left_after_10s", r["left"])),
+        stop=r["stop_s"], left=len(r["left"]),
+        held=(sum(1 for x in r["held"] if ": process " in x), sum(1 for x in r["held"] if x.startswith("port claim"))),
+        left10=len(r.get("left_after_10s", r["left"])),
         teardown=len(r["after_teardown"]), wall=r["wall_s"],
         load=(r["load_before"], r["load_after_run"], r["load_after"]),
         failures=[s["failed"] for s in st if s.get("failed")], left_list=r["left"] + r["after_teardown"],
@@ -400,17 +403,19 @@ def main() -> int:
                      f"{fmt(pct(s['tot'], .5), '.0f')}/{fmt(max(s['tot'], default=None), '.0f')}",
                      f"{s['total']:.0f}", f"{s['peak']:.0f}", f"{fmt(max(s['cg'], default=None), '.0f')}",
                      f"{fmt(pct(s['stop'], .5))}/{fmt(max(s['stop'], default=None))}",
-                     f"{s['left']}", f"{s['wall']:.0f}", "/".join(f"{x:.1f}" for x in s["load"])))
+                     f"{s['held'][0]}/{s['held'][1]}", f"{s['left']}", f"{s['wall']:.0f}",
+                     "/".join(f"{x:.1f}" for x in s["load"])))
     print_grid(("N", "failed", "spawn s p50/p95", "ch01 s p50/p95", "ch05 s p50/p95 (n)", "PSS MB/student p50/max",
-                "total PSS MB", "used +MB peak", "cgroup peak MB max", "stop s p50/max", "left", "wall s",
-                "load before/after run/end"), rows)
+                "total PSS MB", "used +MB peak", "cgroup peak MB max", "stop s p50/max", "up: procs/claims", "left",
+                "wall s", "load before/after run/end"), rows)
     print_grid(("N", "server MB", "kernel(s) MB", "postgres MB", "other MB", "01 only MB max", "01+05 MB max",
                 "hub+proxy+services MB", "hit mem limit", "CPU throttled s"),
                [(s["n"], *(f"{s['parts'][k]:.0f}" for k in ("server", "kernel", "postgres", "other")),
                  fmt(max(s["only01"], default=None), ".0f"), fmt(max(s["with05"], default=None), ".0f"),
                  f"{s['hub']:.0f}", s["failcnt"], f"{s['throttled']:.1f}") for s in results])
     print("(per-part columns: medians over the students; PSS with every student's cluster up after the "
-          "chapter; 'left': processes or port claims of a student right after the hub stopped every server)")
+          "chapter; 'left': processes or port claims of a student right after the hub stopped every server; "
+          "'up': what the same check saw with every cluster up)")
 
     # where the time goes: the slowest cells of the largest class, against the smallest's
     small, large = results[0], results[-1]
