@@ -5,13 +5,15 @@ hub host, with ``LAB_CLASS_ROOT`` and ``LAB_HUB_SPAWNER`` and the hub's own serv
 (``JUPYTERHUB_API_TOKEN``, ``JUPYTERHUB_API_URL``, ``JUPYTERHUB_SERVICE_PREFIX``,
 ``JUPYTERHUB_SERVICE_URL``).  It reads every student's lab home with ``lab.classroom`` and answers:
 
+    GET  <prefix>                      the same as a page, for an instructor's browser (logged in by the hub)
     GET  <prefix>api/status            {"status": [one row per student]}
     GET  <prefix>api/progress          {"chapters": {chapter: [exercise ids]}, "passed": {student: {chapter: n}}}
     POST <prefix>api/reset/<student>   {"message": "<student>: cluster stopped and wiped ..."}
 
-Every request carries a hub token (``Authorization: token …``), which the hub checks
-(``HubAuth``): only a token with ``access:services!service=pglab-class`` — the hub's admins, the
-instructors — gets an answer; others get 403, and no token 401.  Whether each student's server
+Every API request carries a hub token (``Authorization: token …``), which the hub checks
+(``HubOAuth``): only a token with ``access:services!service=pglab-class`` — the hub's admins, the
+instructors — gets an answer; others get 403, and no token 401.  The page logs a browser in through
+the hub (OAuth, ``<prefix>oauth_callback``) and shows the same to the same people.  Whether each student's server
 runs is the hub's answer to this service's own token (``read:servers``).  The instructor's notebook
 calls it through ``lab.classroom.Classroom.from_hub()`` with the instructor's token.
 
@@ -20,14 +22,18 @@ Run by hand (tests): ``python hub/class_service.py`` with the same environment.
 from __future__ import annotations
 
 import asyncio
+import base64
+import html
+import io
 import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubAuth, HubAuthenticated
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpserver import HTTPServer
@@ -45,10 +51,10 @@ NAME = classroom.SERVICE
 PARENT = os.getppid()  # the hub that started this service
 
 
-class ClassHandler(HubAuthenticated, web.RequestHandler):
+class ClassHandler(HubOAuthenticated, web.RequestHandler):
     """A JSON endpoint for the hub's admins: the hub checks the caller's token and its scope."""
 
-    def initialize(self, room_args: dict, hub_auth: HubAuth):
+    def initialize(self, room_args: dict, hub_auth: HubOAuth):
         self.room_args = room_args
         self.hub_auth = hub_auth
 
@@ -106,19 +112,56 @@ class ResetHandler(ClassHandler):
         self.send({"message": str(message)})
 
 
-def make_app(prefix: "str | None" = None, room_args: "dict | None" = None, hub_auth: "HubAuth | None" = None):
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>pglab class</title>
+<style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 6px;font-size:90%}}</style></head><body>
+<h1>The class at a glance</h1><p>{when} &middot; {seen}</p>
+<h2>Who is running what</h2>{status}
+<h2>Self-checks passed per chapter</h2>{progress}<p><img alt="progress per chapter" src="data:image/png;base64,{plot}"></p>
+<h2>Resetting one student's cluster</h2><p>From the instructor's notebook (hub/instructor.ipynb):
+<code>room.reset("&lt;student&gt;")</code>; on the hub host: <code>python -m lab class reset &lt;student&gt;</code>;
+or <code>POST {prefix}api/reset/&lt;student&gt;</code> with an instructor's token.</p></body></html>"""
+
+
+class PageHandler(HubOAuthenticated, web.RequestHandler):
+    """The same view as a page for an instructor's browser (logged in through the hub, OAuth)."""
+
+    def initialize(self, room_args: dict, hub_auth: HubOAuth, prefix: str):
+        self.room_args, self.hub_auth, self.prefix = room_args, hub_auth, prefix
+
+    @web.authenticated
+    async def get(self):
+        def work():
+            room = classroom.Classroom(**self.room_args)
+            status = room.status()
+            png = io.BytesIO()
+            room.plot().savefig(png, format="png", dpi=90)
+            return status, room.progress(), base64.b64encode(png.getvalue()).decode()
+        try:
+            status, progress, plot = await asyncio.get_running_loop().run_in_executor(None, work)
+        except LabError as e:
+            raise web.HTTPError(400, str(e)) from None
+        seen = "; ".join(html.escape(x) for x in status["seen"].unique())
+        self.finish(PAGE.format(when=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), seen=seen,
+                                status=status.drop(columns="seen").to_html(index=False),
+                                progress=progress.to_html(), plot=plot, prefix=html.escape(self.prefix)))
+
+
+def make_app(prefix: "str | None" = None, room_args: "dict | None" = None, hub_auth: "HubOAuth | None" = None):
     """The tornado application under the service's prefix (``JUPYTERHUB_SERVICE_PREFIX``)."""
     prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or f"/services/{NAME}/"
     room_args = dict(room_args or {})
-    auth = hub_auth or HubAuth(api_token=os.environ.get("JUPYTERHUB_API_TOKEN"),
-                               api_url=os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api"),
-                               access_scopes={f"access:services!service={NAME}"}, cache_max_age=10)
+    # one HubOAuth for the process (its token, the hub's API and the OAuth client from the hub's
+    # environment): the OAuth callback handler finds the same instance
+    auth = hub_auth or HubOAuth.instance(access_scopes={f"access:services!service={NAME}"}, cache_max_age=10)
     args = {"room_args": room_args, "hub_auth": auth}
     return web.Application([
+        (prefix, PageHandler, {**args, "prefix": prefix}),
+        (url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler, {}),
         (url_path_join(prefix, "api/status"), StatusHandler, args),
         (url_path_join(prefix, "api/progress"), ProgressHandler, args),
         (url_path_join(prefix, r"api/reset/([^/]+)"), ResetHandler, args),
-    ])
+    ], cookie_secret=os.urandom(32))
 
 
 def main() -> int:

@@ -402,6 +402,13 @@ def test_the_service_answers_admins_only_with_the_same_tables(room, own_hub, mon
     code, body = _get(hub["service"] + "api/reset/nobody", hub["teacher"], "POST")
     assert code == 400 and "no student 'nobody'" in body["error"]
 
+    # the page for a browser: a login through the hub first, then the tables and the plot
+    r = httpx.get(hub["service"], follow_redirects=False, timeout=120)
+    assert r.status_code == 302 and "oauth2/authorize" in r.headers["location"], (r.status_code, r.headers)
+    r = httpx.get(hub["service"], headers={"Authorization": f"token {hub['teacher']}"}, timeout=120)
+    assert r.status_code == 200 and a["name"] in r.text and b["name"] in r.text and "data:image/png;base64," in r.text
+    assert httpx.get(hub["service"], headers={"Authorization": f"token {hub['someone']}"}, timeout=120).status_code == 403
+
     # the notebook's client, with the instructor's token: the service's address asked of the hub
     monkeypatch.setenv("JUPYTERHUB_API_URL", hub["api"])
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", hub["teacher"])
