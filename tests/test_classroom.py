@@ -35,7 +35,9 @@ from lab import classroom
 from lab.classroom import Classroom, HubClassroom, student_python
 from lab.errors import BadArgument, LabError
 from lab.exercises import progress
+from lab.ha import HACluster
 from lab.system import ports
+from lab.system.home import LabHome
 from labtest.helpers import postmasters
 
 pytest_plugins = ["hub_fixtures"]  # hub: the class's own hub/jupyterhub_config.py, run for real
@@ -166,6 +168,15 @@ def test_a_check_still_answers_when_the_home_cannot_be_written(room):
         os.chmod(a["home"], 0o700)
     assert r.stdout.startswith("✅ 00.1"), r.stdout + r.stderr
     assert f.read_bytes() == before  # nothing recorded, nothing broken
+
+
+def test_chapter_08s_results_go_to_the_lab_home_above_its_cluster(tmp_path):
+    ha = HACluster.__new__(HACluster)  # only where it lives matters here: <lab home>/ha
+    ha.home = LabHome(tmp_path / "ha")
+    assert progress.lab_home_of(ha) == tmp_path
+    progress.record(ha, "08.3", True, "one writable node, the leader")
+    assert progress.results(tmp_path)["08.3"]["ok"] is True
+    progress.record(object(), "08.3", False, "not a cluster")  # nothing to record in, and no error
 
 
 # --- the instructor's view ------------------------------------------------------------------------
