@@ -2,7 +2,7 @@
 #
 #   make setup    .venv + the lab installed (again when pyproject.toml changes) + PostgreSQL >= 13 + etcd and HAProxy for chapter 08 (where they cannot be installed: what to install, as a warning)
 #   make lab      start JupyterLab on 127.0.0.1 (notebooks/)
-#   make test     the full suite CI runs: every test tier (compose, pgAdmin, browser, hub included), then every notebook twice under nbval
+#   make test     the full suite CI runs: every test tier (compose, pgAdmin, browser, hub included) and, beside it, every notebook twice under nbval (scripts/test-all.sh)
 #   make test-quick  for iterating: unit tests + integration on local servers (no compose, pgAdmin, browser, hub, notebooks); TESTS=tests/test_wal.py for one file
 #   make down     stop the lab's cluster (data kept)
 #   make doctor   diagnose the environment
@@ -75,8 +75,7 @@ test: setup
 	@bash scripts/ensure-docker.sh
 	@bash scripts/ensure-chromium.sh
 	@LAB_REQUIRE_HUB='$(LAB_REQUIRE_HA)' bash scripts/ensure-hub.sh
-	$(PY) -m pytest --durations=30 tests
-	NBVAL_LAB_HOME='$(NBVAL_LAB_HOME)' bash scripts/test-notebooks.sh
+	NBVAL_LAB_HOME='$(NBVAL_LAB_HOME)' bash scripts/test-all.sh
 
 test-quick: setup
 	$(PY) -m pytest -m '$(QUICK_MARKERS)' -p no:nbval --durations=10 $(TESTS)
