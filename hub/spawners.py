@@ -247,8 +247,12 @@ class ClassProcessSpawner(LocalProcessSpawner):
             LAB_HOME=str(self.lab_home),
             LAB_PORT_CLAIMS=str(self.claims),
             LAB_PG_PROFILE=os.environ.get("LAB_PG_PROFILE", "shared"),
-            # the stop hook (lab/serverhook.py), enabled in jupyter_server_config.d/
-            JUPYTER_CONFIG_PATH=str(HUB_DIR / "singleuser"),
+            # the stop hook (lab/serverhook.py), enabled in singleuser/jupyter_server_config.d/, then
+            # this environment's own configuration (JupyterLab, jupyter-server-proxy: enabled there)
+            JUPYTER_CONFIG_PATH=os.pathsep.join([str(HUB_DIR / "singleuser"), str(Path(sys.prefix) / "etc" / "jupyter")]),
+            # and its data (kernels, JupyterLab's extensions), found there even by the system's Python
+            JUPYTER_PATH=str(Path(sys.prefix) / "share" / "jupyter"),
+            JUPYTERLAB_DIR=str(Path(sys.prefix) / "share" / "jupyter" / "lab"),
             PATH=os.pathsep.join(dict.fromkeys([str(Path(exe).parent), str(Path(sys.executable).parent),
                                                 "/usr/local/bin", "/usr/bin", "/bin"])),
         )
