@@ -7,16 +7,21 @@ no other student can reach it, and the container's memory and CPU are capped.
 
 Where a student's files live, on the hub's host (the class root, ``LAB_CLASS_ROOT``):
 
-    <root>/homes/<student>   the lab home (LAB_HOME, mounted at /home/jovyan/.lab): the clusters'
-                             data, state and generated secrets, and self-check progress
+    <root>/homes/<student>     the lab home (LAB_HOME, mounted at /home/jovyan/.lab): the
+                               clusters' data, state and generated secrets, self-check progress
     <root>/students/<student>  the container's home (/home/jovyan): the student's notebooks,
-                             copied from the image on first start and never overwritten
+                               copied from the image on first start and never overwritten
+
+(the same two directories as the process spawner's, so a class can move from one to the other).
 
 Both are directories of the host bind-mounted into the container (owned by uid 1000, mode 0700),
 not named volumes: the instructor's tool reads every lab home on the host as root, with the
 lab's own functions, while the student's server is stopped as well as while it runs, and a
 class is backed up or wiped with the class root.  The containers are removed when they stop
-(``remove=True``): everything a student keeps is in those two directories.
+(``remove=True``): everything a student keeps is in those two directories.  Each container
+also runs with no capability, no privilege to gain and a process limit, and gets docker stop's
+SIGTERM with 30 s before SIGKILL: the stop hook (lab/serverhook.py) stops the student's clusters
+in that time, data kept.
 
 The containers run on a network of the class (``LAB_HUB_NETWORK``, created here when missing).
 The hub runs on the host: it listens on that network's gateway, the host's own address on the
@@ -34,8 +39,8 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import urlsplit
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import docker
 from dockerspawner import DockerSpawner
