@@ -9,6 +9,7 @@
                ``integration`` marker fails
     leftovers  the session finalizer: the session fails if a server, pgAdmin, app process or
                port claim of the tests is left when it ends
+    browser    headless Chromium for tests that load pages (DevTools protocol)
     fuzz       the public API's property-based test machinery (wrong values, targets, the
                watchdog), shared by test_public_api.py and test_public_api_ha.py
 """
