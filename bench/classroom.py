@@ -440,9 +440,9 @@ def main() -> int:
     table = [
         (f"class size measured (target N={TARGET_N})", f"{big['n']}", f"{TARGET_N}", big["n"] >= TARGET_N),
         (f"N={big['n']}: failures", f"{big['failed']}", "0", big["failed"] == 0),
-        (f"N={big['n']}: PSS per student, one kernel (01), max", f"{fmt(one, '.0f')} MB", f"<= {TARGET_MB} MB",
+        (f"N={big['n']}: PSS per student, one kernel (01), max", f"{fmt(one)} MB", f"<= {TARGET_MB} MB",
          one is not None and one <= TARGET_MB),
-        (f"N={big['n']}: PSS per student, two kernels (01+05), max", f"{fmt(two, '.0f')} MB",
+        (f"N={big['n']}: PSS per student, two kernels (01+05), max", f"{fmt(two)} MB",
          f"<= {TARGET_MB} MB", None if two is None else two <= TARGET_MB),
         (f"N={big['n']}: left after the hub stopped every server", f"{big['left']}", "0", big["left"] == 0),
         (f"N={big['n']}: left after the teardown", f"{big['teardown']}", "0", big["teardown"] == 0),
