@@ -107,7 +107,7 @@ else:
 
 # --- the students' servers ----------------------------------------------------------------
 c.Spawner.default_url = "/lab"
-c.Spawner.start_timeout = 180  # a first start copies the notebooks and imports JupyterLab
+c.Spawner.start_timeout = 300  # a first start copies the notebooks and imports JupyterLab; 30 at once on 2 cores took 150 s (bench/classroom.py)
 c.Spawner.http_timeout = 120
 if MEM_LIMIT:
     c.Spawner.mem_limit = MEM_LIMIT
@@ -152,3 +152,9 @@ if CLASS_SERVICE.exists():
 
 c.JupyterHub.services = services
 c.JupyterHub.load_roles = roles
+if CLASS_SERVICE.exists():
+    # The instructor's notebook (hub/instructor.ipynb), in their own server, calls the class service
+    # with that server's token.  A token holds only scopes its user has: a student's server token
+    # asks for the service too, and gets nothing a student's role does not give.
+    c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server",
+                                     "read:services!service=pglab-class", "access:services!service=pglab-class"]

@@ -26,7 +26,6 @@ import time
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import ensure_async
 
-from . import cluster, ha
 from .errors import LabError
 
 
@@ -40,6 +39,9 @@ def stop_clusters(home=None) -> "list[str]":
     """Stop chapter 08's HA cluster and the cluster of the lab home (``LAB_HOME``), with what runs
     on them (the crypto app, pgAdmin); data kept.  One line per cluster saying how it went: a
     failure of one does not keep the other running."""
+    # The server holds this module from its start to its stop; lab.cluster brings pandas and the
+    # whole lab (~40 MB and a second of CPU in every student's server, 30 starting at a time).
+    from . import cluster, ha  # lazy: only at the stop
     lines = []
     for what, down in (("HA cluster", ha.down), ("cluster", cluster.down)):
         t0 = time.monotonic()

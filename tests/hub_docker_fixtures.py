@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import httpx
 import websocket
+
+from labtest.helpers import free_tcp_ports
 
 REPO = Path(__file__).resolve().parent.parent
 HUB_CONFIG = REPO / "hub" / "jupyterhub_config.py"
@@ -45,9 +46,7 @@ c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_tcp_ports(1)[0]
 
 
 class HubError(AssertionError):

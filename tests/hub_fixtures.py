@@ -23,7 +23,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import pytest
 from websockets.sync.client import connect
 
 from lab.system.home import cache_dir
+from labtest.helpers import free_tcp_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB_DIR = ROOT / "hub"
@@ -66,17 +66,13 @@ def hub_unavailable() -> "str | None":
     return None
 
 
+# A hub on a loaded machine (the notebooks run beside the tests) takes a minute or more to route
+# its own API: wait well beyond that before calling it broken.
+HUB_START_TIMEOUT = 240
+
+
 def free_ports(n: int) -> "list[int]":
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return free_tcp_ports(n)
 
 
 class Hub:
@@ -253,8 +249,9 @@ def _start_hub(root: Path, prefix: str) -> Hub:
                                 cwd=root / "hub-cwd", env=env, stdout=f, stderr=subprocess.STDOUT,
                                 start_new_session=True, preexec_fn=_default_sigint)
     hub = Hub(f"http://127.0.0.1:{port}", root, prefix, proc, log)
+    hub.api_port = api_port
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + HUB_START_TIMEOUT
         while True:
             if proc.poll() is not None:
                 raise AssertionError(f"the hub exited with status {proc.returncode}:\n{hub.tail(40)}")
@@ -262,7 +259,7 @@ def _start_hub(root: Path, prefix: str) -> Hub:
                 if httpx.get(f"{hub.url}/hub/api/", timeout=2).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                raise AssertionError(f"the hub did not answer in 90 s:\n{hub.tail(40)}")
+                raise AssertionError(f"the hub did not answer in {HUB_START_TIMEOUT} s:\n{hub.tail(40)}")
             time.sleep(0.5)
         r = httpx.post(f"{hub.url}/hub/api/users/{INSTRUCTOR}/tokens", timeout=60,
                        json={"auth": {"username": INSTRUCTOR, "password": "any"}, "note": "hub tests",
@@ -288,6 +285,16 @@ def _stop_hub(hub: Hub) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(hub.proc.pid, signal.SIGKILL)
             hub.proc.wait(timeout=10)
+    # Its services (the idle culler, the class service) run in sessions of their own: a hub stopped
+    # while it was still starting leaves them polling an API that is gone.  They carry its API URL.
+    api_url = f"JUPYTERHUB_API_URL=http://127.0.0.1:{getattr(hub, 'api_port', 0)}/hub/api".encode()
+    orphans = []
+    for p in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if api_url in Path(f"/proc/{p.pid}/environ").read_bytes().split(b"\0"):
+                p.kill()
+                orphans.append(p)
+    psutil.wait_procs(orphans, timeout=10)
     pid_file = hub.root / "hub" / "jupyterhub-proxy.pid"
     with contextlib.suppress(OSError, ValueError, psutil.Error):
         chp = psutil.Process(int(pid_file.read_text()))

@@ -94,3 +94,21 @@ def session_processes(*env_names: str, cmdline: "bytes | None" = None) -> "dict[
         if (cmdline is not None and cmdline in cmd) or any(e.startswith(keys) for e in env if keys):
             out[pid] = cmd.replace(b"\0", b" ").decode(errors="replace").strip()[:160]
     return out
+
+
+def free_tcp_ports(n: int) -> "list[int]":
+    """``n`` distinct ports free on 127.0.0.1 right now, for servers a test starts that cannot be
+    given port 0 (a hub, its proxy, its services).  Taken from the lab's own range, outside the
+    kernel's ephemeral range: a port the kernel hands out for ``bind(0)`` is the kind every
+    outgoing connection may take in the instant before the server binds it."""
+    import random  # lazy: only the hub tier asks
+    from lab.system.ports import PORT_RANGE, port_is_free  # lazy: only the hub tier asks
+
+    picked: "list[int]" = []
+    candidates = random.sample(range(PORT_RANGE[0], PORT_RANGE[1] + 1), min(2000, PORT_RANGE[1] - PORT_RANGE[0]))
+    for port in candidates:
+        if port not in picked and port_is_free(port):
+            picked.append(port)
+            if len(picked) == n:
+                return picked
+    raise RuntimeError(f"found fewer than {n} free ports in {PORT_RANGE}")
