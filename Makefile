@@ -7,7 +7,7 @@
 #   make down     stop the lab's cluster (data kept)
 #   make doctor   diagnose the environment
 #   make pgadmin  pgAdmin 4 on 127.0.0.1 with the cluster's nodes (installs it into .venv-pgadmin the first time)
-#   make bench    the bring-up benchmark (make bench-failover, make bench-app, make bench-ha: the others)
+#   make bench    the bring-up benchmark (make bench-failover, make bench-app, make bench-ha, make bench-classroom: the others)
 #   make clean    stop and wipe the clusters under .lab/, then remove .lab and .venv
 
 SHELL := /bin/bash
@@ -29,7 +29,7 @@ TESTS ?= tests
 # Jupyter refuses to run as root without --allow-root (CI, containers).
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: help setup lab test test-quick down doctor bench bench-failover bench-app bench-ha clean pgadmin
+.PHONY: help setup lab test test-quick down doctor bench bench-failover bench-app bench-ha bench-classroom clean pgadmin
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -100,6 +100,11 @@ bench-app: setup
 
 bench-ha: setup
 	$(PY) bench/ha.py
+
+# A class of 1, 10 and 30 students on a real JupyterHub (root; ~25 min on 2 cores).
+bench-classroom: setup
+	@bash scripts/ensure-hub.sh
+	$(PY) bench/classroom.py --students 1,10,30
 
 # .lab is removed only after its clusters are stopped and wiped.
 clean:
