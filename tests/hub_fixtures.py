@@ -205,14 +205,17 @@ class Hub:
         return self.root / "homes" / name
 
     def processes(self, name: str, only: "str | None" = None) -> "list[psutil.Process]":
-        """The processes running as ``name``'s Unix user (``only``: with that program name)."""
+        """The processes running as ``name``'s Unix user (``only``: with that program name).  A zombie
+        is not one: it has exited, and only waits for its parent (here, often init) to reap it."""
         try:
             uid = self.uid(name)
         except KeyError:
             return []
         found = []
-        for p in psutil.process_iter(["uids", "name"]):
+        for p in psutil.process_iter(["uids", "name", "status"]):
             try:
+                if p.info["status"] == psutil.STATUS_ZOMBIE:
+                    continue
                 if p.info["uids"] and p.info["uids"].real == uid and (only is None or p.info["name"] == only):
                     found.append(p)
             except psutil.Error:
