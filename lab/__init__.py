@@ -20,8 +20,8 @@ __version__ = "0.1.0"
 
 # Chapter modules load on first use (``lab.checks.check(...)``): matplotlib and ipywidgets are
 # slow to import and ``python -m lab down`` needs neither.
-_SUBMODULES = ("autofailover", "backups", "checks", "consistency", "failover", "faults", "ha", "lag", "pgadmin", "plots", "proxy",
-               "replication", "slots", "standby", "sync", "wal", "webapp", "widgets", "workload")
+_SUBMODULES = ("archive", "autofailover", "backups", "checks", "consistency", "failover", "faults", "ha", "lag", "logical",
+               "pgadmin", "plots", "proxy", "replication", "slots", "standby", "sync", "wal", "webapp", "widgets", "workload")
 
 
 def __getattr__(name):
