@@ -11,8 +11,10 @@
 Every read answers with ``X-Served-By`` (the node), ``X-Served-Role`` and ``X-Replica-Lag-Ms``
 headers (and ``X-Read-Fallback`` when a replica did not serve it, and why).  A read may pass
 ``min_lsn`` (the LSN a write returned): only a node that has replayed it serves the read.
-Bad input is a 422 with a message; an unknown symbol a 404; no node to answer a 503 with
-Retry-After.
+Times are RFC 3339 date-times with their offset (``2026-01-31T12:00:00Z``), as the schema says.
+Bad input is a 422 with a message (a body that is not JSON a 400); an unknown symbol a 404; no node
+to answer a 503 with Retry-After.  The schema at /openapi.json says all of it: what it allows is
+accepted, what it does not is refused (tests/test_app_fuzz.py checks both).
 
 Run it: ``python -m app api`` (settings from APP_* variables, see app/settings.py).
 """
@@ -28,7 +30,7 @@ from psycopg2.extras import execute_values
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator
 
 from . import __version__, schema
 from .db import Router, Served, Unavailable
@@ -41,6 +43,15 @@ UTC = dt.timezone.utc
 LSN_PATTERN = r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$"
 SYMBOL_PATTERN = r"^[A-Za-z0-9]{1,20}$"
 MAX_LIMIT = 10_000
+# What the schema's ``format: date-time`` means (RFC 3339): a date, "T", a time and an offset.  Nothing
+# else is read as a time: not a number (pydantic would take 0.5 as seconds since 1970), not a time
+# without an offset, not a date alone.  The fraction may be longer than Python's microseconds.
+RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})")
+TIME_HINT = "an RFC 3339 date-time with its offset, e.g. 2026-01-31T12:00:00Z"
+# A tick's year, as written, from 1970 to 8999 (charts and the 24 h summary need nothing older; the
+# offset can then never carry the time out of Python's years 1-9999).  Written into the schema as a
+# pattern, so that what the schema allows the server accepts.
+TICK_TIME_PATTERN = r"^(19[7-9][0-9]|[2-8][0-9]{3})-[0-9]{2}-[0-9]{2}[Tt].*$"
 
 
 # --- response and request models (for /docs and the schema tests) -----------------------
@@ -85,22 +96,41 @@ class CoinSummary(BaseModel):
     volume_24h: Optional[float] = None
 
 
+def rfc3339(value):
+    """A date-time as the schema defines it (``RFC3339``), parsed; anything else is refused with
+    ``TIME_HINT``.  A ``datetime`` given by Python code (the app in-process) passes as it is."""
+    if isinstance(value, dt.datetime):
+        return value
+    m = RFC3339.fullmatch(value) if isinstance(value, str) else None
+    if not m:
+        raise ValueError(f"not {TIME_HINT}")
+    date, time, fraction, offset = m.groups()
+    fraction = f".{(fraction + '00000')[:6]}" if fraction else ""
+    offset = "+00:00" if offset in "Zz" else offset
+    try:
+        return dt.datetime.fromisoformat(f"{date}T{time}{fraction}{offset}")
+    except ValueError as e:
+        raise ValueError(f"not a real date or time ({e}): {TIME_HINT}") from None
+
+
+Time = Annotated[dt.datetime, BeforeValidator(rfc3339)]
+
+
 class TickIn(BaseModel):
     symbol: Annotated[str, Field(pattern=SYMBOL_PATTERN, examples=["BTC"])]
-    price: Annotated[float, Field(ge=1e-9, le=1e12, allow_inf_nan=False)]
-    volume: Annotated[float, Field(ge=0, le=1e15, allow_inf_nan=False)] = 0.0
-    time: Optional[dt.datetime] = Field(None, description="when; default: now (UTC). Without an offset: UTC")
+    # strict: a number, as the schema says (not true/false, not "1.5")
+    price: Annotated[float, Field(ge=1e-9, le=1e12, allow_inf_nan=False, strict=True)]
+    volume: Annotated[float, Field(ge=0, le=1e15, allow_inf_nan=False, strict=True)] = 0.0
+    time: Optional[Time] = Field(None, description=f"when; default: now. {TIME_HINT}, its year 1970-8999",
+                                 json_schema_extra={"pattern": TICK_TIME_PATTERN})
 
     @field_validator("time")
     @classmethod
-    def _aware(cls, v):
+    def _utc(cls, v):
         if v is not None:
-            try:
-                v = v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
-            except OverflowError:
-                raise ValueError("time is out of the range of dates") from None
-            if not dt.datetime(1970, 1, 1, tzinfo=UTC) <= v <= dt.datetime(9000, 1, 1, tzinfo=UTC):
-                raise ValueError("time must be between 1970 and 9000")
+            if not 1970 <= v.year <= 8999:  # the year as written, as the schema's pattern says
+                raise ValueError("the year must be from 1970 to 8999")
+            v = v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
         return v
 
 
@@ -142,6 +172,7 @@ class Problem(BaseModel):
 
 
 ERRORS = {404: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}}
+NOT_JSON = {400: {"model": Problem, "description": "the body is not JSON"}}
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -174,31 +205,30 @@ class Refused(Exception):
         self.status = status
 
 
-def _utc(t: "dt.datetime | None", name: str) -> "dt.datetime | None":
-    """``t`` in UTC (naive means UTC).  PostgreSQL takes offsets up to 15:59 only, Python up to 23:59."""
+def _utc(t: "dt.datetime | None", edge: dt.datetime) -> "dt.datetime | None":
+    """``t`` in UTC (PostgreSQL takes offsets up to 15:59 only, RFC 3339 up to 23:59).  A time whose
+    offset carries it past Python's first or last year is given as ``edge``, the bound on that side:
+    no tick is older than year 1 or newer than 9999."""
     if t is None:
         return None
     try:
         return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
     except OverflowError:
-        raise RequestValidationError([{"loc": ("query", name), "msg": "out of the range of dates",
-                                       "type": "value_error", "input": str(t)}]) from None
+        return edge
 
 
 def _range(start, end):
-    start, end = _utc(start, "start"), _utc(end, "end")
-    if start and end and end < start:
-        raise RequestValidationError([{"loc": ("query", "end"), "msg": "end is before start",
-                                       "type": "value_error", "input": str(end)}])
-    return start, end
+    """[start, end] in UTC.  An ``end`` before ``start`` is an empty range, answered as such (the
+    schema cannot say that one parameter must follow another, so the server does not refuse it)."""
+    return (_utc(start, dt.datetime.min.replace(tzinfo=UTC)), _utc(end, dt.datetime.max.replace(tzinfo=UTC)))
 
 
 Symbol = Annotated[str, Path(pattern=SYMBOL_PATTERN, description="a coin symbol, e.g. BTC",
                                  examples=["BTC"])]
 MinLsn = Annotated[Optional[str], Query(pattern=LSN_PATTERN, description=(
     "read your writes: only a node that has replayed this LSN (as POST /ticks returned it) serves the read"))]
-Start = Annotated[Optional[dt.datetime], Query(description="from (ISO 8601; UTC without an offset)")]
-End = Annotated[Optional[dt.datetime], Query(description="to (ISO 8601; UTC without an offset)")]
+Start = Annotated[Optional[Time], Query(description=f"from ({TIME_HINT})")]
+End = Annotated[Optional[Time], Query(description=f"to ({TIME_HINT}); before start: an empty range")]
 
 
 # --- the app ------------------------------------------------------------------------------
@@ -312,7 +342,7 @@ def create_app(settings: "Settings | None" = None, router: "Router | None" = Non
             raise Refused(401, "missing or wrong token: send 'Authorization: Bearer <APP_API_TOKEN>'")
 
     @app.post("/ticks", response_model=Written, status_code=201, dependencies=[Depends(require_token)],
-              responses={401: {"model": Problem}, 403: {"model": Problem}, **ERRORS}, tags=["market"])
+              responses={**NOT_JSON, 401: {"model": Problem}, 403: {"model": Problem}, **ERRORS}, tags=["market"])
     def post_ticks(router: R, body: TicksIn):
         """Write ticks on the primary in one transaction; the commit LSN (pass it as ``min_lsn``)."""
         now = dt.datetime.now(UTC)

@@ -110,4 +110,5 @@ class ApiClient:
 def _iso(t) -> "str | None":
     if t is None:
         return None
-    return pd.Timestamp(t).isoformat()
+    t = pd.Timestamp(t)
+    return (t.tz_localize("UTC") if t.tzinfo is None else t).isoformat()  # the API wants an offset; naive is UTC
