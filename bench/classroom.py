@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import hub_fixtures as hf  # noqa: E402 (tests/hub_fixtures.py: the hub tier's start, stop and clean-up)
-from table import print_table  # noqa: E402 (bench/table.py)
+from table import fmt, print_grid, print_table  # noqa: E402 (bench/table.py)
 
 CHAPTERS = {"01": ROOT / "notebooks" / "01_primary_and_replica.ipynb",
             "05": ROOT / "notebooks" / "05_lag_and_sync_commit.ipynb"}
@@ -89,22 +89,6 @@ def pct(xs, q):
         return None
     xs = sorted(xs)
     return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
-
-
-def fmt(x, spec=".1f", none="—"):
-    return none if x is None else format(x, spec)
-
-
-def print_grid(header, rows) -> None:
-    """A wide table: first column left-aligned, the others right-aligned."""
-    cells_ = [list(header)] + [[str(c) for c in r] for r in rows]
-    w = [max(len(r[i]) for r in cells_) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w[0]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))  # noqa: E731
-    print()
-    print(line(cells_[0]))
-    print("-" * (sum(w) + 2 * (len(w) - 1)))
-    for r in cells_[1:]:
-        print(line(r))
 
 
 def used_memory() -> int:

@@ -54,6 +54,7 @@ import lab.failover as manual  # noqa: E402
 import lab.ha  # noqa: E402
 from lab.errors import LabError  # noqa: E402
 from lab.system import binaries, hatools  # noqa: E402
+from table import fmt as table_fmt, print_grid  # noqa: E402 (bench/table.py)
 
 DCS = dict(ttl=20, loop_wait=2, retry_timeout=5)  # lab.ha's defaults, given explicitly
 # (label, crash() arguments, which count option)
@@ -78,20 +79,8 @@ def scratch() -> Path:
     return d
 
 
-def fmt(x, spec=".2f", none="—"):
-    return none if x is None else format(x, spec)
-
-
-def print_grid(header, rows) -> None:
-    """A wide table: first column left-aligned, the others right-aligned."""
-    cells = [list(header)] + [[str(c) for c in r] for r in rows]
-    w = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w[0]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))  # noqa: E731
-    print()
-    print(line(cells[0]))
-    print("-" * (sum(w) + 2 * (len(w) - 1)))
-    for r in cells[1:]:
-        print(line(r))
+def fmt(x, spec=".2f"):  # seconds to the hundredth unless told
+    return table_fmt(x, spec)
 
 
 # --- the reference: chapter 06's manual failover --------------------------------------------------

@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
-# `make test`'s two halves side by side: pytest's tiers (tests/) and every notebook twice under
-# nbval (scripts/test-notebooks.sh).  They share nothing but the machine: the notebooks run in
-# their own lab home (NBVAL_LAB_HOME) with their own port claims, and pytest's end-of-session check
-# looks only for what its own session started.  One after the other they took ~45 + ~16 minutes on
-# 2 cores; side by side the notebooks finish inside pytest's run.  LAB_TEST_SERIAL=1 runs them one
-# after the other (to time one half alone, or on a machine with one core).
+# `make test`: three streams side by side on one private Docker engine.
+#   1. pytest's tiers (tests/), but the compose notebooks;
+#   2. every notebook twice under nbval on local servers (scripts/test-notebooks.sh);
+#   3. every notebook twice under nbval on compose (tests/test_notebooks_compose.py, a pytest
+#      session of its own).
+# Only one engine can run on a machine at a time (their networks would collide), so this script
+# starts one first (`python -m engine --serve`, tests/engine/shared.py) with every image loaded or
+# built, and gives it to both pytest sessions (LAB_TEST_ENGINE_ROOT); each session checks that its
+# own compose projects left nothing in it, and the engine's server checks at its stop that the
+# engine is empty and that nothing of it is left on the host.  The streams share nothing else:
+# the local notebooks run in their own lab home (NBVAL_LAB_HOME) with their own port claims, and
+# each pytest session's end-of-session check looks only for what it started.
 #
-# The notebooks' output goes to a log printed when both are done; the exit status is pytest's, or
-# else the notebooks'.
+# Where the compose tier cannot run (not root, no docker.io ...), or the engine does not start,
+# there is no third stream: pytest runs the compose notebooks test itself (it then skips with the
+# reason, or starts an engine of its own).  LAB_TEST_SERIAL=1 runs pytest (every test, its own
+# engine) and then the local notebooks, one after the other (to time them alone, or on one core).
+#
+# The streams' output goes to logs printed when all are done; the engine is stopped on every way
+# out (Ctrl-C and SIGTERM included, after the streams have torn their clusters down).  The exit
+# status is pytest's, or else the local notebooks', the compose notebooks', the engine's.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,10 +28,13 @@ PY=${PY:-$ROOT/.venv/bin/python}
 export NBVAL_LAB_HOME=${NBVAL_LAB_HOME:-$ROOT/.lab/nbval}
 mkdir -p "$ROOT/.lab"
 log="$ROOT/.lab/test-notebooks.log"
+clog="$ROOT/.lab/test-notebooks-compose.log"
+elog="$ROOT/.lab/test-engine.log"
+COMPOSE_NB=tests/test_notebooks_compose.py::test_chapters_run_twice_on_compose
 
 run_pytest() {
-    echo "== $PY -m pytest --durations=30 tests"
-    "$PY" -m pytest --durations=30 tests
+    echo "== $PY -m pytest --durations=30 tests $*"
+    "$PY" -m pytest --durations=30 tests "$@"
 }
 
 if [ "${LAB_TEST_SERIAL:-0}" = 1 ]; then
@@ -29,17 +44,74 @@ if [ "${LAB_TEST_SERIAL:-0}" = 1 ]; then
     exit "$nbrc"
 fi
 
-echo "== the notebooks run beside pytest: scripts/test-notebooks.sh > $log"
+nb="" cnb="" eng="" erc=0
+envfile=$(mktemp /tmp/pglab-engine-env.XXXXXX)
+rm -f "$envfile"  # the engine's server writes it once the engine and its images are ready
+
+stop_engine() {
+    [ -n "$eng" ] || return 0
+    kill -TERM "$eng" 2>/dev/null
+    wait "$eng"; erc=$?
+    eng=""
+    echo "== the shared engine (python -m engine --serve, exit $erc):"
+    cat "$elog"
+    rm -f "$envfile"
+}
+
+# Interrupted: the streams stop their clusters on TERM (their traps, pytest's teardown), then the engine.
+interrupted() {
+    trap - INT TERM EXIT
+    echo "== interrupted: stopping the streams, then the engine"
+    for p in $nb $cnb; do kill -TERM "$p" 2>/dev/null; done
+    for p in $nb $cnb; do wait "$p"; done
+    stop_engine
+    exit 130
+}
+trap interrupted INT TERM
+trap stop_engine EXIT
+
+echo "== the shared Docker engine: PYTHONPATH=tests $PY -m engine --serve > $elog"
+PYTHONPATH="$ROOT/tests${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m engine --serve "$envfile" > "$elog" 2>&1 &
+eng=$!
+t0=$SECONDS
+while [ ! -s "$envfile" ] && kill -0 "$eng" 2>/dev/null; do sleep 1; done
+if [ -s "$envfile" ]; then
+    export "$(cat "$envfile")"
+    echo "== engine and images ready in $((SECONDS - t0)) s ($LAB_TEST_ENGINE_ROOT)"
+else
+    wait "$eng"; erc=$?
+    eng=""
+    [ "$erc" -eq 3 ] && erc=0  # unavailable here: the compose tests skip with the reason
+    echo "== no shared engine (exit $erc): the compose notebooks run inside pytest"
+    cat "$elog"
+fi
+
+echo "== the local notebooks run beside pytest: scripts/test-notebooks.sh > $log"
 bash scripts/test-notebooks.sh > "$log" 2>&1 &
 nb=$!
-# Interrupted: the notebooks' script stops its cluster on TERM (its trap), then we go.
-trap 'kill -TERM "$nb" 2>/dev/null; wait "$nb"; exit 130' INT TERM
+if [ -n "${LAB_TEST_ENGINE_ROOT:-}" ]; then
+    echo "== the compose notebooks run beside pytest: $PY -m pytest $COMPOSE_NB > $clog"
+    "$PY" -m pytest -p no:cacheprovider --durations=5 "$COMPOSE_NB" > "$clog" 2>&1 &
+    cnb=$!
+    run_pytest --deselect "$COMPOSE_NB"; rc=$?
+else
+    run_pytest; rc=$?
+fi
 
-run_pytest; rc=$?
 echo "== pytest done (exit $rc); waiting for the notebooks"
 wait "$nb"; nbrc=$?
+cnbrc=0
+[ -n "$cnb" ] && { wait "$cnb"; cnbrc=$?; }
 trap - INT TERM
-echo "== the notebooks' runs (scripts/test-notebooks.sh, exit $nbrc):"
+echo "== the local notebooks' runs (scripts/test-notebooks.sh, exit $nbrc):"
 cat "$log"
-[ "$rc" -ne 0 ] && exit "$rc"
-exit "$nbrc"
+if [ -n "$cnb" ]; then
+    echo "== the compose notebooks' runs ($COMPOSE_NB, exit $cnbrc):"
+    cat "$clog"
+fi
+stop_engine
+trap - EXIT
+for r in "$rc" "$nbrc" "$cnbrc" "$erc"; do
+    [ "$r" -ne 0 ] && exit "$r"
+done
+exit 0

@@ -12,56 +12,25 @@ The test that asks for it is skipped, with the reason, where the tier cannot run
 docker.io/docker-compose/debootstrap, ...: see ``engine.availability``).  At the end of the
 session everything is stopped and removed, and teardown fails if anything of the engine is left
 or the host's firewall rules or forwarding sysctls changed.
+
+Given ``LAB_TEST_ENGINE_ROOT`` (scripts/test-all.sh runs ``python -m engine --serve``, whose engine
+the compose notebooks use at the same time), the session uses that engine instead and leaves it
+running; its teardown then fails if a container, network or volume of a compose project of this
+session's lab homes (those under its temporary directory) is left.  The server checks the rest
+(the engine empty, nothing of it on the host) when it stops.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from engine import PrivateDockerd, availability, ensure_images
+from engine import DockerdError, PrivateDockerd, availability, ensure_images, host_net_state, net_state_changes
+from engine.shared import ROOT_VAR, describe, given_engine, lab_projects, project_of
 
 REPO = Path(__file__).resolve().parent.parent
-
-SYSCTLS = ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding", "net/ipv4/conf/all/route_localnet",
-           "net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables")
-
-
-def host_net_state() -> dict:
-    """The host's firewall rules (every iptables flavour present) and forwarding sysctls,
-    without comments and packet counters, to compare before and after."""
-    state = {}
-    for tool in ("iptables-save", "ip6tables-save", "iptables-legacy-save", "ip6tables-legacy-save"):
-        path = shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-        if not path:
-            continue
-        r = subprocess.run([path], capture_output=True, text=True, timeout=30)
-        state[tool] = [re.sub(r"\[\d+:\d+\]", "", line) for line in r.stdout.splitlines()
-                       if line.strip() and not line.startswith("#")]
-    for name in SYSCTLS:
-        try:
-            state[name] = Path("/proc/sys", name).read_text().strip()
-        except OSError:
-            state[name] = None
-    return state
-
-
-def net_state_changes(before: dict, after: dict) -> list[str]:
-    out = []
-    for k in sorted(set(before) | set(after)):
-        if before.get(k) != after.get(k):
-            b, a = before.get(k), after.get(k)
-            if isinstance(b, list) and isinstance(a, list):
-                out.append(f"{k}: +{sorted(set(a) - set(b))} -{sorted(set(b) - set(a))}")
-            else:
-                out.append(f"{k}: {b!r} -> {a!r}")
-    return out
-
 
 @contextlib.contextmanager
 def compose_env(engine, **extra):
@@ -86,8 +55,18 @@ def require_compose_tier() -> None:
         pytest.skip(f"compose tier: {why}")
 
 
+def _ours(engine: PrivateDockerd, basetemp: Path) -> list[dict]:
+    """The containers, networks and volumes of the compose projects of lab homes under ``basetemp``:
+    named after a directory there, or whose containers' env file (in the lab home) is there."""
+    objs = engine.objects()
+    projects = lab_projects(basetemp) | {
+        project_of(o) for o in objs
+        if o["labels"].get("com.docker.compose.project.environment_file", "").startswith(f"{basetemp}/")}
+    return [o for o in objs if project_of(o) in projects]
+
+
 @pytest.fixture(scope="session")
-def docker_engine(request):
+def docker_engine(request, tmp_path_factory):
     require_compose_tier()
     plugins = request.config.pluginmanager
     reporter, capture = plugins.getplugin("terminalreporter"), plugins.getplugin("capturemanager")
@@ -98,6 +77,16 @@ def docker_engine(request):
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
             reporter.write_line(f"pglab-dockerd: {msg}")
 
+    try:
+        shared = given_engine()
+    except DockerdError as e:
+        pytest.fail(f"{ROOT_VAR}={os.environ.get(ROOT_VAR)}: {e}", pytrace=False)
+    if shared is not None:
+        shared.images = ensure_images(shared, REPO, log=progress)  # loaded by its server: a label check
+        yield shared
+        left = _ours(shared, tmp_path_factory.getbasetemp())
+        assert not left, f"this session's compose projects left in the shared engine: {describe(left)}"
+        return
     before = host_net_state()
     engine = PrivateDockerd()
     try:

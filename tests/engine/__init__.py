@@ -19,16 +19,19 @@ its data-root is wiped at every stop and the images survive as ``docker save`` t
     images.py     base and node images, their keys and the tar cache
     app_image.py  the crypto app's image (wheels built on the host)
     ha_image.py   chapter 08's HA image (etcd, HAProxy, Patroni) on the node image
-    __main__.py   ``python -m engine [--cold] [--reap]``: time a start + images + stop
+    hub_image.py  the class's single-user image (hub/Dockerfile)
+    shared.py     one engine for several test sessions (``--serve``; LAB_TEST_ENGINE_ROOT)
+    __main__.py   ``python -m engine [--cold] [--reap] [--serve FILE]``: time a start + images + stop
 """
 from lab.backends.compose import compose_cli
 
 from .app_image import APP_IMAGE, app_key, ensure_app_image
 from .engine import PrivateDockerd, reap_stale
 from .ha_image import HA_IMAGE, ensure_ha_image, ha_key
-from .host import DockerdError, availability, debian_mirror, docker_cli
+from .host import DockerdError, availability, debian_mirror, docker_cli, host_net_state, net_state_changes
 from .images import BASE_IMAGE, NODE_IMAGE, base_key, default_cache_dir, ensure_images, node_key
 
 __all__ = ["APP_IMAGE", "BASE_IMAGE", "HA_IMAGE", "NODE_IMAGE", "DockerdError", "PrivateDockerd", "app_key",
            "availability", "base_key", "compose_cli", "debian_mirror", "default_cache_dir", "docker_cli",
-           "ensure_app_image", "ensure_ha_image", "ensure_images", "ha_key", "node_key", "reap_stale"]
+           "ensure_app_image", "ensure_ha_image", "ensure_images", "ha_key", "host_net_state", "net_state_changes",
+           "node_key", "reap_stale"]

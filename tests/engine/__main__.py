@@ -1,5 +1,9 @@
 """``PYTHONPATH=tests python -m engine [--cold] [--reap] [--cache DIR]``: start an engine, make
-the images ready, stop it, print the times (or only reap stale engines)."""
+the images ready, stop it, print the times (or only reap stale engines).
+
+``PYTHONPATH=tests python -m engine --serve FILE``: start an engine with every image, write
+``LAB_TEST_ENGINE_ROOT=<root>`` to FILE and keep it running for test sessions given that variable,
+until SIGTERM or SIGINT (scripts/test-all.sh; tests/engine/shared.py)."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +16,7 @@ from pathlib import Path
 from .engine import PrivateDockerd, reap_stale
 from .host import availability
 from .images import ensure_images
+from .shared import serve
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,6 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--cold", action="store_true", help="ignore the image cache (uses a temporary one)")
     p.add_argument("--cache", help="image cache directory")
     p.add_argument("--repo", default=str(REPO))
+    p.add_argument("--serve", metavar="FILE", help="keep an engine for test sessions; its root goes to FILE")
     args = p.parse_args(argv)
     if args.reap:
         print(f"reaped {len(reap_stale())} stale engine(s)")
@@ -29,7 +35,9 @@ def main(argv=None) -> int:
     ok, why = availability()
     if not ok:
         print(f"unavailable: {why}", file=sys.stderr)
-        return 1
+        return 3 if args.serve else 1
+    if args.serve:
+        return serve(Path(args.serve).absolute(), args.repo)
     cold_dir = tempfile.mkdtemp(prefix="pglab-cold-cache-", dir="/var/tmp") if args.cold else None
     try:
         t0 = time.monotonic()

@@ -6,21 +6,16 @@ proxy or CA of its own.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from .engine import PrivateDockerd
 from .host import docker_cli, say
-from .images import (BASE_IMAGE, FileLock, base_key, default_cache_dir, ensure_images, image_label,
-                     inputs_key, load, run_logged, save)
+from .images import BASE_IMAGE, base_key, cached_image, default_cache_dir, ensure_images, inputs_key, run_logged, serve_dir
 
 APP_IMAGE = "pglab/crypto-app:test"
 APP_INPUTS = ("compose/app.Dockerfile", "compose/app-requirements.txt", "compose/app-entrypoint.sh",
@@ -48,25 +43,6 @@ def _wheels(repo_root: Path, dest: Path, log_file: Path) -> None:
     run_logged(cmd, log_file, "building the app's wheels on the host (pip)", 1800)
 
 
-@contextlib.contextmanager
-def _serve_dir(path: Path):
-    """An HTTP server on 127.0.0.1 (a free port) listing ``path``: pip's --find-links."""
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(path)))
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}/"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        t.join(5)
-
-
 def build_app(engine: PrivateDockerd, repo_root: Path, base: str, key: str, image: str = APP_IMAGE,
               log=say) -> None:
     """``docker build -f compose/app.Dockerfile --build-arg BASE_IMAGE=<base> --network host``,
@@ -79,7 +55,7 @@ def build_app(engine: PrivateDockerd, repo_root: Path, base: str, key: str, imag
         _wheels(repo_root, wheels, build_log)
         log(f"wheels ready in {time.monotonic() - t:.1f} s; building {image} from compose/app.Dockerfile on {base}")
         t = time.monotonic()
-        with _serve_dir(wheels) as url:
+        with serve_dir(wheels) as url:
             run_logged([docker_cli() or "docker", "build", "-q", "--network", "host",
                         "-f", Path(repo_root) / "compose" / "app.Dockerfile",
                         "--build-arg", f"BASE_IMAGE={base}",
@@ -104,18 +80,7 @@ def ensure_app_image(engine: PrivateDockerd, repo_root, cache_dir=None, *, log=N
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     engine.images = {**engine.images, **ensure_images(engine, repo_root, cache, log=log)}
     key = app_key(repo_root, base_key())
-    tar = cache / f"app-{key}.tar"
-    t0 = time.monotonic()
-    with FileLock(cache / ".lock", log):
-        def have():
-            return image_label(engine, APP_IMAGE, "org.pglab.app.key") == key
-
-        if not have() and not (tar.is_file() and load(engine, tar, log) and have()):
-            build_app(engine, repo_root, BASE_IMAGE, key, log=log)
-            save(engine, tar, APP_IMAGE, log=log)
-            for stale in cache.glob("app-*.tar"):
-                if stale != tar:
-                    stale.unlink(missing_ok=True)
-            log(f"app image ready in {time.monotonic() - t0:.1f} s")
+    cached_image(engine, cache, APP_IMAGE, "org.pglab.app.key", key, "app",
+                 lambda stale: build_app(engine, repo_root, BASE_IMAGE, key, log=log), log)
     engine.images["app"] = APP_IMAGE
     return APP_IMAGE

@@ -146,9 +146,41 @@ class PrivateDockerd:
         self._owner = os.getpid()
         self._host_paths_before: dict[str, bool] = {}
         self._bridges: set[str] = set()
-        self._state = "new"  # new -> running -> stopped
+        self._state = "new"  # new -> running -> stopped; or "borrowed" (attach: another process's)
         self.timings: dict[str, float] = {}  # seconds: "start" (until it answers), "stop"
         self._mutex = threading.RLock()
+
+    @classmethod
+    def attach(cls, root: Path | str) -> "PrivateDockerd":
+        """A running engine that another process started and owns (``python -m engine --serve``):
+        usable like one's own, but ``stop()`` leaves it running and ``leftovers()`` is its
+        owner's business.  DockerdError if nothing answers at ``root``."""
+        eng = cls(root=root)
+        if not eng.ping():
+            raise DockerdError(f"no engine answers at {eng.socket} (its owner has stopped it?)")
+        pid = _read(eng.pidfile)
+        eng._pid = int(pid) if pid and pid.strip().isdigit() else None
+        eng._state = "borrowed"
+        return eng
+
+    @property
+    def borrowed(self) -> bool:
+        """Started and owned by another process (``attach``)."""
+        return self._state == "borrowed"
+
+    def objects(self) -> "list[dict]":
+        """Every container, network (but the predefined ones) and volume in the engine:
+        ``{"kind", "id", "name", "labels"}``."""
+        out = []
+        for c in self.api("GET", "/containers/json?all=1"):
+            out.append({"kind": "container", "id": c["Id"], "name": (c.get("Names") or ["?"])[0].lstrip("/"),
+                        "labels": c.get("Labels") or {}})
+        for n in self.api("GET", "/networks"):
+            if n.get("Name") not in ("bridge", "host", "none"):
+                out.append({"kind": "network", "id": n["Id"], "name": n.get("Name"), "labels": n.get("Labels") or {}})
+        for v in self.api("GET", "/volumes").get("Volumes") or []:
+            out.append({"kind": "volume", "id": v["Name"], "name": v["Name"], "labels": v.get("Labels") or {}})
+        return out
 
     # ---- context manager
     def __enter__(self):
@@ -199,7 +231,7 @@ class PrivateDockerd:
     # ---- start
     def start(self) -> "PrivateDockerd":
         with self._mutex:
-            if self._state == "running":
+            if self._state in ("running", "borrowed"):
                 return self
             if self._state == "stopped":
                 raise DockerdError("this engine was stopped; make a new PrivateDockerd")

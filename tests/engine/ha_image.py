@@ -12,11 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from .app_image import APP_PYTHON, _serve_dir
+from .app_image import APP_PYTHON
 from .engine import PrivateDockerd
 from .host import docker_cli, say
-from .images import (FileLock, base_key, default_cache_dir, ensure_images, image_label, inputs_key, load,
-                     node_key, run_logged, save)
+from .images import (base_key, cached_image, default_cache_dir, ensure_images, inputs_key, node_key, run_logged,
+                     serve_dir)
 
 HA_IMAGE = "pglab/postgres-ha:test"
 HA_INPUTS = ("compose/ha.Dockerfile", "compose/ha-requirements.txt", "compose/ha", ".dockerignore")
@@ -42,7 +42,7 @@ def build_ha(engine: PrivateDockerd, repo_root: Path, node_image: str, key: str,
                    build_log, "building Patroni's wheels on the host (pip)", 1800)
         log(f"Patroni's wheels ready in {time.monotonic() - t:.1f} s; building {image} from compose/ha.Dockerfile")
         t = time.monotonic()
-        with _serve_dir(wheels) as url:
+        with serve_dir(wheels) as url:
             run_logged([docker_cli() or "docker", "build", "-q", "--network", "host",
                         "-f", Path(repo_root) / "compose" / "ha.Dockerfile",
                         "--build-arg", f"NODE_IMAGE={node_image}",
@@ -62,18 +62,7 @@ def ensure_ha_image(engine: PrivateDockerd, repo_root, cache_dir=None, *, log=No
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     engine.images = {**engine.images, **ensure_images(engine, repo_root, cache, log=log)}
     key = ha_key(repo_root, node_key(repo_root, base_key()))
-    tar = cache / f"ha-{key}.tar"
-    t0 = time.monotonic()
-    with FileLock(cache / ".lock", log):
-        def have():
-            return image_label(engine, HA_IMAGE, "org.pglab.ha.key") == key
-
-        if not have() and not (tar.is_file() and load(engine, tar, log) and have()):
-            build_ha(engine, repo_root, engine.images["node"], key, log=log)
-            save(engine, tar, HA_IMAGE, log=log)
-            for stale in cache.glob("ha-*.tar"):
-                if stale != tar:
-                    stale.unlink(missing_ok=True)
-            log(f"HA image ready in {time.monotonic() - t0:.1f} s")
+    cached_image(engine, cache, HA_IMAGE, "org.pglab.ha.key", key, "ha",
+                 lambda stale: build_ha(engine, repo_root, engine.images["node"], key, log=log), log)
     engine.images["ha"] = HA_IMAGE
     return HA_IMAGE

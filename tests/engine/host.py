@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -159,3 +160,40 @@ def availability() -> tuple[bool, str]:
     if not cgroup_mounts():
         return False, "no cgroup file system is mounted (containers need one)"
     return True, f"private dockerd ({which('dockerd')}), images from {mirror}"
+
+
+# The host state an engine must leave as it found it (it runs with --iptables=false ...).
+SYSCTLS = ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding", "net/ipv4/conf/all/route_localnet",
+           "net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables")
+
+
+def host_net_state() -> dict:
+    """The host's firewall rules (every iptables flavour present) and forwarding sysctls,
+    without comments and packet counters, to compare before and after."""
+    state = {}
+    for tool in ("iptables-save", "ip6tables-save", "iptables-legacy-save", "ip6tables-legacy-save"):
+        path = which(tool)
+        if not path:
+            continue
+        r = subprocess.run([path], capture_output=True, text=True, timeout=30)
+        state[tool] = [re.sub(r"\[\d+:\d+\]", "", line) for line in r.stdout.splitlines()
+                       if line.strip() and not line.startswith("#")]
+    for name in SYSCTLS:
+        try:
+            state[name] = Path("/proc/sys", name).read_text().strip()
+        except OSError:
+            state[name] = None
+    return state
+
+
+def net_state_changes(before: dict, after: dict) -> list[str]:
+    """What differs between two ``host_net_state()`` results, one line per rule set or sysctl."""
+    out = []
+    for k in sorted(set(before) | set(after)):
+        if before.get(k) != after.get(k):
+            b, a = before.get(k), after.get(k)
+            if isinstance(b, list) and isinstance(a, list):
+                out.append(f"{k}: +{sorted(set(a) - set(b))} -{sorted(set(b) - set(a))}")
+            else:
+                out.append(f"{k}: {b!r} -> {a!r}")
+    return out

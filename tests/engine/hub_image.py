@@ -15,16 +15,12 @@ layers' cache key.
 """
 from __future__ import annotations
 
-import contextlib
 import email.parser
-import functools
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import zipfile
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version as dist_version
 from pathlib import Path
 
@@ -38,8 +34,8 @@ except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
 from .app_image import APP_PYTHON
 from .engine import PrivateDockerd
 from .host import docker_cli, say
-from .images import (BASE_IMAGE, FileLock, _sha, base_key, default_cache_dir, ensure_images, image_label,
-                     inputs_key, load, run_logged, save)
+from .images import (BASE_IMAGE, _sha, base_key, cached_image, default_cache_dir, ensure_images, image_label,
+                     inputs_key, load, run_logged, serve_dir)
 
 HUB_IMAGE = "pglab/singleuser:test"
 HUB_INPUTS = ("hub/Dockerfile", "hub/singleuser-entrypoint.sh", "hub/singleuser", ".dockerignore", "pyproject.toml",
@@ -64,30 +60,6 @@ def requirements(repo_root: Path) -> list[str]:
     """What the image's pip installs: the lab's dependencies (pyproject.toml) and jupyterhub."""
     project = tomllib.loads((Path(repo_root) / "pyproject.toml").read_text())["project"]
     return [*project["dependencies"], f"jupyterhub=={jupyterhub_version()}"]
-
-
-@contextlib.contextmanager
-def _serve_dir(path: Path, port: int = WHEELS_PORT):
-    """An HTTP server on 127.0.0.1 listing ``path`` (pip's --find-links): on ``port`` if it is
-    free, else on any free port (the build then reuses no layer that pip made)."""
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-    handler = functools.partial(Quiet, directory=str(path))
-    try:
-        srv = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    except OSError:
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}/"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        t.join(5)
 
 
 def _too_new(wheels: Path) -> "dict[str, str]":
@@ -171,7 +143,7 @@ def build_hub(engine: PrivateDockerd, repo_root: Path, base: str, key: str, imag
         log(f"building {image} from hub/Dockerfile on {base}")
         t = time.monotonic()
         extra = ["--cache-from", cache_from] if cache_from else []
-        with _serve_dir(wheels) as url:
+        with serve_dir(wheels, WHEELS_PORT) as url:
             run_logged([docker_cli() or "docker", "build", "-q", "--network", "host", *extra,
                         "-f", Path(repo_root) / "hub" / "Dockerfile",
                         "--build-arg", f"BASE_IMAGE={base}",
@@ -192,26 +164,17 @@ def ensure_hub_image(engine: PrivateDockerd, repo_root, cache_dir=None, *, log=N
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     engine.images = {**engine.images, **ensure_images(engine, repo_root, cache, log=log)}
     key = hub_key(repo_root, base_key())
-    tar = cache / f"hub-{key}.tar"
-    t0 = time.monotonic()
-    with FileLock(cache / ".lock", log):
-        def have():
-            return image_label(engine, HUB_IMAGE, "org.pglab.hub.key") == key
 
-        if not have() and not (tar.is_file() and load(engine, tar, log) and have()):
-            stale = [p for p in cache.glob("hub-*.tar") if p != tar]
-            previous = None
-            if image_label(engine, HUB_IMAGE, "org.pglab.hub.key"):
+    def build(stale):
+        # the previous image (in the engine, or loaded from the newest stale tar) gives its layers
+        previous = HUB_IMAGE if image_label(engine, HUB_IMAGE, "org.pglab.hub.key") else None
+        for p in sorted(stale, key=lambda p: p.stat().st_mtime, reverse=True):
+            if previous:
+                break
+            if load(engine, p, log):
                 previous = HUB_IMAGE
-            else:
-                for p in sorted(stale, key=lambda p: p.stat().st_mtime, reverse=True):
-                    if load(engine, p, log):
-                        previous = HUB_IMAGE
-                        break
-            build_hub(engine, repo_root, BASE_IMAGE, key, cache_from=previous, cache=cache, log=log)
-            save(engine, tar, HUB_IMAGE, log=log)
-            for p in stale:
-                p.unlink(missing_ok=True)
-            log(f"single-user image ready in {time.monotonic() - t0:.1f} s")
+        build_hub(engine, repo_root, BASE_IMAGE, key, cache_from=previous, cache=cache, log=log)
+
+    cached_image(engine, cache, HUB_IMAGE, "org.pglab.hub.key", key, "hub", build, log)
     engine.images["hub"] = HUB_IMAGE
     return HUB_IMAGE

@@ -6,13 +6,17 @@ a ``docker load`` of a few seconds per engine start, and no state kept between r
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import shlex
 import subprocess
 import tempfile
+import threading
 import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from lab.system.home import cache_dir
@@ -137,6 +141,55 @@ def save(engine: PrivateDockerd, tar: Path, *images: str, log=say) -> None:
     log(f"saved {tar.name} ({tar.stat().st_size / 2**20:.0f} MiB) in {time.monotonic() - t:.1f} s")
 
 
+def cached_image(engine: PrivateDockerd, cache: Path, image: str, label: str, key: str, prefix: str, build,
+                 log=say) -> None:
+    """``image`` in ``engine`` with ``label`` = ``key``: there already, else loaded from the cache's
+    ``<prefix>-<key>.tar``, else built by ``build(stale)`` and saved there, after which the other
+    ``<prefix>-*.tar`` (``stale``, the tars of earlier keys, which a build may load to reuse
+    their layers) are removed.  Under the cache's lock: one build per cache at a time."""
+    tar = cache / f"{prefix}-{key}.tar"
+    t0 = time.monotonic()
+
+    def have():
+        return image_label(engine, image, label) == key
+
+    if have():
+        return  # loaded already: no need to wait for another image's build holding the lock
+    with FileLock(cache / ".lock", log):
+        if have() or (tar.is_file() and load(engine, tar, log) and have()):
+            return
+        stale = [p for p in cache.glob(f"{prefix}-*.tar") if p != tar]
+        build(stale)
+        save(engine, tar, image, log=log)
+        for p in stale:
+            p.unlink(missing_ok=True)
+        log(f"{image} ready in {time.monotonic() - t0:.1f} s")
+
+
+@contextlib.contextmanager
+def serve_dir(path: Path, port: int = 0):
+    """An HTTP server on 127.0.0.1 listing ``path`` (pip's --find-links inside a build): on ``port``
+    if it is free, else on any free port."""
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(path))
+    try:
+        srv = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError:
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join(5)
+
+
 # --------------------------------------------------------------------------------------------
 # Builds
 
@@ -236,10 +289,13 @@ def ensure_images(engine: PrivateDockerd, repo_root, cache_dir=None, *, log=None
     full = cache / f"images-{bkey}-{nkey}.tar"
     base_only = cache / f"base-{bkey}.tar"
     t0 = time.monotonic()
-    with FileLock(cache / ".lock", log):
-        def have(image, label, key):
-            return image_label(engine, image, label) == key
 
+    def have(image, label, key):
+        return image_label(engine, image, label) == key
+
+    if have(NODE_IMAGE, "org.pglab.node.key", nkey) and have(BASE_IMAGE, "org.pglab.base.key", bkey):
+        return images  # loaded already: no need to wait for another image's build holding the lock
+    with FileLock(cache / ".lock", log):
         if have(NODE_IMAGE, "org.pglab.node.key", nkey) and have(BASE_IMAGE, "org.pglab.base.key", bkey):
             return images
         if full.is_file() and load(engine, full, log) and have(NODE_IMAGE, "org.pglab.node.key", nkey):
