@@ -116,6 +116,45 @@ def test_market_summary_change_and_volume_match_sql(api_client, app_cluster):
     assert math.isclose(doge["volume_24h"], row["vol"], rel_tol=1e-9)
 
 
+ROLLUP_MISMATCHES = """
+SELECT count(*) FROM
+    (SELECT coin, to_timestamp(floor(extract(epoch FROM time) / 3600) * 3600) AS hour, sum(volume) AS v, count(*) AS n
+     FROM price_ticks GROUP BY 1, 2) r
+FULL JOIN (SELECT * FROM price_volume_hourly WHERE ticks <> 0) h USING (coin, hour)
+WHERE r.n IS DISTINCT FROM h.ticks
+   OR abs(coalesce(r.v, 0) - coalesce(h.volume, 0)) > 1e-6 * greatest(1, abs(coalesce(r.v, 0)))
+"""
+
+
+def test_the_hourly_rollup_follows_every_change_to_the_ticks(api_client, app_cluster):
+    """price_volume_hourly (what /market/summary reads) against the ticks themselves, after the
+    back-fill's COPY, inserts, ON CONFLICT updates, deletes; and the summary's 24 h volume against the
+    plain sum for a newest tick in the middle of an hour, on a replica."""
+    p = app_cluster.primary
+    assert p.scalar(ROLLUP_MISMATCHES) == 0, "the back-fill (COPY) is in the rollup"
+    t0 = dt.datetime(2032, 3, 1, 10, 17, 23, tzinfo=UTC)
+    ticks = [{"symbol": "SOL", "price": 100.0 + i, "volume": 1.5 * i,
+              "time": (t0 - dt.timedelta(minutes=37 * i)).isoformat()} for i in range(60)]
+    try:
+        assert api_client.post("/ticks", json={"ticks": ticks}, headers=auth()).status_code == 201
+        assert p.scalar(ROLLUP_MISMATCHES) == 0, "inserts"
+        again = [dict(t, volume=t["volume"] * 2 + 1) for t in ticks[::3]]
+        assert api_client.post("/ticks", json={"ticks": again}, headers=auth()).status_code == 201
+        assert p.scalar(ROLLUP_MISMATCHES) == 0, "ON CONFLICT DO UPDATE"
+        p.execute("DELETE FROM price_ticks WHERE coin = 'SOL' AND time > %s", (t0 - dt.timedelta(hours=5),))
+        assert p.scalar(ROLLUP_MISMATCHES) == 0, "deletes"
+        app_cluster.wait_replayed()
+        sol = {s["symbol"]: s for s in api_client.get("/market/summary").json()}["SOL"]
+        newest = p.scalar("SELECT max(time) FROM price_ticks WHERE coin = 'SOL'")
+        raw = p.scalar("SELECT sum(volume) FROM price_ticks WHERE coin = 'SOL' AND time > %s - interval '24 hours'",
+                       (newest,))
+        assert dt.datetime.fromisoformat(sol["time"]) == newest and newest.minute != 0
+        assert math.isclose(sol["volume_24h"], raw, rel_tol=1e-9)
+    finally:
+        p.execute("DELETE FROM price_ticks WHERE time >= '2032-01-01'")
+    assert p.scalar(ROLLUP_MISMATCHES) == 0
+
+
 # --- writes, and reading them back ----------------------------------------------------------------
 def test_post_ticks_writes_on_the_primary_and_returns_the_commit_lsn(api_client, app_cluster):
     t = dt.datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
