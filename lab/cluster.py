@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import conninfo
 from .backends import NAMES as BACKEND_NAMES, backend_class, choose_backend, links, make_backend
+from .backends.pgconf import RECOVERY_SETTINGS
 from .errors import BadArgument, LabError, NotRunning, Timeout, need_bool, need_choice, need_number, need_str
 from .lsn import format_lsn, lsn_diff, parse_lsn, record_end
 from .node import Node, Role, need_node_name, valid_node_name
@@ -23,6 +25,8 @@ from .system import ports
 from .system.home import LabHome, register_user
 
 MAX_REPLICAS = 5
+MAX_STANDALONES = 2  # nodes outside the physical cluster (a subscriber, a copy restored to a point in time)
+RECOVERY_TIMEOUT = 300  # how long a standalone node made from a backup may take to reach its recovery target
 
 
 def _say(quiet: bool, msg: str) -> None:
@@ -66,7 +70,27 @@ class Cluster:
 
     @property
     def replicas(self) -> list[Node]:
+        """The physical standbys (cascading ones included), never a standalone node."""
         return [n for n in self.nodes if n.role == Role.REPLICA]
+
+    @property
+    def standalones(self) -> list[Node]:
+        """The nodes outside the physical cluster (``add_standalone``): writable, streaming from nobody."""
+        return [n for n in self.nodes if n.role == Role.STANDALONE]
+
+    def _physical_count(self) -> int:
+        """Nodes besides the primary that count towards the replica limit (a former primary does)."""
+        return sum(1 for s in self._state["nodes"].values()
+                   if s["name"] != self._state["primary"] and s["role"] != Role.STANDALONE)
+
+    def _upstream_spec(self, spec: dict) -> dict:
+        """The node a replica streams from: its recorded upstream (a cascade) if it is still a
+        standby of this cluster or the primary, else the primary."""
+        up = spec.get("upstream")
+        nodes = self._state["nodes"]
+        if up and up in nodes and up != spec["name"] and nodes[up]["role"] in (Role.REPLICA, Role.PRIMARY):
+            return nodes[up]
+        return nodes[self._state["primary"]]
 
     @property
     def pg_version(self) -> str:
@@ -115,11 +139,12 @@ class Cluster:
             self._save()
             primary_spec = None
             if spec["role"] == Role.REPLICA:
-                primary_spec = self._state["nodes"][self._state["primary"]]
+                primary_spec = self._upstream_spec(spec)
             self.backend.start(spec, self._state, primary_spec)
-            if port_changed and name == self._state["primary"]:
+            if port_changed:  # whoever streams from this node must find it on its new port
                 for r in self.replicas:
-                    self.backend.retarget(r.spec, *self.backend.primary_address())
+                    if self._upstream_spec(r.spec)["name"] == name:
+                        self.backend.retarget(r.spec, *self.backend.address_of(spec))
             self._save()
 
     def _stop_node(self, name: str, timeout: float = 30) -> None:
@@ -129,6 +154,9 @@ class Cluster:
         with self.home.locked():
             self._reload()
             spec = self._state["nodes"][name]
+            if spec["role"] == Role.STANDALONE:
+                self._end_recovery(name)
+                return
             if spec["role"] != Role.REPLICA:
                 raise LabError(f"{name} is not a replica (it is {spec['role']}): only a replica can be promoted")
             if not self.backend.pid(spec):
@@ -147,10 +175,21 @@ class Cluster:
                 self._settle_promotion(name, old)
                 raise
 
+    def _end_recovery(self, name: str) -> None:
+        """``promote()`` of a standalone node paused at its recovery target: ``pg_promote()`` ends the
+        pause and the recovery; it stays a standalone node (the cluster's primary does not change)."""
+        node = Node(self, name)
+        if not node.is_running:
+            raise NotRunning(f"{name} is stopped: start it before promoting it")
+        if node.scalar("SELECT pg_is_in_recovery()", dbname="postgres"):
+            node.scalar("SELECT pg_promote(true, 60)", dbname="postgres")
+        self._wait_writable(name)
+
     def _record_promotion(self, name: str, old: str) -> None:
         if old != name and old in self._state["nodes"]:
             self._state["nodes"][old]["role"] = Role.FORMER_PRIMARY.value
         self._state["nodes"][name]["role"] = Role.PRIMARY.value
+        self._state["nodes"][name].pop("upstream", None)
         self._state["primary"] = name
         self._save()
 
@@ -228,12 +267,16 @@ class Cluster:
         """Point every replica at the current primary (after a promotion): its slot is created
         there, its primary_conninfo retargeted and reloaded.  A replica that had not gone past
         the fork switches to the new timeline by itself (recovery_target_timeline = 'latest'); one
-        that had (it received WAL the new primary never got) is rewound at its next start."""
+        that had (it received WAL the new primary never got) is rewound at its next start.  A
+        cascading replica whose upstream is still a standby (or is the promoted node itself) keeps
+        following it, as PostgreSQL's own cascade does across a timeline switch."""
         primary = self.primary
         failure = None
         for r in self.replicas:  # each one, even if one before it failed (the first failure is raised)
             if r.name == primary.name:
                 continue
+            if self._upstream_spec(r.spec)["name"] != primary.name:
+                continue  # a cascade: its upstream, a standby, follows the primary for it
             try:
                 if primary.is_running:
                     self._ensure_slot(r.name)
@@ -263,6 +306,9 @@ class Cluster:
             node = self.node(name)
             if name == self._state["primary"]:
                 raise LabError(f"{name} is the current primary: rejoin a former primary, or switchover() first")
+            if node.role == Role.STANDALONE:
+                raise LabError(f"{name} is a standalone node, outside the physical cluster: it cannot rejoin; "
+                               f"cluster.remove_node({name!r}) removes it, cluster.add_replica() adds a replica")
             primary = self.primary
             if not primary.is_running:
                 raise NotRunning(f"the primary ({primary.name}) is stopped: start it before rejoining {name}")
@@ -273,6 +319,7 @@ class Cluster:
             self._save()
             self.backend.prepare_replica(spec, self._state, primary.spec, rejoin=True)
             spec["role"] = Role.REPLICA.value
+            spec.pop("upstream", None)  # rewound onto the primary: it streams from the primary
             self._save()
             self.backend.start(spec, self._state)
             self._save()
@@ -353,11 +400,17 @@ class Cluster:
                 self.home.forget()
 
     # --- replicas --------------------------------------------------------------------
-    def add_replica(self, name: "str | None" = None, quiet: bool = True, from_backup=None) -> Node:
+    def add_replica(self, name: "str | None" = None, quiet: bool = True, from_backup=None,
+                    upstream: "str | None" = None) -> Node:
         """A new hot standby from a base backup of the primary, with its own slot.
 
         ``from_backup``: a base backup you took yourself (``pg_basebackup -R``) becomes the
         replica's data directory instead (it is moved, not copied; local backend).
+
+        ``upstream``: the name of a running replica to cascade from: the base backup is taken from
+        that standby, the new replica streams from it through a slot (named after the new replica)
+        created on it, and the cluster records it.  After a failover it keeps following its
+        upstream (which follows the new primary, or is it).
 
         A ``name`` that is already a replica of this cluster gives that replica back (started if it
         was stopped), with one line saying so: a cell that adds a named replica can run again.
@@ -372,8 +425,20 @@ class Cluster:
                                         or not str(os.fspath(from_backup)).strip()
                                         or "\0" in str(os.fspath(from_backup))):
             raise BadArgument(f"from_backup is the directory of a base backup (a path), not {from_backup!r:.60}")
+        if upstream is not None:
+            need_str(upstream, "upstream", example="'replica1'")
         with self.home.locked():
             self._reload()
+            if upstream is not None:
+                up = self._state["nodes"].get(upstream)
+                if up is None or up["role"] not in (Role.REPLICA, Role.PRIMARY):
+                    names = ", ".join(r.name for r in self.replicas) or "none: add one first"
+                    raise LabError(f"upstream {upstream!r:.40} is not a replica of this cluster (replicas: {names}): "
+                                   "a cascading replica streams from a standby")
+                if upstream == self._state["primary"]:
+                    upstream = None  # streaming from the primary is an ordinary replica
+                elif not self.backend.pid(up):
+                    raise NotRunning(f"{upstream} is stopped: start it before cascading a replica from it")
             if name is None:
                 i = 1
                 while f"replica{i}" in self._state["nodes"]:
@@ -382,26 +447,28 @@ class Cluster:
             if name in self._state["nodes"]:
                 return self._existing_replica(name, from_backup)
             limit = min(MAX_REPLICAS, self.backend.max_replicas)
-            if len(self._state["nodes"]) - 1 >= limit:  # every node but the primary (a former primary too)
+            if self._physical_count() >= limit:  # every node but the primary (a former primary too)
                 raise LabError(f"this cluster runs at most {limit} replicas ({self.backend_name} backend): "
                                "remove one first")
             if not self.primary.is_running:
                 raise NotRunning(f"the primary ({self.primary.name}) is stopped: start it before adding a replica")
             port = ports.claim_free_ports(1, self.home.owner)[0]
             spec = self.backend.node_spec(name, Role.REPLICA, port)
+            if upstream is not None:
+                spec["upstream"] = upstream
             self._state["nodes"][name] = spec
             self._save()
             t0 = time.monotonic()
             try:
                 if from_backup is not None:
                     self.backend.adopt(spec, Path(from_backup))
-                self.backend.start(spec, self._state, self.primary.spec)
+                self.backend.start(spec, self._state, self._upstream_spec(spec))
                 self._save()
                 self.wait_streaming(names=[name])
             except BaseException:
                 self._discard_replica(name)
                 raise
-            _say(quiet, f"{name}: streaming from {self.primary.name} on 127.0.0.1:{port} "
+            _say(quiet, f"{name}: streaming from {self._upstream_spec(spec)['name']} on 127.0.0.1:{port} "
                         f"({time.monotonic() - t0:.1f} s)")
             return Node(self, name)
 
@@ -410,6 +477,9 @@ class Cluster:
         node = Node(self, name)
         if name == self._state["primary"]:
             raise LabError(f"{name} is this cluster's primary: give the new replica another name, "
+                           "e.g. cluster.add_replica('replica3')")
+        if node.role == Role.STANDALONE:
+            raise LabError(f"{name} is a standalone node of this cluster: give the new replica another name, "
                            "e.g. cluster.add_replica('replica3')")
         if node.role != Role.REPLICA:
             raise LabError(f"{name} exists already, as a {node.role}: cluster.rejoin({name!r}) makes it a replica "
@@ -421,42 +491,217 @@ class Cluster:
         unused = ""
         if from_backup is not None and Path(from_backup).exists():
             unused = f"; the backup in {from_backup} was not used"
-        print(f"{name}: exists already, a replica of {self.primary.name} (nothing added{started}){unused}",
-              flush=True)
+        print(f"{name}: exists already, a replica of {self._upstream_spec(node.spec)['name']} "
+              f"(nothing added{started}){unused}", flush=True)
         return node
 
     def remove_replica(self, name: str) -> None:
-        """Stop a replica, remove its data and drop its replication slot on the primary."""
+        """Stop a replica, remove its data and drop its replication slot on the primary (on its
+        upstream for a cascading one).  Replicas cascading from it are pointed at the primary
+        first (one line each says so).  A standalone node is removed as ``remove_node`` does."""
         need_node_name(name)
         with self.home.locked():
             self._reload()
             node = self.node(name)
             if node.role == Role.PRIMARY:
                 raise LabError(f"{name} is the primary: promote a replica before removing it")
+            self._repoint_children(name)
             self._discard_replica(name)
+
+    def remove_node(self, name: str) -> None:
+        """Stop a standalone node (or a replica: as ``remove_replica``), remove its data and free its port.
+
+        >>> cluster.remove_node("analytics")     # doctest: +SKIP
+        """
+        self.remove_replica(name)
+
+    # --- standalone nodes ------------------------------------------------------------------
+    def add_standalone(self, name: str = "analytics", from_backup=None, recovery: "dict | None" = None,
+                       quiet: bool = True) -> Node:
+        """A server of the lab outside the physical cluster: writable, streaming from nobody, and
+        nobody streams from it (chapter 09's subscriber, chapter 10's copy restored to a point in time).
+
+        Without ``from_backup`` it is made as the primary was (its configuration, roles, passwords,
+        ``crypto_db`` and the course's objects).  ``from_backup``: the directory of a plain base
+        backup on this host (``lab.backups.take_base_backup``) becomes its data (it is moved); its
+        standby settings are removed, and ``recovery`` (``restore_command``, ``recovery_target_lsn``
+        / ``_time`` / ``_name``, ``recovery_target_action`` ...) is written to its
+        postgresql.auto.conf with a recovery.signal.  It returns once the node accepts connections:
+        out of recovery, or paused at its target (``recovery_target_action='pause'``: read-only
+        until ``node.promote()``).  If recovery fails, the LabError quotes the server's FATAL line
+        and the node is kept, stopped, for ``node.logs()`` (``remove_node`` removes it).
+
+        The same ``name`` again gives the existing standalone node back (started if stopped).
+
+        >>> sub = cluster.add_standalone("analytics")                       # doctest: +SKIP
+        >>> pitr = cluster.add_standalone("pitr", from_backup=backup_dir,
+        ...     recovery={"restore_command": "cp /archive/%f %p", "recovery_target_lsn": "0/5000060",
+        ...               "recovery_target_action": "promote"})             # doctest: +SKIP
+        """
+        need_str(name, "name", example="'analytics'")
+        if not valid_node_name(name):
+            raise BadArgument(f"bad node name {name!r:.60}: use lowercase letters, digits and '_', "
+                              "starting with a letter (e.g. 'analytics')")
+        need_bool(quiet, "quiet")
+        if from_backup is not None and (not isinstance(from_backup, (str, os.PathLike))
+                                        or not str(os.fspath(from_backup)).strip()
+                                        or "\0" in str(os.fspath(from_backup))):
+            raise BadArgument(f"from_backup is the directory of a base backup (a path), not {from_backup!r:.60}")
+        recovery = _check_recovery(recovery, from_backup)
+        with self.home.locked():
+            self._reload()
+            if name in self._state["nodes"]:
+                return self._existing_standalone(name, from_backup)
+            limit = min(MAX_STANDALONES, self.backend.max_standalones)
+            if limit == 0:
+                raise LabError(f"the {self.backend_name} backend runs no standalone nodes: use a cluster of "
+                               "the local or compose backend")
+            if len(self.standalones) >= limit:
+                raise LabError(f"this cluster runs at most {limit} standalone nodes ({self.backend_name} backend), "
+                               f"here {', '.join(n.name for n in self.standalones)}: remove one first with "
+                               "cluster.remove_node(name)")
+            if from_backup is not None and not Path(from_backup).is_dir():
+                raise LabError(f"{from_backup} is not a directory: pass the directory of a base backup "
+                               "(lab.backups.take_base_backup(cluster) returns one)")
+            port = ports.claim_free_ports(1, self.home.owner)[0]
+            spec = self.backend.node_spec(name, Role.STANDALONE, port)
+            self._state["nodes"][name] = spec
+            self._save()
+            t0 = time.monotonic()
+            try:
+                if from_backup is None:
+                    self.backend.create_standalone(spec, self._state)
+                else:
+                    self.backend.adopt_standalone(spec, Path(from_backup), recovery)
+            except BaseException:
+                self._discard_replica(name)
+                raise
+            self._save()
+            how = "initialised like the primary"
+            if from_backup is not None:
+                how = self._recover_standalone(name, recovery)
+            _say(quiet, f"{name}: standalone node on 127.0.0.1:{spec['port']}, {how} "
+                        f"({time.monotonic() - t0:.1f} s)")
+            return Node(self, name)
+
+    def _existing_standalone(self, name: str, from_backup) -> Node:
+        """add_standalone(name) for a name this cluster has: that standalone node, as it is."""
+        node = Node(self, name)
+        if node.role != Role.STANDALONE:
+            raise LabError(f"{name} is this cluster's {node.role}, not a standalone node: give the standalone "
+                           "node another name, e.g. cluster.add_standalone('analytics')")
+        started = ""
+        if not node.is_running:
+            node.start()
+            started = ", started"
+        unused = ""
+        if from_backup is not None and Path(from_backup).exists():
+            unused = f"; the backup in {from_backup} was not used"
+        print(f"{name}: exists already, a standalone node on 127.0.0.1:{node.port} (nothing added{started}){unused}",
+              flush=True)
+        return node
+
+    def _recover_standalone(self, name: str, recovery: "dict | None", timeout: float = RECOVERY_TIMEOUT) -> str:
+        """Start a standalone node made from a backup and wait until it left recovery or paused at its
+        target; how it ended, in a few words.  A failed recovery raises with the server's FATAL line
+        and leaves the node recorded and stopped."""
+        spec = self._state["nodes"][name]
+        node = Node(self, name)
+        try:
+            self.backend.start(spec, self._state)
+            self._save()
+            deadline = time.monotonic() + timeout
+            while True:
+                if not self.backend.pid(spec):
+                    raise NotRunning(f"{name} stopped during recovery")
+                try:
+                    row = node.sql("SELECT pg_is_in_recovery() AS rec, CASE WHEN pg_is_in_recovery() "
+                                   "THEN pg_get_wal_replay_pause_state() END AS pause, "
+                                   "pg_last_wal_replay_lsn()::text AS lsn", dbname="postgres").iloc[0]
+                except LabError:
+                    row = None  # not accepting connections yet (still starting, or stopping)
+                if row is not None and not row["rec"]:
+                    return "recovered and out of recovery (writable)"
+                if row is not None and row["pause"] == "paused":
+                    return (f"paused at its recovery target ({row['lsn']}, read-only): "
+                            f"cluster.node({name!r}).promote() ends recovery")
+                if time.monotonic() > deadline:
+                    raise Timeout(f"{name} is still in recovery after {timeout:g} s")
+                time.sleep(0.05)
+        except LabError as e:
+            try:
+                self.backend.stop(spec)
+            except LabError:
+                pass
+            fatal = _fatal_line(self.backend.logs(spec, 200)) or str(e).strip().splitlines()[0]
+            raise LabError(f"{name}: recovery failed: {fatal}\n{name} is kept, stopped: read "
+                           f"cluster.node({name!r}).logs(), then cluster.remove_node({name!r})") from None
+
+    def conninfo_from(self, node_name: str, to: str = "primary", dbname: str = "crypto_db") -> str:
+        """A libpq connection string with which node ``node_name``'s server reaches node ``to``
+        (``"primary"``: the current primary), as the superuser (who may replicate): what
+        ``CREATE SUBSCRIPTION ... CONNECTION`` needs.  It holds the cluster's password.
+
+        >>> sub.execute(f"CREATE SUBSCRIPTION s CONNECTION '{cluster.conninfo_from('analytics')}' "
+        ...             "PUBLICATION p")                                   # doctest: +SKIP
+        """
+        need_node_name(node_name, "node_name")
+        need_str(to, "to", example="'primary'")
+        need_str(dbname, "dbname", example="'crypto_db'")
+        self.node(node_name)
+        target = self.primary if to == "primary" else self.node(to)
+        host, port = self.backend.address_of(target.spec)
+        st = self._state
+        return conninfo.make(host=host, port=port, user=st["superuser"], password=st["password"], dbname=dbname)
+
+    def archive_dir(self) -> str:
+        """The cluster's WAL archive directory as its nodes see it: what to put into
+        ``archive_command`` / ``restore_command``.  Every node's server may read and write it
+        (mode 0700, the server user's); ``down(wipe=True)`` removes it.
+
+        >>> d = cluster.archive_dir()                                                # doctest: +SKIP
+        >>> cluster.primary.set(archive_mode="on", archive_command=f"cp %p {d}/%f")  # doctest: +SKIP
+        """
+        return self.backend.archive_dir()
+
+    def _repoint_children(self, name: str) -> None:
+        """Replicas cascading from ``name`` (about to go) stream from the primary instead."""
+        primary = self.primary
+        for r in self.replicas:
+            if r.spec.get("upstream") != name:
+                continue
+            r.spec.pop("upstream", None)
+            self._save()
+            if primary.is_running:
+                self._ensure_slot(r.name)
+            self.backend.follow(r.spec, primary.spec)
+            print(f"{r.name}: cascaded from {name}, which is being removed: now streams from {primary.name}",
+                  flush=True)
 
     def _discard_replica(self, name: str) -> None:
         spec = self._state["nodes"][name]
         self.backend.stop(spec)
         self.backend.remove_data(spec)
-        if self.primary.is_running and self.primary.name != name:
-            self._drop_slot(name)
+        if spec["role"] != Role.STANDALONE:  # a standalone node has no slot anywhere
+            source = Node(self, self._upstream_spec(spec)["name"])
+            if source.is_running and source.name != name:
+                self._drop_slot(name, node=source)
         ports.release([spec["port"]], self.home.owner)
         del self._state["nodes"][name]
         self._save()
 
-    def _ensure_slot(self, slot: str) -> None:
-        """The replica's physical slot on the primary (created if missing)."""
-        self.primary.execute("SELECT pg_create_physical_replication_slot(%s) WHERE NOT EXISTS "
-                             "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
-                             (slot, slot), dbname="postgres")
+    def _ensure_slot(self, slot: str, node: "Node | None" = None) -> None:
+        """The replica's physical slot on the primary (or on ``node``, a cascade's upstream), created if missing."""
+        (node or self.primary).execute("SELECT pg_create_physical_replication_slot(%s) WHERE NOT EXISTS "
+                                       "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
+                                       (slot, slot), dbname="postgres")
 
-    def _drop_slot(self, slot: str, timeout: float = 10) -> None:
+    def _drop_slot(self, slot: str, timeout: float = 10, node: "Node | None" = None) -> None:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self.primary.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                                     "WHERE slot_name = %s", (slot,), dbname="postgres")
+                (node or self.primary).execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                                               "WHERE slot_name = %s", (slot,), dbname="postgres")
                 return
             except LabError as e:  # still active for a moment after the replica stops
                 if "is active" not in str(e) or time.monotonic() > deadline:
@@ -470,6 +715,8 @@ class Cluster:
         the recorded one is not) or else a former primary.  One line per change."""
         live = {}
         for n in self.nodes:
+            if n.role == Role.STANDALONE:
+                continue  # out of recovery by design, and never part of the physical cluster
             if n.is_running:
                 try:
                     live[n.name] = n.scalar("SELECT pg_is_in_recovery()", dbname="postgres")
@@ -541,18 +788,31 @@ class Cluster:
                     except LabError:
                         continue  # rejoined below
                     say(f"{n.name}: started, a replica, on 127.0.0.1:{n.port} ({time.monotonic() - t0:.1f} s)")
-            direct = self.backend.primary_address()
+            for n in self.standalones:  # kept as they are: started, never counted as replicas
+                if not n.is_running:
+                    t0 = time.monotonic()
+                    try:
+                        n.start()
+                    except LabError as e:
+                        say(f"{n.name}: a standalone node that does not start ({str(e).splitlines()[0][:120]}): "
+                            f"see cluster.node({n.name!r}).logs(), or cluster.remove_node({n.name!r})")
+                        continue
+                    say(f"{n.name}: started, a standalone node, on 127.0.0.1:{n.port} "
+                        f"({time.monotonic() - t0:.1f} s)")
             for r in self.replicas:
                 if not r.is_running or self._linked(r):
                     continue
+                source = self._upstream_spec(r.spec)  # a cascade's upstream, or the primary
+                direct = (self.backend.primary_address() if source["name"] == self._state["primary"]
+                          else self.backend.address_of(source))
                 where = self.backend.upstream(r.spec)
                 if where is not None and (str(where[0]), int(where[1])) != (str(direct[0]), int(direct[1])):
-                    self._ensure_slot(r.name)
+                    self._ensure_slot(r.name, node=Node(self, source["name"]))
                     self.backend.retarget(r.spec, *direct)
                     say(f"{r.name}: pointed at {where[0]}:{where[1]} (a proxy of an earlier kernel, or an old "
-                        f"primary), not at the primary: streams from {self.primary.name} directly again")
+                        f"primary), not at {source['name']}: streams from {source['name']} directly again")
             for n in self.nodes:
-                if n.name == self._state["primary"] or self._linked(n):
+                if n.name == self._state["primary"] or self._linked(n) or n.role == Role.STANDALONE:
                     continue
                 if n.role == Role.REPLICA and n.is_running and self._streams(n):
                     continue
@@ -568,7 +828,7 @@ class Cluster:
                 self.switchover("primary")
                 say(f"primary: the primary again (a switchover from {was}, now its replica; "
                     f"{time.monotonic() - t0:.1f} s)")
-            for _ in range(replicas - (len(self._state["nodes"]) - 1)):
+            for _ in range(replicas - self._physical_count()):
                 t0 = time.monotonic()
                 r = self.add_replica()
                 say(f"{r.name}: added, streaming from {self.primary.name} on 127.0.0.1:{r.port} "
@@ -597,21 +857,25 @@ class Cluster:
             for n in names:
                 self.node(n)
         names = list(names) if names is not None else [r.name for r in self.replicas if r.is_running]
-        want = {self._state["nodes"][n].get("app_name", n) for n in names}
-        if not want:
-            return
+        names = [n for n in names if self._state["nodes"][n]["role"] != Role.STANDALONE]
+        # each replica is looked for in its source's pg_stat_replication: the primary, or a cascade's upstream
+        sources: dict = {}
+        for n in names:
+            sources.setdefault(self._upstream_spec(self._state["nodes"][n])["name"], []).append(n)
         deadline = time.monotonic() + timeout
-        while True:
-            df = self.primary.sql("SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
-                                  dbname="postgres")
-            missing = want - set(df["application_name"])
-            if not missing:
-                return
-            if time.monotonic() > deadline:
-                name = next(n for n in names if self._state["nodes"][n].get("app_name", n) in missing)
-                raise Timeout(f"{name} is not streaming from {self.primary.name} after {timeout:.0f} s: "
-                              f"see cluster.node({name!r}).logs()")
-            time.sleep(0.02)
+        for source, group in sources.items():
+            want = {self._state["nodes"][n].get("app_name", n) for n in group}
+            while True:
+                df = Node(self, source).sql("SELECT application_name FROM pg_stat_replication "
+                                            "WHERE state = 'streaming'", dbname="postgres")
+                missing = want - set(df["application_name"])
+                if not missing:
+                    break
+                if time.monotonic() > deadline:
+                    name = next(n for n in group if self._state["nodes"][n].get("app_name", n) in missing)
+                    raise Timeout(f"{name} is not streaming from {source} after {timeout:.0f} s: "
+                                  f"see cluster.node({name!r}).logs()")
+                time.sleep(0.02)
 
     def wait_replayed(self, lsn=None, timeout: float = 30) -> str:
         """Wait until every running replica has replayed ``lsn`` (default: the primary's current LSN).
@@ -682,8 +946,10 @@ class Cluster:
         rows, changed = [], False
         primary_lsn, lags = None, {}
         for n in self.nodes:
+            upstream = self._upstream_spec(n.spec)["name"] if n.role == Role.REPLICA else None
             row = dict(node=n.name, role=n.role.value, state=n.state.value, host=n.host, port=n.port, pid=n.pid,
-                       current_lsn=None, received_lsn=None, replayed_lsn=None, lag_bytes=None, lag_s=None)
+                       current_lsn=None, received_lsn=None, replayed_lsn=None, lag_bytes=None, lag_s=None,
+                       upstream=upstream)
             if n.pid:
                 try:
                     r = n.sql("SELECT pg_is_in_recovery() AS rec, "
@@ -694,6 +960,8 @@ class Cluster:
                     row["state"] = "not answering"
                 else:
                     live_role = Role.REPLICA if r["rec"] else Role.PRIMARY
+                    if n.role == Role.STANDALONE:  # out of recovery by design: never re-labelled
+                        live_role = Role.STANDALONE
                     if live_role.value != n.spec["role"]:  # promoted by hand, or a former primary restarted
                         n.spec["role"] = live_role.value
                         changed = True
@@ -726,6 +994,38 @@ class Cluster:
             return {}
         return {a: (float(l) if l is not None and pd.notna(l) else None)
                 for a, l in zip(df["application_name"], df["lag"])}
+
+
+def _check_recovery(recovery, from_backup) -> "dict | None":
+    """The recovery settings of add_standalone: a dict of recovery_* / restore_command settings."""
+    if recovery is None:
+        return None
+    if not isinstance(recovery, dict) or not all(isinstance(k, str) for k in recovery):
+        raise BadArgument(f"recovery is a dict of settings, e.g. {{'recovery_target_lsn': '0/5000060'}}, "
+                          f"not {recovery!r:.60}")
+    if from_backup is None:
+        raise BadArgument("recovery settings apply to a node made from a base backup: pass from_backup too")
+    bad = [k for k in recovery if k not in RECOVERY_SETTINGS]
+    if bad:
+        raise BadArgument(f"{', '.join(map(repr, bad))[:80]}: not a recovery setting; allowed: "
+                          f"{', '.join(RECOVERY_SETTINGS)}")
+    for k, v in recovery.items():
+        if isinstance(v, float) or not isinstance(v, (str, int)) or "\0" in str(v) or "\n" in str(v):
+            raise BadArgument(f"{k} is a string (or a whole number, True/False), one line, not {v!r:.60}")
+    action = recovery.get("recovery_target_action")
+    if action is not None and action not in ("promote", "pause"):
+        raise BadArgument(f"recovery_target_action is 'promote' (leave recovery at the target) or 'pause' "
+                          f"(stay read-only there until node.promote()), not {action!r:.40}")
+    return dict(recovery)
+
+
+def _fatal_line(log: str) -> "str | None":
+    """The last FATAL (or PANIC) line of a server log, from its severity on."""
+    for line in reversed(log.splitlines()):
+        for tag in ("FATAL:", "PANIC:"):
+            if tag in line:
+                return " ".join(line[line.index(tag):].split())
+    return None
 
 
 # --- module-level entry points ---------------------------------------------------------

@@ -37,6 +37,7 @@ class Role(str, enum.Enum):
     PRIMARY = "primary"
     REPLICA = "replica"
     FORMER_PRIMARY = "former primary"  # was the primary before a promotion elsewhere
+    STANDALONE = "standalone"  # a server of the lab outside the physical cluster: streams from nobody, nobody from it
 
     def __str__(self):
         return self.value

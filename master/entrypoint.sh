@@ -11,8 +11,11 @@
 # After a failover this container's node may be a replica of another service: the lab records
 # each node's role beside its data (LAB_ROLE_FILE, in the volume: ROLE=replica,
 # PRIMARY_HOST=..., REPLICA_NAME, SLOT_NAME, REPLICA_REJOIN).  With ROLE=replica this script
-# hands over to replica/entrypoint.sh (a former primary rejoins: pg_rewind).  Without the
-# file, or with ROLE=primary, it runs as above.
+# hands over to replica/entrypoint.sh (a former primary rejoins: pg_rewind).  With
+# ROLE=standalone (a node outside the physical cluster, pg-standalone1/2) an empty data
+# directory is initialised as above and existing data is started as it is (the lab may have put
+# a base backup there, with recovery settings).  Without the file, or with ROLE=primary, it runs
+# as above.
 #
 # Environment: PGDATA (required), POSTGRES_USER (default admin), POSTGRES_PASSWORD and
 # REPLICATION_PASSWORD (required), REPLICATION_USER, APP_DB (see init-master.sh),
@@ -34,6 +37,13 @@ if [ -n "${LAB_ROLE_FILE:-}" ] && [ -f "$LAB_ROLE_FILE" ]; then
     if [ "${ROLE:-primary}" = "replica" ]; then
         log "$LAB_ROLE_FILE: this node is now a replica of ${PRIMARY_HOST:-pg-master}: running replica/entrypoint.sh"
         exec "$HERE/../replica/entrypoint.sh" "$@"
+    fi
+    if [ "${ROLE:-primary}" = "standalone" ] && [ -s "$PGDATA/PG_VERSION" ] && [ -f "$DONE" ]; then
+        # a node outside the physical cluster, its data made by an earlier start or by the lab (a
+        # base backup, with its own recovery settings; a server in recovery cannot run
+        # init-master.sh): run it as it is
+        log "$LAB_ROLE_FILE: a standalone node with existing data: starting it as it is"
+        exec postgres -D "$PGDATA" "$@"
     fi
 fi
 

@@ -67,8 +67,9 @@ def test_status_reports_roles_lsns_and_lag(cluster):
     lsn = cluster.wait_replayed()
     df = cluster.status()
     assert list(df.columns) == ["node", "role", "state", "host", "port", "pid", "current_lsn",
-                                "received_lsn", "replayed_lsn", "lag_bytes", "lag_s"]
+                                "received_lsn", "replayed_lsn", "lag_bytes", "lag_s", "upstream"]
     p, r = df.set_index("node").loc["primary"], df.set_index("node").loc["replica1"]
+    assert r["upstream"] == "primary" and pd.isna(p["upstream"])
     assert (p["role"], p["state"], r["role"], r["state"]) == ("primary", "running", "replica", "running")
     assert p["host"] == r["host"] == "127.0.0.1" and p["port"] != r["port"]
     assert parse_lsn(r["replayed_lsn"]) >= parse_lsn(lsn)

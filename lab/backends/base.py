@@ -32,6 +32,8 @@ class Backend(AppHost, Protocol):
     """Short name, stored in the state (``"local"``, ``"compose"``): for display only."""
     max_replicas: ClassVar[int]
     """How many replicas this backend can run."""
+    max_standalones: ClassVar[int]
+    """How many standalone nodes (outside the physical cluster) this backend can run (0: none)."""
     state: dict
     """The cluster's state (nodes, ports, secrets), the same dict the Cluster keeps."""
     owner: str
@@ -60,6 +62,15 @@ class Backend(AppHost, Protocol):
     def adopt(self, spec: dict, backup: Path) -> None:
         """Make a base backup on this host (taken with ``-R``) this new replica's data (it is moved)."""
 
+    def create_standalone(self, spec: dict, state: dict) -> None:
+        """Make a standalone node's data as the primary's was made (same configuration, roles and
+        passwords, the course's objects) and start it."""
+
+    def adopt_standalone(self, spec: dict, backup: Path, recovery: "dict | None" = None) -> None:
+        """Make a plain base backup on this host (it is moved) a standalone node's data: its standby
+        settings removed, ``recovery`` written to postgresql.auto.conf with a recovery.signal when
+        given.  The node is not started."""
+
     # --- where things are ------------------------------------------------------------
     def storage_of(self, spec: dict) -> dict:
         """Where the node keeps its data: ``kind``, ``where``, ``exists``."""
@@ -72,6 +83,13 @@ class Backend(AppHost, Protocol):
 
     def primary_address(self) -> "tuple[str, int]":
         """How a replica reaches the current primary directly: (host, port) as the replica sees it."""
+
+    def address_of(self, spec: dict) -> "tuple[str, int]":
+        """How another node of the cluster reaches this node: (host, port) as the nodes see it."""
+
+    def archive_dir(self) -> str:
+        """The cluster's WAL archive directory as the nodes see it, readable and writable by every
+        node's server (created on first call, mode 0700, owned by the server user)."""
 
     def proxy_address(self) -> str:
         """The address of this host on which a proxy must listen for a replica to reach it."""

@@ -33,6 +33,7 @@ from ..errors import LabError, NotRunning, ServerStartError, Timeout
 from ..system import ports
 from ..system.paths import COMPOSE_DIR, REPO
 from .compose_apps import DEFAULT_APP_IMAGE, PGADMIN_EMAIL, ComposeApps
+from .pgconf import standalone_auto_conf
 from .sql import connect, query
 
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
@@ -44,9 +45,13 @@ PGDATA = "/var/lib/postgresql/data/pgdata"
 ROLE_FILE = "/var/lib/postgresql/data/lab-role.env"
 SERVICES = {"primary": "pg-master", "replica1": "pg-replica", "replica2": "pg-replica2", "replica3": "pg-replica3"}
 REPLICA_SERVICES = ("pg-replica", "pg-replica2", "pg-replica3")
+STANDALONE_SERVICES = ("pg-standalone1", "pg-standalone2")  # nodes outside the physical cluster
 PORT_VARS = {"pg-master": "PG_MASTER_PORT", "pg-replica": "PG_REPLICA_PORT",
-             "pg-replica2": "PG_REPLICA2_PORT", "pg-replica3": "PG_REPLICA3_PORT"}
-PROFILES = ["replica2", "replica3", "app", "pgadmin"]
+             "pg-replica2": "PG_REPLICA2_PORT", "pg-replica3": "PG_REPLICA3_PORT",
+             "pg-standalone1": "PG_STANDALONE1_PORT", "pg-standalone2": "PG_STANDALONE2_PORT"}
+PROFILES = ["replica2", "replica3", "standalone1", "standalone2", "app", "pgadmin"]
+# the cluster's WAL archive: the volume pg-archive, mounted here in every node's container
+ARCHIVE_DIR = "/var/lib/postgresql/archive"
 READY_TIMEOUT = 90
 # the server user's home in a node's container: where its private files go (outside the data volume)
 CONTAINER_HOME = "/var/lib/postgresql"
@@ -97,6 +102,7 @@ class ComposeBackend(ComposeApps):
 
     name = "compose"
     max_replicas = 3
+    max_standalones = 2
 
     @staticmethod
     def prepare_state(home, state: dict) -> None:
@@ -138,6 +144,13 @@ class ComposeBackend(ComposeApps):
         replicaN -> pg-replicaN) when free, else the first free replica service; the node's
         name is its application_name and slot there (PG_REPLICA*_NAME / _SLOT)."""
         taken = {s["service"] for n, s in self.state["nodes"].items() if n != name}
+        if str(role) == "standalone":
+            free = [s for s in STANDALONE_SERVICES if s not in taken]
+            if not free:
+                raise LabError(f"the compose file has services for {len(STANDALONE_SERVICES)} standalone nodes "
+                               f"({', '.join(STANDALONE_SERVICES)}), all in use: remove one first")
+            return {"name": name, "role": str(role), "port": port, "service": free[0],
+                    "container": self.cfg["prefix"] + free[0], "app_name": name, "pgdata": PGDATA}
         service = SERVICES.get(name)
         if service is None or service in taken:
             free = [s for s in REPLICA_SERVICES if s not in taken]
@@ -166,6 +179,8 @@ class ComposeBackend(ComposeApps):
             if spec["service"] in REPLICA_SERVICES:  # PG_REPLICA2_PORT -> PG_REPLICA2_NAME / _SLOT
                 env[var[:-len("PORT")] + "NAME"] = spec.get("app_name", spec["name"])
                 env[var[:-len("PORT")] + "SLOT"] = spec["name"]
+            if spec["service"] in STANDALONE_SERVICES:  # PG_STANDALONE1_NAME: its cluster_name
+                env[var[:-len("PORT")] + "NAME"] = spec["name"]
         if self.cfg.get("pgadmin_port"):
             env.update(PGADMIN_PORT=str(self.cfg["pgadmin_port"]), PGADMIN_EMAIL=PGADMIN_EMAIL,
                        PGADMIN_SERVERS_JSON=str(self.pgadmin_servers_file))
@@ -178,7 +193,7 @@ class ComposeBackend(ComposeApps):
             env["PG_PRIMARY_HOST"] = primary["service"]
             env["APP_PRIMARY_DSN"] = f"host={primary['service']} port=5432"
             env["APP_REPLICA_DSNS"] = ";".join(f"host={n['service']} port=5432" for n in nodes.values()
-                                               if n is not primary)
+                                               if n is not primary and n["role"] != "standalone")
         if self.cfg.get("app_ports"):
             env["APP_API_PORT"], env["APP_DASHBOARD_PORT"] = map(str, self.cfg["app_ports"])
         path = Path(self.cfg["env_file"])
@@ -253,6 +268,24 @@ class ComposeBackend(ComposeApps):
         """The primary's service name and PostgreSQL's port inside the compose network."""
         return self.state["nodes"][self.state["primary"]]["service"], 5432
 
+    def address_of(self, spec) -> "tuple[str, int]":
+        """The node's service name and PostgreSQL's port inside the compose network."""
+        return spec["service"], 5432
+
+    def archive_dir(self) -> str:
+        """The volume pg-archive where every node mounts it; its owner and mode are set through the
+        primary's container (as root: an image built before the mount point existed leaves it root's)."""
+        primary = self.state["nodes"][self.state["primary"]]
+        c = self.container(primary)
+        if c is None or c.status != "running":
+            raise NotRunning(f"the primary ({primary['name']}) is stopped: start it before using the archive")
+        code, out = c.exec_run(["sh", "-c", f"mkdir -p {ARCHIVE_DIR} && chown postgres:postgres {ARCHIVE_DIR} "
+                                            f"&& chmod 0700 {ARCHIVE_DIR}"], user="root")
+        if code != 0:
+            raise LabError(f"could not prepare {ARCHIVE_DIR} in {primary['container']}: "
+                           f"{out.decode(errors='replace').strip()[:200]}")
+        return ARCHIVE_DIR
+
     def proxy_address(self) -> str:
         """The host's address on the compose network (its gateway): a container cannot reach the
         host's 127.0.0.1, and only that network's containers and the host reach the gateway."""
@@ -315,12 +348,23 @@ class ComposeBackend(ComposeApps):
         which starts as it was: a primary, as on the local backend) ``ROLE=primary``; a replica
         its primary's service, its name and slot, and ``REPLICA_REJOIN=1`` while it rejoins."""
         head = "# Generated by the lab: this node's current role (read by its container's entrypoint).\n"
+        if spec["role"] == "standalone":  # never a replica: initialised like the primary, or started as it is
+            return head + "ROLE=standalone\n"
         if spec["role"] != "replica" or spec["name"] == self.state.get("primary"):
             return head + "ROLE=primary\n"
-        primary = self.state["nodes"][self.state["primary"]]
+        primary = self._source(spec)  # a cascade's upstream replica, or the primary
         return head + (f"ROLE=replica\nPRIMARY_HOST={primary['service']}\nPRIMARY_PORT=5432\n"
                        f"REPLICA_NAME={spec.get('app_name', spec['name'])}\nSLOT_NAME={spec['name']}\n"
                        f"REPLICA_REJOIN={1 if spec.get('rejoin') else 0}\n")
+
+    def _source(self, spec) -> dict:
+        """The spec of the node a replica streams from: its recorded upstream (a cascade) while that
+        is a standby or the primary of this cluster, else the primary (as Cluster._upstream_spec)."""
+        nodes = self.state["nodes"]
+        up = spec.get("upstream")
+        if up and up in nodes and up != spec["name"] and nodes[up]["role"] in ("replica", "primary"):
+            return nodes[up]
+        return nodes[self.state["primary"]]
 
     def _write_role(self, spec, text: "str | None" = None) -> None:
         """Write the node's role file into its volume (put_archive: also into a stopped container)."""
@@ -350,6 +394,28 @@ class ComposeBackend(ComposeApps):
         role file): ``rejoin`` marks the node so that its next start rewinds a former primary."""
         if rejoin:
             spec["rejoin"] = True
+
+    def create_standalone(self, spec, state) -> None:
+        """Its container's entrypoint (master/entrypoint.sh) initialises it as pg-master's did."""
+        self._ensure_image()
+        self.start(spec, state)
+
+    def adopt_standalone(self, spec, backup, recovery: "dict | None" = None) -> None:
+        """The backup's standby settings out and ``recovery`` in (on the host), then into the
+        container's volume as ``adopt`` does; marked initialised, so the entrypoint starts it as it is."""
+        backup = Path(backup)
+        if not (backup / "PG_VERSION").is_file():
+            raise LabError(f"{backup} is not a base backup (no PG_VERSION): pass what "
+                           "lab.backups.take_base_backup(cluster) returned")
+        auto = backup / "postgresql.auto.conf"
+        text = standalone_auto_conf(auto.read_text() if auto.exists() else "", recovery)
+        (backup / "standby.signal").unlink(missing_ok=True)
+        (backup / "recovery.signal").unlink(missing_ok=True)
+        auto.write_text(text)
+        if recovery:
+            (backup / "recovery.signal").touch()
+        (backup / "lab-initialised").touch()
+        self.adopt(spec, backup)
 
     def create_primary(self, spec, state) -> None:
         self._ensure_image()
@@ -384,7 +450,7 @@ class ComposeBackend(ComposeApps):
             self._write_role(spec)
         elif spec["role"] == "replica" and spec["name"] != self.state.get("primary"):
             # stopped during a failover, it still names an old primary's service (a proxy's address is left)
-            primary = self.state["nodes"][self.state["primary"]]
+            primary = self._source(spec)
             host = self._conninfo_host(spec)
             if host in SERVICES.values() and host != primary["service"]:
                 self._point_at(spec, primary["service"], 5432)

@@ -30,7 +30,7 @@ from ..system.process import (command_line, is_stopped, pid_alive, process_tree,
                               wait_gone, wait_states, working_in)
 from . import links
 from .apps import LocalApps
-from .pgconf import primary_conninfo, render_node_conf, retarget_conninfo
+from .pgconf import primary_conninfo, render_node_conf, retarget_conninfo, standalone_auto_conf
 
 _log = logging.getLogger(__name__)
 
@@ -63,6 +63,13 @@ def tail(path, n: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(lines[-n:])
+
+
+def _read_text(path) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
 def copy_tree(src: Path, dst: Path) -> None:
@@ -103,6 +110,7 @@ class LocalBackend(LocalApps):
 
     name = "local"
     max_replicas = 5
+    max_standalones = 2
 
     @staticmethod
     def prepare_state(home, state: dict) -> None:
@@ -149,6 +157,17 @@ class LocalBackend(LocalApps):
 
     def primary_address(self) -> "tuple[str, int]":
         return "127.0.0.1", self.state["nodes"][self.state["primary"]]["port"]
+
+    def address_of(self, spec) -> "tuple[str, int]":
+        return "127.0.0.1", spec["port"]
+
+    def archive_dir(self) -> str:
+        """``<data_root>/archive``: beside the nodes' data, where every server (one OS user) reaches."""
+        path = self.data_root / "archive"
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+        self.user.chown(path, recursive=False)
+        return str(path)
 
     def proxy_address(self) -> str:
         return "127.0.0.1"
@@ -282,6 +301,30 @@ class LocalBackend(LocalApps):
                    REPLICATION_USER=state["replication_user"],
                    REPLICATION_PASSWORD=state["replication_password"], APP_DB=state["app_db"])
         self._run(["sh", str(MASTER_DIR / "init-master.sh")], as_server=False, env=env, log=spec["log"])
+
+    def create_standalone(self, spec, state) -> None:
+        """Made exactly as the primary is: the same template, configuration and initialisation."""
+        self.create_primary(spec, state)
+
+    def adopt_standalone(self, spec, backup: Path, recovery: "dict | None" = None) -> None:
+        """Move a plain base backup into the node's data directory, standby settings out, recovery in."""
+        backup = Path(backup)
+        if not (backup / "PG_VERSION").exists():
+            raise LabError(f"{backup} is not a base backup (no PG_VERSION): take one with "
+                           "lab.backups.take_base_backup(cluster) or pg_basebackup -D DIR -X stream")
+        auto_text = standalone_auto_conf(_read_text(backup / "postgresql.auto.conf"), recovery)
+        self._make_node_dir(spec)
+        pgdata = Path(spec["pgdata"])
+        if pgdata.exists():
+            raise LabError(f"{pgdata} already exists: pick another name")
+        shutil.move(str(backup), str(pgdata))
+        (pgdata / "standby.signal").unlink(missing_ok=True)
+        (pgdata / "recovery.signal").unlink(missing_ok=True)
+        (pgdata / "postgresql.auto.conf").write_text(auto_text)
+        if recovery:
+            (pgdata / "recovery.signal").touch()
+        os.chmod(pgdata, 0o700)
+        self.user.chown(pgdata)
 
     def prepare_replica(self, spec, state, primary_spec, wait_timeout=60, rejoin=False) -> None:
         """Run ``replica/entrypoint.sh`` in prepare-only mode: keep, repair, rewind or take a

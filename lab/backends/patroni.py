@@ -108,6 +108,15 @@ class PatroniControl:
     etcd's v3 JSON gateway and HAProxy's stats, all on 127.0.0.1.  The backend provides ``state``,
     ``process_pid(what)``, ``etcd_log``, ``patroni_running``, ``patroni_log`` and ``patronictl_argv``."""
 
+    max_standalones = 0  # Patroni manages every server it runs: a node outside its cluster is not its to run
+
+    def create_standalone(self, spec: dict, state: dict) -> None:
+        raise LabError("a cluster run by Patroni has no standalone nodes: use a cluster of the local or "
+                       "compose backend (lab.up(backend='local')) for chapters 09 and 10")
+
+    def adopt_standalone(self, spec: dict, backup, recovery: "dict | None" = None) -> None:
+        self.create_standalone(spec, self.state)
+
     @property
     def ha(self) -> dict:
         return self.state["ha"]

@@ -125,3 +125,44 @@ def primary_conninfo(auto_conf: str, keep_password: bool = False) -> "dict | Non
     if not keep_password:
         out.pop("password", None)
     return out
+
+
+# The settings a node restored from a base backup may be given (``Cluster.add_standalone(recovery=)``):
+# where archived WAL comes from, and where recovery stops.
+RECOVERY_SETTINGS = ("restore_command", "recovery_end_command", "archive_cleanup_command",
+                     "recovery_target", "recovery_target_lsn", "recovery_target_time", "recovery_target_xid",
+                     "recovery_target_name", "recovery_target_inclusive", "recovery_target_timeline",
+                     "recovery_target_action", "recovery_min_apply_delay")
+
+# What a standby's postgresql.auto.conf may carry that a standalone node must not: the link to a
+# primary, a synchronous standby list (its commits would wait for standbys it never has), the
+# primary's archiving (a copy restored to a point in time would archive its new timeline into the
+# cluster's archive, where the primary's next promotion or recovery would find it), and an earlier
+# recovery's settings (replaced by the new ones).
+_STANDALONE_DROPS = ("primary_conninfo", "primary_slot_name", "synchronous_standby_names", "archive_mode",
+                     "archive_command", "archive_library") + RECOVERY_SETTINGS
+_SETTING_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=?")
+
+
+def standalone_auto_conf(auto_conf: str, recovery: "dict | None" = None) -> str:
+    """A ``postgresql.auto.conf`` text for a node made from a base backup that streams from nobody:
+    its standby settings removed, then ``recovery`` appended as ``ALTER SYSTEM`` writes it.
+
+    >>> print(standalone_auto_conf("primary_conninfo = 'host=x'\\nwork_mem = '8MB'\\n",
+    ...                            {"recovery_target_lsn": "0/3000060"}), end="")
+    work_mem = '8MB'
+    recovery_target_lsn = '0/3000060'
+    """
+    kept = []
+    for line in auto_conf.splitlines():
+        m = _SETTING_RE.match(line)
+        if m and m.group(1).lower() in _STANDALONE_DROPS:
+            continue
+        kept.append(line)
+    for name, value in (recovery or {}).items():
+        if name not in RECOVERY_SETTINGS:
+            raise BadArgument(f"{name} is not a recovery setting: use {', '.join(RECOVERY_SETTINGS)}")
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        kept.append(f"{name} = '{conf_quote(str(value))}'")
+    return "\n".join(kept) + "\n" if kept else ""
