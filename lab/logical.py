@@ -24,9 +24,9 @@ import struct
 import time
 
 import pandas as pd
-import psycopg2
+from matplotlib.figure import Figure
 
-from . import conninfo, failover, slots, workload
+from . import conninfo, failover, plots, slots, workload  # noqa: F401 (plots: Figures show as pictures)
 from .errors import BadArgument, LabError, NotRunning, SQLError, Text, Timeout, need_bool, need_choice, need_int, \
     need_number, need_str
 from .faults import need_cluster
@@ -514,12 +514,14 @@ def compare_carried(cluster, publications=(PUBLICATION, FILTERED, INSERTS_ONLY))
 def update_without_key(cluster) -> pd.Series:
     """Publish ``eventos`` (a table with no primary key) with the default ``publish`` (UPDATE and DELETE
     too), then UPDATE a row on the primary: PostgreSQL refuses it, as it could not tell a subscriber
-    which row changed.  The error, as a Series; the table's replica identity."""
+    which row changed.  The error, as a Series; the table's replica identity.  ``eventos`` is made
+    afresh each time (without a key, whatever ``repair_identity`` gave it before)."""
     p = _primary(cluster)
-    p.execute(f"INSERT INTO {NO_KEY_TABLE} (tipo, detalle) SELECT 'alta', 'primera' "
-              f"WHERE NOT EXISTS (SELECT 1 FROM {NO_KEY_TABLE})")
-    if not p.scalar("SELECT count(*) FROM pg_publication WHERE pubname = %s", (NO_KEY_PUB,)):
-        p.execute(f"CREATE PUBLICATION {NO_KEY_PUB} FOR TABLE {NO_KEY_TABLE}")
+    p.execute(f"DROP PUBLICATION IF EXISTS {NO_KEY_PUB}")
+    p.execute(f"DROP TABLE IF EXISTS {NO_KEY_TABLE}")
+    p.execute(CREATE_TABLES)
+    p.execute(f"INSERT INTO {NO_KEY_TABLE} (tipo, detalle) VALUES ('alta', 'primera')")
+    p.execute(f"CREATE PUBLICATION {NO_KEY_PUB} FOR TABLE {NO_KEY_TABLE}")
     try:
         p.execute(f"UPDATE {NO_KEY_TABLE} SET detalle = 'cambiada' WHERE tipo = 'alta'")
         error = None
@@ -854,6 +856,27 @@ def visibility(samples: pd.DataFrame) -> pd.DataFrame:
                         lag_bytes_median=int(lag.median()) if len(lag) else None,
                         lag_bytes_max=int(lag.max()) if len(lag) else None))
     return pd.DataFrame(out)
+
+
+def plot_lag(samples: pd.DataFrame):
+    """``apply_lag``'s samples as a picture: the lag in bytes of the physical replica and of the
+    subscription over the writer's seconds."""
+    if not isinstance(samples, pd.DataFrame) or not {"t_s", "physical_lag_bytes", "logical_lag_bytes"} <= set(samples):
+        raise BadArgument("plot_lag() plots what lab.logical.apply_lag(cluster) returns")
+    fig = Figure(figsize=(8.5, 3.2))
+    ax = fig.add_subplot(1, 1, 1)
+    for col, label, style in (("physical_lag_bytes", f"physical replica ({samples.attrs.get('replica', '?')})", "o-"),
+                              ("logical_lag_bytes", f"subscription ({SUBSCRIPTION})", "s--")):
+        y = samples[col].astype("Float64").to_numpy(dtype=float, na_value=float("nan")) / 1024
+        ax.plot(samples["t_s"], y, style, ms=3, label=label)
+    ax.set_xlabel("seconds since the writer started")
+    ax.set_ylabel("lag (kB of WAL)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(f"Lag under the writer ({samples.attrs.get('rate', '?')} rows/s)", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 @changes_cluster()
