@@ -44,7 +44,11 @@ def running_clusters() -> list[str]:
 # Chapter 08's rows: optional, like Docker (a machine without etcd or HAProxy has every other
 # chapter), so they do not count in Doctor.ok.
 HA_ROWS = ("etcd (chapter 08)", "HAProxy (chapter 08)", "Patroni (chapter 08)", "Patroni as the server user")
-OPTIONAL_ROWS = ("Docker",) + HA_ROWS
+LOGICAL_ROW = "logical decoding (chapter 09)"
+OPTIONAL_ROWS = ("Docker", LOGICAL_ROW) + HA_ROWS
+CONTRIB_HINT = ("install PostgreSQL's contrib modules: `sudo apt-get install postgresql-contrib` (Debian/Ubuntu "
+                "ship them in postgresql-<version>), `conda install -c conda-forge postgresql` or Homebrew's "
+                "postgresql@N include them")
 _HA_CACHE = "doctor-ha.json"
 
 
@@ -156,7 +160,12 @@ def report(home=None) -> list[tuple[str, bool, str]]:
         b = binaries.find()
         rows.append(("PostgreSQL server", True, f"{b.version} in {b.bindir} (found via {b.source})"))
     except LabError as e:
+        b = None
         rows.append(("PostgreSQL server", False, str(e)))
+    if b is not None:
+        lacking = binaries.missing_for_logical(b)
+        rows.append((LOGICAL_ROW, not lacking, f"missing {' and '.join(lacking)}: {CONTRIB_HINT}" if lacking else
+                     f"pg_recvlogical and test_decoding in {binaries.pkglibdir(b)}"))
     try:
         u = server_user()
         rows.append(("server user", True, u.name + (" (you)" if u.is_me else " (PostgreSQL refuses to run as root)")))

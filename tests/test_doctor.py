@@ -144,3 +144,23 @@ def test_chapter_08_rows_are_optional():
 def test_report_ends_with_chapter_08_rows(fakes, tmp_path):
     rows = doctor.report(tmp_path / "lab")
     assert [r[0] for r in rows[-len(doctor.HA_ROWS):]] == list(doctor.HA_ROWS)
+
+
+def test_chapter_09_row_finds_pg_recvlogical_and_test_decoding_or_says_what_to_install(tmp_path):
+    """On this machine's server both are there; in a copy of its bin/ and lib/ without them, the row
+    says what is missing and how to install it, and is optional (chapters 00-08 need neither)."""
+    from lab.system import binaries
+
+    real = binaries.find()
+    assert binaries.missing_for_logical(real) == []
+    row = next(r for r in doctor.report(tmp_path / "lab") if r[0] == doctor.LOGICAL_ROW)
+    assert row[1] and "test_decoding" in row[2]
+    bindir, lib = tmp_path / "pg" / "bin", tmp_path / "pg" / "lib"
+    bindir.mkdir(parents=True)
+    lib.mkdir()
+    (lib / "plpgsql.so").write_bytes(b"")
+    bare = binaries.PgBinaries(bindir=bindir, source="test", version=real.version, major=real.major)
+    lacking = binaries.missing_for_logical(bare)
+    assert len(lacking) == 2 and "pg_recvlogical" in lacking[0] and "test_decoding" in lacking[1]
+    assert binaries.pkglibdir(bare) == lib
+    assert doctor.Doctor([("PostgreSQL server", True, "x"), (doctor.LOGICAL_ROW, False, "missing")]).ok

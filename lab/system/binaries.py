@@ -54,6 +54,34 @@ class PgBinaries:
         return env
 
 
+def pkglibdir(b: PgBinaries) -> "Path | None":
+    """Where the server loads its modules from (``pg_config --pkglibdir``, else the layouts of
+    Debian, conda and Homebrew beside ``bindir``): the directory holding ``plpgsql.so``."""
+    places = []
+    pg_config = b.bindir / "pg_config"
+    if pg_config.is_file():
+        try:
+            out = subprocess.run([str(pg_config), "--pkglibdir"], capture_output=True, text=True, timeout=10)
+            if out.returncode == 0 and out.stdout.strip():
+                places.append(Path(out.stdout.strip()))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    places += [b.bindir.parent / "lib", b.bindir.parent / "lib" / "postgresql"]
+    return next((d for d in places if (d / "plpgsql.so").exists() or (d / "plpgsql.dylib").exists()), None)
+
+
+def missing_for_logical(b: PgBinaries) -> list[str]:
+    """What chapter 09 (logical decoding) needs beyond the server: ``pg_recvlogical`` and the
+    ``test_decoding`` module (contrib).  Empty when both are here."""
+    out = []
+    if not (b.bindir / "pg_recvlogical").exists():
+        out.append(f"pg_recvlogical (not in {b.bindir})")
+    lib = pkglibdir(b)
+    if lib is None or not any((lib / f"test_decoding{ext}").exists() for ext in (".so", ".dylib")):
+        out.append(f"the contrib module test_decoding (not in {lib or 'the server’s module directory'})")
+    return out
+
+
 def _has_server(bindir: Path) -> bool:
     return all((bindir / t).is_file() and os.access(bindir / t, os.X_OK) for t in REQUIRED)
 
