@@ -37,6 +37,7 @@ from websockets.sync.client import connect
 
 from lab.system.home import cache_dir
 from labtest.helpers import free_tcp_ports
+from labtest.hub import run_in_kernel, stop_services_of
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB_DIR = ROOT / "hub"
@@ -145,36 +146,10 @@ class Hub:
             assert r.status_code == 201, r.text
             kid = self._kernels[name] = r.json()["id"]
         ws_url = base.replace("http://", "ws://") + f"/{kid}/channels"
-        msg_id = uuid.uuid4().hex
-        msg = {"header": {"msg_id": msg_id, "msg_type": "execute_request", "username": INSTRUCTOR,
-                          "session": uuid.uuid4().hex, "version": "5.3", "date": ""},
-               "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-               "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                           "allow_stdin": False, "stop_on_error": True}}
-        out, error = [], None
-        deadline = time.monotonic() + timeout
         with connect(ws_url, additional_headers={"Authorization": f"token {self.token}"},
                      open_timeout=60, max_size=None) as ws:
-            ws.send(json.dumps(msg))
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"{name}'s kernel still running after {timeout} s: {''.join(out)[-2000:]}")
-                reply = json.loads(ws.recv(timeout=left))
-                if reply.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                kind, content = reply["msg_type"], reply["content"]
-                if kind == "stream":
-                    out.append(content["text"])
-                elif kind == "execute_result":
-                    out.append(content["data"].get("text/plain", "") + "\n")
-                elif kind == "error":
-                    error = "\n".join(content["traceback"])
-                elif kind == "status" and content["execution_state"] == "idle":
-                    break
-        if error:
-            raise AssertionError(f"in {name}'s kernel:\n{error}\n{''.join(out)[-2000:]}")
-        return "".join(out)
+            return run_in_kernel(ws.send, lambda left: ws.recv(timeout=left), code, name, INSTRUCTOR,
+                                 uuid.uuid4().hex, timeout)
 
     def run_json(self, name: str, code: str, timeout: float = 300):
         """Run ``code``, which sets ``out``, in ``name``'s kernel; ``out`` as JSON gives it back."""
@@ -288,16 +263,7 @@ def _stop_hub(hub: Hub) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(hub.proc.pid, signal.SIGKILL)
             hub.proc.wait(timeout=10)
-    # Its services (the idle culler, the class service) run in sessions of their own: a hub stopped
-    # while it was still starting leaves them polling an API that is gone.  They carry its API URL.
-    api_url = f"JUPYTERHUB_API_URL=http://127.0.0.1:{getattr(hub, 'api_port', 0)}/hub/api".encode()
-    orphans = []
-    for p in psutil.process_iter():
-        with contextlib.suppress(OSError, psutil.Error):
-            if api_url in Path(f"/proc/{p.pid}/environ").read_bytes().split(b"\0"):
-                p.kill()
-                orphans.append(p)
-    psutil.wait_procs(orphans, timeout=10)
+    stop_services_of(getattr(hub, "api_port", 0))  # those of a hub stopped while it was starting
     pid_file = hub.root / "hub" / "jupyterhub-proxy.pid"
     with contextlib.suppress(OSError, ValueError, psutil.Error):
         chp = psutil.Process(int(pid_file.read_text()))
