@@ -40,6 +40,7 @@ from lab.services import pgadmin as pgadmin_service
 from lab.services.webapp import WebApp
 from lab.system import jupyterenv
 from labtest.browser import NO_CHROMIUM, artifacts, browser, chromium, dashboard_drawn, load_dashboard, wait_for_text
+from labtest.pgadmin import python_or_skip as pgadmin_python
 
 PREFIX = "/user/student/"
 HUB_VARS = ("JUPYTERHUB_SERVICE_PREFIX", "JUPYTERHUB_PUBLIC_URL", "JUPYTERHUB_EXTERNAL_URL", "LAB_PROXY_PREFIX",
@@ -413,10 +414,7 @@ def test_the_dashboard_renders_through_the_proxy_in_chromium(proxied_app, studen
 
 @pytest.fixture(scope="module")
 def proxied_pgadmin(proxied_app):
-    python = lab.pgadmin.find_python()
-    if python is None:
-        pytest.skip("pgAdmin 4 is not installed: python -m lab pgadmin --install (tests/test_pgadmin.py "
-                    "installs it in the pgadmin tier)")
+    pgadmin_python()  # installed into .venv-pgadmin the first time, as the pgadmin tier does
     cluster, _ = proxied_app
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JUPYTERHUB_SERVICE_PREFIX", PREFIX)
