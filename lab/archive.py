@@ -59,13 +59,15 @@ def _conf_path(directory: str) -> str:
 
 def archive_command(directory: str) -> str:
     """The ``archive_command`` that copies a finished segment into ``directory``, refusing to overwrite
-    one already there (an archived segment is never replaced: another server may have written it).
+    one already there (an archived segment is never replaced: another server may have written it), and
+    succeeding when the file there is identical: after a failover or a rewind a node holds segments
+    that another node archived already, and would otherwise retry them for ever.
 
     >>> archive_command("/var/lib/postgresql/archive")
-    'test ! -f /var/lib/postgresql/archive/%f && cp %p /var/lib/postgresql/archive/%f'
+    'test ! -f /var/lib/postgresql/archive/%f && cp %p /var/lib/postgresql/archive/%f || cmp -s %p /var/lib/postgresql/archive/%f'
     """
     d = _conf_path(directory)
-    return f"test ! -f {d}/%f && cp %p {d}/%f"
+    return f"test ! -f {d}/%f && cp %p {d}/%f || cmp -s %p {d}/%f"
 
 
 def restore_command(directory: str) -> str:
