@@ -232,13 +232,14 @@ def _need_archiving(cluster) -> Node:
 
 def basic_archive_available(cluster) -> pd.DataFrame:
     """Whether each running node's PostgreSQL has the ``basic_archive`` module (the file
-    ``<pkglibdir>/basic_archive.so``), asked where the node runs (``pg_config --pkglibdir``, ``ls``)."""
+    ``<pkglibdir>/basic_archive.so``), asked where the node runs (the server's own ``pg_config`` view,
+    then ``ls`` there)."""
     need_cluster(cluster)
     rows = []
     for n in cluster.nodes:
         if not n.is_running:
             continue
-        libdir = n.tool("pg_config", "--pkglibdir", check=False).stdout.strip()
+        libdir = n.scalar("SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'", dbname="postgres")
         found = n.tool("ls", f"{libdir}/basic_archive.so", check=False)
         rows.append(dict(node=n.name, pkglibdir=libdir, basic_archive_so=found.returncode == 0,
                          version=n.scalar("SHOW server_version", dbname="postgres")))
