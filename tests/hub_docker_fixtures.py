@@ -27,6 +27,7 @@ import httpx
 import websocket
 
 from labtest.helpers import free_tcp_ports
+from labtest.hub import KernelError, run_in_kernel, stop_services_of
 
 REPO = Path(__file__).resolve().parent.parent
 HUB_CONFIG = REPO / "hub" / "jupyterhub_config.py"
@@ -49,8 +50,8 @@ def free_port() -> int:
     return free_tcp_ports(1)[0]
 
 
-class HubError(AssertionError):
-    pass
+class HubError(KernelError):
+    """The hub, a server or a kernel did not do what the test asked (fails the test)."""
 
 
 class DockerHub:
@@ -124,6 +125,7 @@ class DockerHub:
         for cid in self.containers():
             self.engine.docker("rm", "-f", cid, check=False, timeout=60)
         self.engine.docker("network", "rm", self.network, check=False, timeout=60)
+        stop_services_of(int(self.env["LAB_HUB_API_PORT"]))  # those of a hub stopped while it was starting
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -199,34 +201,14 @@ class Kernel:
     def run(self, code: str, timeout: float = 300) -> str:
         """Execute ``code``; returns its stdout (and the repr of its last expression).  An error in
         the kernel is raised with its traceback."""
-        msg_id = uuid.uuid4().hex
-        self.ws.send(json.dumps({
-            "header": {"msg_id": msg_id, "username": self.name, "session": self.session, "msg_type": "execute_request",
-                       "version": "5.3"},
-            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                        "allow_stdin": False, "stop_on_error": True}}))
-        out, reply, idle = [], None, False
-        deadline = time.monotonic() + timeout
-        while not (reply and idle):
-            if time.monotonic() > deadline:
-                raise HubError(f"no reply from {self.name}'s kernel after {timeout:.0f} s; output so far: {''.join(out)}")
-            msg = json.loads(self.ws.recv())
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream":
-                out.append(content["text"])
-            elif kind == "execute_result":
-                out.append(content["data"].get("text/plain", "") + "\n")
-            elif kind == "error":
-                raise HubError(f"{self.name}'s kernel: {content['ename']}: {content['evalue']}\n"
-                               + "\n".join(content.get("traceback", []))[-3000:])
-            elif kind == "execute_reply":
-                reply = content
-            elif kind == "status" and content.get("execution_state") == "idle":
-                idle = True
-        return "".join(out)
+        return run_in_kernel(self.ws.send, self._recv, code, self.name, self.name, self.session, timeout)
+
+    def _recv(self, left: float) -> str:
+        self.ws.settimeout(left)
+        try:
+            return self.ws.recv()
+        except websocket.WebSocketTimeoutException:
+            raise HubError(f"no reply from {self.name}'s kernel within {left:.0f} s") from None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
