@@ -44,7 +44,7 @@ if [ "${LAB_TEST_SERIAL:-0}" = 1 ]; then
     exit "$nbrc"
 fi
 
-nb="" cnb="" eng="" erc=0
+nb="" cnb="" main="" eng="" erc=0
 envfile=$(mktemp /tmp/pglab-engine-env.XXXXXX)
 rm -f "$envfile"  # the engine's server writes it once the engine and its images are ready
 
@@ -58,12 +58,15 @@ stop_engine() {
     rm -f "$envfile"
 }
 
-# Interrupted: the streams stop their clusters on TERM (their traps, pytest's teardown), then the engine.
+# Interrupted: the streams stop their clusters on TERM (their traps, pytest's teardown), then the
+# engine.  Each stream runs in a session of its own (setsid), so that TERM reaches every process of
+# it at once (a script waits for its running command before its trap runs) and a Ctrl-C reaches
+# this script alone, which passes it on in that order.
 interrupted() {
     trap - INT TERM EXIT
     echo "== interrupted: stopping the streams, then the engine"
-    for p in $nb $cnb; do kill -TERM "$p" 2>/dev/null; done
-    for p in $nb $cnb; do wait "$p"; done
+    for p in $main $nb $cnb; do kill -TERM -- "-$p" 2>/dev/null; done
+    for p in $main $nb $cnb; do wait "$p"; done
     stop_engine
     exit 130
 }
@@ -71,7 +74,7 @@ trap interrupted INT TERM
 trap stop_engine EXIT
 
 echo "== the shared Docker engine: PYTHONPATH=tests $PY -m engine --serve > $elog"
-PYTHONPATH="$ROOT/tests${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m engine --serve "$envfile" > "$elog" 2>&1 &
+PYTHONPATH="$ROOT/tests${PYTHONPATH:+:$PYTHONPATH}" setsid "$PY" -m engine --serve "$envfile" > "$elog" 2>&1 &
 eng=$!
 t0=$SECONDS
 while [ ! -s "$envfile" ] && kill -0 "$eng" 2>/dev/null; do sleep 1; done
@@ -87,17 +90,22 @@ else
 fi
 
 echo "== the local notebooks run beside pytest: scripts/test-notebooks.sh > $log"
-bash scripts/test-notebooks.sh > "$log" 2>&1 &
+setsid bash scripts/test-notebooks.sh > "$log" 2>&1 &
 nb=$!
 if [ -n "${LAB_TEST_ENGINE_ROOT:-}" ]; then
     echo "== the compose notebooks run beside pytest: $PY -m pytest $COMPOSE_NB > $clog"
-    "$PY" -m pytest -p no:cacheprovider --durations=5 "$COMPOSE_NB" > "$clog" 2>&1 &
+    setsid "$PY" -m pytest -p no:cacheprovider --durations=5 "$COMPOSE_NB" > "$clog" 2>&1 &
     cnb=$!
-    run_pytest --deselect "$COMPOSE_NB"; rc=$?
+    args=(--deselect "$COMPOSE_NB")
 else
-    run_pytest; rc=$?
+    args=()
 fi
+echo "== $PY -m pytest --durations=30 tests ${args[*]}"
+setsid "$PY" -m pytest --durations=30 tests "${args[@]}" &
+main=$!
+wait "$main"; rc=$?
 
+main=""
 echo "== pytest done (exit $rc); waiting for the notebooks"
 wait "$nb"; nbrc=$?
 cnbrc=0
