@@ -1001,7 +1001,9 @@ def break_by_failover(cluster, rows: int = 500, timeout: float = 30, quiet: bool
     slot = new.scalar("SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical' AND slot_name = %s",
                       (SUBSCRIPTION,))
     pub = new.scalar("SELECT count(*) FROM pg_publication WHERE pubname = %s", (PUBLICATION,))
-    worker = node.scalar("SELECT pid FROM pg_stat_subscription WHERE subname = %s AND relid IS NULL", (SUBSCRIPTION,))
+    # a worker that is only trying to connect has a pid too: streaming means it has received WAL
+    worker = node.scalar("SELECT pid FROM pg_stat_subscription WHERE subname = %s AND relid IS NULL "
+                         "AND received_lsn IS NOT NULL", (SUBSCRIPTION,))
     errors = [ln for ln in node.logs(300).splitlines() if "could not connect to the publisher" in ln]
     m = missed(cluster)
     return pd.Series(dict(old_primary=old, new_primary=new.name, publication_on_new_primary=bool(pub),
