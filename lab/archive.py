@@ -20,7 +20,6 @@ import contextlib
 import io
 import shlex
 import shutil
-import statistics
 import time
 from pathlib import Path
 
@@ -28,7 +27,6 @@ import pandas as pd
 from psycopg2 import sql as pgsql
 
 from . import conninfo as libpq
-from . import plots  # noqa: F401 (shows Figures as pictures in notebooks)
 from .backups import _size, backup_label, backups_dir, take_base_backup
 from .errors import BadArgument, LabError, NotRunning, Text, Timeout, need_bool, need_choice, need_int, need_number, need_str
 from .faults import need_a_node, need_cluster, need_node
@@ -330,11 +328,25 @@ def switch_wal(cluster, timeout: float = 30) -> pd.Series:
 
 
 # --- break and repair ----------------------------------------------------------------------------
-def break_archiving(cluster) -> str:
+def break_archiving(cluster, timeout: float = 20) -> str:
     """Give the primary an ``archive_command`` with a wrong directory (a typo, as happens): every copy
-    fails from now on.  ``repair`` puts the right one back."""
+    fails from now on.  ``repair`` puts the right one back.
+
+    The archiver reads the new command when it gets to the reload, a moment after the sessions do:
+    one segment is switched out and this returns once its copy has failed, so that what follows
+    measures the broken command only."""
+    timeout = need_number(timeout, "timeout", lo=1, hi=600, unit="seconds")
     p = _need_archiving(cluster)
-    p.set(archive_command=archive_command(f"{archive_dir(cluster)}/{BROKEN_SUBDIR}"))
+    with contextlib.redirect_stdout(io.StringIO()):  # archive_command needs no restart
+        p.set(archive_command=archive_command(f"{archive_dir(cluster)}/{BROKEN_SUBDIR}"))
+    failed = sample(cluster)["failed_count"]
+    t0 = time.monotonic()
+    p.execute("INSERT INTO test_replication (mensaje) VALUES (%s)", (f"{MARK}: broken",))
+    p.execute("SELECT pg_switch_wal()", dbname="postgres")
+    while sample(cluster)["failed_count"] == failed:
+        if time.monotonic() - t0 > timeout:
+            raise Timeout(f"no archive copy failed {timeout:g} s after the change: see lab.archive.stats(cluster)")
+        time.sleep(0.05)
     return (f"{p.name}: archive_command changed. The primary runs as before; watch "
             "lab.archive.stats(cluster) while it writes WAL")
 
