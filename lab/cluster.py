@@ -269,7 +269,8 @@ class Cluster:
         the fork switches to the new timeline by itself (recovery_target_timeline = 'latest'); one
         that had (it received WAL the new primary never got) is rewound at its next start.  A
         cascading replica whose upstream is still a standby (or is the promoted node itself) keeps
-        following it, as PostgreSQL's own cascade does across a timeline switch."""
+        following it, as PostgreSQL's own cascade does across a timeline switch; one whose upstream
+        is a former primary now becomes an ordinary replica of the primary (its upstream forgotten)."""
         primary = self.primary
         failure = None
         for r in self.replicas:  # each one, even if one before it failed (the first failure is raised)
@@ -277,6 +278,8 @@ class Cluster:
                 continue
             if self._upstream_spec(r.spec)["name"] != primary.name:
                 continue  # a cascade: its upstream, a standby, follows the primary for it
+            if r.spec.pop("upstream", None) not in (None, primary.name):
+                self._save()  # its upstream is no standby any more (a former primary): the primary's now
             try:
                 if primary.is_running:
                     self._ensure_slot(r.name)
@@ -323,6 +326,10 @@ class Cluster:
             self._save()
             self.backend.start(spec, self._state)
             self._save()
+            # pg_rewind copies no replication slots: replicas cascading from this node get theirs back
+            for r in self.replicas:
+                if r.spec.get("upstream") == name:
+                    self._ensure_slot(r.name, node=Node(self, name))
         self.wait_streaming(names=[name])
         _say(quiet, f"{name}: rewound and streaming from {primary.name} ({time.monotonic() - t0:.1f} s)")
         return Node(self, name)

@@ -190,6 +190,14 @@ def test_a_cascading_replica_follows_its_upstream_through_a_failover(fresh_clust
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert rows_with(r2, "after the failover") == 1
+    # lab.up(): "primary" the primary again (a switchover from replica1, which becomes a former
+    # primary for a moment): the cascade streams from the primary from then on
+    c = lab.up(replicas=1, home=c.home.path, quiet=True)
+    assert c.primary.name == "primary" and "upstream" not in c.node("replica2").spec
+    insert(c.primary, "after the switchover back")
+    c.wait_replayed()
+    assert rows_with(c.node("replica2"), "after the switchover back") == 1
+    assert c.primary.scalar("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'replica2'") == 1
 
 
 def test_removing_an_upstream_points_its_cascade_at_the_primary(fresh_cluster, capsys):
@@ -255,8 +263,11 @@ def test_compose_standalone_archive_and_cascade(docker_engine, tmp_path):
             c.node("replica1").promote()
             c.wait_streaming(names=["replica2"])
             c.down()
-            c = lab.up(replicas=1, home=home, quiet=True)
-            assert c.node("analytics").role == "standalone" and c.node("analytics").is_running
-            assert c.node("replica2").spec["upstream"] == "replica1"
+            c = lab.up(replicas=1, home=home, quiet=True)  # "primary" rejoined, then the primary again
+            assert c.primary.name == "primary" and c.node("analytics").role == "standalone"
+            assert c.node("analytics").is_running and len(c.replicas) == 2
+            insert(c.primary, "after up")
+            c.wait_replayed()
+            assert rows_with(c.node("replica2"), "after up") == 1
         finally:
             lab.down(wipe=True, home=home)

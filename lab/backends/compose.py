@@ -673,9 +673,13 @@ class ComposeBackend(ComposeApps):
         return "reconnected to the compose network"
 
     def is_cut(self, spec) -> bool:
-        net = self._network()
-        net.reload()
-        return spec["container"] not in {c.name for c in net.containers}
+        """Is the node's container disconnected from the compose network?  Asked of the container
+        (its endpoints are kept while it is stopped); a node without a container (after ``down``,
+        which removes them) is not cut."""
+        c = self.container(spec)
+        if c is None:
+            return False
+        return self._network().name not in (c.attrs.get("NetworkSettings", {}).get("Networks") or {})
 
     # --- files beside a node's data ---------------------------------------------------
     def server_file(self, spec, name: str) -> str:
