@@ -132,11 +132,12 @@ def who_answers(cluster, target_session_attrs: str = "read-write", nodes=None) -
 
 
 def writable(cluster) -> pd.DataFrame:
-    """Every running node and whether it accepts writes (not in recovery): more than one is split brain."""
+    """Every running node of the physical cluster and whether it accepts writes (not in recovery): more
+    than one is split brain.  A standalone server (chapters 09-10) is writable by design: not listed."""
     need_cluster(cluster)
     rows = []
     for n in cluster.nodes:
-        if n.is_running:
+        if n.is_running and n.role != Role.STANDALONE:
             t = timeline(n)
             rows.append(dict(node=n.name, accepts_writes=not t["in_recovery"], timeline=t["timeline"], port=n.port))
     return pd.DataFrame(rows, columns=["node", "accepts_writes", "timeline", "port"])
@@ -522,7 +523,7 @@ def restore(cluster, quiet: bool = True) -> "list[str]":
     done = []
     faults.resume_all(cluster)
     for n in cluster.nodes:
-        if n.name == cluster.primary.name:
+        if n.name == cluster.primary.name or n.role == Role.STANDALONE:  # outside the physical cluster
             continue
         if n.role == Role.REPLICA and not n.is_running:
             try:
@@ -631,7 +632,7 @@ def fence(cluster, name: str, how: str = "stop") -> pd.DataFrame:
     if name == cluster.primary.name:
         raise LabError(f"{name} is the current primary: fence the OLD one")
     others = [n.name for n in cluster.nodes if n.name != cluster.primary.name and n.is_running
-              and not timeline(n)["in_recovery"]]
+              and n.role != Role.STANDALONE and not timeline(n)["in_recovery"]]
     if name not in others:
         state = "stopped" if not node.is_running else "read-only (in recovery)"
         raise LabError(f"{name} is {state}: it takes no writes, nothing to fence"

@@ -272,6 +272,23 @@ def test_errors_a_student_can_meet(cluster):
 
 
 # --- the compose backend: the same chapter on containers ----------------------------------------
+def test_a_standalone_server_is_no_split_brain_and_restore_leaves_it_alone(cluster):
+    """Chapters 09-10 add a writable server outside the physical cluster: chapter 06's view of writers,
+    its self-checks and restore() look at the physical cluster only."""
+    extra = cluster.add_standalone("bystander")
+    try:
+        assert extra.role == lab.Role.STANDALONE and extra.scalar("SELECT NOT pg_is_in_recovery()")
+        assert list(failover.writable(cluster)["node"]) == [n.name for n in cluster.nodes
+                                                          if n.role != lab.Role.STANDALONE]
+        assert failover.writable(cluster)["accepts_writes"].sum() == 1
+        assert checks.check("06.2", cluster) and checks.check("06.3", cluster)
+        assert failover.restore(cluster) == []
+        assert extra.is_running and extra.role == lab.Role.STANDALONE
+    finally:
+        cluster.remove_node("bystander")
+    assert "bystander" not in {n.name for n in cluster.nodes}
+
+
 @pytest.fixture(scope="module")
 def on_compose(request, tmp_path_factory):
     """Two replicas as containers (pg-master, pg-replica, pg-replica2) on the private engine."""

@@ -30,8 +30,8 @@ def _one_writable(cluster):
     """After a failover, fence the old primary (lab.failover.fence, or cluster.rejoin) so that only the
     lab's primary accepts writes."""
     writers = []
-    for n in cluster.nodes:
-        if n.is_running and not timeline(n)["in_recovery"]:
+    for n in cluster.nodes:  # a standalone server (chapters 09-10) is writable by design: not split brain
+        if n.is_running and n.role != Role.STANDALONE and not timeline(n)["in_recovery"]:
             writers.append(n.name)
     if not writers:
         return False, "no running node accepts writes: start the primary (lab.failover.tidy(cluster))"
@@ -49,7 +49,8 @@ def _all_follow(cluster):
     """Bring every other node back as a streaming replica of the current primary, on its timeline:
     cluster.rejoin(name) rewinds a former primary; lab.failover.restore(cluster) repairs all of it."""
     problems = []
-    for n in cluster.nodes:
+    physical = [n for n in cluster.nodes if n.role != Role.STANDALONE]
+    for n in physical:
         if n.name == cluster.primary.name:
             continue
         if n.role != Role.REPLICA:
@@ -60,7 +61,7 @@ def _all_follow(cluster):
             problems.append(f"{n.name} does not stream from {cluster.primary.name} on its timeline")
     if problems:
         return False, "; ".join(problems) + ": lab.failover.restore(cluster) repairs all of it"
-    count = len(cluster.nodes) - 1
+    count = len(physical) - 1
     return True, (f"{count} node{'s' if count != 1 else ''} stream{'' if count != 1 else 's'} from "
                   f"{cluster.primary.name} on timeline {timeline(cluster.primary)['timeline']}")
 
