@@ -34,7 +34,8 @@ from .node import Node, Role
 from .plots import human_bytes
 from .lsn import wal_segment_name
 from .slots import _keeps_bytes, checkpoint, lines_after, slot_of, wal_dir, write_wal
-from .standby import _COLUMNS, _CONSTRAINTS, RECOVERY_TABLE, create_table_sql, wait_replayed
+from . import standby
+from .standby import RECOVERY_TABLE, wait_replayed
 
 # A wrong directory in archive_command: the archive "breaks" the way a typo in the real command does.
 BROKEN_SUBDIR = "no_such_dir"
@@ -546,46 +547,10 @@ def timeline(node) -> pd.Series:
 
 
 def copy_back(cluster, source: str, table: str = RECOVERY_TABLE) -> pd.DataFrame:
-    """Copy a table that is gone from the primary back from node ``source`` (a restored copy), as chapter
-    04's ``recover_table`` does from a delayed replica: its columns, constraints and rows read in one
-    snapshot, then created and filled on the primary in one transaction.  One row; ``seconds``."""
-    need_cluster(cluster)
-    need_str(table, "table", example="'wallets'")
-    src = need_node(cluster, source, "source")
-    p = _primary_running(cluster)
-    if p.scalar("SELECT to_regclass(%s) IS NOT NULL", (table,)):
-        raise LabError(f"{table} exists on the primary: nothing to copy back (drop it, or pick another table)")
-    t0 = time.monotonic()
-    conn = src.connect(autocommit=False)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
-            if not cur.fetchone()[0]:
-                raise LabError(f"{src.name} has no table {table} either: restore to a point before the mistake")
-            cur.execute(_COLUMNS, (table,))
-            columns = cur.fetchall()
-            cur.execute(_CONSTRAINTS, (table,))
-            constraints = [r[0] for r in cur.fetchall()]
-            data = io.StringIO()
-            cur.copy_expert(pgsql.SQL("COPY {} TO STDOUT").format(pgsql.Identifier(table)).as_string(conn), data)
-    finally:
-        conn.close()
-    data.seek(0)
-    target = p.connect(autocommit=False)
-    try:
-        with target.cursor() as cur:
-            cur.execute(create_table_sql(table, columns, constraints))
-            cur.copy_expert(pgsql.SQL("COPY {} FROM STDIN").format(pgsql.Identifier(table)).as_string(target), data)
-        target.commit()
-    except Exception:
-        target.rollback()
-        raise
-    finally:
-        target.close()
-    rows = int(p.scalar(pgsql.SQL("SELECT count(*) FROM {}").format(pgsql.Identifier(table))))
-    return pd.DataFrame([dict(table=table, source=src.name, rows_on_primary=rows,
-                              seconds=round(time.monotonic() - t0, 3))])
+    """Copy a table that is gone from the primary back from node ``source`` (a restored copy), with
+    chapter 04's ``lab.standby.recover_table``: its columns, constraints and rows read in one snapshot,
+    then created and filled on the primary in one transaction.  One row; ``seconds``."""
+    return standby.recover_table(cluster, source, table)
 
 
 def _data_bytes(node: Node) -> int:

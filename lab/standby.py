@@ -623,19 +623,36 @@ def create_table_sql(table: str, columns, constraints=()) -> str:
     return f"CREATE TABLE {ident(table)} ({', '.join(parts)})"
 
 
+def _source(cluster, name) -> Node:
+    """A running node a table can be copied back from: a replica (a delayed one, chapter 04) or a
+    standalone copy restored to a point in time (chapter 10)."""
+    node = need_node(need_cluster(cluster), name, "source")
+    if node.role not in (Role.REPLICA, Role.STANDALONE):
+        names = ", ".join(n.name for n in cluster.nodes if n.role in (Role.REPLICA, Role.STANDALONE))
+        raise LabError(f"{node.name} is the {node.role}: copy from a replica or a restored copy"
+                       f" ({names or 'none: cluster.add_replica() adds one'})")
+    if not node.is_running:
+        raise NotRunning(f"{node.name} is stopped: start it with cluster.node({node.name!r}).start()")
+    return node
+
+
 def recover_table(cluster, source: str, table: str = RECOVERY_TABLE, lock_timeout: float = 2.0) -> pd.DataFrame:
-    """Copy a table that is gone from the primary back from a replica that still has it.
+    """Copy a table that is gone from the primary back from a node that still has it: a (delayed)
+    replica, or a standalone copy restored to a point in time (``lab.archive.restore``).
 
     Reads the table's columns, NOT NULL, defaults and primary key / unique / check constraints
     and its rows on ``source`` (in one snapshot), then creates it on the primary and copies the rows
     in (in one transaction).  Indexes other than those of constraints, grants and triggers are not
-    copied.  One row: the table, the rows copied, the rows now on the primary.
+    copied.  One row: the table, the rows copied, the rows now on the primary, the seconds it took.
     """
-    src = _replica(cluster, source)
+    src = _source(cluster, source)
     need_str(table, "table", example="'wallets'")
     lock_timeout = need_number(lock_timeout, "lock_timeout", lo=0.01, hi=60, unit="seconds")
+    if not cluster.primary.is_running:
+        raise NotRunning(f"the primary ({cluster.primary.name}) is stopped: lab.up() starts it")
     if cluster.primary.scalar("SELECT to_regclass(%s) IS NOT NULL", (table,)):
         raise LabError(f"{table} exists on the primary: nothing to recover (drop it or pick another table)")
+    t0 = time.monotonic()
     conn = src.connect(autocommit=False)
     try:
         with conn.cursor() as cur:
@@ -643,6 +660,8 @@ def recover_table(cluster, source: str, table: str = RECOVERY_TABLE, lock_timeou
             cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_timeout * 1000)}ms",))
             cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
             if not cur.fetchone()[0]:
+                if src.role == Role.STANDALONE:
+                    raise LabError(f"{src.name} has no table {table} either: restore to a point before the mistake")
                 raise LabError(f"{src.name} has no table {table} either: it has replayed the DROP already "
                                "(recover sooner, or give the replica a longer recovery_min_apply_delay)")
             try:
@@ -678,7 +697,7 @@ def recover_table(cluster, source: str, table: str = RECOVERY_TABLE, lock_timeou
         target.close()
     on_primary = cluster.primary.scalar(pgsql.SQL("SELECT count(*) FROM {}").format(pgsql.Identifier(table)))
     return pd.DataFrame([dict(table=table, source=src.name, columns=len(columns), constraints=len(constraints),
-                              rows_copied=rows, rows_on_primary=on_primary)])
+                              rows_copied=rows, rows_on_primary=on_primary, seconds=round(time.monotonic() - t0, 3))])
 
 
 def replay_locks(node: Node, relation: "str | None" = None, timeout: float = 2) -> pd.DataFrame:
