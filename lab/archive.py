@@ -27,13 +27,13 @@ import pandas as pd
 from psycopg2 import sql as pgsql
 
 from . import conninfo as libpq
-from .backups import _size, backup_label, backups_dir, take_base_backup
+from .backups import backup_label, backups_dir, take_base_backup, tree_size
 from .errors import BadArgument, LabError, NotRunning, Text, Timeout, need_bool, need_choice, need_int, need_number, need_str
 from .faults import need_a_node, need_cluster, need_node
 from .node import Node, Role
 from .plots import human_bytes
 from .lsn import wal_segment_name
-from .slots import _keeps_bytes, checkpoint, lines_after, slot_of, wal_dir, write_wal
+from .slots import checkpoint, lines_after, setting_bytes, slot_of, wal_dir, write_wal
 from . import standby
 from .standby import RECOVERY_TABLE, wait_replayed
 
@@ -576,7 +576,7 @@ def compare_with_delayed(cluster, backup, restores, copied: "pd.DataFrame | None
     copy_s = float(copied["seconds"].iloc[0]) if isinstance(copied, pd.DataFrame) and len(copied) else 0.0
     restore_s = min(float(r["seconds_to_writable"]) for r in restores)
     delayed_bytes = _data_bytes(replica)
-    b_bytes, a_bytes = _size(backup), archive_bytes(cluster)
+    b_bytes, a_bytes = tree_size(backup), archive_bytes(cluster)
     return pd.DataFrame([
         dict(method="delayed replica (chapter 04)",
              reaches_back="recovery_min_apply_delay (5 s there), and only if you pause it in time",
@@ -734,8 +734,8 @@ def outrun(cluster, replica: str = "no_slot", segments: int = 4, timeout: float 
     if not node.scalar("SHOW restore_command", dbname="postgres"):
         raise LabError(f"{node.name} has no restore_command: set it, "
                        f"cluster.node({node.name!r}).set(restore_command=...)")
-    seg = _keeps_bytes(p, "wal_segment_size")
-    if _keeps_bytes(p, "wal_keep_size") >= (segments - 1) * seg:
+    seg = setting_bytes(p, "wal_segment_size")
+    if setting_bytes(p, "wal_keep_size") >= (segments - 1) * seg:
         raise LabError("the primary keeps wal_keep_size of WAL for any replica, more than the segments written: "
                        "set cluster.primary.set(wal_keep_size=0) first")
     cluster.wait_replayed(timeout=timeout)

@@ -182,7 +182,8 @@ def conninfo(cluster, passfile) -> str:
     return libpq.make(host=host, port=port, user=cluster.credentials["replication_user"], passfile=passfile)
 
 
-def _size(path: Path) -> int:
+def tree_size(path: Path) -> int:
+    """Bytes of a file, or of every file under a directory (a base backup, an archive)."""
     if path.is_file():
         return path.stat().st_size
     total = 0
@@ -239,7 +240,7 @@ def take_base_backup(cluster, name: str = "manual", label: str = "taken by hand"
         shutil.rmtree(path, ignore_errors=True)  # never leave a half-written backup behind
         raise
     if not quiet:
-        print(f"base backup of {primary.name}: {human_bytes(_size(path))} in {path} "
+        print(f"base backup of {primary.name}: {human_bytes(tree_size(path))} in {path} "
               f"({time.monotonic() - t0:.1f} s)")
     return path
 
@@ -317,7 +318,7 @@ def backup_files(path, everything: bool = False) -> pd.DataFrame:
     for p in entries:
         if not everything and p.name not in NOTABLE:
             continue
-        size = _size(p)
+        size = tree_size(p)
         rows.append(dict(name=p.name + ("/" if p.is_dir() else ""), size=human_bytes(size), bytes=size,
                          what=NOTABLE.get(p.name, "")))
     return pd.DataFrame(rows, columns=["name", "size", "bytes", "what"])

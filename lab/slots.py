@@ -369,7 +369,7 @@ def retention_while_stopped(cluster, replica: str = "replica1", segments: int = 
     return _frame(rows)
 
 
-def _keeps_bytes(node: Node, setting: str) -> int:
+def setting_bytes(node: Node, setting: str) -> int:
     """A size setting in bytes (``-1`` stays -1)."""
     r = node.settings(setting).iloc[0]
     v = int(r["setting"])
@@ -433,8 +433,8 @@ def lose_wal(cluster, replica: str = "replica_manual", segments: int = 4, timeou
     if slot:
         raise LabError(f"{node.name} streams through slot {slot!r}: the primary keeps its WAL however much "
                        "it writes; use a replica made from a backup without -S (replica_manual)")
-    seg = _keeps_bytes(primary, "wal_segment_size")
-    keep = _keeps_bytes(primary, "wal_keep_size")
+    seg = setting_bytes(primary, "wal_segment_size")
+    keep = setting_bytes(primary, "wal_keep_size")
     if keep >= (segments - 1) * seg:
         raise LabError(f"the primary keeps wal_keep_size = {_human(keep)} of WAL for any replica, more than "
                        f"{segments} segments can outrun: set cluster.primary.set(wal_keep_size=0) first")
@@ -477,7 +477,7 @@ def lose_slot(cluster, replica: str = "replica1", max_segments: int = 32, quiet:
     primary = _primary_running(cluster)
     need_int(max_segments, "max_segments", lo=1, hi=64)
     need_bool(quiet, "quiet")
-    limit = _keeps_bytes(primary, "max_slot_wal_keep_size")
+    limit = setting_bytes(primary, "max_slot_wal_keep_size")
     if limit < 0:
         raise LabError("max_slot_wal_keep_size is -1 (no limit): a slot never gives up; set it first, "
                        "e.g. cluster.primary.set(max_slot_wal_keep_size='32MB')")
