@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# `make test`: three streams side by side on one private Docker engine.
+# `make test`: three streams on one private Docker engine.
 #   1. pytest's tiers (tests/), but the compose notebooks;
 #   2. every notebook twice under nbval on local servers (scripts/test-notebooks.sh);
 #   3. every notebook twice under nbval on compose (tests/test_notebooks_compose.py, a pytest
 #      session of its own).
+# Stream 1 runs beside the others.  With 4 cores or more, 2 and 3 run at the same time; on fewer,
+# 3 starts when 2 is done (LAB_TEST_STREAMS=2|3 chooses; see below).
 # Only one engine can run on a machine at a time (their networks would collide), so this script
 # starts one first (`python -m engine --serve`, tests/engine/shared.py) with every image loaded or
 # built, and gives it to both pytest sessions (LAB_TEST_ENGINE_ROOT); each session checks that its
@@ -67,6 +69,7 @@ interrupted() {
     echo "== interrupted: stopping the streams, then the engine"
     for p in $main $nb $cnb; do kill -TERM -- "-$p" 2>/dev/null; done
     for p in $main $nb $cnb; do wait "$p"; done
+    rm -f "$nbdone"
     stop_engine
     exit 130
 }
@@ -89,12 +92,26 @@ else
     cat "$elog"
 fi
 
+# How many streams at once: 3 (pytest, the local notebooks, the compose notebooks) where there are 4
+# cores or more; on fewer, the compose notebooks start when the local ones are done (two streams:
+# three at once took the load of 2 cores to 14, where tests that wait for a server time out).
+# LAB_TEST_STREAMS=2|3 chooses.
+streams=${LAB_TEST_STREAMS:-$( [ "$(nproc 2>/dev/null || echo 1)" -ge 4 ] && echo 3 || echo 2)}
+case "$streams" in 2|3) ;; *) echo "LAB_TEST_STREAMS is 2 or 3, not '$streams'" >&2; exit 2 ;; esac
+nbdone=$(mktemp -u /tmp/pglab-notebooks-done.XXXXXX)
+
 echo "== the local notebooks run beside pytest: scripts/test-notebooks.sh > $log"
-setsid bash scripts/test-notebooks.sh > "$log" 2>&1 &
+setsid bash -c 'bash scripts/test-notebooks.sh; rc=$?; touch "$0"; exit $rc' "$nbdone" > "$log" 2>&1 &
 nb=$!
 if [ -n "${LAB_TEST_ENGINE_ROOT:-}" ]; then
-    echo "== the compose notebooks run beside pytest: $PY -m pytest $COMPOSE_NB > $clog"
-    setsid "$PY" -m pytest -p no:cacheprovider --durations=5 "$COMPOSE_NB" > "$clog" 2>&1 &
+    if [ "$streams" = 3 ]; then
+        echo "== the compose notebooks run beside pytest: $PY -m pytest $COMPOSE_NB > $clog"
+        setsid "$PY" -m pytest -p no:cacheprovider --durations=5 "$COMPOSE_NB" > "$clog" 2>&1 &
+    else
+        echo "== the compose notebooks run beside pytest once the local notebooks are done: $PY -m pytest $COMPOSE_NB > $clog"
+        setsid bash -c 'while [ ! -e "$0" ]; do sleep 5; done; exec "$@"' "$nbdone" \
+            "$PY" -m pytest -p no:cacheprovider --durations=5 "$COMPOSE_NB" > "$clog" 2>&1 &
+    fi
     cnb=$!
     args=(--deselect "$COMPOSE_NB")
 else
@@ -111,6 +128,7 @@ wait "$nb"; nbrc=$?
 cnbrc=0
 [ -n "$cnb" ] && { wait "$cnb"; cnbrc=$?; }
 trap - INT TERM
+rm -f "$nbdone"
 echo "== the local notebooks' runs (scripts/test-notebooks.sh, exit $nbrc):"
 cat "$log"
 if [ -n "$cnb" ]; then

@@ -4,6 +4,7 @@ protocol with its signature, and one behavioural suite runs against every backen
 one).  A new kind of node (servers run by an HA manager) joins by adding its name to BACKENDS."""
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import shutil
@@ -24,6 +25,7 @@ from lab import faults, proxy
 from lab.backends import CLASSES, Backend
 from lab.lsn import parse_lsn
 from lab.system import ports
+from lab.system.home import LabHome
 
 from docker_fixtures import compose_env
 from labtest.helpers import insert, postmasters, rows_with
@@ -205,8 +207,10 @@ def test_compose_image_build_failure_is_clear_and_leaves_nothing(docker_engine, 
         lab.up(replicas=1, home=home, quiet=True, backend="compose")
     assert not (home / "state.json").exists() and not (home / "compose.env").exists()
     assert ports.claims_of(str(home)) == []
+    # this test's own project only: under `make test` the engine also runs the compose notebooks' nodes
+    prefix = f"pglab-{hashlib.sha1(str(LabHome(home).path).encode()).hexdigest()[:8]}-"
     client = docker_engine.client()
-    assert [c.name for c in client.containers.list(all=True) if "pg-master" in c.name] == []
+    assert [c.name for c in client.containers.list(all=True) if c.name.startswith(prefix)] == []
 
 
 @pytest.mark.integration
