@@ -491,15 +491,8 @@ class Cluster:
         if node.role != Role.REPLICA:
             raise LabError(f"{name} exists already, as a {node.role}: cluster.rejoin({name!r}) makes it a replica "
                            "again, or give the new replica another name")
-        started = ""
-        if not node.is_running:
-            node.start()
-            started = ", started"
-        unused = ""
-        if from_backup is not None and Path(from_backup).exists():
-            unused = f"; the backup in {from_backup} was not used"
         print(f"{name}: exists already, a replica of {self._upstream_spec(node.spec)['name']} "
-              f"(nothing added{started}){unused}", flush=True)
+              f"{_given_back(node, from_backup)}", flush=True)
         return node
 
     def remove_replica(self, name: str) -> None:
@@ -597,14 +590,7 @@ class Cluster:
         if node.role != Role.STANDALONE:
             raise LabError(f"{name} is this cluster's {node.role}, not a standalone node: give the standalone "
                            "node another name, e.g. cluster.add_standalone('analytics')")
-        started = ""
-        if not node.is_running:
-            node.start()
-            started = ", started"
-        unused = ""
-        if from_backup is not None and Path(from_backup).exists():
-            unused = f"; the backup in {from_backup} was not used"
-        print(f"{name}: exists already, a standalone node on 127.0.0.1:{node.port} (nothing added{started}){unused}",
+        print(f"{name}: exists already, a standalone node on 127.0.0.1:{node.port} {_given_back(node, from_backup)}",
               flush=True)
         return node
 
@@ -1033,6 +1019,19 @@ def _fatal_line(log: str) -> "str | None":
             if tag in line:
                 return " ".join(line[line.index(tag):].split())
     return None
+
+
+def _given_back(node: Node, from_backup) -> str:
+    """An existing node asked for again (a cell run twice): started if stopped; the rest of the one line
+    that says so ("(nothing added, started); the backup in … was not used")."""
+    started = ""
+    if not node.is_running:
+        node.start()
+        started = ", started"
+    unused = ""
+    if from_backup is not None and Path(from_backup).exists():
+        unused = f"; the backup in {from_backup} was not used"
+    return f"(nothing added{started}){unused}"
 
 
 # --- module-level entry points ---------------------------------------------------------
