@@ -818,9 +818,21 @@ class Cluster:
             if self._state["primary"] != "primary" and "primary" in self._state["nodes"] \
                     and self.node("primary").role == Role.REPLICA:
                 t0, was = time.monotonic(), self._state["primary"]
-                self.switchover("primary")
+                try:
+                    self.switchover("primary")
+                except Timeout:
+                    self._reload()
+                    if self._state["primary"] != "primary":
+                        raise
+                    # primary is the primary again; a replica did not follow it in time: rejoined below
                 say(f"primary: the primary again (a switchover from {was}, now its replica; "
                     f"{time.monotonic() - t0:.1f} s)")
+                for n in self.replicas:  # a replica that could not follow onto primary's timeline
+                    if n.is_running and not self._linked(n) and not self._streams(n):
+                        t1 = time.monotonic()
+                        self.rejoin(n.name)
+                        say(f"{n.name}: a replica that did not follow the switchover, rewound (pg_rewind) and "
+                            f"streaming from {self.primary.name} ({time.monotonic() - t1:.1f} s)")
             for _ in range(replicas - self._physical_count()):
                 t0 = time.monotonic()
                 r = self.add_replica()
@@ -866,9 +878,24 @@ class Cluster:
                     break
                 if time.monotonic() > deadline:
                     name = next(n for n in group if self._state["nodes"][n].get("app_name", n) in missing)
-                    raise Timeout(f"{name} is not streaming from {source} after {timeout:.0f} s: "
-                                  f"see cluster.node({name!r}).logs()")
+                    said = self._last_complaint(name)
+                    raise Timeout(f"{name} is not streaming from {source} after {timeout:.0f} s"
+                                  + (f" (its log: {said})" if said else "")
+                                  + f": see cluster.node({name!r}).logs()")
                 time.sleep(0.02)
+
+    def _last_complaint(self, name: str) -> str:
+        """The last FATAL, ERROR or WARNING line of a node's log (shortened), or ''."""
+        try:
+            lines = self.backend.logs(self._state["nodes"][name], 80).splitlines()
+        except Exception:  # noqa: BLE001 (a message's detail; the log may be gone with its container)
+            return ""
+        for line in reversed(lines):
+            for level in ("FATAL:", "ERROR:", "WARNING:"):
+                if level in line:
+                    text = line[line.index(level):].strip()
+                    return text if len(text) <= 160 else text[:157] + "..."
+        return ""
 
     def wait_replayed(self, lsn=None, timeout: float = 30) -> str:
         """Wait until every running replica has replayed ``lsn`` (default: the primary's current LSN).

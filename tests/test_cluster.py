@@ -502,10 +502,10 @@ def test_replica_follows_a_promoted_primary_through_pg_rewind(tmp_path):
         insert(c.primary, "timeline 1")
         c.wait_replayed()
         c.primary.stop()
+        r2 = c.node("replica2")
+        r2.stop()  # before the promotion: a running replica2 could follow onto timeline 2 by itself
         c.node("replica1").promote()  # timeline 2 starts on replica1
         insert(c.primary, "timeline 2")
-        r2 = c.node("replica2")
-        r2.stop()
         r2.start()  # entrypoint: timeline 1 here, 2 on the primary -> pg_rewind -R
         assert "timeline 1 here, 2 on the primary" in r2.logs(300)
         assert "pg_rewind done" in r2.logs(300)
