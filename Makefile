@@ -4,6 +4,7 @@
 #   make lab      start JupyterLab on 127.0.0.1 (notebooks/)
 #   make test     the full suite CI runs: every test tier (compose, pgAdmin, browser, hub included) and, beside it, every notebook twice under nbval (scripts/test-all.sh)
 #   make test-quick  for iterating: unit tests + integration on local servers (no compose, pgAdmin, browser, hub, notebooks); TESTS=tests/test_wal.py for one file
+#   make translations  extract the lab's messages, update the Spanish catalog, compile it (then translate what it lists)
 #   make down     stop the lab's cluster (data kept)
 #   make doctor   diagnose the environment
 #   make pgadmin  pgAdmin 4 on 127.0.0.1 with the cluster's nodes (installs it into .venv-pgadmin the first time)
@@ -29,7 +30,7 @@ TESTS ?= tests
 # Jupyter refuses to run as root without --allow-root (CI, containers).
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: help setup lab test test-quick down doctor bench bench-failover bench-app bench-ha bench-classroom clean pgadmin
+.PHONY: help setup lab test test-quick translations down doctor bench bench-failover bench-app bench-ha bench-classroom clean pgadmin
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -81,6 +82,12 @@ test-quick: setup
 	$(PY) -m pytest -m '$(QUICK_MARKERS)' -p no:nbval --durations=10 $(TESTS)
 
 # No install here: stopping must stay quick and must not need the network.
+# The lab's messages in Spanish (lab/i18n.py): extract them from lab/ with Babel, update
+# lab/locale/es/LC_MESSAGES/lab.po, compile lab.mo; then translate what it says is missing.
+translations: $(STAMP)
+	$(PY) scripts/translations.py update
+	@$(PY) scripts/translations.py missing || echo "translate these in lab/locale/<lang>/LC_MESSAGES/lab.po (or: $(PY) scripts/translations.py fill es FILE.json), then make translations again"
+
 down doctor:
 	@test -x $(PY) || { echo "no $(VENV): run \`make setup\` first" >&2; exit 1; }
 	$(PY) -m lab $@

@@ -9,13 +9,14 @@ import importlib
 from .cluster import Cluster, attach, down as _down, up
 from .commands import mark as transcript_mark, show_commands, transcript
 from .doctor import Doctor, report as _report
-from .errors import LabError, NotRunning, ReadOnlyError, SQLError, Timeout, attempt
+from .errors import BadArgument, LabError, NotRunning, ReadOnlyError, SQLError, Timeout, attempt
+from . import i18n as _i18n
 from .lsn import format_lsn, lsn_diff, parse_lsn
 from .node import Node, Role, State
 
 __all__ = ["up", "attach", "down", "Cluster", "Node", "Role", "State", "LabError", "SQLError",
            "ReadOnlyError", "NotRunning", "Timeout", "attempt", "parse_lsn", "format_lsn", "lsn_diff", "doctor",
-           "transcript", "transcript_mark", "show_commands"]
+           "transcript", "transcript_mark", "show_commands", "set_language", "language"]
 __version__ = "0.1.0"
 
 # Chapter modules load on first use (``lab.checks.check(...)``): matplotlib and ipywidgets are
@@ -45,3 +46,21 @@ def doctor(home=None):
     """What this machine has for the lab (binaries, Docker, lab home, ports; etcd, HAProxy and Patroni for
     chapter 08) and what to do."""
     return Doctor(_report(home))
+
+
+def set_language(language: "str | None") -> str:
+    """Speak ``language`` from now on in this kernel: "es" (español) or "en" (English); None goes back
+    to the default (``LAB_LANG``, else the notebook's folder, ``notebooks/es/``, else English).
+
+    >>> lab.set_language("es")             # doctest: +SKIP
+    'es'
+    """
+    try:
+        return _i18n.set_language(language)
+    except LookupError as e:
+        raise BadArgument(str(e)) from None
+
+
+def language() -> str:
+    """The language the lab speaks now: "en" or "es"."""
+    return _i18n.current()

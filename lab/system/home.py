@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from ..errors import LabBusy, LabHomeError
+from .paths import REPO
 from .process import pid_alive
 
 STATE_VERSION = 1
@@ -34,9 +35,10 @@ def default_home() -> Path:
     env = os.environ.get("LAB_HOME")
     if env:
         return Path(env).expanduser().absolute()
-    repo = Path(__file__).resolve().parent.parent
-    if (repo / "pyproject.toml").exists() and os.access(repo, os.W_OK):
-        return repo / ".lab"
+    # The repository's .lab/ whatever the working directory (a kernel runs in its notebook's folder,
+    # notebooks/ or notebooks/es/; `make down` in the repository): one cluster for all of them.
+    if (REPO / "pyproject.toml").exists() and os.access(REPO, os.W_OK):
+        return REPO / ".lab"
     return Path.cwd().absolute() / ".lab"
 
 

@@ -1,0 +1,177 @@
+"""The lab in Spanish as well as English (lab/i18n.py): every message has a translation with the same
+placeholders, the compiled catalogs are the .po files' current content, no message escapes
+extraction, the language is chosen as documented, and the Spanish chapters are the English ones
+with translated prose (same code cells, cell for cell).  Unit tests: no server."""
+from __future__ import annotations
+
+import ast
+import gettext
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lab
+from lab import i18n
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+translations = _script("translations")
+notebook_translations = _script("notebook_translations")
+
+_FIELD = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)[^{}]*\}")
+
+
+@pytest.fixture(autouse=True)
+def _english(monkeypatch):
+    """Each test starts in the default language, whatever the environment says."""
+    monkeypatch.delenv("LAB_LANG", raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    i18n.set_language(None)
+    yield
+    i18n.set_language(None)
+
+
+@pytest.mark.parametrize("lang", translations.LANGUAGES)
+def test_every_message_of_the_code_has_a_translation(lang):
+    code = {m.id if isinstance(m.id, str) else m.id[0] for m in translations.extract() if m.id}
+    catalog = translations.read(lang)
+    have = {(m.id if isinstance(m.id, str) else m.id[0]) for m in catalog if m.id}
+    absent = sorted(code - have)
+    assert not absent, (f"{len(absent)} message(s) not in {translations.po_path(lang).relative_to(REPO)} "
+                        f"(make translations, then translate them): {absent[:5]}")
+    todo = [i for i in translations.missing(catalog) if i in code]
+    assert not todo, (f"{len(todo)} message(s) without a {lang} translation (python scripts/translations.py "
+                      f"missing {lang}): {todo[:5]}")
+
+
+@pytest.mark.parametrize("lang", translations.LANGUAGES)
+def test_a_translation_has_the_placeholders_of_its_message(lang):
+    wrong = []
+    for m in translations.read(lang):
+        if not m.id:
+            continue
+        ids = [m.id] if isinstance(m.id, str) else list(m.id)
+        strings = [m.string] if isinstance(m.string, str) else list(m.string)
+        want = set().union(*(set(_FIELD.findall(i)) for i in ids))
+        for s in strings:
+            if s and set(_FIELD.findall(s)) != want:
+                wrong.append((ids[0][:70], sorted(want), sorted(set(_FIELD.findall(s)))))
+    assert not wrong, f"translations whose placeholders differ from their message's: {wrong[:5]}"
+
+
+@pytest.mark.parametrize("lang", translations.LANGUAGES)
+def test_the_compiled_catalog_is_the_po_files_content(lang):
+    mo = translations.po_path(lang).with_suffix(".mo")
+    assert mo.exists(), f"{mo.relative_to(REPO)} is missing: make translations"
+    assert mo.read_bytes() == translations.compiled(translations.read(lang)), (
+        f"{mo.relative_to(REPO)} is older than its .po: make translations (or python scripts/translations.py update)")
+
+
+def _calls(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("_", "N_", "ngettext"):
+            yield node
+
+
+def test_every_message_is_a_plain_string_that_extraction_sees():
+    """_(f"...") or _(variable) would be looked up under a text no catalog holds."""
+    bad = []
+    for path in sorted((REPO / "lab").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for call in _calls(tree):
+            n = 2 if call.func.id == "ngettext" else 1
+            args = call.args[:n]
+            if len(args) < n or not all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in args):
+                bad.append(f"{path.relative_to(REPO)}:{call.lineno}")
+    assert not bad, f"messages that are not a plain string literal (write _('... {{name}}').format(name=...)): {bad}"
+
+
+def test_lab_speaks_english_by_default_and_spanish_when_chosen():
+    message = "language is one of {choices}, not {value!r:.40}"
+    assert lab.language() == "en"
+    assert i18n._(message) == message
+    assert lab.set_language("es") == "es"
+    assert lab.language() == "es"
+    assert i18n._(message) != message
+    with pytest.raises(lab.LabError, match="idioma"):
+        lab.set_language("klingon")
+    assert lab.set_language("en") == "en"
+    with pytest.raises(lab.LabError, match="language is one of 'en', 'es'"):
+        lab.set_language(3)
+
+
+def test_the_language_comes_from_lab_lang_then_the_notebooks_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("LAB_LANG", "es_ES.UTF-8")
+    assert lab.language() == "es"
+    monkeypatch.setenv("LAB_LANG", "fr")  # not one of ours: the next rule decides
+    assert lab.language() == "en"
+    monkeypatch.delenv("LAB_LANG")
+    folder = tmp_path / "notebooks" / "es"
+    folder.mkdir(parents=True)
+    monkeypatch.chdir(folder)  # nbval and JupyterLab start a kernel in its notebook's folder
+    assert lab.language() == "es"
+    monkeypatch.chdir(tmp_path)
+    assert lab.language() == "en"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(folder / "01_primary_and_replica.ipynb"))
+    assert lab.language() == "es"
+    lab.set_language("en")  # the student's choice wins over the folder
+    assert lab.language() == "en"
+
+
+def test_a_kernel_in_notebooks_es_uses_the_same_lab_home_as_one_in_notebooks():
+    """One cluster for a student who opens chapters in both languages (and for `make down`)."""
+    code = "from lab.system.home import default_home; print(default_home())"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "LAB_HOME"}
+    homes = {subprocess.run([sys.executable, "-c", code], cwd=d, env=env, capture_output=True, text=True,
+                            check=True).stdout.strip() for d in (REPO, REPO / "notebooks", REPO / "notebooks" / "es")}
+    assert homes == {str(REPO / ".lab")}
+
+
+def test_the_compiled_catalog_ships_with_the_package():
+    text = (REPO / "pyproject.toml").read_text()
+    assert "locale/*/LC_MESSAGES/*.mo" in text
+    t = gettext.translation(i18n.DOMAIN, i18n.LOCALE_DIR, languages=["es"])
+    assert isinstance(t, gettext.GNUTranslations)
+
+
+@pytest.mark.parametrize("english", notebook_translations.chapters(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("lang", notebook_translations.LANGUAGES)
+def test_each_chapter_has_its_translation_with_the_same_code_cells(english, lang):
+    problems = notebook_translations.problems(english, lang)
+    assert not problems, "\n".join(problems)
+
+
+def test_every_formatted_message_is_given_each_of_its_placeholders():
+    """_("... {name} ...").format(...) without name= raises KeyError when the message is shown: in an
+    error path a test may never take, so it is checked here, for every message of lab/."""
+    bad = []
+    for path in sorted((REPO / "lab").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format"):
+                continue
+            inner = node.func.value
+            if not (isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name) and inner.func.id in ("_", "ngettext")
+                    and inner.args and all(isinstance(a, ast.Constant) for a in inner.args[:2 if inner.func.id == "ngettext" else 1])):
+                continue
+            if any(k.arg is None for k in node.keywords):  # **mapping: not checkable here
+                continue
+            texts = [a.value for a in inner.args[:2 if inner.func.id == "ngettext" else 1]]
+            want = set().union(*(set(_FIELD.findall(t)) for t in texts))
+            given = {k.arg for k in node.keywords}
+            if node.args or want - given or given - want:
+                bad.append(f"{path.relative_to(REPO)}:{node.lineno} wants {sorted(want)}, given {sorted(given)}"
+                           + (" and positional arguments" if node.args else ""))
+    assert not bad, "messages formatted with other placeholders than theirs:\n" + "\n".join(bad)
