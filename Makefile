@@ -1,7 +1,7 @@
 # PostgreSQL Replication Lab
 #
 #   make setup    .venv + the lab installed (again when pyproject.toml changes) + PostgreSQL >= 13 + etcd and HAProxy for chapter 08 (where they cannot be installed: what to install, as a warning)
-#   make lab      start JupyterLab on 127.0.0.1 (notebooks/)
+#   make lab      start JupyterLab on 127.0.0.1 (notebooks/); make lab LAB_LANG=es: in Spanish (notebooks/es/, JupyterLab's menus too)
 #   make test     the full suite CI runs: every test tier (compose, pgAdmin, browser, hub included) and, beside it, every notebook twice under nbval (scripts/test-all.sh)
 #   make test-quick  for iterating: unit tests + integration on local servers (no compose, pgAdmin, browser, hub, notebooks); TESTS=tests/test_wal.py for one file
 #   make translations  extract the lab's messages, update the Spanish catalog, compile it (then translate what it lists)
@@ -68,9 +68,33 @@ $(STAMP): pyproject.toml | $(VENV)/bin/pip
 	$(VENV)/bin/pip install --disable-pip-version-check -e '.[test,hub]'
 	@touch $@
 
+# make lab LAB_LANG=es (or LAB_LANG=es in the environment): the lab speaks Spanish in every kernel,
+# JupyterLab's own menus too (its language pack, installed into .venv the first time, chosen in
+# settings of its own under .lab/jupyterlab-settings/es), and it opens on notebooks/es/.
+LAB_LANG ?=
+LAB_LANGS := es
+JUPYTER_PACK_es := jupyterlab-language-pack-es-ES
+JUPYTER_LOCALE_es := es_ES
+lab_lang := $(firstword $(subst _, ,$(subst -, ,$(subst ., ,$(LAB_LANG)))))
+
 lab: setup
+	@if [ -n '$(lab_lang)' ] && [ '$(lab_lang)' != en ] && [ -z '$(filter $(lab_lang),$(LAB_LANGS))' ]; then \
+	  echo "LAB_LANG=$(LAB_LANG): the lab speaks en (English) or es (español)" >&2; exit 1; fi
+ifneq ($(filter $(lab_lang),$(LAB_LANGS)),)
+	@$(PY) -c 'import importlib.metadata as m; m.version("$(JUPYTER_PACK_$(lab_lang))")' 2>/dev/null || \
+	  $(VENV)/bin/pip install --disable-pip-version-check -q '$(JUPYTER_PACK_$(lab_lang))' || \
+	  echo "make lab: JupyterLab's $(lab_lang) language pack did not install (pip install $(JUPYTER_PACK_$(lab_lang))): its menus stay in English, the lab speaks $(lab_lang)" >&2
+	@mkdir -p .lab/jupyterlab-settings/$(lab_lang)/@jupyterlab/translation-extension
+	@test -f .lab/jupyterlab-settings/$(lab_lang)/@jupyterlab/translation-extension/plugin.jupyterlab-settings || \
+	  echo '{"locale": "$(JUPYTER_LOCALE_$(lab_lang))"}' > .lab/jupyterlab-settings/$(lab_lang)/@jupyterlab/translation-extension/plugin.jupyterlab-settings
+	@echo 'JupyterLab en 127.0.0.1: abre la URL con el token que aparece abajo; Ctrl-C para pararlo. El clúster sigue en marcha: `make down` lo detiene'
+	LAB_LANG=$(lab_lang) JUPYTERLAB_SETTINGS_DIR='$(CURDIR)/.lab/jupyterlab-settings/$(lab_lang)' \
+	  $(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser $(ALLOW_ROOT) \
+	  --LabApp.default_url=/lab/tree/$(lab_lang)/00_start_here.ipynb
+else
 	@echo 'JupyterLab on 127.0.0.1; open the URL with the token printed below; Ctrl-C to stop. The cluster keeps running: `make down` stops it'
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser $(ALLOW_ROOT)
+endif
 
 test: setup
 	@bash scripts/ensure-docker.sh

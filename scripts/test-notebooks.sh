@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Run every notebook under nbval twice in a row: the second run proves the
-# notebooks can be re-executed on the state the first run left.  The notebooks
+# Run every chapter under nbval twice in a row: the English chapters (notebooks/NN_*.ipynb), then
+# the Spanish ones (notebooks/es/), whose code cells are the English ones cell for cell
+# (tests/test_i18n.py): the second run re-executes the same code on the state the first run left,
+# in Spanish this time (the lab speaks the language of the notebook's folder).  The compose tier
+# runs the English chapters twice (tests/test_notebooks_compose.py).  The notebooks
 # get a lab home of their own (NBVAL_LAB_HOME, default .lab/nbval; the caller's
 # LAB_HOME is ignored so a student's cluster is never touched), and its cluster
 # is stopped and wiped afterwards, also when a run fails or is interrupted.
@@ -15,7 +18,9 @@ PY=${PY:-$ROOT/.venv/bin/python}
 export LAB_HOME=${NBVAL_LAB_HOME:-$ROOT/.lab/nbval}
 # a cell that hangs (a commit waiting for a stopped synchronous standby...) fails after 300 s
 # instead of holding CI until its own limit
-NBVAL_ARGS=(--nbval-lax --nbval-current-env --nbval-cell-timeout=300 -p no:cacheprovider notebooks)
+NBVAL_ARGS=(--nbval-lax --nbval-current-env --nbval-cell-timeout=300 -p no:cacheprovider)
+RUNS=("notebooks/[0-9][0-9]_*.ipynb" "notebooks/es/[0-9][0-9]_*.ipynb")
+NAMES=("English" "Spanish")
 
 status=0
 
@@ -44,8 +49,10 @@ trap 'status=143; exit' TERM
 wipe || { status=1; exit; }
 
 for run in 1 2; do
-    echo "== nbval run $run/2: $PY -m pytest ${NBVAL_ARGS[*]}   (LAB_HOME=$LAB_HOME)"
-    "$PY" -m pytest "${NBVAL_ARGS[@]}"
+    # shellcheck disable=SC2206 # the glob is meant to expand here
+    chapters=(${RUNS[$((run - 1))]})
+    echo "== nbval run $run/2 (${NAMES[$((run - 1))]}, ${#chapters[@]} chapters): $PY -m pytest ${NBVAL_ARGS[*]} ${RUNS[$((run - 1))]}   (LAB_HOME=$LAB_HOME)"
+    "$PY" -m pytest "${NBVAL_ARGS[@]}" "${chapters[@]}"
     rc=$?
     case $rc in
         0) ;;
