@@ -17,10 +17,11 @@ import pandas as pd
 import streamlit as st
 
 from .client import ApiClient, ApiError
+from .i18n import N_, _
 from .settings import SettingsError, url_path
 
-RANGES = {"1 hour": dt.timedelta(hours=1), "6 hours": dt.timedelta(hours=6),
-          "24 hours": dt.timedelta(days=1), "7 days": dt.timedelta(days=7)}
+RANGES = {N_("1 hour"): dt.timedelta(hours=1), N_("6 hours"): dt.timedelta(hours=6),
+          N_("24 hours"): dt.timedelta(days=1), N_("7 days"): dt.timedelta(days=7)}
 DEFAULT_INTERVAL = {"1 hour": "1m", "6 hours": "5m", "24 hours": "1h", "7 days": "1d"}
 INTERVALS = ["1m", "5m", "1h", "1d"]
 UP, DOWN = "#16a34a", "#dc2626"
@@ -62,7 +63,7 @@ def refresh_seconds() -> float:
 # --- pieces of the page (each takes the client, draws, and returns what it read) ----------------
 def overview(api: ApiClient) -> pd.DataFrame:
     """Market overview: last price, 24 h change, 24 h volume and a 24 h sparkline per coin."""
-    st.subheader("Market overview")
+    st.subheader(_("Market overview"))
     df = api.summary()
     spark = []
     for sym in df["symbol"]:
@@ -75,12 +76,12 @@ def overview(api: ApiClient) -> pd.DataFrame:
         df[["symbol", "name", "price", "change_24h_pct", "volume_24h", "last_24h", "time"]],
         hide_index=True,
         column_config={
-            "symbol": "coin", "name": "name",
-            "price": st.column_config.NumberColumn("last price (USD)", format="%.4f"),
-            "change_24h_pct": st.column_config.NumberColumn("24 h change", format="%+.2f %%"),
-            "volume_24h": st.column_config.NumberColumn("24 h volume (USD)", format="compact"),
-            "last_24h": st.column_config.LineChartColumn("last 24 h"),
-            "time": st.column_config.DatetimeColumn("last tick", format="HH:mm:ss"),
+            "symbol": _("coin"), "name": _("name"),
+            "price": st.column_config.NumberColumn(_("last price (USD)"), format="%.4f"),
+            "change_24h_pct": st.column_config.NumberColumn(_("24 h change"), format="%+.2f %%"),
+            "volume_24h": st.column_config.NumberColumn(_("24 h volume (USD)"), format="compact"),
+            "last_24h": st.column_config.LineChartColumn(_("last 24 h")),
+            "time": st.column_config.DatetimeColumn(_("last tick"), format="HH:mm:ss"),
         },
     )
     return df
@@ -105,21 +106,21 @@ def price_line(df: pd.DataFrame) -> alt.Chart:
 
 def coin_view(api: ApiClient, symbol: str, range_name: str, interval: str) -> dict:
     """One coin over a range: its price line and its candlesticks."""
-    st.subheader(f"{symbol} over the last {range_name}")
+    st.subheader(_("{symbol} over the last {range}").format(symbol=symbol, range=_(range_name)))
     start = pd.Timestamp.now(tz="UTC") - RANGES[range_name]
     prices = api.prices(symbol, start=start, limit=5000)
     candles = api.candles(symbol, interval=interval, start=start, limit=500)
     left, right = st.columns(2)
     with left:
-        st.caption(f"price, {len(prices)} ticks")
+        st.caption(_("price, {ticks} ticks").format(ticks=len(prices)))
         if prices.empty:
-            st.info(f"no ticks of {symbol} in the last {range_name}")
+            st.info(_("no ticks of {symbol} in the last {range}").format(symbol=symbol, range=_(range_name)))
         else:
             st.altair_chart(price_line(prices), height=300)
     with right:
-        st.caption(f"candles of {interval}, {len(candles)}")
+        st.caption(_("candles of {interval}, {candles}").format(interval=interval, candles=len(candles)))
         if candles.empty:
-            st.info(f"no candles of {symbol} in the last {range_name}")
+            st.info(_("no candles of {symbol} in the last {range}").format(symbol=symbol, range=_(range_name)))
         else:
             st.altair_chart(candlestick(candles), height=300)
     return {"prices": prices, "candles": candles}
@@ -127,15 +128,15 @@ def coin_view(api: ApiClient, symbol: str, range_name: str, interval: str) -> di
 
 def replication_panel(api: ApiClient) -> pd.DataFrame:
     """The nodes as the app sees them, and which node served each read of this page."""
-    st.subheader("Replication")
+    st.subheader(_("Replication"))
     nodes = api.cluster()
     st.dataframe(nodes[["node", "role", "reachable", "lag_ms", "lsn", "reads_served", "host", "port"]],
                  hide_index=True)
     reads = api.reads_table()
-    st.caption("the reads of this page: which node served each")
+    st.caption(_("the reads of this page: which node served each"))
     st.dataframe(reads, hide_index=True)
     counts = reads[reads["path"] != "/cluster"]["node"].value_counts()
-    st.markdown("served by: " + ", ".join(f"**{n}** {c}" for n, c in counts.items()))
+    st.markdown(_("served by: {nodes}").format(nodes=", ".join(f"**{n}** {c}" for n, c in counts.items())))
     return reads
 
 
@@ -149,35 +150,35 @@ def page(api: ApiClient, symbol: "str | None", range_name: str, interval: str) -
         replication_panel(api)
     except ApiError as e:
         st.error(str(e))
-    st.caption(f"updated {pd.Timestamp.now(tz='UTC'):%H:%M:%S} UTC")
+    st.caption(_("updated {time} UTC").format(time=f"{pd.Timestamp.now(tz='UTC'):%H:%M:%S}"))
 
 
 def sidebar(symbols: list[str]) -> tuple["str | None", str, str, bool]:
-    st.sidebar.header("Crypto app")
+    st.sidebar.header(_("Crypto app"))
     first = symbols.index("BTC") if "BTC" in symbols else 0
-    symbol = st.sidebar.selectbox("coin", symbols, index=first if symbols else None, key="symbol")
-    range_name = st.sidebar.selectbox("range", list(RANGES), index=2, key="range")
-    interval = st.sidebar.selectbox("candle interval", INTERVALS,
+    symbol = st.sidebar.selectbox(_("coin"), symbols, index=first if symbols else None, key="symbol")
+    range_name = st.sidebar.selectbox(_("range"), list(RANGES), index=2, key="range", format_func=_)
+    interval = st.sidebar.selectbox(_("candle interval"), INTERVALS,
                                     index=INTERVALS.index(DEFAULT_INTERVAL[range_name]), key="interval")
-    auto = st.sidebar.toggle("auto-refresh", value=True, key="auto")
+    auto = st.sidebar.toggle(_("auto-refresh"), value=True, key="auto")
     return symbol, range_name, interval, auto
 
 
 def main() -> None:
-    st.set_page_config(page_title="Crypto app on a replicated PostgreSQL", layout="wide")
-    st.title("Crypto app")
+    st.set_page_config(page_title=_("Crypto app on a replicated PostgreSQL"), layout="wide")
+    st.title(_("Crypto app"))
     try:
         url, every = api_url(), refresh_seconds()
         public = public_api_url(url)
     except SettingsError as e:
         st.error(str(e))
         return
-    st.caption(f"writes go to the primary, reads to the replicas — API [{public}]({public}/docs)")
+    st.caption(_("writes go to the primary, reads to the replicas — API [{url}]({url}/docs)").format(url=public))
     api = session_client(url)
     try:
         symbols = api.coins()["symbol"].tolist()
     except ApiError as e:
-        st.error(f"{e} — start it with `python -m app api`")
+        st.error(_("{error} — start it with `python -m app api`").format(error=e))
         return
     symbol, range_name, interval, auto = sidebar(symbols)
     if auto and every > 0:

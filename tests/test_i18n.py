@@ -43,24 +43,28 @@ def _english(monkeypatch):
     i18n.set_language(None)
 
 
-@pytest.mark.parametrize("lang", translations.LANGUAGES)
-def test_every_message_of_the_code_has_a_translation(lang):
-    code = {m.id if isinstance(m.id, str) else m.id[0] for m in translations.extract() if m.id}
-    catalog = translations.read(lang)
+CATALOGS = [(lang, domain) for lang in translations.LANGUAGES for domain in translations.DOMAINS]
+PACKAGES = [REPO / domain for domain in translations.DOMAINS]
+
+
+@pytest.mark.parametrize("lang,domain", CATALOGS)
+def test_every_message_of_the_code_has_a_translation(lang, domain):
+    code = {m.id if isinstance(m.id, str) else m.id[0] for m in translations.extract(domain) if m.id}
+    catalog = translations.read(lang, domain)
     have = {(m.id if isinstance(m.id, str) else m.id[0]) for m in catalog if m.id}
     absent = sorted(code - have)
-    assert not absent, (f"{len(absent)} message(s) not in {translations.po_path(lang).relative_to(REPO)} "
+    assert not absent, (f"{len(absent)} message(s) not in {translations.po_path(lang, domain).relative_to(REPO)} "
                         f"(make translations, then translate them): {absent[:5]}")
     todo = [i for i in translations.missing(catalog) if i in code]
     assert not todo, (f"{len(todo)} message(s) without a {lang} translation (python scripts/translations.py "
                       f"missing {lang}): {todo[:5]}")
 
 
-@pytest.mark.parametrize("lang", translations.LANGUAGES)
-def test_a_translation_has_the_placeholders_of_its_message(lang):
+@pytest.mark.parametrize("lang,domain", CATALOGS)
+def test_a_translation_has_the_placeholders_of_its_message(lang, domain):
     wrong = []
-    for m in translations.read(lang):
-        if not m.id:
+    for m in translations.read(lang, domain):
+        if not m.id or m.fuzzy:  # a fuzzy entry is a guess, not a translation (the completeness test)
             continue
         ids = [m.id] if isinstance(m.id, str) else list(m.id)
         strings = [m.string] if isinstance(m.string, str) else list(m.string)
@@ -71,11 +75,11 @@ def test_a_translation_has_the_placeholders_of_its_message(lang):
     assert not wrong, f"translations whose placeholders differ from their message's: {wrong[:5]}"
 
 
-@pytest.mark.parametrize("lang", translations.LANGUAGES)
-def test_the_compiled_catalog_is_the_po_files_content(lang):
-    mo = translations.po_path(lang).with_suffix(".mo")
+@pytest.mark.parametrize("lang,domain", CATALOGS)
+def test_the_compiled_catalog_is_the_po_files_content(lang, domain):
+    mo = translations.po_path(lang, domain).with_suffix(".mo")
     assert mo.exists(), f"{mo.relative_to(REPO)} is missing: make translations"
-    assert mo.read_bytes() == translations.compiled(translations.read(lang)), (
+    assert mo.read_bytes() == translations.compiled(translations.read(lang, domain)), (
         f"{mo.relative_to(REPO)} is older than its .po: make translations (or python scripts/translations.py update)")
 
 
@@ -86,14 +90,20 @@ def _calls(tree):
 
 
 def test_every_message_is_a_plain_string_that_extraction_sees():
-    """_(f"...") or _(variable) would be looked up under a text no catalog holds."""
+    """_(f"..."), _("a" + b) or _("...".format()) would be looked up under a text no catalog holds.
+    N_() and ngettext() take literals; _() takes a literal, or a name holding an N_()-marked text."""
     bad = []
-    for path in sorted((REPO / "lab").rglob("*.py")):
+    for path in sorted(p for package in PACKAGES for p in package.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for call in _calls(tree):
             n = 2 if call.func.id == "ngettext" else 1
             args = call.args[:n]
-            if len(args) < n or not all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in args):
+            if len(args) < n:
+                bad.append(f"{path.relative_to(REPO)}:{call.lineno}")
+            elif call.func.id == "_":
+                if isinstance(args[0], (ast.JoinedStr, ast.BinOp, ast.Call)):
+                    bad.append(f"{path.relative_to(REPO)}:{call.lineno}")
+            elif not all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in args):
                 bad.append(f"{path.relative_to(REPO)}:{call.lineno}")
     assert not bad, f"messages that are not a plain string literal (write _('... {{name}}').format(name=...)): {bad}"
 
@@ -139,11 +149,22 @@ def test_a_kernel_in_notebooks_es_uses_the_same_lab_home_as_one_in_notebooks():
     assert homes == {str(REPO / ".lab")}
 
 
-def test_the_compiled_catalog_ships_with_the_package():
+def test_the_compiled_catalogs_ship_with_the_packages():
     text = (REPO / "pyproject.toml").read_text()
-    assert "locale/*/LC_MESSAGES/*.mo" in text
+    assert 'lab = ["py.typed", "locale/*/LC_MESSAGES/*.mo"]' in text
+    assert 'app = ["locale/*/LC_MESSAGES/*.mo"]' in text
     t = gettext.translation(i18n.DOMAIN, i18n.LOCALE_DIR, languages=["es"])
     assert isinstance(t, gettext.GNUTranslations)
+
+
+def test_the_dashboard_speaks_spanish_with_app_lang_or_lab_lang(monkeypatch):
+    from app import i18n as app_i18n
+    monkeypatch.delenv("APP_LANG", raising=False)
+    assert app_i18n._("Market overview") == "Market overview"
+    monkeypatch.setenv("LAB_LANG", "es")  # the lab passes the student's language on
+    assert app_i18n._("Market overview") == "Resumen del mercado"
+    monkeypatch.setenv("APP_LANG", "en")
+    assert app_i18n._("Market overview") == "Market overview"
 
 
 @pytest.mark.parametrize("english", notebook_translations.chapters(), ids=lambda p: p.stem)
@@ -157,7 +178,7 @@ def test_every_formatted_message_is_given_each_of_its_placeholders():
     """_("... {name} ...").format(...) without name= raises KeyError when the message is shown: in an
     error path a test may never take, so it is checked here, for every message of lab/."""
     bad = []
-    for path in sorted((REPO / "lab").rglob("*.py")):
+    for path in sorted(p for package in PACKAGES for p in package.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format"):
