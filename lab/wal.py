@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from .errors import BadArgument, LabError, NotRunning, SQLError, Text, need_int, need_str
 from .faults import need_a_node, need_cluster, need_node
+from .i18n import _, ngettext
 from .lsn import format_lsn, lsn_diff, parse_lsn, wal_segment_name
 from .plots import human_bytes
 
@@ -38,10 +39,12 @@ def _need_frame(value, what: str, columns, made_by: str) -> pd.DataFrame:
         missing = [c for c in columns if c not in value.columns]
         if not missing:
             return value
-        shown = f"a DataFrame without the column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+        shown = ngettext("a DataFrame without the column {columns}", "a DataFrame without the columns {columns}",
+                         len(missing)).format(columns=", ".join(missing))
     else:
         shown = _shown(value)
-    raise BadArgument(f"{what} is what {made_by} returns, not {shown}")
+    raise BadArgument(_("{what} is what {made_by} returns, not {shown}").format(what=what, made_by=made_by,
+                                                                                shown=shown))
 
 
 def _shown(value) -> str:
@@ -98,7 +101,8 @@ def walfile_names(cluster, lsns) -> pd.DataFrame:
     if isinstance(lsns, str):
         lsns = [lsns]
     if not isinstance(lsns, (list, tuple)):
-        raise BadArgument(f"lsns is a list of LSNs, e.g. ['0/3000000', '0/3000001'], not {_shown(lsns)}")
+        raise BadArgument(_("lsns is a list of LSNs, e.g. ['0/3000000', '0/3000001'], not {value}").format(
+            value=_shown(lsns)))
     tli, seg = _timeline(p), segment_size(p)
     rows = []
     for lsn in lsns:
@@ -245,12 +249,14 @@ def _check_start(node, start, timeline: int) -> None:
     if not node.scalar("SELECT pg_is_in_recovery()", dbname="postgres"):
         here = node.scalar("SELECT pg_current_wal_insert_lsn()::text", dbname="postgres")
         if parse_lsn(start) > parse_lsn(here):
-            raise LabError(f"{node.name}: {format_lsn(start)} is ahead of the WAL written so far "
-                           f"(pg_current_wal_insert_lsn() is {here})")
+            raise LabError(_("{node}: {lsn} is ahead of the WAL written so far "
+                             "(pg_current_wal_insert_lsn() is {here})").format(node=node.name, lsn=format_lsn(start),
+                                                                               here=here))
     name = wal_segment_name(start, timeline, segment_size(node))
     if not node.scalar("SELECT count(*) FROM pg_ls_waldir() WHERE name = %s", (name,), dbname="postgres"):
-        raise LabError(f"{node.name}: the WAL at {format_lsn(start)} is gone: a checkpoint removed or recycled its "
-                       f"file {name}; lab.wal.wal_files(cluster) lists what is left")
+        raise LabError(_("{node}: the WAL at {lsn} is gone: a checkpoint removed or recycled its "
+                         "file {file}; lab.wal.wal_files(cluster) lists what is left").format(
+                             node=node.name, lsn=format_lsn(start), file=name))
 
 
 def waldump(node, start, end=None, limit: "int | None" = None) -> pd.DataFrame:
@@ -265,7 +271,7 @@ def waldump(node, start, end=None, limit: "int | None" = None) -> pd.DataFrame:
     if limit is not None:
         need_int(limit, "limit", 1)
     if not node.is_running:
-        raise NotRunning(f"{node.name} is stopped: start it with cluster.node({node.name!r}).start()")
+        raise NotRunning(_("{node} is stopped: start it with cluster.node({node!r}).start()").format(node=node.name))
     if end is not None and parse_lsn(end) <= parse_lsn(start):
         return parse_waldump("")
     tli = _timeline(node)
@@ -279,7 +285,8 @@ def waldump(node, start, end=None, limit: "int | None" = None) -> pd.DataFrame:
     r = node.tool(*args, check=False)
     records = parse_waldump(r.stdout)
     if r.returncode != 0 and not end_of_wal(r.stderr):
-        first = next((ln for ln in r.stderr.splitlines() if ln.strip()), f"exit code {r.returncode}")
+        first = next((ln for ln in r.stderr.splitlines() if ln.strip()),
+                     _("exit code {code}").format(code=r.returncode))
         raise LabError(f"{node.name}: {first.strip()}")
     return records
 
@@ -287,7 +294,7 @@ def waldump(node, start, end=None, limit: "int | None" = None) -> pd.DataFrame:
 def summarize(records: pd.DataFrame) -> pd.DataFrame:
     """Records per kind (resource manager and record type): how many, their bytes, full-page images."""
     _need_frame(records, "records", ["lsn", "rmgr", "record", "tot_len", "fpw"],
-                "lab.wal.waldump(node, start) (or run_operation(...)['records'])")
+                _("lab.wal.waldump(node, start) (or run_operation(...)['records'])"))
     if records.empty:
         return pd.DataFrame(columns=["rmgr", "record", "records", "bytes", "fpw"])
     g = records.groupby(["rmgr", "record"], as_index=False).agg(records=("lsn", "size"), bytes=("tot_len", "sum"),
@@ -322,7 +329,8 @@ def _operation(op: str) -> str:
     for name in OPERATIONS:
         if str(op).strip().upper() == name:
             return name
-    raise LabError(f"unknown operation {op!r}: choose one of {', '.join(OPERATIONS)}")
+    raise LabError(_("unknown operation {op!r}: choose one of {operations}").format(
+        op=op, operations=", ".join(OPERATIONS)))
 
 
 def _sql_error(node, e: psycopg2.Error) -> SQLError:
@@ -407,13 +415,15 @@ def wal_volume(cluster, rows: int = 10_000, operations=None) -> pd.DataFrame:
     if isinstance(operations, str):
         operations = [operations]
     if operations is not None and not isinstance(operations, (list, tuple)):
-        raise BadArgument(f"operations is a list of operations, e.g. ['INSERT', 'UPDATE'] (None: all of "
-                          f"{', '.join(OPERATIONS)}), not {_shown(operations)}")
+        raise BadArgument(_("operations is a list of operations, e.g. ['INSERT', 'UPDATE'] (None: all of "
+                            "{operations}), not {value}").format(operations=", ".join(OPERATIONS),
+                                                                 value=_shown(operations)))
     ops = [_operation(o) for o in (operations or OPERATIONS)]
     out = []
     for i, op in enumerate(ops, 1):
         r = run_operation(cluster, op, rows)
-        print(f"{i}/{len(ops)} {op}: {human_bytes(r['wal_bytes'])} of WAL", flush=True)
+        print(_("{i}/{total} {operation}: {size} of WAL").format(i=i, total=len(ops), operation=op,
+                                                                  size=human_bytes(r["wal_bytes"])), flush=True)
         out.append({k: v for k, v in r.items() if k != "records"})
     return pd.DataFrame(out)[["operation", "rows", "wal_bytes", "bytes_per_row", "wal_records", "fpw", "seconds",
                               "statement"]]
@@ -423,18 +433,19 @@ def plot_volume(volume: pd.DataFrame) -> Figure:
     """A bar per operation: the bytes of WAL it wrote (what ``wal_volume`` returns)."""
     if not isinstance(volume, pd.DataFrame) or volume.empty \
             or not {"operation", "rows", "wal_bytes", "bytes_per_row"} <= set(volume.columns):
-        raise LabError("plot_volume() draws what lab.wal.wal_volume(cluster) returns: pass its DataFrame")
+        raise LabError(_("plot_volume() draws what lab.wal.wal_volume(cluster) returns: pass its DataFrame"))
     df = volume.iloc[::-1]
     fig = Figure(figsize=(8.5, 0.45 * len(df) + 1.2))
     ax = fig.add_subplot()
     ax.barh(df["operation"], df["wal_bytes"] / 1024, color="#2f5d8a")
     top = float(df["wal_bytes"].max()) / 1024 or 1.0
     for y, (b, per) in enumerate(zip(df["wal_bytes"], df["bytes_per_row"])):
-        ax.text(b / 1024 + top * 0.01, y, f"{human_bytes(b)}  ({per:g} B/row)", va="center", fontsize=8.5)
+        ax.text(b / 1024 + top * 0.01, y, _("{size}  ({per_row:g} B/row)").format(size=human_bytes(b), per_row=per),
+                va="center", fontsize=8.5)
     ax.set_xlim(0, top * 1.35)
-    ax.set_xlabel("WAL written (kB)")
+    ax.set_xlabel(_("WAL written (kB)"))
     rows = volume["rows"].iloc[0]
-    ax.set_title(f"WAL written by each operation on {rows:,} rows", fontsize=10)
+    ax.set_title(_("WAL written by each operation on {rows:,} rows").format(rows=rows), fontsize=10)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     fig.tight_layout()
@@ -480,9 +491,10 @@ def full_page_writes(cluster, attempts: int = 3) -> pd.DataFrame:
 def by_step(*records: pd.DataFrame) -> pd.DataFrame:
     """Totals per step of what ``full_page_writes`` returned (one or more of them)."""
     if not records:
-        raise BadArgument("by_step() adds up what lab.wal.full_page_writes(cluster) returns: pass one or more of them")
+        raise BadArgument(_("by_step() adds up what lab.wal.full_page_writes(cluster) returns: pass one or more of "
+                            "them"))
     for r in records:
-        _need_frame(r, "each argument of by_step()", ["wal_compression", "step", "lsn", "rec_len", "tot_len", "fpw"],
+        _need_frame(r, _("each argument of by_step()"), ["wal_compression", "step", "lsn", "rec_len", "tot_len", "fpw"],
                     "lab.wal.full_page_writes(cluster)")
     df = pd.concat(records, ignore_index=True)
     df = df.assign(image_bytes=(df["tot_len"] - df["rec_len"]).where(df["fpw"], 0))
@@ -524,7 +536,8 @@ def changes(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     for name, frame in (("before", before), ("after", after)):
         _need_frame(frame, name, COUNTER_COLUMNS, "lab.wal.counters(cluster)")
         if len(frame) != 1:
-            raise BadArgument(f"{name} is what lab.wal.counters(cluster) returns (one row), not {len(frame)} rows")
+            raise BadArgument(_("{name} is what lab.wal.counters(cluster) returns (one row), not {rows} rows").format(
+                name=name, rows=len(frame)))
     df = pd.concat([before, after], ignore_index=True)
     df.index = ["before", "after"]
     numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
@@ -552,17 +565,19 @@ def retention(cluster) -> pd.DataFrame:
     tli, seg = _timeline(p), segment_size(p)
     rows = []
     redo = p.scalar("SELECT redo_lsn::text FROM pg_control_checkpoint()", dbname="postgres")
-    rows.append(dict(reason="redo point of the last checkpoint (crash recovery starts here)", lsn=redo))
+    rows.append(dict(reason=_("redo point of the last checkpoint (crash recovery starts here)"), lsn=redo))
     slots = p.sql("SELECT slot_name, restart_lsn::text AS restart_lsn FROM pg_replication_slots "
                   "WHERE restart_lsn IS NOT NULL ORDER BY slot_name", dbname="postgres")
     for s in slots.itertuples():
-        rows.append(dict(reason=f"replication slot {s.slot_name} (its replica may still need it)", lsn=s.restart_lsn))
+        rows.append(dict(reason=_("replication slot {slot} (its replica may still need it)").format(slot=s.slot_name),
+                         lsn=s.restart_lsn))
     keep = p.settings("wal_keep_size").iloc[0]  # its unit is MB
     if int(keep["setting"]):
         # wal_keep_size counts whole segments back from the current one
         here = p.scalar("SELECT pg_current_wal_insert_lsn()::text", dbname="postgres")
         back = max(seg, (parse_lsn(here) // seg) * seg - int(keep["setting"]) * 1024 * 1024)
-        rows.append(dict(reason=f"wal_keep_size = {keep['value']} behind the current file", lsn=format_lsn(back)))
+        rows.append(dict(reason=_("wal_keep_size = {value} behind the current file").format(value=keep["value"]),
+                         lsn=format_lsn(back)))
     df = pd.DataFrame(rows)
     df["wal_file"] = [wal_segment_name(lsn, tli, seg) for lsn in df["lsn"]]
     oldest = min(parse_lsn(lsn) for lsn in df["lsn"])
@@ -679,7 +694,7 @@ def _prepare_load(node) -> int:
     """The table wal_load (made once; kept between runs); how many rows of it sit in one page."""
     exists = node.scalar(f"SELECT count(*) FROM pg_class WHERE relname = '{LOAD_TABLE}' AND relkind = 'r'")
     if not exists:
-        print(f"making the table {LOAD_TABLE} ({LOAD_ROWS:,} rows)…", flush=True)
+        print(_("making the table {table} ({rows:,} rows)…").format(table=LOAD_TABLE, rows=LOAD_ROWS), flush=True)
         for stmt in (f"CREATE TABLE {LOAD_TABLE} (id int, n int, pad text) "
                      f"WITH (autovacuum_enabled = off, fillfactor = 90)",
                      f"INSERT INTO {LOAD_TABLE} SELECT g, 0, md5(g::text) || md5((-g)::text) "
@@ -721,7 +736,8 @@ def write_load(cluster, rounds: int = 3) -> pd.DataFrame:
                     cur.execute(f"UPDATE {LOAD_TABLE} SET n = n + 1 WHERE id %% %s = %s", (per_page, i % per_page))
                     updated += cur.rowcount
                     here = one("SELECT pg_current_wal_insert_lsn()::text")[0]
-                    print(f"round {i + 1}/{rounds}: {human_bytes(lsn_diff(here, start))} of WAL so far", flush=True)
+                    print(_("round {round}/{rounds}: {size} of WAL so far").format(
+                        round=i + 1, rounds=rounds, size=human_bytes(lsn_diff(here, start))), flush=True)
                 seconds = time.perf_counter() - t0
                 end = one("SELECT pg_current_wal_insert_lsn()::text")[0]
                 stats1 = None
@@ -770,11 +786,19 @@ def describe(result: dict) -> str:
     """One line about a ``run_operation`` result."""
     keys = ("operation", "rows", "wal_bytes", "bytes_per_row", "wal_records", "fpw", "start_lsn", "end_lsn")
     if not isinstance(result, dict) or not all(k in result for k in keys):
-        raise BadArgument(f"result is what lab.wal.run_operation(cluster, op) returns, not {_shown(result)}")
-    fpw = f", {result['fpw']} full-page image(s)" if result["fpw"] else ""
-    return (f"{result['operation']} of {result['rows']:,} rows wrote {human_bytes(result['wal_bytes'])} of WAL "
-            f"({result['bytes_per_row']:g} bytes per row) in {result['wal_records']:,} record(s){fpw}, "
-            f"from {result['start_lsn']} to {result['end_lsn']}")
+        raise BadArgument(_("result is what lab.wal.run_operation(cluster, op) returns, not {value}").format(
+            value=_shown(result)))
+    size = human_bytes(result["wal_bytes"])
+    if result["fpw"]:
+        return _("{operation} of {rows:,} rows wrote {size} of WAL ({per_row:g} bytes per row) in {records:,} "
+                 "record(s), {images} full-page image(s), from {start} to {end}").format(
+                     operation=result["operation"], rows=result["rows"], size=size, per_row=result["bytes_per_row"],
+                     records=result["wal_records"], images=result["fpw"], start=result["start_lsn"],
+                     end=result["end_lsn"])
+    return _("{operation} of {rows:,} rows wrote {size} of WAL ({per_row:g} bytes per row) in {records:,} "
+             "record(s), from {start} to {end}").format(
+                 operation=result["operation"], rows=result["rows"], size=size, per_row=result["bytes_per_row"],
+                 records=result["wal_records"], start=result["start_lsn"], end=result["end_lsn"])
 
 
 def operation_panel(cluster):
@@ -783,16 +807,17 @@ def operation_panel(cluster):
     The button calls ``run_operation`` and ``describe``, which you can call yourself.
     """
     need_cluster(cluster)
-    op = w.Dropdown(options=list(OPERATIONS), value="INSERT", description="operation",
+    op = w.Dropdown(options=list(OPERATIONS), value="INSERT", description=_("operation"),
                     layout=w.Layout(width="280px"))
-    rows = w.BoundedIntText(value=1000, min=1, max=MAX_ROWS, step=1000, description="rows",
+    rows = w.BoundedIntText(value=1000, min=1, max=MAX_ROWS, step=1000, description=_("rows"),
                             layout=w.Layout(width="200px"))
-    run = w.Button(description="run", button_style="primary", icon="play", layout=w.Layout(width="90px"))
-    message = w.HTML(value="<i>pick an operation and a number of rows, then run</i>")
+    run = w.Button(description=_("run"), button_style="primary", icon="play", layout=w.Layout(width="90px"))
+    message = w.HTML(value="<i>" + html.escape(_("pick an operation and a number of rows, then run")) + "</i>")
     out = w.Output()
 
     def on_run(_button):
-        message.value = f"<i>running {html.escape(op.value)} on {rows.value:,} rows…</i>"
+        message.value = "<i>" + html.escape(_("running {operation} on {rows:,} rows…").format(
+            operation=op.value, rows=rows.value)) + "</i>"
         try:
             result = run_operation(cluster, op.value, rows.value)
         except LabError as e:
