@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .. import commands, conninfo
+from ..i18n import _, ngettext
 from ..errors import LabError, NotRunning, ServerStartError, Timeout
 from ..system import binaries, ports
 from ..system.home import cache_dir
@@ -119,8 +120,9 @@ class LocalBackend(LocalApps):
         user = server_user()
         data_root = home.default_data_root(user.can_reach)
         if data_root.exists() and any(data_root.iterdir()):
-            raise LabError(f"{data_root} holds data from another cluster but {home.state_file} is missing: "
-                           f"remove {data_root} if it is not needed, then lab.up()")
+            raise LabError(_("{data_root} holds data from another cluster but {state_file} is missing: "
+                             "remove {data_root} if it is not needed, then lab.up()").format(
+                data_root=data_root, state_file=home.state_file))
         data_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         user.chown(data_root, recursive=False)
         state.update(pg_bindir=str(bins.bindir), pg_version=bins.version, server_user=user.name,
@@ -132,12 +134,14 @@ class LocalBackend(LocalApps):
         if not (bins.bindir / "postgres").exists():
             bins = binaries.find()
             if bins.major != int(state["pg_version"].split(".")[0]):
-                raise LabError(f"this cluster was made with PostgreSQL {state['pg_version']} but only "
-                               f"{bins.version} is installed now: reset it with lab.down(wipe=True)")
+                raise LabError(_("this cluster was made with PostgreSQL {made_with} but only "
+                                 "{installed} is installed now: reset it with lab.down(wipe=True)").format(
+                    made_with=state['pg_version'], installed=bins.version))
         user = server_user()
         if user.name != state.get("server_user", user.name):
-            raise LabError(f"this cluster's servers run as {state['server_user']!r}, not {user.name!r}: "
-                           "set LAB_SERVER_USER accordingly")
+            raise LabError(_("this cluster's servers run as {server_user!r}, not {user!r}: "
+                             "set LAB_SERVER_USER accordingly").format(
+                server_user=state['server_user'], user=user.name))
         self.bins = bins
         self.user = user
         self.state = state
@@ -188,8 +192,8 @@ class LocalBackend(LocalApps):
             if not self.data_root.exists():
                 return
             time.sleep(0.2)
-        raise LabError(f"could not remove {self.data_root}: see what still uses it (fuser -v), remove it "
-                       "by hand, then lab.up()")
+        raise LabError(_("could not remove {data_root}: see what still uses it (fuser -v), remove it "
+                         "by hand, then lab.up()").format(data_root=self.data_root))
 
     def _end_workers(self) -> None:
         for pid in working_in(self.data_root, {os.geteuid(), self.user.uid}):
@@ -210,12 +214,14 @@ class LocalBackend(LocalApps):
             r = subprocess.run(cmd, env=env, input=input, capture_output=True, text=True, timeout=timeout,
                                start_new_session=True, **kwargs)
         except subprocess.TimeoutExpired:
-            raise Timeout(f"{Path(cmd[0]).name} did not finish within {timeout}s") from None
+            raise Timeout(_("{program} did not finish within {timeout}s").format(
+                program=Path(cmd[0]).name, timeout=timeout)) from None
         if log is not None and (r.stdout or r.stderr):
             self._append_log(log, r.stdout + r.stderr)
         if check and r.returncode != 0:
             msg = (r.stderr or r.stdout).strip().splitlines()
-            raise LabError(f"{Path(cmd[0]).name} failed: {msg[-1] if msg else 'exit ' + str(r.returncode)}")
+            raise LabError(_("{program} failed: {reason}").format(
+                program=Path(cmd[0]).name, reason=msg[-1] if msg else 'exit ' + str(r.returncode)))
         return r
 
     def _append_log(self, path, text):
@@ -278,8 +284,8 @@ class LocalBackend(LocalApps):
     def create_primary(self, spec, state) -> None:
         pgdata = Path(spec["pgdata"])
         if (pgdata / "PG_VERSION").exists():
-            raise LabError(f"{pgdata} already holds a database: refusing to overwrite it; "
-                           "use lab.up() to start it or lab.down(wipe=True) to reset")
+            raise LabError(_("{pgdata} already holds a database: refusing to overwrite it; "
+                             "use lab.up() to start it or lab.down(wipe=True) to reset").format(pgdata=pgdata))
         data_root = self._node_dir(spec).parent
         template = self._template(data_root)
         self._make_node_dir(spec)
@@ -310,13 +316,14 @@ class LocalBackend(LocalApps):
         """Move a plain base backup into the node's data directory, standby settings out, recovery in."""
         backup = Path(backup)
         if not (backup / "PG_VERSION").exists():
-            raise LabError(f"{backup} is not a base backup (no PG_VERSION): take one with "
-                           "lab.backups.take_base_backup(cluster) or pg_basebackup -D DIR -X stream")
+            raise LabError(_("{backup} is not a base backup (no PG_VERSION): take one with "
+                             "lab.backups.take_base_backup(cluster) or pg_basebackup -D DIR -X stream").format(
+                backup=backup))
         auto_text = standalone_auto_conf(_read_text(backup / "postgresql.auto.conf"), recovery)
         self._make_node_dir(spec)
         pgdata = Path(spec["pgdata"])
         if pgdata.exists():
-            raise LabError(f"{pgdata} already exists: pick another name")
+            raise LabError(_("{pgdata} already exists: pick another name").format(pgdata=pgdata))
         shutil.move(str(backup), str(pgdata))
         (pgdata / "standby.signal").unlink(missing_ok=True)
         (pgdata / "recovery.signal").unlink(missing_ok=True)
@@ -342,18 +349,19 @@ class LocalBackend(LocalApps):
         commands.from_entrypoint(spec["name"], r.stderr)
         if r.returncode != 0:
             last = (r.stderr or r.stdout).strip().splitlines()
-            raise ServerStartError(f"{spec['name']}: could not prepare the replica: {last[-1] if last else r.returncode}")
+            raise ServerStartError(_("{node}: could not prepare the replica: {reason}").format(
+                node=spec['name'], reason=last[-1] if last else r.returncode))
 
     def adopt(self, spec, backup: Path) -> None:
         """Make a base backup taken with ``pg_basebackup -R`` this node's data directory (moved)."""
         backup = Path(backup)
         if not (backup / "PG_VERSION").exists() or not (backup / "standby.signal").exists():
-            raise LabError(f"{backup} is not a base backup taken with -R (no PG_VERSION or standby.signal): "
-                           "take one with pg_basebackup -R -X stream")
+            raise LabError(_("{backup} is not a base backup taken with -R (no PG_VERSION or standby.signal): "
+                             "take one with pg_basebackup -R -X stream").format(backup=backup))
         self._make_node_dir(spec)
         pgdata = Path(spec["pgdata"])
         if pgdata.exists():
-            raise LabError(f"{pgdata} already exists: pick another replica name")
+            raise LabError(_("{pgdata} already exists: pick another replica name").format(pgdata=pgdata))
         shutil.move(str(backup), str(pgdata))
         os.chmod(pgdata, 0o700)
         self.user.chown(pgdata)
@@ -397,11 +405,11 @@ class LocalBackend(LocalApps):
             if info and str(path) in info.values():
                 users.append(n["name"])
         if not path.exists():
-            return f"no {what}"
+            return _("no {what}").format(what=what)
         if users:
-            return f"kept {name}: {', '.join(users)} still connect(s) with it"
+            return _("kept {name}: {nodes} still connect(s) with it").format(name=name, nodes=', '.join(users))
         path.unlink()
-        return f"removed {name}"
+        return _("removed {name}").format(name=name)
 
     def where(self, spec, path: str) -> str:
         return str(path)
@@ -471,8 +479,9 @@ class LocalBackend(LocalApps):
         if primary_spec is not None:
             self.prepare_replica(spec, state, primary_spec)
         if not (Path(spec["pgdata"]) / "PG_VERSION").exists():
-            raise LabError(f"{spec['name']}: {spec['pgdata']} holds no database: "
-                           "reset the cluster with lab.down(wipe=True), then lab.up()")
+            raise LabError(_("{node}: {pgdata} holds no database: "
+                             "reset the cluster with lab.down(wipe=True), then lab.up()").format(
+                node=spec['name'], pgdata=spec['pgdata']))
         self._write_node_conf(spec)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -494,8 +503,9 @@ class LocalBackend(LocalApps):
                 continue
             if self.pid(spec):  # started but never became ready: do not leave it behind
                 self.stop(spec)
-            ctx = "\n".join(new_log.strip().splitlines()[-8:]) or "(nothing in the log)"
-            raise ServerStartError(f"{spec['name']} did not start on port {spec['port']}; last log lines:\n{ctx}")
+            ctx = "\n".join(new_log.strip().splitlines()[-8:]) or _("(nothing in the log)")
+            raise ServerStartError(_("{node} did not start on port {port}; last log lines:\n{log_lines}").format(
+                node=spec['name'], port=spec['port'], log_lines=ctx))
 
     def wait_ready(self, spec, timeout: "float | None" = None) -> int:
         """Until the node's postmaster.pid says "ready" (or "standby")."""
@@ -506,9 +516,11 @@ class LocalBackend(LocalApps):
             if pid and self._wait_postmaster(spec, pid, min(deadline, time.monotonic() + 0.5)):
                 return pid
             if not self.pid(spec):
-                raise NotRunning(f"{spec['name']} is not running; last log lines:\n{tail(spec['log'], 8)}")
+                raise NotRunning(_("{node} is not running; last log lines:\n{log_lines}").format(
+                    node=spec['name'], log_lines=tail(spec['log'], 8)))
             if time.monotonic() > deadline:
-                raise Timeout(f"{spec['name']} was not ready within {timeout:g} s: see its logs()")
+                raise Timeout(_("{node} was not ready within {timeout:g} s: see its logs()").format(
+                    node=spec['name'], timeout=timeout))
 
     def _wait_postmaster(self, spec, pid: int, deadline: float) -> "int | None":
         """Poll postmaster.pid until ``pid`` says "ready" (or "standby"); None if it died first."""
@@ -572,7 +584,7 @@ class LocalBackend(LocalApps):
         outlives this kernel) sends them SIGCONT after ``max_seconds``; ``resume`` ends it."""
         pid = self.pid(spec)
         if not pid:
-            raise NotRunning(f"{spec['name']} is stopped: start it before pausing it")
+            raise NotRunning(_("{node} is stopped: start it before pausing it").format(node=spec['name']))
         pids = process_tree(pid)
         # The watchdog first: if anything below fails, the node still wakes up.
         dog = subprocess.Popen(["sh", "-c", 'sleep "$0"; kill -CONT "$@"', str(max_seconds), *map(str, pids)],
@@ -585,7 +597,10 @@ class LocalBackend(LocalApps):
         late = [p for p in process_tree(pid) if p not in pids]
         signal_tree(late, signal.SIGSTOP)
         wait_states(pids + late, stopped=True)
-        return f"{len(pids) + len(late)} processes stopped; resumed by itself after {max_seconds:g} s"
+        n = len(pids) + len(late)
+        return ngettext("{n} process stopped; resumed by itself after {max_seconds:g} s",
+                        "{n} processes stopped; resumed by itself after {max_seconds:g} s", n).format(
+            n=n, max_seconds=max_seconds)
 
     def resume(self, spec) -> str:
         """End the node's watchdog, then SIGCONT the postmaster and every child."""
@@ -599,14 +614,14 @@ class LocalBackend(LocalApps):
             dog.wait()
         pid = self.pid(spec)
         if not pid:
-            return "not running"
+            return _("not running")
         was = is_stopped(pid)
         tree = process_tree(pid)
         if was:
             commands.note(spec["name"], f"kill -CONT {' '.join(map(str, tree))}")
         signal_tree(reversed(tree), signal.SIGCONT)
         wait_states(tree, stopped=False)
-        return "resumed" if was else "was not paused"
+        return _("resumed") if was else _("was not paused")
 
     def is_paused(self, spec) -> bool:
         pid = self.pid(spec)
@@ -617,14 +632,16 @@ class LocalBackend(LocalApps):
         one host share its network, so a link is cut where it passes through the lab."""
         lk = links.link(self.owner, spec["name"]) or links.route(self, spec)
         lk.cut(hold=hold)
-        return f"cut off the primary (proxy on port {lk.proxy.port}{', silent' if hold else ''})"
+        if hold:
+            return _("cut off the primary (proxy on port {port}, silent)").format(port=lk.proxy.port)
+        return _("cut off the primary (proxy on port {port})").format(port=lk.proxy.port)
 
     def heal(self, spec) -> str:
         lk = links.link(self.owner, spec["name"])
         if lk is None:
-            return "no proxy link in this process: nothing to heal"
+            return _("no proxy link in this process: nothing to heal")
         lk.heal()
-        return "link healed"
+        return _("link healed")
 
     def is_cut(self, spec) -> bool:
         lk = links.link(self.owner, spec["name"])
@@ -637,9 +654,10 @@ class LocalBackend(LocalApps):
         pgdata = Path(spec["pgdata"])
         pid = self.pid(spec)
         if not pid:
-            raise LabError(f"{spec['name']} is not running: start it before promoting it")
+            raise LabError(_("{node} is not running: start it before promoting it").format(node=spec['name']))
         if not (pgdata / "standby.signal").exists():
-            raise LabError(f"{spec['name']} is not in standby mode (no standby.signal): nothing to promote")
+            raise LabError(_("{node} is not in standby mode (no standby.signal): nothing to promote").format(
+                node=spec['name']))
         # The file appears complete and owned by the server user in one step (a rename): a standby
         # whose primary is gone signals its own postmaster every few hundred ms, and the server
         # consumes a ``promote`` file as soon as it sees one, so nothing is done to it afterwards.
@@ -652,27 +670,30 @@ class LocalBackend(LocalApps):
         except BaseException as e:
             tmp.unlink(missing_ok=True)
             if isinstance(e, OSError):
-                raise LabError(f"{spec['name']}: could not write its promote file ({e.strerror}): nothing "
-                               "changed; see the permissions of its data directory") from None
+                raise LabError(_("{node}: could not write its promote file ({strerror}): nothing "
+                                 "changed; see the permissions of its data directory").format(
+                    node=spec['name'], strerror=e.strerror)) from None
             raise
         commands.shell(spec["name"], ["pg_ctl", "promote", "-D", spec["pgdata"]])
         try:
             os.kill(pid, signal.SIGUSR1)
         except ProcessLookupError:
-            raise LabError(f"{spec['name']} stopped while being promoted; last log lines:\n"
-                           f"{tail(spec['log'], 8)}") from None
+            raise LabError(_("{node} stopped while being promoted; last log lines:\n"
+                             "{log_lines}").format(node=spec['name'], log_lines=tail(spec['log'], 8))) from None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if control_state(pgdata) == DB_IN_PRODUCTION:
                 return
             if not pid_alive(pid):
-                raise LabError(f"{spec['name']} stopped while being promoted; last log lines:\n{tail(spec['log'], 8)}")
+                raise LabError(_("{node} stopped while being promoted; last log lines:\n{log_lines}").format(
+                    node=spec['name'], log_lines=tail(spec['log'], 8)))
             time.sleep(0.005)
-        raise Timeout(f"{spec['name']} was not promoted within {timeout} s: see its logs()")
+        raise Timeout(_("{node} was not promoted within {timeout} s: see its logs()").format(
+            node=spec['name'], timeout=timeout))
 
     def remove_data(self, spec) -> None:
         if self.pid(spec):
-            raise LabError(f"{spec['name']} is running: stop it before removing its data")
+            raise LabError(_("{node} is running: stop it before removing its data").format(node=spec['name']))
         shutil.rmtree(self._node_dir(spec), ignore_errors=True)
         Path(str(spec["pgdata"]).rstrip("/") + ".basebackup-incomplete").unlink(missing_ok=True)
 
