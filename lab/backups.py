@@ -34,6 +34,7 @@ from . import conninfo as libpq
 from .backends.pgconf import conf_string
 from .errors import BadArgument, LabError, NotRunning, need_bool, need_str
 from .faults import need_cluster
+from .i18n import _
 from .node import Node
 from .plots import human_bytes
 
@@ -42,15 +43,20 @@ PASSFILE = "replication.pgpass"
 BACKUPS_DIR = "base-backups"
 
 # What pg_basebackup -R -X stream leaves that a student should look at, in reading order.
-NOTABLE = {
-    "backup_label": "where recovery starts (checkpoint, first WAL)",
-    "backup_manifest": "each file's size and checksum; the WAL range",
-    "standby.signal": "start as a standby, not as a primary (-R)",
-    "postgresql.auto.conf": "primary_conninfo: how to reach the primary (-R)",
-    "pg_wal": "the WAL written during the copy (-X stream)",
-    "base": "the databases: tables and indexes",
-    "global": "cluster-wide: roles, databases, pg_control",
-}
+NOTABLE = ("backup_label", "backup_manifest", "standby.signal", "postgresql.auto.conf", "pg_wal", "base", "global")
+
+
+def notable() -> dict:
+    """What each entry of ``NOTABLE`` is for, in the current language."""
+    return {
+        "backup_label": _("where recovery starts (checkpoint, first WAL)"),
+        "backup_manifest": _("each file's size and checksum; the WAL range"),
+        "standby.signal": _("start as a standby, not as a primary (-R)"),
+        "postgresql.auto.conf": _("primary_conninfo: how to reach the primary (-R)"),
+        "pg_wal": _("the WAL written during the copy (-X stream)"),
+        "base": _("the databases: tables and indexes"),
+        "global": _("cluster-wide: roles, databases, pg_control"),
+    }
 
 
 # --- pure functions: file formats --------------------------------------------------------
@@ -72,7 +78,7 @@ def parse_backup_label(text: str) -> dict:
     >>> parse_backup_label("START WAL LOCATION: 0/3000028 (file 000000010000000000000003)\\nLABEL: x\\n")
     {'START WAL LOCATION': '0/3000028 (file 000000010000000000000003)', 'LABEL': 'x'}
     """
-    need_str(text, "text (a backup_label's)", empty=True)
+    need_str(text, _("text (a backup_label's)"), empty=True)
     out = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
@@ -91,7 +97,7 @@ def start_of(label: dict) -> "tuple[str, str] | None":
     ('0/3000028', '000000010000000000000003')
     """
     if not isinstance(label, dict):
-        raise BadArgument(f"label is a parsed backup_label (a dict), not {type(label).__name__}")
+        raise BadArgument(_("label is a parsed backup_label (a dict), not {type}").format(type=type(label).__name__))
     if not isinstance(label.get("START WAL LOCATION", ""), str):
         return None
     m = _START_RE.match(label.get("START WAL LOCATION", ""))
@@ -101,12 +107,13 @@ def start_of(label: dict) -> "tuple[str, str] | None":
 def summarise_manifest(manifest: dict) -> dict:
     """What a ``backup_manifest`` (parsed JSON) says: how many files, how big, which WAL."""
     if not isinstance(manifest, dict):
-        raise BadArgument(f"manifest is a backup_manifest's JSON (a dict), not {type(manifest).__name__}")
+        raise BadArgument(_("manifest is a backup_manifest's JSON (a dict), not {type}").format(
+            type=type(manifest).__name__))
     files = manifest.get("Files", [])
     ranges = manifest.get("WAL-Ranges", [])
     if not isinstance(files, list) or not isinstance(ranges, list) \
             or not all(isinstance(x, dict) for x in files + ranges):
-        raise LabError("not a backup_manifest: its Files and WAL-Ranges are lists of objects")
+        raise LabError(_("not a backup_manifest: its Files and WAL-Ranges are lists of objects"))
     algos = sorted({f.get("Checksum-Algorithm", "NONE") for f in files})
     return {
         "manifest_version": manifest.get("PostgreSQL-Backup-Manifest-Version"),
@@ -124,7 +131,7 @@ _SETTING_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*?)\s*$")
 
 def parse_auto_conf(text: str) -> dict:
     """The settings of a ``postgresql.auto.conf`` text (quotes removed, ``''`` unescaped)."""
-    need_str(text, "text (a postgresql.auto.conf's)", empty=True)
+    need_str(text, _("text (a postgresql.auto.conf's)"), empty=True)
     out = {}
     for line in text.splitlines():
         if line.lstrip().startswith("#"):
@@ -164,7 +171,7 @@ def passfile_info(cluster) -> pd.Series:
     where = cluster.backend.where(p.spec, path)
     r = p.tool("stat", "-c", "%A %U", path, check=False)
     if r.returncode != 0:
-        raise LabError(f"no {where}: take_base_backup(cluster) writes it")
+        raise LabError(_("no {file}: take_base_backup(cluster) writes it").format(file=where))
     mode, owner = r.stdout.split()
     text = p.tool("cat", path).stdout
     fields = re.split(r"(?<!\\):", text.strip(), maxsplit=4)
@@ -177,7 +184,7 @@ def conninfo(cluster, passfile) -> str:
     the primary's address as a replica reaches it (with compose: its service name and port inside
     the network)."""
     need_cluster(cluster)
-    need_str(passfile, "passfile (a password file's path)")
+    need_str(passfile, _("passfile (a password file's path)"))
     host, port = cluster.backend.primary_address()
     return libpq.make(host=host, port=port, user=cluster.credentials["replication_user"], passfile=passfile)
 
@@ -198,7 +205,7 @@ def tree_size(path: Path) -> int:
 
 def _remove_backup_dir(path: Path) -> None:
     if (path / "postmaster.pid").exists():
-        raise LabError(f"{path} has a postmaster.pid: a server may run on it, so it is not removed")
+        raise LabError(_("{path} has a postmaster.pid: a server may run on it, so it is not removed").format(path=path))
     shutil.rmtree(path)
 
 
@@ -214,17 +221,17 @@ def take_base_backup(cluster, name: str = "manual", label: str = "taken by hand"
     need_str(label, "label", example="'taken by hand'")
     need_bool(quiet, "quiet")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name) or name.startswith("."):
-        raise BadArgument(f"a backup name uses letters, digits, '_', '-' and '.', not {name!r}")
+        raise BadArgument(_("a backup name uses letters, digits, '_', '-' and '.', not {name!r}").format(name=name))
     root = backups_dir(cluster)
     primary = cluster.primary
     if not primary.is_running:
-        raise NotRunning(f"the primary ({primary.name}) is stopped: start it with cluster.start()")
+        raise NotRunning(_("the primary ({name}) is stopped: start it with cluster.start()").format(name=primary.name))
     root.mkdir(mode=0o700, exist_ok=True)
     cluster.backend.give_to_server(root)
     path = root / name
     if path.exists():
         if not quiet:
-            print(f"removing an earlier backup in {path}")
+            print(_("removing an earlier backup in {path}").format(path=path))
         _remove_backup_dir(path)
     pf = write_passfile(cluster)
     t0 = time.monotonic()
@@ -235,13 +242,14 @@ def take_base_backup(cluster, name: str = "manual", label: str = "taken by hand"
                              "--no-password", "-d", conninfo(cluster, pf), check=False, timeout=300)
             if r.returncode != 0:
                 last = (r.stderr or r.stdout).strip().splitlines()
-                raise LabError(f"pg_basebackup failed: {last[-1] if last else 'exit ' + str(r.returncode)}")
+                raise LabError(_("pg_basebackup failed: {error}").format(
+                    error=last[-1] if last else _("exit {code}").format(code=r.returncode)))
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)  # never leave a half-written backup behind
         raise
     if not quiet:
-        print(f"base backup of {primary.name}: {human_bytes(tree_size(path))} in {path} "
-              f"({time.monotonic() - t0:.1f} s)")
+        print(_("base backup of {node}: {size} in {path} ({seconds:.1f} s)").format(
+            node=primary.name, size=human_bytes(tree_size(path)), path=path, seconds=time.monotonic() - t0))
     return path
 
 
@@ -249,7 +257,8 @@ def _path(path, what: str = "path") -> Path:
     """A backup directory's path (str or Path), else a BadArgument."""
     if isinstance(path, Path) or (isinstance(path, str) and path.strip() and "\0" not in path):
         return Path(path)
-    raise BadArgument(f"{what} is a backup directory, as take_base_backup returns it, not {path!r}"[:200])
+    raise BadArgument(_("{what} is a backup directory, as take_base_backup returns it, not {value!r}").format(
+        what=what, value=path)[:200])
 
 
 def _read(source, name: str) -> str:
@@ -277,7 +286,7 @@ def backup_label(source) -> pd.Series:
         except (FileNotFoundError, NotRunning):
             continue
         return pd.Series(parse_backup_label(text), name=name, dtype="object")
-    raise LabError(f"no backup_label in {getattr(source, 'pgdata', source)}: is it a base backup?")
+    raise LabError(_("no backup_label in {where}: is it a base backup?").format(where=getattr(source, "pgdata", source)))
 
 
 def manifest(path) -> pd.Series:
@@ -291,9 +300,11 @@ def manifest(path) -> pd.Series:
     try:
         data = json.loads((path / "backup_manifest").read_text())
     except (FileNotFoundError, NotADirectoryError):
-        raise LabError(f"no backup_manifest in {path}: pg_basebackup writes one unless --no-manifest") from None
+        raise LabError(_("no backup_manifest in {path}: pg_basebackup writes one unless --no-manifest").format(
+            path=path)) from None
     except (OSError, ValueError) as e:
-        raise LabError(f"cannot read {path / 'backup_manifest'}: {str(e).splitlines()[0] if str(e) else e!r}") from None
+        raise LabError(_("cannot read {file}: {error}").format(
+            file=path / "backup_manifest", error=str(e).splitlines()[0] if str(e) else repr(e))) from None
     out = summarise_manifest(data)
     on_disk = {os.path.relpath(os.path.join(root, n), path) for root, _dirs, files in os.walk(path) for n in files}
     listed = {f.get("Path") for f in data.get("Files", [])}
@@ -311,16 +322,17 @@ def backup_files(path, everything: bool = False) -> pd.DataFrame:
     path = _path(path)
     need_bool(everything, "everything")
     if not path.is_dir():
-        raise LabError(f"{path} is not a directory: pass what take_base_backup returned")
+        raise LabError(_("{path} is not a directory: pass what take_base_backup returned").format(path=path))
     rows = []
-    entries = sorted(path.iterdir(), key=lambda p: (p.name not in NOTABLE, list(NOTABLE).index(p.name)
+    what = notable()
+    entries = sorted(path.iterdir(), key=lambda p: (p.name not in NOTABLE, NOTABLE.index(p.name)
                                                       if p.name in NOTABLE else 0, p.name))
     for p in entries:
         if not everything and p.name not in NOTABLE:
             continue
         size = tree_size(p)
         rows.append(dict(name=p.name + ("/" if p.is_dir() else ""), size=human_bytes(size), bytes=size,
-                         what=NOTABLE.get(p.name, "")))
+                         what=what.get(p.name, "")))
     return pd.DataFrame(rows, columns=["name", "size", "bytes", "what"])
 
 
@@ -335,9 +347,9 @@ def recovery_settings(path) -> pd.DataFrame:
     try:
         settings = parse_auto_conf((path / "postgresql.auto.conf").read_text())
     except (OSError, UnicodeDecodeError):
-        raise LabError(f"no postgresql.auto.conf in {path}: was the backup taken with -R?") from None
+        raise LabError(_("no postgresql.auto.conf in {path}: was the backup taken with -R?").format(path=path)) from None
     rows = [dict(setting="standby.signal",
-                 value="present" if (path / "standby.signal").exists() else "absent: it would start as a primary")]
+                 value="present" if (path / "standby.signal").exists() else _("absent: it would start as a primary"))]
     conn = libpq.parse(settings.pop("primary_conninfo", "") or "")
     for key in _CONNINFO_SHOWN:
         if key in conn:
@@ -372,14 +384,14 @@ def verify(cluster, path) -> Verification:
     need_cluster(cluster)
     path = _path(path)
     if not path.is_dir():
-        raise LabError(f"{path} is not a directory: pass what take_base_backup returned")
+        raise LabError(_("{path} is not a directory: pass what take_base_backup returned").format(path=path))
     p = cluster.primary
     # verify this very copy: where the tool runs (a copy in the primary's container with compose)
     with cluster.backend.directory_in(p.spec, path) as where:
         r = p.tool("pg_verifybackup", where, check=False, timeout=300)
     text = "\n".join(ln for ln in (r.stdout + r.stderr).strip().splitlines() if ln.strip())
     text = text.replace(where, str(path))
-    return Verification(r.returncode == 0, text or f"exit {r.returncode}")
+    return Verification(r.returncode == 0, text or _("exit {code}").format(code=r.returncode))
 
 
 # --- the backups a cluster holds, and tidying up ---------------------------------------------
@@ -413,6 +425,7 @@ def clean(cluster) -> str:
             _remove_backup_dir(p) if p.is_dir() else p.unlink()
             done.append(p.name)
         bdir.rmdir()
-    gone = f"removed {len(done)} backup(s) ({', '.join(done)})" if done else "no backups to remove"
-    kept = cluster.backend.remove_server_file(cluster.primary.spec, PASSFILE, what="password file")
+    gone = _("removed {count} backup(s) ({names})").format(count=len(done), names=", ".join(done)) if done \
+        else _("no backups to remove")
+    kept = cluster.backend.remove_server_file(cluster.primary.spec, PASSFILE, what=_("password file"))
     return f"{gone}; {kept}"
