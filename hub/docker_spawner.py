@@ -165,7 +165,8 @@ def configure(c) -> None:
     # Memory and CPU per student: the config's Spawner.mem_limit and cpu_limit (LAB_HUB_MEM_LIMIT,
     # LAB_HUB_CPU_LIMIT), which DockerSpawner gives the container's cgroup.
     s.notebook_dir = CONTAINER_HOME
-    s.environment = {"LAB_HOME": CONTAINER_LAB_HOME, "LAB_PG_PROFILE": "shared"}
+    s.environment = {"LAB_HOME": CONTAINER_LAB_HOME, "LAB_PG_PROFILE": "shared",
+                     "LAB_LANG": os.environ.get("LAB_LANG", "")}  # the class's language (README.es.md)
     # No capability and no privilege to gain: the student's user needs neither.
     s.extra_host_config = {"pids_limit": PIDS_LIMIT, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"]}
     s.extra_create_kwargs = {"stop_timeout": STOP_TIMEOUT}

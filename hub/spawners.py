@@ -247,6 +247,9 @@ class ClassProcessSpawner(LocalProcessSpawner):
             LAB_HOME=str(self.lab_home),
             LAB_PORT_CLAIMS=str(self.claims),
             LAB_PG_PROFILE=os.environ.get("LAB_PG_PROFILE", "shared"),
+            # the class's language (LAB_LANG=es: the lab speaks Spanish in every kernel; "" = each
+            # notebook's folder decides, notebooks/es/ in Spanish)
+            LAB_LANG=os.environ.get("LAB_LANG", ""),
             # the stop hook (lab/serverhook.py), enabled in singleuser/jupyter_server_config.d/, then
             # this environment's own configuration (JupyterLab, jupyter-server-proxy: enabled there)
             JUPYTER_CONFIG_PATH=os.pathsep.join([str(HUB_DIR / "singleuser"), str(Path(sys.prefix) / "etc" / "jupyter")]),
