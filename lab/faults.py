@@ -28,6 +28,7 @@ import time
 
 from .cluster import Cluster
 from .errors import BadArgument, LabError, NotRunning, need_bool, need_number, need_str
+from .i18n import _
 from .node import MAX_PAUSE_SECONDS, Node, Role
 
 
@@ -40,7 +41,7 @@ def _shown(value) -> str:
 def need_cluster(cluster) -> Cluster:
     """``cluster`` if it is a Cluster (what ``lab.up()`` returns), else a one-line BadArgument."""
     if not isinstance(cluster, Cluster):
-        raise BadArgument(f"cluster is what lab.up() returns, not {_shown(cluster)}")
+        raise BadArgument(_("cluster is what lab.up() returns, not {value}").format(value=_shown(cluster)))
     return cluster
 
 
@@ -48,14 +49,15 @@ def need_node(cluster, node, what: str = "node") -> Node:
     """A Node of ``cluster`` from a Node or a node's name (an unknown name: the cluster's LabError)."""
     if isinstance(node, Node):
         return node
-    need_str(node, what, example="'replica1' or cluster.node('replica1')")
+    need_str(node, what, example=_("'replica1' or cluster.node('replica1')"))
     return need_cluster(cluster).node(node)
 
 
 def need_a_node(node, what: str = "node") -> Node:
     """``node`` if it is a Node (``cluster.primary``, ``cluster.node('replica1')``)."""
     if not isinstance(node, Node):
-        raise BadArgument(f"{what} is a node, e.g. cluster.node('replica1') or cluster.primary, not {_shown(node)}")
+        raise BadArgument(_("{what} is a node, e.g. cluster.node('replica1') or cluster.primary, not {value}").format(
+            what=what, value=_shown(node)))
     return node
 
 
@@ -63,8 +65,9 @@ def need_replica(cluster, node, what: str = "replica") -> Node:
     """A replica of ``cluster`` from a Node or a name; a LabError if it is the primary."""
     n = need_node(cluster, node, what)
     if n.role != Role.REPLICA:
-        names = ", ".join(r.name for r in n._cluster.replicas) or "none: cluster.add_replica() adds one"
-        raise LabError(f"{n.name} is the {n.role}, not a replica: pick one of {names}")
+        names = ", ".join(r.name for r in n._cluster.replicas) or _("none: cluster.add_replica() adds one")
+        raise LabError(_("{node} is the {role}, not a replica: pick one of {names}").format(
+            node=n.name, role=n.role, names=names))
     return n
 
 
@@ -72,7 +75,7 @@ def _node(cluster_or_node, name=None):
     if isinstance(cluster_or_node, Node) and name is None:
         return cluster_or_node
     if name is None:
-        raise LabError("name the node: lab.faults.pause(cluster.node('replica1')) or (cluster, 'replica1')")
+        raise LabError(_("name the node: lab.faults.pause(cluster.node('replica1')) or (cluster, 'replica1')"))
     return need_node(cluster_or_node, name)
 
 
@@ -82,12 +85,12 @@ def kill(node) -> str:
     crash recovery and brings it back.  Returns a one-line account."""
     need_a_node(node)
     if not node.is_running:
-        raise NotRunning(f"{node.name} is stopped already: nothing to kill")
+        raise NotRunning(_("{node} is stopped already: nothing to kill").format(node=node.name))
     if is_paused(node):  # a SIGKILLed postmaster leaves its frozen children behind
         resume(node)
     t = time.time()
     node.kill()
-    return f"{node.name}: killed (SIGKILL) at {time.strftime('%H:%M:%S', time.localtime(t))}"
+    return _("{node}: killed (SIGKILL) at {time}").format(node=node.name, time=time.strftime('%H:%M:%S', time.localtime(t)))
 
 
 # --- pause / resume ------------------------------------------------------------------------------
@@ -141,7 +144,7 @@ def paused(node, max_seconds: float = MAX_PAUSE_SECONDS):
 def _replica(cluster, replica):
     node = need_node(need_cluster(cluster), replica, "replica")
     if node.role != Role.REPLICA:
-        raise LabError(f"{node.name} is the {node.role}: cut a replica's link to the primary")
+        raise LabError(_("{node} is the {role}: cut a replica's link to the primary").format(node=node.name, role=node.role))
     return node
 
 
