@@ -34,6 +34,7 @@ from . import plots  # noqa: F401 (shows Figures as pictures in notebooks)
 from .errors import (BadArgument, LabError, NotRunning, SQLError, Text, Timeout, need_bool, need_int, need_number,
                      need_str)
 from .faults import need_a_node, need_cluster, need_node
+from .i18n import _
 from .lsn import lsn_diff, parse_lsn
 from .node import Node, Role
 from .system.operations import changes_cluster
@@ -54,10 +55,11 @@ def _say(quiet: bool, msg: str) -> None:
 def _replica(cluster, name) -> Node:
     node = need_node(need_cluster(cluster), name, "replica")
     if node.role != Role.REPLICA:
-        names = ", ".join(r.name for r in cluster.replicas) or "none: cluster.add_replica() adds one"
-        raise LabError(f"{node.name} is the {node.role}, not a replica: pick one of {names}")
+        names = ", ".join(r.name for r in cluster.replicas) or _("none: cluster.add_replica() adds one")
+        raise LabError(_("{node} is the {role}, not a replica: pick one of {names}").format(
+            node=node.name, role=node.role, names=names))
     if not node.is_running:
-        raise NotRunning(f"{node.name} is stopped: start it with cluster.node({node.name!r}).start()")
+        raise NotRunning(_("{node} is stopped: start it with cluster.node({node!r}).start()").format(node=node.name))
     return node
 
 
@@ -75,12 +77,14 @@ def try_write(node: Node, sql: str, params=None) -> str:
     """
     need_a_node(node)
     if not isinstance(sql, (str, pgsql.Composable)):
-        raise BadArgument(f"sql is the statement to run, as a string, not {type(sql).__name__}")
+        raise BadArgument(_("sql is the statement to run, as a string, not {type}").format(type=type(sql).__name__))
     try:
         rows = node.execute(sql, params)
     except SQLError as e:  # a stopped node (NotRunning) is not an answer to the question: it raises
-        return f"refused (SQLSTATE {e.sqlstate}): {e}"
-    return f"{node.name}: done, {rows} row(s) written" if rows >= 0 else f"{node.name}: done"
+        return _("refused (SQLSTATE {sqlstate}): {error}").format(sqlstate=e.sqlstate, error=e)
+    if rows >= 0:
+        return _("{node}: done, {rows} row(s) written").format(node=node.name, rows=rows)
+    return _("{node}: done").format(node=node.name)
 
 
 def in_recovery(cluster) -> pd.DataFrame:
@@ -159,10 +163,10 @@ class LongQuery:
         self._thread.start()
         if not self._snapshot.wait(30):
             self.__exit__(None, None, None)
-            raise Timeout(f"{self.node.name}: the long query did not start within 30 s")
+            raise Timeout(_("{node}: the long query did not start within 30 s").format(node=self.node.name))
         if self.ok is False:
             self.__exit__(None, None, None)
-            raise LabError(f"{self.node.name}: the long query failed at once: {self.error}")
+            raise LabError(_("{node}: the long query failed at once: {error}").format(node=self.node.name, error=self.error))
         return self
 
     def _run(self) -> None:
@@ -195,7 +199,7 @@ class LongQuery:
     def wait(self, timeout: float = 60) -> bool:
         """Wait for the query to end; True if it finished, False if PostgreSQL cancelled it."""
         if not self._done.wait(timeout):
-            raise Timeout(f"{self.node.name}: the long query still runs after {timeout:g} s")
+            raise Timeout(_("{node}: the long query still runs after {timeout:g} s").format(node=self.node.name, timeout=timeout))
         return bool(self.ok)
 
     def __exit__(self, *exc):
@@ -224,14 +228,15 @@ def parse_vacuum_verbose(text: str) -> dict:
     >>> parse_vacuum_verbose("tuples: 0 removed, 10 remain, 5 are dead but not yet removable")
     {'removed': 0, 'remain': 10, 'dead_not_removable': 5}
     """
-    need_str(text, "text (VACUUM VERBOSE's output)", empty=True)
+    need_str(text, _("text (VACUUM VERBOSE's output)"), empty=True)
     m = _VACUUM_15.search(text)  # PostgreSQL 15 and later
     if m:
         return dict(removed=int(m.group(1)), remain=int(m.group(2)), dead_not_removable=int(m.group(3)))
     m, d = _VACUUM_13.search(text), _VACUUM_13_DEAD.search(text)  # 13 and 14
     if m and d:
         return dict(removed=int(m.group(1)), remain=int(m.group(2)), dead_not_removable=int(d.group(1)))
-    raise LabError("could not read VACUUM VERBOSE's output (has its format changed?): " + text[:200])
+    raise LabError(_("could not read VACUUM VERBOSE's output (has its format changed?): {output}").format(
+        output=text[:200]))
 
 
 def vacuum_verbose(node: Node, table: str) -> tuple:
@@ -297,8 +302,9 @@ def wait_replayed(primary: Node, replica: Node, timeout: float = 30, lsn=None) -
         if replayed is not None and parse_lsn(replayed) >= parse_lsn(target):
             return target
         if time.monotonic() > deadline:
-            raise Timeout(f"{replica.name} has not replayed {target} after {timeout:g} s (it is at {replayed}): "
-                          f"is its replay paused or delayed? see lab.standby.lag_table(cluster)")
+            raise Timeout(_("{replica} has not replayed {target} after {timeout:g} s (it is at {replayed}): "
+                            "is its replay paused or delayed? see lab.standby.lag_table(cluster)").format(
+                replica=replica.name, target=target, timeout=timeout, replayed=replayed))
         time.sleep(0.01)
 
 
@@ -377,7 +383,8 @@ class ConflictRun:
     @property
     def label(self) -> str:
         s = self.settings
-        return f"feedback {s['hot_standby_feedback']}, max delay {s['max_standby_streaming_delay']}"
+        return _("feedback {feedback}, max delay {delay}").format(feedback=s['hot_standby_feedback'],
+                                                                 delay=s['max_standby_streaming_delay'])
 
     def row(self) -> dict:
         return {"hot_standby_feedback": self.settings["hot_standby_feedback"],
@@ -403,7 +410,8 @@ def _runs(runs, what: str) -> list:
     if isinstance(runs, ConflictRun):
         runs = [runs]
     if not isinstance(runs, (list, tuple)) or not runs or not all(isinstance(r, ConflictRun) for r in runs):
-        raise BadArgument(f"{what} takes runs of lab.standby.query_conflict(cluster): pass a list of them")
+        raise BadArgument(_("{what} takes runs of lab.standby.query_conflict(cluster): pass a list of them").format(
+            what=what))
     return list(runs)
 
 
@@ -445,22 +453,23 @@ def query_conflict(cluster, replica="replica1", seconds: float = 3.0, rows: int 
     """
     node = _replica(cluster, replica)
     primary = cluster.primary
-    seconds = need_number(seconds, "seconds (how long the replica's query holds its snapshot)", lo=0.5, hi=30)
-    need_int(rows, "rows (how many rows the replica's query reads: 10 to 1000000)", lo=10, hi=1_000_000)
-    every = need_number(every, "every (seconds between samples)", lo=0.01, hi=1)
+    seconds = need_number(seconds, _("seconds (how long the replica's query holds its snapshot)"), lo=0.5, hi=30)
+    need_int(rows, _("rows (how many rows the replica's query reads: 10 to 1000000)"), lo=10, hi=1_000_000)
+    every = need_number(every, _("every (seconds between samples)"), lo=0.01, hi=1)
     need_bool(quiet, "quiet")
     settings = {s: node.scalar("SELECT current_setting(%s)", (s,)) for s in STANDBY_SETTINGS}
     if settings["recovery_min_apply_delay"] not in ("0", "0ms"):
-        raise LabError(f"{node.name} delays replay (recovery_min_apply_delay = {settings['recovery_min_apply_delay']}): "
-                       f"reset it first with cluster.node({node.name!r}).set(recovery_min_apply_delay=None)")
+        raise LabError(_("{node} delays replay (recovery_min_apply_delay = {delay}): "
+                         "reset it first with cluster.node({node!r}).set(recovery_min_apply_delay=None)").format(
+            node=node.name, delay=settings['recovery_min_apply_delay']))
     _make_conflict_table(primary, rows)
     try:
         wait_replayed(primary, node)
         xmin = _wait_feedback(cluster, node, on=settings["hot_standby_feedback"] == "on")
         before = _confl_snapshot(node)
         with LongQuery(node, CONFLICT_TABLE, seconds) as q:
-            _say(quiet, f"{node.name}: a REPEATABLE READ query has read {q.rows_seen} rows and holds its "
-                        f"snapshot for {seconds:g} s")
+            _say(quiet, _("{node}: a REPEATABLE READ query has read {rows} rows and holds its "
+                          "snapshot for {seconds:g} s").format(node=node.name, rows=q.rows_seen, seconds=seconds))
             deleted = primary.execute(pgsql.SQL("DELETE FROM {} WHERE id % 2 = 0").format(
                 pgsql.Identifier(CONFLICT_TABLE)))
             vac, text = vacuum_verbose(primary, CONFLICT_TABLE)
@@ -471,15 +480,20 @@ def query_conflict(cluster, replica="replica1", seconds: float = 3.0, rows: int 
                 vac, text = vacuum_verbose(primary, CONFLICT_TABLE)
             vacuum_lsn = primary.scalar("SELECT pg_current_wal_lsn()::text", dbname="postgres")
             t0 = time.monotonic()
-            _say(quiet, f"primary: deleted {deleted} of them; VACUUM removed {vac['removed']}, "
-                        f"left {vac['dead_not_removable']} dead but not yet removable")
+            _say(quiet, _("primary: deleted {deleted} of them; VACUUM removed {removed}, "
+                          "left {dead} dead but not yet removable").format(
+                deleted=deleted, removed=vac['removed'], dead=vac['dead_not_removable']))
             dead_after = primary.scalar("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = %s",
                                         (CONFLICT_TABLE,))
             samples, replayed_at = _watch_conflict(primary, node, q, t0, vacuum_lsn, every, seconds)
         ended = q.ended_at - t0
-        verdict = (f"finished after {q.ran_s:.1f} s" if q.ok
-                   else f"was CANCELED after {q.ran_s:.1f} s: {q.error.splitlines()[0]}")
-        _say(quiet, f"{node.name}: the query {verdict}; the VACUUM was replayed {replayed_at:.2f} s after it ran")
+        if q.ok:
+            _say(quiet, _("{node}: the query finished after {ran:.1f} s; the VACUUM was replayed {replayed:.2f} s "
+                          "after it ran").format(node=node.name, ran=q.ran_s, replayed=replayed_at))
+        else:
+            _say(quiet, _("{node}: the query was CANCELED after {ran:.1f} s: {error}; the VACUUM was replayed "
+                          "{replayed:.2f} s after it ran").format(node=node.name, ran=q.ran_s,
+                                                                  error=q.error.splitlines()[0], replayed=replayed_at))
         after = before
         deadline = time.monotonic() + 3  # the cancelled session reports its conflict as it exits
         while not q.ok and after == before and time.monotonic() < deadline:
@@ -518,8 +532,8 @@ def _watch_conflict(primary, node, q: LongQuery, t0: float, vacuum_lsn: str, eve
                 break
             time.sleep(every)
         else:
-            raise Timeout(f"{node.name} did not replay the VACUUM within {seconds + 30:g} s: "
-                          "see lab.standby.lag_table(cluster)")
+            raise Timeout(_("{node} did not replay the VACUUM within {seconds:g} s: "
+                            "see lab.standby.lag_table(cluster)").format(node=node.name, seconds=seconds + 30))
     finally:
         writer.close()
         sampler.close()
@@ -537,8 +551,8 @@ def time_until_visible(cluster, replicas=None, timeout: float = 15, quiet: bool 
     if isinstance(replicas, (str, Node)):
         replicas = [replicas]
     if replicas is not None and not isinstance(replicas, (list, tuple)):
-        raise BadArgument(f"replicas is a list of replicas' names, e.g. ['replica1'], or None for all, "
-                          f"not {type(replicas).__name__}")
+        raise BadArgument(_("replicas is a list of replicas' names, e.g. ['replica1'], or None for all, "
+                            "not {type}").format(type=type(replicas).__name__))
     timeout = need_number(timeout, "timeout", lo=0, hi=600, unit="seconds")
     need_bool(quiet, "quiet")
     names = [r.name for r in cluster.replicas if r.is_running] if replicas is None else list(replicas)
@@ -562,14 +576,16 @@ def time_until_visible(cluster, replicas=None, timeout: float = 15, quiet: bool 
                     cur.execute("SELECT 1 FROM test_replication WHERE id = %s", (row_id,))
                     if cur.fetchone():
                         seen[n.name] = time.monotonic() - t0
-                        _say(quiet, f"{n.name}: row {row_id} visible after {seen[n.name]:.3f} s")
+                        _say(quiet, _("{node}: row {id} visible after {seconds:.3f} s").format(
+                            node=n.name, id=row_id, seconds=seen[n.name]))
             time.sleep(0.002)
     finally:
         for c in conns.values():
             c.close()
     for n in nodes:
         if n.name not in seen:
-            _say(quiet, f"{n.name}: row {row_id} still not visible after {timeout:g} s")
+            _say(quiet, _("{node}: row {id} still not visible after {timeout:g} s").format(
+                node=n.name, id=row_id, timeout=timeout))
     return pd.DataFrame([dict(replica=n.name, recovery_min_apply_delay=delays[n.name], visible=n.name in seen,
                               seconds=seen.get(n.name, float("nan"))) for n in nodes])
 
@@ -619,7 +635,7 @@ def create_table_sql(table: str, columns, constraints=()) -> str:
         parts.append(col)
     parts.extend(constraints)
     if not columns:
-        raise LabError(f"no columns for {table!r}")
+        raise LabError(_("no columns for {table!r}").format(table=table))
     return f"CREATE TABLE {ident(table)} ({', '.join(parts)})"
 
 
@@ -629,10 +645,10 @@ def _source(cluster, name) -> Node:
     node = need_node(need_cluster(cluster), name, "source")
     if node.role not in (Role.REPLICA, Role.STANDALONE):
         names = ", ".join(n.name for n in cluster.nodes if n.role in (Role.REPLICA, Role.STANDALONE))
-        raise LabError(f"{node.name} is the {node.role}: copy from a replica or a restored copy"
-                       f" ({names or 'none: cluster.add_replica() adds one'})")
+        raise LabError(_("{node} is the {role}: copy from a replica or a restored copy ({names})").format(
+            node=node.name, role=node.role, names=names or _("none: cluster.add_replica() adds one")))
     if not node.is_running:
-        raise NotRunning(f"{node.name} is stopped: start it with cluster.node({node.name!r}).start()")
+        raise NotRunning(_("{node} is stopped: start it with cluster.node({node!r}).start()").format(node=node.name))
     return node
 
 
@@ -649,9 +665,10 @@ def recover_table(cluster, source: str, table: str = RECOVERY_TABLE, lock_timeou
     need_str(table, "table", example="'wallets'")
     lock_timeout = need_number(lock_timeout, "lock_timeout", lo=0.01, hi=60, unit="seconds")
     if not cluster.primary.is_running:
-        raise NotRunning(f"the primary ({cluster.primary.name}) is stopped: lab.up() starts it")
+        raise NotRunning(_("the primary ({name}) is stopped: lab.up() starts it").format(name=cluster.primary.name))
     if cluster.primary.scalar("SELECT to_regclass(%s) IS NOT NULL", (table,)):
-        raise LabError(f"{table} exists on the primary: nothing to recover (drop it or pick another table)")
+        raise LabError(_("{table} exists on the primary: nothing to recover (drop it or pick another table)").format(
+            table=table))
     t0 = time.monotonic()
     conn = src.connect(autocommit=False)
     try:
@@ -661,9 +678,11 @@ def recover_table(cluster, source: str, table: str = RECOVERY_TABLE, lock_timeou
             cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
             if not cur.fetchone()[0]:
                 if src.role == Role.STANDALONE:
-                    raise LabError(f"{src.name} has no table {table} either: restore to a point before the mistake")
-                raise LabError(f"{src.name} has no table {table} either: it has replayed the DROP already "
-                               "(recover sooner, or give the replica a longer recovery_min_apply_delay)")
+                    raise LabError(_("{node} has no table {table} either: restore to a point before the mistake").format(
+                        node=src.name, table=table))
+                raise LabError(_("{node} has no table {table} either: it has replayed the DROP already "
+                                 "(recover sooner, or give the replica a longer recovery_min_apply_delay)").format(
+                    node=src.name, table=table))
             try:
                 cur.execute(_COLUMNS, (table,))
                 columns = cur.fetchall()
@@ -672,10 +691,11 @@ def recover_table(cluster, source: str, table: str = RECOVERY_TABLE, lock_timeou
                 data = io.StringIO()
                 cur.copy_expert(pgsql.SQL("COPY {} TO STDOUT").format(pgsql.Identifier(table)).as_string(conn), data)
             except psycopg2.errors.LockNotAvailable:
-                raise LabError(
-                    f"{src.name} has already applied the DROP's lock on {table} (recovery_min_apply_delay holds back "
-                    f"COMMITs only), so reads of {table} there wait for the DROP itself: nothing to copy from "
-                    f"{src.name}. Resume its replay, and restore {table} from a backup instead") from None
+                raise LabError(_(
+                    "{node} has already applied the DROP's lock on {table} (recovery_min_apply_delay holds back "
+                    "COMMITs only), so reads of {table} there wait for the DROP itself: nothing to copy from "
+                    "{node}. Resume its replay, and restore {table} from a backup instead").format(
+                    node=src.name, table=table)) from None
             except psycopg2.Error as e:
                 raise LabError(f"{src.name}: {_first_line(e)}") from None
     finally:
@@ -750,8 +770,9 @@ def pause_timeline(cluster, replica="replica1", before: float = 1.0, paused: flo
     every = need_number(every, "every", lo=0, hi=1, unit="seconds")
     need_bool(quiet, "quiet")
     if paused <= 0 or every <= 0 or before + paused + after > 60:
-        raise BadArgument("before, paused and after are seconds (paused > 0, 60 s in all) and every is the "
-                       f"sampling interval (0 to 1 s), not {before!r}, {paused!r}, {after!r}, {every!r}")
+        raise BadArgument(_("before, paused and after are seconds (paused > 0, 60 s in all) and every is the "
+                            "sampling interval (0 to 1 s), not {before!r}, {paused!r}, {after!r}, {every!r}").format(
+            before=before, paused=paused, after=after, every=every))
     node = _replica(cluster, replica)
     primary = cluster.primary
     t = pgsql.Identifier(WRITES_TABLE)
@@ -768,17 +789,17 @@ def pause_timeline(cluster, replica="replica1", before: float = 1.0, paused: flo
         writer = primary.connect()
         cleanup.callback(writer.close)
         cleanup.callback(_resume_quietly, node)
-        _say(quiet, f"primary: writing 10 rows every {every:g} s; sampling {node.name}'s lag")
+        _say(quiet, _("primary: writing 10 rows every {every:g} s; sampling {node}'s lag").format(every=every, node=node.name))
         while True:
             now = time.monotonic() - t0
             if pause_at is None and now >= before:
                 _execute(sampler.r, "SELECT pg_wal_replay_pause()")
                 pause_at = time.monotonic() - t0
-                _say(quiet, f"{node.name}: replay paused at {pause_at:.1f} s")
+                _say(quiet, _("{node}: replay paused at {t:.1f} s").format(node=node.name, t=pause_at))
             elif resume_at is None and pause_at is not None and now >= before + paused:
                 _execute(sampler.r, "SELECT pg_wal_replay_resume()")
                 resume_at = time.monotonic() - t0
-                _say(quiet, f"{node.name}: replay resumed at {resume_at:.1f} s")
+                _say(quiet, _("{node}: replay resumed at {t:.1f} s").format(node=node.name, t=resume_at))
             elif now >= before + paused + after:
                 break
             with writer.cursor() as cur:
@@ -786,7 +807,7 @@ def pause_timeline(cluster, replica="replica1", before: float = 1.0, paused: flo
             phase = "before" if pause_at is None else ("paused" if resume_at is None else "after")
             samples.append(sampler.sample(phase=phase))
             time.sleep(every)
-    _say(quiet, f"done: {len(samples)} samples in {time.monotonic() - t0:.1f} s")
+    _say(quiet, _("done: {n} samples in {seconds:.1f} s").format(n=len(samples), seconds=time.monotonic() - t0))
     df = pd.DataFrame(samples)
     df.attrs.update(replica=node.name, paused_at=pause_at, resumed_at=resume_at)
     return df
@@ -800,24 +821,24 @@ def _span(ax, start, end, label):
 def lag_figure(samples: pd.DataFrame) -> Figure:
     """Replay lag over time, from ``pause_timeline``: bytes on top, seconds below, the pause shaded."""
     if not isinstance(samples, pd.DataFrame) or "lag_bytes" not in samples or samples.empty:
-        raise LabError("lag_figure draws what lab.standby.pause_timeline(cluster) returns: pass its DataFrame")
+        raise LabError(_("lag_figure draws what lab.standby.pause_timeline(cluster) returns: pass its DataFrame"))
     fig = Figure(figsize=(8.5, 4.6))
     top, bottom = fig.subplots(2, 1, sharex=True)
     pause, resume = samples.attrs.get("paused_at"), samples.attrs.get("resumed_at")
     for ax in (top, bottom):
-        _span(ax, pause, resume, "replay paused")
-    top.plot(samples["t"], samples["lag_bytes"] / 1024, color="#b3261e", lw=1.6, label="primary − replayed (lag)")
+        _span(ax, pause, resume, _("replay paused"))
+    top.plot(samples["t"], samples["lag_bytes"] / 1024, color="#b3261e", lw=1.6, label=_("primary − replayed (lag)"))
     top.plot(samples["t"], samples["not_received_bytes"] / 1024, color="#2f5d8a", lw=1.2, ls="--",
-             label="primary − received")
-    top.set_ylabel("kB of WAL")
+             label=_("primary − received"))
+    top.set_ylabel(_("kB of WAL"))
     top.legend(loc="upper left", fontsize=8)
     bottom.plot(samples["t"], samples["replay_age_s"], color="#3b7d3b", lw=1.6,
-                label="now − last replayed commit")
-    bottom.set_ylabel("seconds")
-    bottom.set_xlabel("time (s)")
+                label=_("now − last replayed commit"))
+    bottom.set_ylabel(_("seconds"))
+    bottom.set_xlabel(_("time (s)"))
     bottom.legend(loc="upper left", fontsize=8)
-    replica = samples.attrs.get("replica", "the replica")
-    fig.suptitle(f"{replica}: replay lag while the primary writes steadily", fontsize=10)
+    replica = samples.attrs["replica"] if "replica" in samples.attrs else _("the replica")
+    fig.suptitle(_("{replica}: replay lag while the primary writes steadily").format(replica=replica), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -837,10 +858,10 @@ def conflict_figure(runs) -> Figure:
             ax.plot(ended["t"].iloc[0], ended["lag_bytes"].iloc[0] / 1024, "o", color=colour, ms=6)
     top = max(float(r.samples["lag_bytes"].max()) for r in runs) / 1024
     ax.set_ylim(bottom=-0.03 * max(top, 1), top=1.5 * max(top, 1))  # room for the legend above the lines
-    ax.set_xlabel("seconds after the primary's VACUUM (dot: the replica's query ended)")
-    ax.set_ylabel("replay lag (kB of WAL)")
+    ax.set_xlabel(_("seconds after the primary's VACUUM (dot: the replica's query ended)"))
+    ax.set_ylabel(_("replay lag (kB of WAL)"))
     ax.legend(loc="upper left", fontsize=8)
-    fig.suptitle("how far replay falls behind while the replica's query holds its snapshot", fontsize=10)
+    fig.suptitle(_("how far replay falls behind while the replica's query holds its snapshot"), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -894,21 +915,22 @@ def pause_replay(cluster, name: str) -> str:
     """
     ok, state = _replay_call(cluster, name, "pg_wal_replay_pause")
     if not ok:
-        return f"{name}: could not pause replay: {state}"
+        return _("{name}: could not pause replay: {error}").format(name=name, error=state)
     if state == "pause requested":
-        return (f"{name}: replay pause requested: it stops before the next WAL record it applies "
-                "(on a delayed replica: when the current delay ends)")
-    return f"{name}: replay {state}: WAL still arrives, none is applied until resume_replay"
+        return _("{name}: replay pause requested: it stops before the next WAL record it applies "
+                 "(on a delayed replica: when the current delay ends)").format(name=name)
+    return _("{name}: replay {state}: WAL still arrives, none is applied until resume_replay").format(name=name, state=state)
 
 
 def resume_replay(cluster, name: str) -> str:
     """``pg_wal_replay_resume()`` on a replica; a one-line message (never raises a LabError)."""
     ok, state = _replay_call(cluster, name, "pg_wal_replay_resume")
     if not ok:
-        return f"{name}: could not resume replay: {state}"
+        return _("{name}: could not resume replay: {error}").format(name=name, error=state)
     name = name.name if isinstance(name, Node) else name
     behind = lag_table(cluster).set_index("node").loc[name, "lag_bytes"]
-    return f"{name}: replay resumed ({state}); it is {behind} bytes behind the primary"
+    return _("{name}: replay resumed ({state}); it is {behind} bytes behind the primary").format(
+        name=name, state=state, behind=behind)
 
 
 def replay_control(cluster):
@@ -918,12 +940,12 @@ def replay_control(cluster):
     """
     need_cluster(cluster)
     names = [r.name for r in cluster.replicas]
-    picker = w.Dropdown(options=names, value=names[0] if names else None, description="replica",
+    picker = w.Dropdown(options=names, value=names[0] if names else None, description=_("replica"),
                         layout=w.Layout(width="240px"))
-    pause_b = w.Button(description="pause replay", button_style="warning", layout=w.Layout(width="120px"))
-    resume_b = w.Button(description="resume replay", button_style="success", layout=w.Layout(width="120px"))
-    refresh_b = w.Button(description="refresh", icon="refresh", layout=w.Layout(width="100px"))
-    message = w.HTML("<i>pick a replica, pause its replay, write on the primary, refresh, resume</i>")
+    pause_b = w.Button(description=_("pause replay"), button_style="warning", layout=w.Layout(width="120px"))
+    resume_b = w.Button(description=_("resume replay"), button_style="success", layout=w.Layout(width="120px"))
+    refresh_b = w.Button(description=_("refresh"), icon="refresh", layout=w.Layout(width="100px"))
+    message = w.HTML("<i>" + _("pick a replica, pause its replay, write on the primary, refresh, resume") + "</i>")
     out = w.Output()
 
     def show(_=None):
@@ -941,7 +963,7 @@ def replay_control(cluster):
     resume_b.on_click(act(resume_replay))
     refresh_b.on_click(show)
     show()
-    return w.VBox([w.HTML("<b>Replay control</b>"), w.HBox([picker, pause_b, resume_b, refresh_b]), message, out])
+    return w.VBox([w.HTML("<b>" + _("Replay control") + "</b>"), w.HBox([picker, pause_b, resume_b, refresh_b]), message, out])
 
 
 # --- break and repair ------------------------------------------------------------------------------
@@ -950,8 +972,8 @@ def break_replica(cluster, name: str = "replica1") -> str:
     Finding out why, and repairing it, is the exercise."""
     node = _replica(cluster, name)
     node.set(recovery_min_apply_delay="1h")
-    return (f"{node.name} has been changed: it still answers queries and still receives WAL. "
-            "Find out what is wrong, and repair it.")
+    return _("{node} has been changed: it still answers queries and still receives WAL. "
+             "Find out what is wrong, and repair it.").format(node=node.name)
 
 
 # --- leaving the cluster as the chapter found it -----------------------------------------------------
@@ -976,23 +998,23 @@ def tidy(cluster) -> Text:
     done = []
     for r in delayed_replicas(cluster):
         cluster.remove_replica(r.name)
-        done.append(f"removed {r.name} (a delayed replica)")
+        done.append(_("removed {node} (a delayed replica)").format(node=r.name))
     for r in cluster.replicas:
         if not r.is_running:
             continue
         if replay_pause_state(r) != "not paused":
             r.execute("SELECT pg_wal_replay_resume()", dbname="postgres")
-            done.append(f"{r.name}: replay resumed")
+            done.append(_("{node}: replay resumed").format(node=r.name))
         changed = standby_settings(cluster).set_index("node").loc[r.name, "changed"]
         if changed != "-":
             names = changed.split(", ")
             r.set(**{n: None for n in names})
-            done.append(f"{r.name}: reset {changed}")
+            done.append(_("{node}: reset {settings}").format(node=r.name, settings=changed))
     for t in SCRATCH_TABLES:
         if cluster.primary.scalar("SELECT to_regclass(%s) IS NOT NULL", (t,)):
             cluster.primary.execute(pgsql.SQL("DROP TABLE {}").format(pgsql.Identifier(t)))
-            done.append(f"dropped table {t}")
+            done.append(_("dropped table {table}").format(table=t))
     for r in cluster.replicas:
         if r.is_running:
             wait_replayed(cluster.primary, r)
-    return Text("\n".join(done) if done else "nothing to tidy: the cluster is as the chapter found it")
+    return Text("\n".join(done) if done else _("nothing to tidy: the cluster is as the chapter found it"))
