@@ -34,6 +34,7 @@ from .errors import LabError, NotRunning, Text, Timeout, need_bool, need_choice,
 from .lsn import format_lsn, parse_lsn, record_end
 from .node import Node, Role
 from .faults import need_a_node, need_cluster
+from .i18n import _
 from .system.operations import changes_cluster, check_fresh
 
 MODES = ("async", "on", "remote_apply")
@@ -103,7 +104,7 @@ def history(node) -> pd.DataFrame:
                 rows.append(dict(file=f, timeline=int(f[:8], 16), parent_timeline=int(parts[0]),
                                  switchpoint=parts[1].strip(), reason=(parts[2] if len(parts) > 2 else "").strip()))
     df = pd.DataFrame(rows, columns=["file", "timeline", "parent_timeline", "switchpoint", "reason"])
-    df.attrs["text"] = Text("\n".join(texts) or "(no history file: this node has only ever been on timeline 1)")
+    df.attrs["text"] = Text("\n".join(texts) or _("(no history file: this node has only ever been on timeline 1)"))
     return df
 
 
@@ -163,7 +164,7 @@ def received(cluster) -> "dict[str, int]":
 
 def _most_wal(cluster, positions: "dict[str, int]") -> Node:
     if not positions:
-        raise NotRunning("no running replica to promote: start one (cluster.start()) or add one")
+        raise NotRunning(_("no running replica to promote: start one (cluster.start()) or add one"))
     return cluster.node(max(positions, key=lambda name: positions[name]))
 
 
@@ -227,7 +228,7 @@ class Failover:
         ``acked_by_old_after_fault`` (``acknowledged_alone``: acknowledged by the cut-off old
         primary with no standby holding the commit; None for a crash); the outage from the fault
         to the first write on the new primary; the promotion's time; median commit times (ms)."""
-        check_fresh(self, "this failover's results")
+        check_fresh(self, _("this failover's results"))
         log = self.log
         counts = log["outcome"].value_counts()
         ack = log[log["outcome"] == "acknowledged"]
@@ -249,17 +250,17 @@ class Failover:
         lies against the new timeline's switchpoint (from the new primary's .history file), and
         whether the new primary has them: the old primary's lost ones are all past the fork; the
         new primary's own writes are past it too, on the new timeline."""
-        check_fresh(self, "this failover's results")
+        check_fresh(self, _("this failover's results"))
         hist = history(self.writer.cluster.node(self.new))
         if hist.empty:
-            raise LabError(f"{self.new} has no timeline history file: was it promoted?")
+            raise LabError(_("{node} has no timeline history file: was it promoted?").format(node=self.new))
         point = hist.sort_values("timeline")["switchpoint"].iloc[-1]
         ack = self.writer.acknowledged()
         lost = set(self.lost["seq"]) if self.lost is not None else set()
-        where = ack["lsn"].map(lambda x: "before the switchpoint" if parse_lsn(x) <= parse_lsn(point)
-                               else "past the switchpoint")
-        by = ack["node"].map(lambda n: f"{n} (old primary)" if n == self.old else
-                             f"{n} (new primary)" if n == self.new else str(n))
+        before, past = _("before the switchpoint"), _("past the switchpoint")
+        where = ack["lsn"].map(lambda x: before if parse_lsn(x) <= parse_lsn(point) else past)
+        by = ack["node"].map(lambda n: _("{node} (old primary)").format(node=n) if n == self.old else
+                             _("{node} (new primary)").format(node=n) if n == self.new else str(n))
         df = pd.DataFrame({"acknowledged_by": by, "commit_lsn": where, "on_new_primary": ~ack["seq"].isin(lost)})
         out = (df.groupby(["acknowledged_by", "commit_lsn", "on_new_primary"], sort=False).size()
                .rename("writes").reset_index())
@@ -269,7 +270,7 @@ class Failover:
     def figure(self) -> Figure:
         """Acknowledged writes per 50 ms, by the node that acknowledged them; the fault, the
         promotion and the fencing as lines; lost writes in red."""
-        check_fresh(self, "this failover's results")
+        check_fresh(self, _("this failover's results"))
         log = self.log
         t0 = self.t_fault
         fig = Figure(figsize=(9, 3))
@@ -280,18 +281,19 @@ class Failover:
         bins = [x / 20 for x in range(int(min(t_all.min(), 0) * 20) - 1, int(t_all.max() * 20) + 2)]
         for node, part in ack.groupby("node"):
             ax.hist(part["done_at"] - t0, bins=bins, color=colours.get(node, "#777777"), alpha=0.8,
-                    label=f"acknowledged by {node}")
+                    label=_("acknowledged by {node}").format(node=node))
         if self.lost is not None and len(self.lost):
-            ax.hist(self.lost["done_at"] - t0, bins=bins, color="#b3261e", label="acknowledged, then LOST")
-        for x, what, style in ((0, "fault", "-"), (self.t_promoted - t0, "promote() returned", "--"),
-                               (None if self.t_fenced is None else self.t_fenced - t0, "fenced", ":")):
+            ax.hist(self.lost["done_at"] - t0, bins=bins, color="#b3261e", label=_("acknowledged, then LOST"))
+        for x, what, style in ((0, _("fault"), "-"), (self.t_promoted - t0, _("promote() returned"), "--"),
+                               (None if self.t_fenced is None else self.t_fenced - t0, _("fenced"), ":")):
             if x is not None:
                 ax.axvline(x, color="black", linestyle=style, linewidth=1)
                 ax.text(x, ax.get_ylim()[1] * 0.95, f" {what}", fontsize=8, va="top")
-        ax.set_xlabel(f"seconds since the {self.fault}")
-        ax.set_ylabel("writes per 50 ms")
-        ax.set_title(f"{self.mode}, {self.fault}: outage {self.outage_s} s, "
-                     f"{0 if self.lost is None else len(self.lost)} acknowledged writes lost", fontsize=10)
+        ax.set_xlabel(_("seconds since the {fault}").format(fault=self.fault))
+        ax.set_ylabel(_("writes per 50 ms"))
+        ax.set_title(_("{mode}, {fault}: outage {outage} s, {lost} acknowledged writes lost").format(
+            mode=self.mode, fault=self.fault, outage=self.outage_s, lost=0 if self.lost is None else len(self.lost)),
+            fontsize=10)
         ax.legend(fontsize=8, loc="upper left")
         fig.tight_layout()
         return fig
@@ -299,9 +301,9 @@ class Failover:
 
 def _check_mode(mode, fault):
     if mode not in MODES:
-        raise LabError(f"mode is one of {', '.join(MODES)}, not {mode!r}")
+        raise LabError(_("mode is one of {modes}, not {mode!r}").format(modes=", ".join(MODES), mode=mode))
     if fault not in FAULTS:
-        raise LabError(f"fault is one of {', '.join(FAULTS)}, not {fault!r}")
+        raise LabError(_("fault is one of {faults}, not {fault!r}").format(faults=", ".join(FAULTS), fault=fault))
 
 
 @changes_cluster()
@@ -314,7 +316,7 @@ def set_mode(cluster, mode: str) -> str:
     if mode != "async":
         running = [r.name for r in cluster.replicas if r.is_running]
         if not running:
-            raise NotRunning("a synchronous mode needs a running replica: cluster.start()")
+            raise NotRunning(_("a synchronous mode needs a running replica: cluster.start()"))
         names = f"ANY 1 ({', '.join(running)})"
         sync.set_synchronous(cluster, names)
     elif cluster.primary.scalar("SHOW synchronous_standby_names", dbname="postgres"):
@@ -338,9 +340,17 @@ def _route(cluster, replica: str, latency_ms: float):
     try:
         return proxy.route(cluster, replica, latency_ms=latency_ms)
     except LabError as e:
-        if "could not listen" not in str(e):
+        if "could not listen" not in str(e) and not _could_not_listen(str(e)):
             raise
         return proxy.route(cluster, replica, latency_ms=latency_ms)
+
+
+def _could_not_listen(text: str) -> bool:
+    """Is ``text`` the proxy's "could not listen" LabError (lab/backends/links.py), in the language
+    the lab speaks now?  Its words up to the first placeholder, looked up under the same messages."""
+    starts = (_("the proxy could not listen on {listen}: {error}; try again"),
+              _("the proxy could not listen on {listen}:{port}: {reason}; try again"))
+    return any(s.split("{")[0] and text.startswith(s.split("{")[0]) for s in starts)
 
 
 def _standby_flushed(at_cut: "dict[str, int]", new: Node) -> "str | None":
@@ -392,11 +402,12 @@ def failover(cluster, mode: str = "async", fault: str = "crash", rate: "float | 
     _check_failover_args(mode, fault, rate, before, after, latency_ms, fence_after, candidate, quiet)
     formers = _not_rejoined(cluster)
     if formers:
-        raise LabError(f"a failover happened already: {', '.join(formers)} (the old primary) is not rejoined, "
-                       f"{cluster.primary.name} is the primary; lab.failover.restore(cluster) rewinds it into a "
-                       "replica, then fail over again")
+        raise LabError(_("a failover happened already: {formers} (the old primary) is not rejoined, "
+                         "{primary} is the primary; lab.failover.restore(cluster) rewinds it into a "
+                         "replica, then fail over again").format(formers=", ".join(formers), primary=cluster.primary.name))
     if candidate is not None and cluster.node(candidate).role != Role.REPLICA:
-        raise LabError(f"candidate {candidate} is the {cluster.node(candidate).role}: name a replica")
+        raise LabError(_("candidate {candidate} is the {role}: name a replica").format(
+            candidate=candidate, role=cluster.node(candidate).role))
     return _failover(cluster, mode, fault, rate, before, after, latency_ms, fence_after, candidate, quiet)
 
 
@@ -404,10 +415,11 @@ def failover(cluster, mode: str = "async", fault: str = "crash", rate: "float | 
 def _failover(cluster, mode, fault, rate, before, after, latency_ms, fence_after, candidate, quiet) -> Failover:
     old = cluster.primary
     if not old.is_running:
-        raise NotRunning(f"the primary ({old.name}) is stopped: restore(cluster) or cluster.start() first")
+        raise NotRunning(_("the primary ({name}) is stopped: restore(cluster) or cluster.start() first").format(
+            name=old.name))
     running = [r for r in cluster.replicas if r.is_running]
     if not running:
-        raise NotRunning("failover needs a running replica: cluster.start() or cluster.add_replica()")
+        raise NotRunning(_("failover needs a running replica: cluster.start() or cluster.add_replica()"))
     workload.ensure_table(old)
     sizes = old.settings("wal_block_size", "wal_segment_size").set_index("name")["setting"].astype(int)
     names = set_mode(cluster, mode)
@@ -420,8 +432,12 @@ def _failover(cluster, mode, fault, rate, before, after, latency_ms, fence_after
     dsn = workload.multi_host_dsn(cluster, connect_timeout=1)
     w = workload.Writer(dsn, rate=rate, duration=before + after + fence_after + 60, cluster=cluster,
                         synchronous_commit=level, retry_interval=0.02, run=f"fo-{mode}-{fault}-{int(time.time())}")
-    _say(quiet, f"{mode}, {fault}: writing to {old.name} ({names or 'asynchronous'}"
-                f"{f', +{latency_ms:g} ms each way to every replica' if latency_ms else ''})")
+    if latency_ms:
+        _say(quiet, _("{mode}, {fault}: writing to {node} ({sync}, +{latency:g} ms each way to every replica)").format(
+            mode=mode, fault=fault, node=old.name, sync=names or _("asynchronous"), latency=latency_ms))
+    else:
+        _say(quiet, _("{mode}, {fault}: writing to {node} ({sync})").format(
+            mode=mode, fault=fault, node=old.name, sync=names or _("asynchronous")))
     t_fenced = None
     w.start()
     try:
@@ -434,12 +450,14 @@ def _failover(cluster, mode, fault, rate, before, after, latency_ms, fence_after
                 proxy.link(cluster, r).cut()
             faults.kill(old)
             t_fault = time.time()
-            _say(quiet, f"  {old.name} killed (SIGKILL){', its links down with it' if routed else ''}")
+            _say(quiet, "  " + (_("{node} killed (SIGKILL), its links down with it") if routed
+                                else _("{node} killed (SIGKILL)")).format(node=old.name))
         else:
             for r in routed:
                 proxy.link(cluster, r).cut()
             t_fault = time.time()
-            _say(quiet, f"  every replica cut off {old.name}; {old.name} still runs and its clients still write")
+            _say(quiet, "  " + _("every replica cut off {node}; {node} still runs and its clients still write").format(
+                node=old.name))
         # What the standbys hold now, the links down: no later flush of theirs can reach the old
         # primary, so no COMMIT it acknowledges from now on is on a standby beyond this.
         at_cut = received(cluster)
@@ -448,17 +466,19 @@ def _failover(cluster, mode, fault, rate, before, after, latency_ms, fence_after
         new.promote()
         promote_s = time.perf_counter() - p0
         t_promoted = time.time()
-        _say(quiet, f"  {new.name} promoted in {promote_s:.3f} s")
+        _say(quiet, "  " + _("{node} promoted in {seconds:.3f} s").format(node=new.name, seconds=promote_s))
         if fault == "partition":
             time.sleep(fence_after)
             old.stop()
             t_fenced = time.time()
-            _say(quiet, f"  {old.name} fenced (stopped) {t_fenced - t_fault:.2f} s after the cut")
+            _say(quiet, "  " + _("{node} fenced (stopped) {seconds:.2f} s after the cut").format(
+                node=old.name, seconds=t_fenced - t_fault))
 
         def first_on_new():
             return any(x.outcome == "acknowledged" and x.node == new.name for x in w.writes)
         if not _wait_for(first_on_new, 15, 0.01):
-            raise Timeout(f"no write reached the new primary {new.name} within 15 s: see writer.log()")
+            raise Timeout(_("no write reached the new primary {node} within 15 s: see writer.log()").format(
+                node=new.name))
         time.sleep(after)
     finally:
         w.stop()
@@ -470,8 +490,10 @@ def _failover(cluster, mode, fault, rate, before, after, latency_ms, fence_after
     run.lost = workload.lost_writes(w, new)
     run.audit = workload.audit(w, new)
     s = run.summary().iloc[0]
-    _say(quiet, f"  first write on {new.name} {s['outage_s']} s after the {fault}; "
-                f"{s['lost']} of {s['acknowledged']} acknowledged writes lost, {s['unknown']} unknown")
+    _say(quiet, "  " + _("first write on {node} {outage} s after the {fault}; "
+                         "{lost} of {acknowledged} acknowledged writes lost, {unknown} unknown").format(
+        node=new.name, outage=s['outage_s'], fault=fault, lost=s['lost'], acknowledged=s['acknowledged'],
+        unknown=s['unknown']))
     return run
 
 
@@ -485,10 +507,11 @@ def promote_commands(cluster, name: str) -> Text:
     if node.spec.get("container"):
         shell = f"docker exec -u postgres {node.spec['container']} pg_ctl promote -D {node.pgdata}"
     else:
-        shell = f"pg_ctl promote -D {node.pgdata}    # as the user the server runs as"
-    return Text(f"# in psql, connected to {name}:  psql -h 127.0.0.1 -p {node.port} -U {user} -d postgres\n"
-                "SELECT pg_promote();             -- waits (up to 60 s) until it accepts writes\n"
-                f"# or in a terminal:\n{shell}")
+        shell = f"pg_ctl promote -D {node.pgdata}    # " + _("as the user the server runs as")
+    return Text(_("# in psql, connected to {name}:").format(name=name)
+                + f"  psql -h 127.0.0.1 -p {node.port} -U {user} -d postgres\n"
+                "SELECT pg_promote();             -- " + _("waits (up to 60 s) until it accepts writes") + "\n"
+                + _("# or in a terminal:") + f"\n{shell}")
 
 
 # --- after a failover ---------------------------------------------------------------------------
@@ -528,15 +551,16 @@ def restore(cluster, quiet: bool = True) -> "list[str]":
         if n.role == Role.REPLICA and not n.is_running:
             try:
                 n.start()
-                done.append(f"started {n.name}")
+                done.append(_("started {node}").format(node=n.name))
             except LabError:
                 pass
         if n.role == Role.REPLICA and n.is_running and follows(cluster, n):
             continue
         t0 = time.monotonic()
         cluster.rejoin(n.name)
-        done.append(f"rewound {n.name} into a replica of {cluster.primary.name} ({time.monotonic() - t0:.1f} s)")
-    _say(quiet, "\n".join(done) or "nothing to restore: every node streams from the primary")
+        done.append(_("rewound {node} into a replica of {primary} ({seconds:.1f} s)").format(
+            node=n.name, primary=cluster.primary.name, seconds=time.monotonic() - t0))
+    _say(quiet, "\n".join(done) or _("nothing to restore: every node streams from the primary"))
     return done
 
 
@@ -548,18 +572,18 @@ def tidy(cluster) -> "list[str]":
     done = []
     thawed = faults.resume_all(cluster)
     if thawed:
-        done.append(f"resumed {', '.join(thawed)}")
+        done.append(_("resumed {nodes}").format(nodes=", ".join(thawed)))
     if not cluster.primary.is_running:
         cluster.primary.start()
-        done.append(f"started the primary {cluster.primary.name}")
+        done.append(_("started the primary {node}").format(node=cluster.primary.name))
     routed = proxy.unroute_all(cluster, wait=False)
     if routed:
-        done.append(f"closed the proxy of {', '.join(routed)}")
+        done.append(_("closed the proxy of {nodes}").format(nodes=", ".join(routed)))
     if cluster.primary.scalar("SHOW synchronous_standby_names", dbname="postgres"):
         cluster.primary.set(synchronous_standby_names=None)
-        done.append("synchronous_standby_names reset (asynchronous replication)")
+        done.append(_("synchronous_standby_names reset (asynchronous replication)"))
     done += restore(cluster)
-    return done or ["nothing to tidy"]
+    return done or [_("nothing to tidy")]
 
 
 # --- split brain and fencing ----------------------------------------------------------------
@@ -576,13 +600,13 @@ def split_brain(cluster, former: "str | None" = None) -> pd.DataFrame:
     if former is None:
         formers = _not_rejoined(cluster)
         if not formers:
-            raise LabError("no former primary: run a failover first (lab.failover.failover(cluster))")
+            raise LabError(_("no former primary: run a failover first (lab.failover.failover(cluster))"))
         former = formers[0]
     need_str(former, "former", example="'primary'")
     old = cluster.node(former)
     if old.role != Role.FORMER_PRIMARY:
-        raise LabError(f"{former} is the {old.role}, not a former primary: split_brain starts the old primary "
-                       "of a failover (lab.failover.failover(cluster) first)")
+        raise LabError(_("{former} is the {role}, not a former primary: split_brain starts the old primary "
+                         "of a failover (lab.failover.failover(cluster) first)").format(former=former, role=old.role))
     if not old.is_running:
         old.start()  # a former primary starts as it was: a primary (crash recovery after a kill)
     now = cluster.primary
@@ -606,7 +630,7 @@ def survivors(cluster, brain: pd.DataFrame) -> pd.DataFrame:
     rejoining, only the new primary's survive)."""
     need_cluster(cluster)
     if not isinstance(brain, pd.DataFrame) or not {"node", "rows_it_has"} <= set(brain.columns):
-        raise LabError("survivors reads what lab.failover.split_brain(cluster) returned")
+        raise LabError(_("survivors reads what lab.failover.split_brain(cluster) returned"))
     rows = []
     for writer, texts in zip(brain["node"], brain["rows_it_has"]):
         for text in texts:
@@ -630,14 +654,22 @@ def fence(cluster, name: str, how: str = "stop") -> pd.DataFrame:
     need_choice(how, "how", ("stop", "standby"))
     node = cluster.node(name)
     if name == cluster.primary.name:
-        raise LabError(f"{name} is the current primary: fence the OLD one")
+        raise LabError(_("{name} is the current primary: fence the OLD one").format(name=name))
     others = [n.name for n in cluster.nodes if n.name != cluster.primary.name and n.is_running
               and n.role != Role.STANDALONE and not timeline(n)["in_recovery"]]
     if name not in others:
-        state = "stopped" if not node.is_running else "read-only (in recovery)"
-        raise LabError(f"{name} is {state}: it takes no writes, nothing to fence"
-                       + (f"; the node writing beside {cluster.primary.name} is {', '.join(others)}" if others
-                          else f"; only {cluster.primary.name} accepts writes"))
+        if not node.is_running and others:
+            msg = _("{name} is stopped: it takes no writes, nothing to fence; "
+                    "the node writing beside {primary} is {others}")
+        elif not node.is_running:
+            msg = _("{name} is stopped: it takes no writes, nothing to fence; only {primary} accepts writes")
+        elif others:
+            msg = _("{name} is read-only (in recovery): it takes no writes, nothing to fence; "
+                    "the node writing beside {primary} is {others}")
+        else:
+            msg = _("{name} is read-only (in recovery): it takes no writes, nothing to fence; "
+                    "only {primary} accepts writes")
+        raise LabError(msg.format(name=name, primary=cluster.primary.name, others=", ".join(others)))
     node.stop()
     if how == "standby":
         node.tool("touch", f"{node.pgdata}/standby.signal")
@@ -656,7 +688,8 @@ def cancelled_wait(cluster, quiet: bool = False) -> pd.DataFrame:
     need_bool(quiet, "quiet")
     formers = _not_rejoined(cluster)
     if formers:
-        raise LabError(f"{', '.join(formers)} (an old primary) is not rejoined: lab.failover.restore(cluster) first")
+        raise LabError(_("{formers} (an old primary) is not rejoined: lab.failover.restore(cluster) first").format(
+            formers=", ".join(formers)))
     old = cluster.primary
     standby = best_candidate(cluster)
     workload.ensure_table(old)
@@ -667,33 +700,33 @@ def cancelled_wait(cluster, quiet: bool = False) -> pd.DataFrame:
         _say(quiet, f"{time.monotonic() - t0:5.2f} s  {what}")
 
     sync.set_synchronous(cluster, standby.name)
-    step(f"synchronous_standby_names = '{standby.name}' on {old.name}")
+    step(_("synchronous_standby_names = '{standby}' on {primary}").format(standby=standby.name, primary=old.name))
     standby.stop()
-    step(f"{standby.name} stopped")
+    step(_("{node} stopped").format(node=standby.name))
     w = workload.Writer(workload.multi_host_dsn(cluster), max_rows=1, duration=60, cluster=cluster,
                         synchronous_commit="on", run=f"cancelled-{int(time.time())}")
     app = f"lab-writer-{w.run_id}"
     try:
         w.start()
         _wait_for(lambda: sync._sync_waiters(cluster, app) > 0, 10, 0.02)
-        step("COMMIT waits for the synchronous standby", waiting_in_SyncRep=sync._sync_waiters(cluster, app))
+        step(_("COMMIT waits for the synchronous standby"), waiting_in_SyncRep=sync._sync_waiters(cluster, app))
         old.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
                     (app,), dbname="postgres")
         w.wait(10)
         rec = w.writes[0] if w.writes else None
-        step("the waiting session cancelled: COMMIT returns", acknowledged=int(bool(rec and rec.outcome == "acknowledged")),
+        step(_("the waiting session cancelled: COMMIT returns"), acknowledged=int(bool(rec and rec.outcome == "acknowledged")),
              warning=rec.note if rec else None)
         seen = old.scalar("SELECT count(*) FROM lab_writes WHERE run = %s", (w.run_id,))
-        step(f"the row, read on {old.name}", rows_visible=int(seen))
+        step(_("the row, read on {node}").format(node=old.name), rows_visible=int(seen))
     finally:
         w.stop()
     faults.kill(old)
-    step(f"{old.name} crashes (SIGKILL)")
+    step(_("{node} crashes (SIGKILL)").format(node=old.name))
     standby.start()
     standby.promote()
-    step(f"{standby.name} started and promoted")
+    step(_("{node} started and promoted").format(node=standby.name))
     lost = workload.lost_writes(w, standby)
-    step(f"the acknowledged row, read on the new primary {standby.name}", lost=len(lost))
+    step(_("the acknowledged row, read on the new primary {node}").format(node=standby.name), lost=len(lost))
     return pd.DataFrame(steps)
 
 
@@ -707,7 +740,8 @@ def rpo_rto(cluster, modes=MODES, faults_=FAULTS, rate: float = 500, before: flo
     (from the WAL: ``Failover.acknowledged_alone``); empty for a crash."""
     for what, values, allowed in (("modes", modes, MODES), ("faults_", faults_, FAULTS)):
         if isinstance(values, str) or not isinstance(values, (list, tuple)) or not values:
-            raise LabError(f"{what} is a list of some of {', '.join(allowed)}, not {values!r}")
+            raise LabError(_("{what} is a list of some of {allowed}, not {values!r}").format(
+                what=what, allowed=", ".join(allowed), values=values))
         for v in values:
             need_choice(v, what, allowed)
     need_bool(quiet, "quiet")
@@ -718,8 +752,8 @@ def rpo_rto(cluster, modes=MODES, faults_=FAULTS, rate: float = 500, before: flo
                            latency_ms=latency_ms, quiet=True)
             rows.append(run.summary().iloc[0].to_dict())
             restore(cluster)
-            _say(quiet, f"{mode:>12} × {fault:<9}: lost {rows[-1]['lost']:>3} acknowledged writes, "
-                        f"outage {rows[-1]['outage_s']} s")
+            _say(quiet, _("{mode:>12} × {fault:<9}: lost {lost:>3} acknowledged writes, outage {outage} s").format(
+                mode=mode, fault=fault, lost=rows[-1]['lost'], outage=rows[-1]['outage_s']))
     set_mode(cluster, "async")
     df = pd.DataFrame(rows)
     return df[["mode", "fault", "acknowledged", "lost", "unknown", "acked_by_old_after_fault", "outage_s",
@@ -742,13 +776,14 @@ def failover_action(cluster, mode: str, fault: str, latency_ms: float = 10, rows
         run = failover(cluster, mode=mode, fault=fault, latency_ms=latency_ms, before=0.8, after=0.3, quiet=True)
         restore(cluster)
     except LabError as e:
-        return f"{mode} × {fault}: could not fail over: {e}"
+        return _("{mode} × {fault}: could not fail over: {error}").format(mode=mode, fault=fault, error=e)
     row = run.summary().iloc[0].to_dict()
     row["latency_ms"] = latency_ms
     if rows is not None:
         rows.append(row)
-    return (f"{mode} × {fault}: {row['lost']} of {row['acknowledged']} acknowledged writes lost, "
-            f"outage {row['outage_s']} s ({run.new} is the primary now)")
+    return _("{mode} × {fault}: {lost} of {acknowledged} acknowledged writes lost, "
+             "outage {outage} s ({node} is the primary now)").format(
+        mode=mode, fault=fault, lost=row['lost'], acknowledged=row['acknowledged'], outage=row['outage_s'], node=run.new)
 
 
 def rpo_table(rows) -> pd.DataFrame:
@@ -760,7 +795,8 @@ def rpo_table(rows) -> pd.DataFrame:
 
 def _need_rows(rows) -> None:
     if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
-        raise LabError(f"rows is the list failover_action fills (start with mine = []), not {str(rows)[:40]!r}")
+        raise LabError(_("rows is the list failover_action fills (start with mine = []), not {value!r}").format(
+            value=str(rows)[:40]))
 
 
 def failover_panel(cluster, rows: "list | None" = None):
@@ -769,15 +805,17 @@ def failover_panel(cluster, rows: "list | None" = None):
     import ipywidgets as w  # lazy: ipywidgets (~1 s under load) only for the panel, not lab.failover's functions
     from IPython.display import display  # lazy: as ipywidgets
     rows = rows if rows is not None else []
-    mode = w.Dropdown(options=MODES, value="async", description="mode", layout=w.Layout(width="200px"))
-    fault = w.Dropdown(options=FAULTS, value="crash", description="fault", layout=w.Layout(width="200px"))
-    latency = w.IntSlider(value=10, min=0, max=50, step=5, description="latency ms", layout=w.Layout(width="320px"))
-    go = w.Button(description="fail over", button_style="danger", layout=w.Layout(width="110px"))
-    message = w.HTML(value="<i>nothing happens until you press the button (each press takes a few seconds)</i>")
+    mode = w.Dropdown(options=MODES, value="async", description=_("mode"), layout=w.Layout(width="200px"))
+    fault = w.Dropdown(options=FAULTS, value="crash", description=_("fault"), layout=w.Layout(width="200px"))
+    latency = w.IntSlider(value=10, min=0, max=50, step=5, description=_("latency ms"), layout=w.Layout(width="320px"))
+    go = w.Button(description=_("fail over"), button_style="danger", layout=w.Layout(width="110px"))
+    message = w.HTML(value="<i>" + _("nothing happens until you press the button (each press takes a few seconds)")
+                     + "</i>")
     out = w.Output()
 
     def on_click(_b):
-        message.value = f"<i>{html.escape(mode.value)} × {html.escape(fault.value)}: failing over…</i>"
+        message.value = "<i>" + _("{mode} × {fault}: failing over…").format(
+            mode=html.escape(mode.value), fault=html.escape(fault.value)) + "</i>"
         message.value = html.escape(failover_action(cluster, mode.value, fault.value, latency.value, rows))
         with out:
             out.clear_output(wait=True)
@@ -793,7 +831,7 @@ def rewind_log(node, tail: int = 400) -> Text:
     need_int(tail, "tail", 1, 1_000_000)
     lines = [ln for ln in node.logs(tail).splitlines() if ln.startswith(("entrypoint[", "pg_rewind:"))]
     last = max((i for i, ln in enumerate(lines) if "timeline" in ln and "here" in ln), default=0)
-    return Text("\n".join(lines[last:]) or "(no rejoin in the last lines of the log)")
+    return Text("\n".join(lines[last:]) or _("(no rejoin in the last lines of the log)"))
 
 
 @changes_cluster(tidy=lambda c: tidy(c))
@@ -809,7 +847,7 @@ def switchover(cluster, to: "str | None" = None, rate: float = 300, seconds: flo
         to = "primary" if "primary" in names else best_candidate(cluster).name
     need_str(to, "to", example="'replica1'")
     if cluster.node(to).role != Role.REPLICA:
-        raise LabError(f"{to} is the {cluster.node(to).role}: switch over to a running replica")
+        raise LabError(_("{to} is the {role}: switch over to a running replica").format(to=to, role=cluster.node(to).role))
     workload.ensure_table(cluster.primary)
     set_mode(cluster, "async")
     w = workload.Writer(workload.multi_host_dsn(cluster, connect_timeout=1), rate=rate, duration=seconds + 60,
@@ -830,6 +868,7 @@ def switchover(cluster, to: "str | None" = None, rate: float = 300, seconds: flo
     row = dict(new_primary=to, acknowledged=int(counts.get("acknowledged", 0)), lost=len(lost),
                unknown=int(counts.get("unknown", 0)), failed=int(counts.get("failed", 0)),
                writes_paused_s=round(float(first_new - t0), 3) if pd.notna(first_new) else None)
-    _say(quiet, f"switchover to {to}: {row['lost']} of {row['acknowledged']} acknowledged writes lost, "
-                f"writes paused {row['writes_paused_s']} s")
+    _say(quiet, _("switchover to {to}: {lost} of {acknowledged} acknowledged writes lost, "
+                  "writes paused {paused} s").format(to=to, lost=row['lost'], acknowledged=row['acknowledged'],
+                                                     paused=row['writes_paused_s']))
     return pd.DataFrame([row])
