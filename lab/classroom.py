@@ -46,6 +46,7 @@ from .backends.local import postmaster_pid
 from .errors import BadArgument, LabError, LabHomeError, Text, need_choice, need_str
 from .exercises import registered
 from .exercises.progress import results as progress_results
+from .i18n import _
 from .plots import show_figures_in_notebooks
 from .system.home import LabHome
 from .system.process import command_line
@@ -67,7 +68,7 @@ def _root_path(root=None) -> Path:
     if root is not None:
         need_str(os.fspath(root) if isinstance(root, os.PathLike) else root, "root", example="'/srv/pglab-class'")
         if "\0" in os.fspath(root):
-            raise BadArgument(f"root is the class root's directory, not {root!r:.60}")
+            raise BadArgument(_("root is the class root's directory, not {value!r:.60}").format(value=root))
     return Path(root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT).expanduser().absolute()
 
 
@@ -75,8 +76,9 @@ def class_root(root=None) -> Path:
     """The class root: ``root``, else ``LAB_CLASS_ROOT``, else /srv/pglab-class; it must hold ``homes/``."""
     path = _root_path(root)
     if not (path / "homes").is_dir():
-        raise LabError(f"no class at {path} (no homes/ directory in it): set {ROOT_ENV} to the directory that "
-                       "holds homes/<student>, or give it (python -m lab class status --root DIR)")
+        raise LabError(_("no class at {path} (no homes/ directory in it): set {variable} to the directory that "
+                         "holds homes/<student>, or give it (python -m lab class status --root DIR)").format(
+            path=path, variable=ROOT_ENV))
     return path
 
 
@@ -180,7 +182,8 @@ class Classroom:
         self._hub = (hub_api_url, hub_token)
 
     def __repr__(self):
-        return f"<Classroom {self.root} ({self.spawner} spawner): {len(self.students())} students>"
+        return _("<Classroom {root} ({spawner} spawner): {students} students>").format(
+            root=self.root, spawner=self.spawner, students=len(self.students()))
 
     @classmethod
     def from_hub(cls, url: "str | None" = None, token: "str | None" = None) -> "HubClassroom":
@@ -209,8 +212,9 @@ class Classroom:
         need_str(student, "student", example="'alice'")
         names = self.students()
         if student not in names:
-            listed = ", ".join(names) if names else "none yet"
-            raise LabError(f"no student {student!r} in {self.root / 'homes'}: the students are {listed}")
+            listed = ", ".join(names) if names else _("none yet")
+            raise LabError(_("no student {student!r} in {directory}: the students are {students}").format(
+                student=student, directory=self.root / "homes", students=listed))
         return self.root / "homes" / student
 
     # --- what each lab is doing -------------------------------------------------------------
@@ -275,7 +279,7 @@ class Classroom:
     def _cluster_word(nodes) -> str:
         if not nodes:
             return "none"
-        states = {s for _, _, s in nodes}
+        states = {s for _name, _role, s in nodes}
         if states == {"running"}:
             return "running"
         if states == {"stopped"}:
@@ -293,17 +297,17 @@ class Classroom:
         home = self.home(student)
         row = dict(student=student, server="unknown", cluster="none", nodes="", checks="",
                    last_activity=pd.NaT, seen="")
-        uid, _ = _owner(home)
+        uid, _gid = _owner(home)
         if servers is not None:
             row["server"] = "running" if servers.get(student) else "stopped"
-            how = "the hub"
+            how = _("the hub")
         elif self.spawner == "process":
             if processes is None:
                 processes = self._jupyter_servers()
             row["server"] = "running" if (uid, student) in processes else "stopped"
-            how = "its processes on this host"
+            how = _("its processes on this host")
         else:
-            how = "nowhere (no hub to ask)"
+            how = _("nowhere (no hub to ask)")
         try:
             state = LabHome(home).load()
         except LabHomeError as e:
@@ -326,8 +330,9 @@ class Classroom:
         last = _last_activity(home)
         if last is not None:
             row["last_activity"] = pd.Timestamp(last, unit="s", tz="UTC").floor("s")
-        cluster_how = "pids on this host" if self.spawner == "process" else "the state file (pids are the container's)"
-        row["seen"] = f"server from {how}; cluster from {cluster_how}"
+        cluster_how = (_("pids on this host") if self.spawner == "process"
+                       else _("the state file (pids are the container's)"))
+        row["seen"] = _("server from {how}; cluster from {cluster_how}").format(how=how, cluster_how=cluster_how)
         return row
 
     def status(self) -> pd.DataFrame:
@@ -373,17 +378,18 @@ class Classroom:
             if _container_running(container):
                 # as the home's owner, whoever the image's default user is: no root-owned file left
                 out = _run(["docker", "exec", "-u", f"{uid}:{gid}", container, "python", "-m", "lab", "down", "--wipe"])
-                return Text(f"{student}: cluster stopped and wiped in container {container} ({out}); "
-                            "progress kept")
+                return Text(_("{student}: cluster stopped and wiped in container {container} ({output}); "
+                              "progress kept").format(student=student, container=container, output=out))
             _run(["rm", "-rf", "--", str(home / "ha"), str(home / "data"), str(home / "state.json")],
                  uid=uid, gid=gid)
-            return Text(f"{student}: container {container} is not running; cluster data wiped as uid {uid}; "
-                        "progress kept")
+            return Text(_("{student}: container {container} is not running; cluster data wiped as uid {uid}; "
+                          "progress kept").format(student=student, container=container, uid=uid))
         exe, extra = student_python(uid, gid)
         env = {**os.environ, **extra, "HOME": str(home)}
         env.pop("LAB_HOME", None)
         _run([exe, "-m", "lab", "--home", str(home), "down", "--wipe"], uid=uid, gid=gid, env=env, cwd=home)
-        return Text(f"{student}: cluster stopped and wiped as uid {uid}; progress kept")
+        return Text(_("{student}: cluster stopped and wiped as uid {uid}; progress kept").format(
+            student=student, uid=uid))
 
 
 def _run(cmd, uid: "int | None" = None, gid: "int | None" = None, env=None, cwd=None) -> str:
@@ -395,11 +401,13 @@ def _run(cmd, uid: "int | None" = None, gid: "int | None" = None, env=None, cwd=
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=RESET_TIMEOUT, env=env,
                            cwd=cwd or "/", **kwargs)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise LabError(f"{Path(cmd[0]).name} did not run: {e}") from None
+        raise LabError(_("{program} did not run: {error}").format(program=Path(cmd[0]).name, error=e)) from None
     lines = (r.stdout + r.stderr).strip().splitlines()
     if r.returncode != 0:
-        raise LabError(f"{' '.join(cmd[:2])} … failed: {lines[-1] if lines else 'exit ' + str(r.returncode)}")
-    return lines[-1] if lines else "done"
+        raise LabError(_("{command} … failed: {last_line}").format(
+            command=" ".join(cmd[:2]),
+            last_line=lines[-1] if lines else _("exit {code}").format(code=r.returncode)))
+    return lines[-1] if lines else _("done")
 
 
 def _container_running(name: str) -> bool:
@@ -409,14 +417,15 @@ def _container_running(name: str) -> bool:
         r = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True,
                            text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise LabError(f"cannot ask Docker whether {name} runs ({e}): install the docker CLI and set "
-                       "DOCKER_HOST to the hub's Docker daemon") from None
+        raise LabError(_("cannot ask Docker whether {name} runs ({error}): install the docker CLI and set "
+                         "DOCKER_HOST to the hub's Docker daemon").format(name=name, error=e)) from None
     if r.returncode == 0:
         return r.stdout.strip() == "true"
     if "No such" in r.stderr or "no such" in r.stderr:
         return False
     last = (r.stderr.strip().splitlines() or ["?"])[-1]
-    raise LabError(f"cannot ask Docker whether {name} runs ({last}): set DOCKER_HOST to the hub's Docker daemon")
+    raise LabError(_("cannot ask Docker whether {name} runs ({error}): set DOCKER_HOST to the hub's Docker daemon")
+                   .format(name=name, error=last))
 
 
 _pythons: "dict[int, tuple[str, dict]]" = {}
@@ -442,8 +451,8 @@ def student_python(uid: int, gid: int) -> "tuple[str, dict]":
             continue
         _pythons[uid] = (exe, extra)
         return exe, extra
-    raise LabError(f"uid {uid} can run no Python that imports the lab ({'; '.join(tried)}): install the lab "
-                   "where every student can read it")
+    raise LabError(_("uid {uid} can run no Python that imports the lab ({tried}): install the lab "
+                     "where every student can read it").format(uid=uid, tried="; ".join(tried)))
 
 
 def progress_table(passed: pd.DataFrame, chs: "dict[str, list[str]]") -> pd.DataFrame:
@@ -473,10 +482,10 @@ def progress_plot(passed: pd.DataFrame, chs: "dict[str, list[str]]") -> Figure:
                 n = int(passed.at[s, ch]) if ch in passed.columns else 0
                 ax.text(j, i, f"{n}/{len(chs[ch])}", ha="center", va="center", fontsize=8,
                         color="white" if share[i][j] > 0.6 else "black")
-        fig.colorbar(im, ax=ax, label="share passed")
-    ax.set_xticks(range(len(cols)), [f"ch {c}" for c in cols])
+        fig.colorbar(im, ax=ax, label=_("share passed"))
+    ax.set_xticks(range(len(cols)), [_("ch {chapter}").format(chapter=c) for c in cols])
     ax.set_yticks(range(len(students)), students)
-    ax.set_title(f"self-checks passed per chapter ({len(students)} students)")
+    ax.set_title(_("self-checks passed per chapter ({students} students)").format(students=len(students)))
     fig.tight_layout()
     return fig
 
@@ -495,8 +504,8 @@ class HubClassroom:
             need_str(token, "token")
         self.token = token or os.environ.get("JUPYTERHUB_API_TOKEN")
         if not self.token:
-            raise LabError("no hub token here (JUPYTERHUB_API_TOKEN is unset): run this in your server on the hub, "
-                           f"or read the class root directly with Classroom(root) as root on the hub host")
+            raise LabError(_("no hub token here (JUPYTERHUB_API_TOKEN is unset): run this in your server on the hub, "
+                             "or read the class root directly with Classroom(root) as root on the hub host"))
         self.url = (url or os.environ.get("LAB_CLASS_SERVICE_URL") or self._ask_hub()).rstrip("/") + "/"
 
     def __repr__(self):
@@ -505,14 +514,15 @@ class HubClassroom:
     def _ask_hub(self) -> str:
         api = (os.environ.get("JUPYTERHUB_API_URL") or "").rstrip("/")
         if not api:
-            raise LabError("JUPYTERHUB_API_URL is unset: give the service's address, Classroom.from_hub(url=...)")
+            raise LabError(_("JUPYTERHUB_API_URL is unset: give the service's address, Classroom.from_hub(url=...)"))
         try:
             status, body = hub_request("GET", f"{api}/services/{SERVICE}", self.token)
         except (OSError, ValueError) as e:
-            raise LabError(f"the hub at {api} does not answer ({e}): is it running?") from None
+            raise LabError(_("the hub at {url} does not answer ({error}): is it running?").format(url=api, error=e)) from None
         if status != 200 or not isinstance(body, dict) or not body.get("url"):
-            raise LabError(f"the hub does not show the {SERVICE} service to this token (HTTP {status}): "
-                           "it needs an admin's token, or give its address with Classroom.from_hub(url=...)")
+            raise LabError(_("the hub does not show the {service} service to this token (HTTP {status}): "
+                             "it needs an admin's token, or give its address with Classroom.from_hub(url=...)").format(
+                service=SERVICE, status=status))
         return body["url"].rstrip("/") + (body.get("prefix") or f"/services/{SERVICE}/")
 
     def _call(self, method: str, path: str):
@@ -520,12 +530,15 @@ class HubClassroom:
             status, body = hub_request(method, self.url + path, self.token, body={} if method == "POST" else None,
                                        timeout=RESET_TIMEOUT + 30)
         except (OSError, ValueError) as e:
-            raise LabError(f"the {SERVICE} service at {self.url} does not answer ({e}): is the hub running?") from None
+            raise LabError(_("the {service} service at {url} does not answer ({error}): is the hub running?").format(
+                service=SERVICE, url=self.url, error=e)) from None
         if status in (401, 403):
-            raise LabError(f"the {SERVICE} service answers admins only (HTTP {status}): log in as the instructor")
+            raise LabError(_("the {service} service answers admins only (HTTP {status}): log in as the instructor")
+                           .format(service=SERVICE, status=status))
         if status != 200:
             msg = body.get("error") if isinstance(body, dict) else None
-            raise LabError(msg or f"the {SERVICE} service answered HTTP {status} to {path}")
+            raise LabError(msg or _("the {service} service answered HTTP {status} to {path}").format(
+                service=SERVICE, status=status, path=path))
         return body
 
     def students(self) -> "list[str]":
