@@ -29,6 +29,7 @@ import psycopg2
 
 from .. import conninfo
 from .. import commands
+from ..i18n import _
 from ..errors import LabError, NotRunning, ServerStartError, Timeout
 from ..system import ports
 from ..system.paths import COMPOSE_DIR, REPO
@@ -72,29 +73,29 @@ def _client(timeout: int = 30):
     try:
         import docker  # lazy: the docker SDK takes ~0.3 s to import; only the compose backend needs it
     except ImportError:
-        raise LabError("the docker Python package is missing: pip install docker") from None
+        raise LabError(_("the docker Python package is missing: pip install docker")) from None
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()
     except Exception as e:  # docker raises several kinds; all mean "no usable daemon"
         text = str(e)
         if "Permission denied" in text or "PermissionError" in text:
-            raise LabError("a Docker daemon runs but you may not use it: add yourself to the docker group "
-                           "(then log in again), or use lab.up(backend='local')") from None
-        raise LabError("no Docker daemon answers (start Docker, or set DOCKER_HOST): "
-                       "or use lab.up(backend='local'), which needs no Docker") from None
+            raise LabError(_("a Docker daemon runs but you may not use it: add yourself to the docker group "
+                             "(then log in again), or use lab.up(backend='local')")) from None
+        raise LabError(_("no Docker daemon answers (start Docker, or set DOCKER_HOST): "
+                         "or use lab.up(backend='local'), which needs no Docker")) from None
     return client
 
 
 def compose_available() -> "tuple[bool, str]":
     """Whether the compose backend can run here, and if not why."""
     if not compose_cli():
-        return False, "no Compose CLI: install Docker Compose (docker compose v2 or docker-compose)"
+        return False, _("no Compose CLI: install Docker Compose (docker compose v2 or docker-compose)")
     try:
         _client(timeout=3).close()
     except LabError as e:
         return False, str(e)
-    return True, "a Docker daemon answers and Compose is installed"
+    return True, _("a Docker daemon answers and Compose is installed")
 
 
 class ComposeBackend(ComposeApps):
@@ -108,8 +109,8 @@ class ComposeBackend(ComposeApps):
     def prepare_state(home, state: dict) -> None:
         cli = compose_cli()
         if not cli:
-            raise LabError("the compose backend needs Docker Compose: install it (docker compose v2 or "
-                           "docker-compose), or use lab.up(backend='local')")
+            raise LabError(_("the compose backend needs Docker Compose: install it (docker compose v2 or "
+                             "docker-compose), or use lab.up(backend='local')"))
         _client(timeout=5).close()
         digest = hashlib.sha1(str(home.path).encode()).hexdigest()[:8]
         default_home = home.path == REPO / ".lab"
@@ -137,7 +138,8 @@ class ComposeBackend(ComposeApps):
         return self._docker
 
     def describe(self) -> str:
-        return f"container {self.cfg['prefix']}pg-master ({self.cfg['image']})"
+        return _("container {container} ({image})").format(container=f"{self.cfg['prefix']}pg-master",
+                                                           image=self.cfg['image'])
 
     def node_spec(self, name: str, role, port: int) -> dict:
         """A node runs in one of the compose file's services: its own (primary -> pg-master,
@@ -147,16 +149,18 @@ class ComposeBackend(ComposeApps):
         if str(role) == "standalone":
             free = [s for s in STANDALONE_SERVICES if s not in taken]
             if not free:
-                raise LabError(f"the compose file has services for {len(STANDALONE_SERVICES)} standalone nodes "
-                               f"({', '.join(STANDALONE_SERVICES)}), all in use: remove one first")
+                raise LabError(_("the compose file has services for {n} standalone nodes "
+                                 "({services}), all in use: remove one first").format(
+                    n=len(STANDALONE_SERVICES), services=', '.join(STANDALONE_SERVICES)))
             return {"name": name, "role": str(role), "port": port, "service": free[0],
                     "container": self.cfg["prefix"] + free[0], "app_name": name, "pgdata": PGDATA}
         service = SERVICES.get(name)
         if service is None or service in taken:
             free = [s for s in REPLICA_SERVICES if s not in taken]
             if service == SERVICES["primary"] or not free:
-                raise LabError(f"the compose file has services for a primary and {len(REPLICA_SERVICES)} replicas "
-                               f"({', '.join(REPLICA_SERVICES)}), all in use: remove a replica first")
+                raise LabError(_("the compose file has services for a primary and {n} replicas "
+                                 "({services}), all in use: remove a replica first").format(
+                    n=len(REPLICA_SERVICES), services=', '.join(REPLICA_SERVICES)))
             service = free[0]
         return {"name": name, "role": str(role), "port": port, "service": service,
                 "container": self.cfg["prefix"] + service, "app_name": name, "pgdata": PGDATA}
@@ -212,7 +216,8 @@ class ComposeBackend(ComposeApps):
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=COMPOSE_DIR)
         except subprocess.TimeoutExpired:
-            raise Timeout(f"`{' '.join(cmd[:2])} {args[0]}` did not finish within {timeout:.0f} s") from None
+            raise Timeout(_("`{compose} {command}` did not finish within {timeout:.0f} s").format(
+                compose=' '.join(cmd[:2]), command=args[0], timeout=timeout)) from None
         if check and r.returncode != 0:
             raise LabError(self._explain(r.stderr or r.stdout))
         return r
@@ -222,8 +227,9 @@ class ComposeBackend(ComposeApps):
         lines = [ln for ln in output.strip().splitlines() if ln.strip()]
         text = " ".join(lines[-3:])
         if "port is already allocated" in text or "address already in use" in text:
-            return f"a port on 127.0.0.1 is already taken by another program: {lines[-1]}"
-        return f"docker compose failed: {lines[-1] if lines else 'no output'}"
+            return _("a port on 127.0.0.1 is already taken by another program: {last_line}").format(
+                last_line=lines[-1])
+        return _("docker compose failed: {last_line}").format(last_line=lines[-1] if lines else _("no output"))
 
     def _ensure_image(self) -> None:
         """Build the node image from compose/Dockerfile if it is not there yet."""
@@ -237,7 +243,8 @@ class ComposeBackend(ComposeApps):
         r = self.compose("build", "pg-master", check=False, timeout=1800)
         if r.returncode != 0:
             tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-8:])
-            raise ServerStartError(f"building the node image {self.cfg['image']} failed; last lines:\n{tail}")
+            raise ServerStartError(_("building the node image {image} failed; last lines:\n{log_lines}").format(
+                image=self.cfg['image'], log_lines=tail))
 
     # --- containers ----------------------------------------------------------------
     def container(self, spec):
@@ -278,12 +285,14 @@ class ComposeBackend(ComposeApps):
         primary = self.state["nodes"][self.state["primary"]]
         c = self.container(primary)
         if c is None or c.status != "running":
-            raise NotRunning(f"the primary ({primary['name']}) is stopped: start it before using the archive")
+            raise NotRunning(_("the primary ({primary}) is stopped: start it before using the archive").format(
+                primary=primary['name']))
         code, out = c.exec_run(["sh", "-c", f"mkdir -p {ARCHIVE_DIR} && chown postgres:postgres {ARCHIVE_DIR} "
                                             f"&& chmod 0700 {ARCHIVE_DIR}"], user="root")
         if code != 0:
-            raise LabError(f"could not prepare {ARCHIVE_DIR} in {primary['container']}: "
-                           f"{out.decode(errors='replace').strip()[:200]}")
+            raise LabError(_("could not prepare {archive_dir} in {container}: {output}").format(
+                archive_dir=ARCHIVE_DIR, container=primary['container'],
+                output=out.decode(errors='replace').strip()[:200]))
         return ARCHIVE_DIR
 
     def proxy_address(self) -> str:
@@ -292,8 +301,8 @@ class ComposeBackend(ComposeApps):
         try:
             return self._network().attrs["IPAM"]["Config"][0]["Gateway"]
         except (KeyError, IndexError, TypeError):
-            raise LabError("the compose network has no gateway address for a proxy on this host: "
-                           "use lab.faults.cut(cluster, replica) (a network disconnect) instead") from None
+            raise LabError(_("the compose network has no gateway address for a proxy on this host: "
+                             "use lab.faults.cut(cluster, replica) (a network disconnect) instead")) from None
 
     def host_dir(self) -> Path:
         return Path(self.home.path)
@@ -381,7 +390,7 @@ class ComposeBackend(ComposeApps):
         if self._ids is None:
             c = self.container(spec)
             if c is None:
-                raise NotRunning(f"{spec['name']} has no container: start it first")
+                raise NotRunning(_("{node} has no container: start it first").format(node=spec['name']))
             stream, _stat = c.get_archive("/etc/passwd")
             with tarfile.open(fileobj=io.BytesIO(b"".join(stream)), mode="r") as tar:
                 text = tar.extractfile(tar.getmembers()[0]).read().decode()
@@ -405,8 +414,8 @@ class ComposeBackend(ComposeApps):
         container's volume as ``adopt`` does; marked initialised, so the entrypoint starts it as it is."""
         backup = Path(backup)
         if not (backup / "PG_VERSION").is_file():
-            raise LabError(f"{backup} is not a base backup (no PG_VERSION): pass what "
-                           "lab.backups.take_base_backup(cluster) returned")
+            raise LabError(_("{backup} is not a base backup (no PG_VERSION): pass what "
+                             "lab.backups.take_base_backup(cluster) returned").format(backup=backup))
         auto = backup / "postgresql.auto.conf"
         text = standalone_auto_conf(auto.read_text() if auto.exists() else "", recovery)
         (backup / "standby.signal").unlink(missing_ok=True)
@@ -436,7 +445,8 @@ class ComposeBackend(ComposeApps):
             self.compose(*self._profile(spec), "up", "--no-start", "--no-deps", "--no-build", spec["service"])
             c = self.container(spec)
             if c is None:
-                raise ServerStartError(f"compose did not create {spec['container']}: see `docker compose ps`")
+                raise ServerStartError(_("compose did not create {container}: see `docker compose ps`").format(
+                    container=spec['container']))
         self._write_role(spec)
         t_start = int(time.time()) - 1
         commands.shell(spec["name"], ["docker", "start", spec["container"]])
@@ -464,16 +474,18 @@ class ComposeBackend(ComposeApps):
             c = self.container(spec)
             if c is None or c.status in ("exited", "dead"):
                 tail = self.logs(spec, 8).strip()
-                raise ServerStartError(f"{spec['name']} ({spec['container']}) stopped while starting; "
-                                       f"last log lines:\n{tail}")
+                raise ServerStartError(_("{node} ({container}) stopped while starting; "
+                                         "last log lines:\n{log_lines}").format(
+                    node=spec['name'], container=spec['container'], log_lines=tail))
             try:
                 connect(self.state, spec, timeout=2).close()
                 return self.pid(spec)
             except psycopg2.OperationalError:
                 pass
             if time.monotonic() > deadline:
-                raise Timeout(f"{spec['name']} ({spec['container']}) did not accept connections within "
-                              f"{timeout:.0f} s: see cluster.node({spec['name']!r}).logs()")
+                raise Timeout(_("{node} ({container}) did not accept connections within "
+                                "{timeout:.0f} s: see cluster.node({node!r}).logs()").format(
+                    node=spec['name'], container=spec['container'], timeout=timeout))
             time.sleep(0.05)
 
     def stop(self, spec, timeout: float = 30) -> None:
@@ -507,7 +519,7 @@ class ComposeBackend(ComposeApps):
     def promote(self, spec, timeout: float = 60) -> None:
         c = self.container(spec)
         if c is None or c.status != "running":
-            raise NotRunning(f"{spec['name']} is stopped: start it before promoting it")
+            raise NotRunning(_("{node} is stopped: start it before promoting it").format(node=spec['name']))
         import docker.errors  # lazy: the docker SDK (see _client)
         # pg_ctl writes the promote file as the server user (nothing is done to it after the signal,
         # so the server may consume it at once); -w waits for "in production" in the control file.
@@ -518,15 +530,18 @@ class ComposeBackend(ComposeApps):
             code, out = c.exec_run(["pg_ctl", "promote", "-D", PGDATA, "-w", "-t", str(max(1, int(timeout))), "-s"],
                                    user="postgres")
         except docker.errors.APIError as e:
-            raise LabError(f"pg_ctl promote could not run in {spec['container']}: {e.explanation or e}") from None
+            raise LabError(_("pg_ctl promote could not run in {container}: {reason}").format(
+                container=spec['container'], reason=e.explanation or e)) from None
         if code != 0:
-            raise LabError(f"pg_ctl promote failed on {spec['container']}: {out.decode(errors='replace').strip()}")
+            raise LabError(_("pg_ctl promote failed on {container}: {output}").format(
+                container=spec['container'], output=out.decode(errors='replace').strip()))
         # restarted, this container runs its data as the primary it now is
         try:
             self._write_role(spec, self._role_text(dict(spec, role="primary")))
         except docker.errors.APIError as e:
-            raise LabError(f"{spec['name']} is promoted, but its role file could not be written "
-                           f"({e.explanation or e}): start it with the lab, not by hand, until it is") from None
+            raise LabError(_("{node} is promoted, but its role file could not be written "
+                             "({reason}): start it with the lab, not by hand, until it is").format(
+                node=spec['name'], reason=e.explanation or e)) from None
 
     def adopt(self, spec, backup) -> None:
         """Make a base backup on the host (``lab.backups`` copies one out of the primary's
@@ -535,13 +550,14 @@ class ComposeBackend(ComposeApps):
         is moved: the host copy is removed once it is in."""
         backup = Path(backup)
         if not (backup / "PG_VERSION").is_file():
-            raise LabError(f"{backup} is not a base backup (no PG_VERSION): pass what "
-                           "lab.backups.take_base_backup(cluster) returned")
+            raise LabError(_("{backup} is not a base backup (no PG_VERSION): pass what "
+                             "lab.backups.take_base_backup(cluster) returned").format(backup=backup))
         self.write_env()
         self.compose(*self._profile(spec), "up", "--no-start", "--no-deps", "--no-build", spec["service"])
         c = self.container(spec)
         if c is None:
-            raise LabError(f"compose did not create {spec['container']}: see `docker-compose ps`")
+            raise LabError(_("compose did not create {container}: see `docker-compose ps`").format(
+                container=spec['container']))
         primary = self.state["nodes"][self.state["primary"]]
         uid, gid = (int(self.tool(primary, ["id", flag]).stdout) for flag in ("-u", "-g"))
         self._copy_in(spec, backup, str(Path(PGDATA).parent), arcname=Path(PGDATA).name, uid=uid, gid=gid)
@@ -556,7 +572,7 @@ class ComposeBackend(ComposeApps):
         """Copy a directory of a node's container to ``dest`` on the host (created; modes kept)."""
         c = self.container(spec)
         if c is None:
-            raise NotRunning(f"{spec['name']} has no container: start it first")
+            raise NotRunning(_("{node} has no container: start it first").format(node=spec['name']))
         stream, _stat = c.get_archive(path)
         dest = Path(dest)
         dest.mkdir(mode=0o700, parents=True)
@@ -577,7 +593,7 @@ class ComposeBackend(ComposeApps):
         ``dest_dir/arcname``, owned by uid:gid (``mode`` for a single file)."""
         c = self.container(spec)
         if c is None:
-            raise NotRunning(f"{spec['name']} has no container: start it first")
+            raise NotRunning(_("{node} has no container: start it first").format(node=spec['name']))
 
         def owned(info):
             info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
@@ -588,7 +604,8 @@ class ComposeBackend(ComposeApps):
         with tarfile.open(fileobj=buf, mode="w") as tar:
             tar.add(str(src), arcname=arcname, filter=owned)
         if not c.put_archive(dest_dir, buf.getvalue()):
-            raise LabError(f"could not copy {src} into {spec['container']}:{dest_dir}")
+            raise LabError(_("could not copy {src} into {container}:{dest_dir}").format(
+                src=src, container=spec['container'], dest_dir=dest_dir))
 
     def _write_file(self, spec, path: str, text: str, mode: int = 0o600) -> None:
         """Write a small file into a node's container, owned by the server user (put_archive:
@@ -605,7 +622,7 @@ class ComposeBackend(ComposeApps):
         standby.signal written to fence it), as the local backend runs tools beside stopped data."""
         c = self.container(spec)
         if c is None or c.status not in ("running", "exited", "created"):
-            raise NotRunning(f"{spec['name']} is not running: start it first")
+            raise NotRunning(_("{node} is not running: start it first").format(node=spec['name']))
         if commands.worth_showing([str(a) for a in args]):
             commands.shell(spec["name"], ["docker", "exec", "-u", "postgres", spec["container"], *map(str, args)])
         env = {"LANG": "C", **(env or {})}
@@ -617,8 +634,9 @@ class ComposeBackend(ComposeApps):
                                         (err or b"").decode("utf-8", "replace"))
         if check and code != 0:
             last = (r.stderr or r.stdout).strip().splitlines()
-            raise LabError(f"{Path(str(args[0])).name} failed in {spec['container']}: "
-                           f"{last[-1] if last else 'exit ' + str(code)}")
+            raise LabError(_("{program} failed in {container}: {reason}").format(
+                program=Path(str(args[0])).name, container=spec['container'],
+                reason=last[-1] if last else 'exit ' + str(code)))
         return r
 
     def _run_beside(self, c, args: list, env: dict, timeout: float):
@@ -638,7 +656,7 @@ class ComposeBackend(ComposeApps):
         """``docker pause`` (the cgroup freezer); no watchdog: ``resume``, ``stop`` and ``down`` thaw it."""
         c = self.container(spec)
         if c is None or c.status != "running":
-            raise NotRunning(f"{spec['name']} is stopped: start it before pausing it")
+            raise NotRunning(_("{node} is stopped: start it before pausing it").format(node=spec['name']))
         commands.shell(spec["name"], ["docker", "pause", spec["container"]])
         c.pause()
         return "docker pause"
@@ -648,7 +666,7 @@ class ComposeBackend(ComposeApps):
         if was:
             commands.shell(spec["name"], ["docker", "unpause", spec["container"]])
             self.container(spec).unpause()
-        return "resumed (docker unpause)" if was else "was not paused"
+        return _("resumed (docker unpause)") if was else _("was not paused")
 
     def is_paused(self, spec) -> bool:
         c = self.container(spec)
@@ -661,7 +679,7 @@ class ComposeBackend(ComposeApps):
         """``docker network disconnect``: the replica loses every network link, clients' too
         (``hold`` cannot be had: the kernel resets the connections)."""
         self._network().disconnect(spec["container"])
-        return "disconnected from the compose network"
+        return _("disconnected from the compose network")
 
     def heal(self, spec) -> str:
         import docker.errors  # lazy: the docker SDK (see _client)
@@ -670,7 +688,7 @@ class ComposeBackend(ComposeApps):
         except docker.errors.APIError as e:  # docker says so when it is connected already
             if "already exists" not in str(e):
                 raise
-        return "reconnected to the compose network"
+        return _("reconnected to the compose network")
 
     def is_cut(self, spec) -> bool:
         """Is the node's container disconnected from the compose network?  Asked of the container
@@ -696,10 +714,13 @@ class ComposeBackend(ComposeApps):
         environment); in a stopped container it is out of reach (it is not in the data volume)."""
         path = self.server_file(spec, name)
         if not self.pid(spec):
-            return f"{name} kept in {spec['container']} (stopped): run clean again once it runs"
+            return _("{name} kept in {container} (stopped): run clean again once it runs").format(
+                name=name, container=spec['container'])
         had = self.tool(spec, ["test", "-e", path], check=False).returncode == 0
         self.tool(spec, ["rm", "-rf", path, SCRATCH], check=False)
-        return f"{'removed ' + name if had else 'no ' + what} (in {spec['container']})"
+        if had:
+            return _("removed {name} (in {container})").format(name=name, container=spec['container'])
+        return _("no {what} (in {container})").format(what=what, container=spec['container'])
 
     def where(self, spec, path: str) -> str:
         return f"{spec['container']}:{path}"

@@ -14,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ..i18n import _
 from ..errors import LabError, ServerStartError, Timeout
 from ..system import jupyterenv, ports
 from .apps import HOST, AppEndpoints, AppNode
@@ -58,8 +59,9 @@ class ComposeApps:
             try:
                 self.client.images.pull(PGADMIN_IMAGE)
             except docker.errors.APIError:
-                raise LabError(f"the pgAdmin image {PGADMIN_IMAGE} is not here and cannot be pulled: "
-                               "pull it where a registry answers (or set LAB_PGADMIN_IMAGE)") from None
+                raise LabError(_("the pgAdmin image {image} is not here and cannot be pulled: "
+                                 "pull it where a registry answers (or set LAB_PGADMIN_IMAGE)").format(
+                    image=PGADMIN_IMAGE)) from None
         port = ports.claim_one(self.cfg.get("pgadmin_port") or 0, self.owner) if self.cfg.get("pgadmin_port") \
             else ports.claim_free_ports(1, self.owner)[0]
         self.cfg["pgadmin_port"] = port
@@ -75,13 +77,15 @@ class ComposeApps:
         deadline = time.monotonic() + timeout
         while not _answers(url + "/misc/ping"):
             if time.monotonic() > deadline:
-                raise Timeout(f"pgAdmin did not answer on {url} within {timeout:.0f} s: "
-                              f"docker logs {self.cfg['prefix']}pgadmin")
+                raise Timeout(_("pgAdmin did not answer on {url} within {timeout:.0f} s: "
+                                "docker logs {prefix}pgadmin").format(
+                    url=url, timeout=timeout, prefix=self.cfg['prefix']))
             time.sleep(0.5)
         names = ", ".join(s["Name"] for s in servers["Servers"].values())
         return AppEndpoints(urls={"pgadmin": url}, login={"email": PGADMIN_EMAIL, "password": self.cfg["pgadmin_password"]},
-                            ports=(port,), where=f"servers: {names} (user {self.state['superuser']}, "
-                                                 "password: cluster.credentials['password'])")
+                            ports=(port,), where=_("servers: {names} (user {user}, "
+                                                   "password: cluster.credentials['password'])").format(
+                                names=names, user=self.state['superuser']))
 
     # --- the crypto app (the web-app service) ---------------------------------------------
     def start_webapp(self, quiet: bool = False, timeout: float = APP_START_TIMEOUT) -> AppEndpoints:
@@ -99,7 +103,8 @@ class ComposeApps:
             r = self.compose("--profile", "app", "build", "web-app", check=False, timeout=1800)
             if r.returncode != 0:
                 tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-8:])
-                raise ServerStartError(f"building the app image {image} failed; last lines:\n{tail}")
+                raise ServerStartError(_("building the app image {image} failed; last lines:\n{log_lines}").format(
+                    image=image, log_lines=tail))
         # the old ports first, unless a node or pgAdmin of this lab has one now (claim() would say "ours")
         taken = {n["port"] for n in self.state["nodes"].values()} | {self.cfg.get("pgadmin_port")}
         old = [p for p in self.cfg.get("app_ports") or [] if p not in taken]
@@ -118,9 +123,11 @@ class ComposeApps:
         info = AppEndpoints(urls={"api": api, "dashboard": dash, "public_api": public_api,
                                   "public_dashboard": public_dash},
                             login={"token": self.cfg["app_token"]},
-                            ports=(api_port, dash_port), where=f"container: {name} (docker logs {name})")
+                            ports=(api_port, dash_port), where=_("container: {name} (docker logs {name})").format(
+                                name=name))
         if not quiet:
-            print(f"crypto app running\n  dashboard: {public_dash}\n  API:       {public_api}\n  {info.where}")
+            print(_("crypto app running\n  dashboard: {dashboard}\n  API:       {api}\n  {where}").format(
+                dashboard=public_dash, api=public_api, where=info.where))
         return info
 
     def _wait_webapp(self, urls, timeout: float) -> None:
@@ -139,8 +146,12 @@ class ComposeApps:
                 c, stopped = None, True
             if stopped or time.monotonic() > deadline:
                 tail = c.logs(tail=8).decode("utf-8", "replace").strip() if c else ""
-                what = "stopped while starting" if stopped else f"did not answer on {todo[0]} within {timeout:.0f} s"
-                raise ServerStartError(f"the crypto app ({name}) {what}; last log lines:\n{tail}")
+                if stopped:
+                    what = _("stopped while starting")
+                else:
+                    what = _("did not answer on {url} within {timeout:.0f} s").format(url=todo[0], timeout=timeout)
+                raise ServerStartError(_("the crypto app ({name}) {what}; last log lines:\n{log_lines}").format(
+                    name=name, what=what, log_lines=tail))
             time.sleep(0.25)
 
     def stop_webapp(self) -> bool:
