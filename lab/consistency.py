@@ -26,6 +26,7 @@ import psycopg2
 from . import proxy, sync, workload
 from .errors import BadArgument, LabError, NotRunning, Timeout, need_bool, need_choice, need_int, need_number
 from .faults import need_cluster, need_node, need_replica
+from .i18n import _
 from .lsn import format_lsn, record_end
 from .system.operations import changes_cluster, check_fresh
 from .workload import CREATE_TABLE, TABLE, WRITE
@@ -49,19 +50,21 @@ def _wait_lsn(cur, lsn: str, timeout: float = 10) -> None:
         if cur.fetchone()[0]:
             return
         if time.monotonic() > deadline:
-            raise Timeout(f"the replica has not replayed {lsn} after {timeout:g} s: is it streaming?")
+            raise Timeout(_("the replica has not replayed {lsn} after {timeout:g} s: is it streaming?").format(
+                lsn=lsn, timeout=timeout))
         time.sleep(0.0005)
 
 
 def _running(node) -> None:
     if not node.is_running:
-        raise NotRunning(f"{node.name} is stopped: start it with cluster.node({node.name!r}).start()")
+        raise NotRunning(_("{node} is stopped: start it with cluster.node({node!r}).start()").format(node=node.name))
 
 
 def _replicas(cluster, replicas) -> list:
     if isinstance(replicas, (str, bytes)) or not isinstance(replicas, (list, tuple)) or not replicas:
-        raise BadArgument(f"replicas is a list of replicas' names, e.g. ('replica1', 'replica2'), not {replicas!r}"[:200])
-    return [need_node(cluster, r, "each of replicas") for r in replicas]
+        raise BadArgument(_("replicas is a list of replicas' names, e.g. ('replica1', 'replica2'), not {value!r}").format(
+            value=replicas)[:200])
+    return [need_node(cluster, r, _("each of replicas")) for r in replicas]
 
 
 def read_your_writes(cluster, replica: str = "replica1", n: int = 30, fix: str = "none") -> pd.DataFrame:
@@ -72,15 +75,16 @@ def read_your_writes(cluster, replica: str = "replica1", n: int = 30, fix: str =
     ``lab.sync.set_synchronous``)."""
     need_cluster(cluster)
     need_choice(fix, "fix", RYW_FIXES)
-    need_int(n, "n (the number of trials)", lo=1, hi=10_000)
+    need_int(n, _("n (the number of trials)"), lo=1, hi=10_000)
     node = need_node(cluster, replica, "replica")
     replica = node.name
     _running(node)
     if fix == "remote_apply":
         names = cluster.primary.scalar("SHOW synchronous_standby_names")
         if replica not in names:
-            raise LabError(f"remote_apply waits only for a synchronous standby and {replica} is not one "
-                           f"(synchronous_standby_names = {names!r}): lab.sync.set_synchronous(cluster, {replica!r})")
+            raise LabError(_("remote_apply waits only for a synchronous standby and {replica} is not one "
+                             "(synchronous_standby_names = {names!r}): lab.sync.set_synchronous(cluster, {replica!r})"
+                             ).format(replica=replica, names=names))
     cluster.primary.execute(CREATE_TABLE)
     cluster.wait_replayed()
     run = f"ryw-{fix}-{secrets.token_hex(3)}"
@@ -115,8 +119,8 @@ def summarize(trials: pd.DataFrame, violation: str = "seen") -> pd.DataFrame:
     column: ``seen`` (a violation where False) or ``went_back`` (where True)."""
     need_choice(violation, "violation", ("seen", "went_back"))
     if not isinstance(trials, pd.DataFrame) or violation not in trials or "latency_s" not in trials:
-        raise BadArgument("summarize counts what read_your_writes(_compare) or monotonic_reads(_compare) return")
-    check_fresh(trials, "these trials")
+        raise BadArgument(_("summarize counts what read_your_writes(_compare) or monotonic_reads(_compare) return"))
+    check_fresh(trials, _("these trials"))
     key = "fix" if "fix" in trials else "mode"
     bad = ~trials[violation].astype(bool) if violation == "seen" else trials[violation].astype(bool)
     g = trials.assign(violation=bad).groupby(key, sort=False)
@@ -137,7 +141,7 @@ def read_your_writes_compare(cluster, replica: str = "replica1", n: int = 30, la
     each; ``summarize`` counts.  Restores the replica's link and synchronous_standby_names."""
     need_cluster(cluster)
     replica = need_replica(cluster, replica, "replica").name
-    need_int(n, "n (the number of trials)", lo=1, hi=10_000)
+    need_int(n, _("n (the number of trials)"), lo=1, hi=10_000)
     latency_ms = need_number(latency_ms, "latency_ms", lo=0, hi=1000, unit="milliseconds")
     need_bool(quiet, "quiet")
     names = cluster.primary.scalar("SHOW synchronous_standby_names")
@@ -150,8 +154,9 @@ def read_your_writes_compare(cluster, replica: str = "replica1", n: int = 30, la
                 sync.set_synchronous(cluster, replica)
             frames.append(read_your_writes(cluster, replica, n, fix))
             s = frames[-1]
-            _say(quiet, f"{fix:<13} {int((~s['seen']).sum()):>3} of {n} reads missed the write; "
-                        f"median {s['latency_s'].median() * 1000:.1f} ms from write to read")
+            _say(quiet, _("{fix:<13} {missed:>3} of {n} reads missed the write; median {median:.1f} ms from write "
+                          "to read").format(fix=fix, missed=int((~s["seen"]).sum()), n=n,
+                                            median=s["latency_s"].median() * 1000))
     finally:
         cluster.primary.set(synchronous_standby_names=names or None)
         if latency_ms:
@@ -168,10 +173,10 @@ def monotonic_reads(cluster, replicas=("replica1", "replica2"), n: int = 40, mod
     older than a row this client had already seen)."""
     need_cluster(cluster)
     nodes = _replicas(cluster, replicas)
-    need_int(n, "n (the number of reads)", lo=1, hi=10_000)
+    need_int(n, _("n (the number of reads)"), lo=1, hi=10_000)
     need_choice(mode, "mode", MONOTONIC_MODES)
-    need_number(rate, "rate (rows per second)", lo=1, hi=10_000)
-    need_number(every, "every (seconds between reads)", lo=0, hi=1)
+    need_number(rate, _("rate (rows per second)"), lo=1, hi=10_000)
+    need_number(every, _("every (seconds between reads)"), lo=0, hi=1)
     for node in nodes:
         _running(node)
     conns = []
@@ -211,7 +216,7 @@ def monotonic_reads_compare(cluster, replicas=("replica1", "replica2"), n: int =
     side.  Every read, one row each; ``summarize(df, "went_back")`` counts."""
     need_cluster(cluster)
     slow = _replicas(cluster, replicas)[-1].name
-    need_int(n, "n (the number of reads)", lo=1, hi=10_000)
+    need_int(n, _("n (the number of reads)"), lo=1, hi=10_000)
     delay_ms = need_number(delay_ms, "delay_ms", lo=0, hi=1000, unit="milliseconds")
     need_bool(quiet, "quiet")
     frames = []
@@ -222,7 +227,8 @@ def monotonic_reads_compare(cluster, replicas=("replica1", "replica2"), n: int =
         for mode in MONOTONIC_MODES:
             frames.append(monotonic_reads(cluster, replicas, n, mode))
             s = frames[-1]
-            _say(quiet, f"{mode:<10} {int(s['went_back'].sum()):>3} of {n} reads went back in time")
+            _say(quiet, _("{mode:<10} {went_back:>3} of {n} reads went back in time").format(
+                mode=mode, went_back=int(s["went_back"].sum()), n=n))
     finally:
         if routed:
             proxy.unroute(cluster, slow)
