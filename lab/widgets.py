@@ -17,9 +17,19 @@ import pandas as pd
 from IPython.display import display
 
 from .errors import LabError, need_str
+from .i18n import _
 
 ACTIONS = ("start", "stop", "restart")
-_DONE = {"start": "started", "stop": "stopped", "restart": "restarted"}
+# what each action did and could not do, its button's label and tooltip: looked up when shown
+_DONE = {"start": lambda: _("{node}: started in {seconds:.1f} s (now {state})"),
+         "stop": lambda: _("{node}: stopped in {seconds:.1f} s (now {state})"),
+         "restart": lambda: _("{node}: restarted in {seconds:.1f} s (now {state})")}
+_FAILED = {"start": lambda: _("{node}: could not start: {error}"),
+           "stop": lambda: _("{node}: could not stop: {error}"),
+           "restart": lambda: _("{node}: could not restart: {error}")}
+_LABEL = {"start": lambda: _("start"), "stop": lambda: _("stop"), "restart": lambda: _("restart")}
+_TOOLTIP = {"start": lambda: _("start the selected node"), "stop": lambda: _("stop the selected node"),
+            "restart": lambda: _("restart the selected node")}
 
 
 def refresh(cluster) -> pd.DataFrame:
@@ -36,20 +46,20 @@ def node_action(cluster, node_name: str, action: str) -> str:
     """
     need_str(node_name, "node_name", example="'replica1'")
     if action not in ACTIONS:
-        return f"unknown action {action!r}: choose one of {', '.join(ACTIONS)}"
+        return _("unknown action {action!r}: choose one of {choices}").format(action=action, choices=", ".join(ACTIONS))
     try:
         node = cluster.node(node_name)
         before = node.state.value
         if action == "start" and before == "running":
-            return f"{node.name} is already running"
+            return _("{node} is already running").format(node=node.name)
         if action == "stop" and before == "stopped":
-            return f"{node.name} is already stopped"
+            return _("{node} is already stopped").format(node=node.name)
         t0 = time.monotonic()
         getattr(node, action)()
         took = time.monotonic() - t0
-        return f"{node.name}: {_DONE[action]} in {took:.1f} s (now {node.state.value})"
+        return _DONE[action]().format(node=node.name, seconds=took, state=node.state.value)
     except LabError as e:
-        return f"{node_name}: could not {action}: {e}"
+        return _FAILED[action]().format(node=node_name, error=e)
 
 
 def show_table(df, names, out: w.Output, picker: w.Dropdown) -> None:
@@ -84,18 +94,20 @@ def control_panel(cluster) -> w.VBox:
     >>> panel = lab.widgets.control_panel(cluster)   # doctest: +SKIP
     """
     names = [(f"{n.name} ({n.role})", n.name) for n in cluster.nodes]
-    picker = w.Dropdown(options=names, value=names[0][1] if names else None, description="node",
+    picker = w.Dropdown(options=names, value=names[0][1] if names else None, description=_("node"),
                         layout=w.Layout(width="260px"))
-    buttons = {a: w.Button(description=a, tooltip=f"{a} the selected node", layout=w.Layout(width="90px"))
+    buttons = {a: w.Button(description=_LABEL[a](), tooltip=_TOOLTIP[a](), layout=w.Layout(width="90px"))
                for a in ACTIONS}
     buttons["stop"].button_style = "warning"
-    refresh_button = w.Button(description="refresh", icon="refresh", layout=w.Layout(width="100px"))
-    message = w.HTML(value="<i>pick a node and an action</i>")
+    refresh_button = w.Button(description=_("refresh"), icon="refresh", layout=w.Layout(width="100px"))
+    hint = _("pick a node and an action")
+    message = w.HTML(value=f"<i>{html.escape(hint)}</i>")
     out = w.Output()
 
     def on_action(action):
         def handler(_button):
-            message.value = f"<i>{html.escape(action)} {html.escape(str(picker.value))}…</i>"
+            doing = _("{action} {node}…").format(action=_LABEL[action](), node=picker.value)
+            message.value = f"<i>{html.escape(doing)}</i>"
             message.value = html.escape(node_action(cluster, picker.value, action))
             _show_status(cluster, out, picker)
         return handler
@@ -104,5 +116,5 @@ def control_panel(cluster) -> w.VBox:
         button.on_click(on_action(action))
     refresh_button.on_click(lambda _b: _show_status(cluster, out, picker))
     _show_status(cluster, out, picker)
-    title = w.HTML(f"<b>Cluster</b> in <code>{html.escape(str(cluster.home.path))}</code>")
+    title = w.HTML(_("<b>Cluster</b> in <code>{path}</code>").format(path=html.escape(str(cluster.home.path))))
     return w.VBox([title, w.HBox([picker, *buttons.values(), refresh_button]), message, out])
