@@ -18,6 +18,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from .errors import BadArgument, LabError, need_choice
 from .faults import need_cluster
+from .i18n import _, ngettext
 
 try:  # IPython comes with Jupyter; without it (a plain script) there is no notebook to show figures in
     from IPython import get_ipython
@@ -57,7 +58,7 @@ def human_bytes(n) -> str:
     if n is None or n is pd.NA:
         return "?"
     if isinstance(n, bool) or not isinstance(n, numbers.Real):
-        raise BadArgument(f"human_bytes takes a number of bytes, not {type(n).__name__}")
+        raise BadArgument(_("human_bytes takes a number of bytes, not {type}").format(type=type(n).__name__))
     if not math.isfinite(n):
         return "?"
     n = int(n)
@@ -80,8 +81,11 @@ def _streaming(cluster) -> set:
 def _label(row) -> str:
     lsn = row["current_lsn"] if row["role"] == "primary" else row["replayed_lsn"]
     lsn = lsn if isinstance(lsn, str) else "–"
-    which = "current" if row["role"] == "primary" else "replayed"
-    return f"{row['node']}\n{row['role']} · {row['state']}\n{row['host']}:{row['port']}\n{which} LSN {lsn}"
+    if row["role"] == "primary":
+        where = _("current LSN {lsn}").format(lsn=lsn)
+    else:
+        where = _("replayed LSN {lsn}").format(lsn=lsn)
+    return f"{row['node']}\n{row['role']} · {row['state']}\n{row['host']}:{row['port']}\n{where}"
 
 
 def _look(row) -> str:
@@ -103,7 +107,7 @@ def topology(cluster, status: "pd.DataFrame | None" = None) -> Figure:
     """
     need_cluster(cluster)
     if status is not None and (not isinstance(status, pd.DataFrame) or not _STATUS_COLUMNS <= set(status.columns)):
-        raise BadArgument("status is what cluster.status() returns (or None for the current one)")
+        raise BadArgument(_("status is what cluster.status() returns (or None for the current one)"))
     st = cluster.status() if status is None else status
     # the primary the lab writes to goes left; anything else (even a second primary after a
     # failover chapter's split brain) goes right, so no two boxes overlap
@@ -128,11 +132,11 @@ def topology(cluster, status: "pd.DataFrame | None" = None) -> Figure:
 
     px, rx = 0.2, 0.78
     py = 0.5
-    for _, row in primary.iterrows():
+    for _i, row in primary.iterrows():
         box(px, py, row)
     if primary.empty:
-        ax.text(px, py, "no primary", ha="center", va="center", color="#b3261e")
-    for y, (_, row) in zip(ys, others.iterrows()):
+        ax.text(px, py, _("no primary"), ha="center", va="center", color="#b3261e")
+    for y, (_i, row) in zip(ys, others.iterrows()):
         box(rx, y, row)
         if row["role"] != "replica" or primary.empty:
             continue  # a former primary follows nobody until it is rejoined
@@ -140,17 +144,18 @@ def topology(cluster, status: "pd.DataFrame | None" = None) -> Figure:
         colour = "#3b7d3b" if live else "#a0a0a0"
         ax.add_patch(FancyArrowPatch((px + BOX_W / 2, py), (rx - BOX_W / 2, y), arrowstyle="-|>",
                                      mutation_scale=14, lw=1.5, color=colour, ls="-" if live else "--"))
-        label = f"streaming\nlag {human_bytes(row['lag_bytes'])}" if live else "not streaming"
+        label = _("streaming\nlag {size}").format(size=human_bytes(row["lag_bytes"])) if live else _("not streaming")
         # nearer the replica than the primary, where the arrows fan out and labels do not collide
         at = (px + BOX_W / 2 + 0.62 * (rx - px - BOX_W), py + 0.62 * (y - py))
         ax.text(*at, label, ha="center", va="center", fontsize=8, color=colour,
                 bbox=dict(fc="white", ec="none", pad=1))
     if others.empty:
-        ax.text(rx, 0.5, "no replicas\n(cluster.add_replica() adds one)", ha="center", va="center",
+        ax.text(rx, 0.5, _("no replicas\n(cluster.add_replica() adds one)"), ha="center", va="center",
                 color="#808080", fontsize=9)
     version = getattr(cluster, "pg_version", "")
     replicas = int((st["role"] == "replica").sum())
-    fig.suptitle(f"PostgreSQL {version}: {len(primary)} primary, {replicas} replica(s)", fontsize=10)
+    fig.suptitle(_("PostgreSQL {version}: {primaries} primary, {replicas} replica(s)").format(
+        version=version, primaries=len(primary), replicas=replicas), fontsize=10)
     return fig
 
 
@@ -160,8 +165,8 @@ def delays(measurements: pd.DataFrame, unit: str = "ms") -> Figure:
     ``measurements`` is what ``lab.replication.time_to_replica`` returns.
     """
     if not isinstance(measurements, pd.DataFrame) or "seconds" not in measurements or measurements.empty:
-        raise BadArgument("delays() plots what lab.replication.time_to_replica(cluster) returns: "
-                       "pass its DataFrame")
+        raise BadArgument(_("delays() plots what lab.replication.time_to_replica(cluster) returns: "
+                            "pass its DataFrame"))
     scale = {"s": 1.0, "ms": 1e3, "µs": 1e6, "us": 1e6}
     scale = scale[need_choice(unit, "unit", scale)]
     values = measurements["seconds"].to_numpy(dtype=float) * scale
@@ -170,9 +175,9 @@ def delays(measurements: pd.DataFrame, unit: str = "ms") -> Figure:
     strip, hist = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[1.2, 1]))
     strip.plot(measurements.get("trial", pd.Series(range(1, len(values) + 1))), values, "o", ms=4,
                color="#2f5d8a")
-    strip.axhline(median, color="#b3261e", lw=1, ls="--", label=f"median {median:.3g} {unit}")
-    strip.set_xlabel("trial")
-    strip.set_ylabel(f"time to replica ({unit})")
+    strip.axhline(median, color="#b3261e", lw=1, ls="--", label=_("median {median:.3g} {unit}").format(median=median, unit=unit))
+    strip.set_xlabel(_("trial"))
+    strip.set_ylabel(_("time to replica ({unit})").format(unit=unit))
     strip.legend(loc="upper right", fontsize=8)
     positive = values[values > 0]
     if len(positive) and positive.max() / positive.min() > 50:  # one slow trial would squash the rest
@@ -183,9 +188,16 @@ def delays(measurements: pd.DataFrame, unit: str = "ms") -> Figure:
         bins = 20
     hist.hist(values, bins=bins, color="#2f5d8a", alpha=0.8)
     hist.axvline(median, color="#b3261e", lw=1, ls="--")
-    hist.set_xlabel(f"time to replica ({unit})")
-    hist.set_ylabel("trials")
-    replica = measurements["replica"].iloc[0] if "replica" in measurements else "the replica"
-    fig.suptitle(f"{len(values)} rows inserted on the primary: time until visible on {replica}", fontsize=10)
+    hist.set_xlabel(_("time to replica ({unit})").format(unit=unit))
+    hist.set_ylabel(_("trials"))
+    if "replica" in measurements:
+        title = ngettext("{n} rows inserted on the primary: time until visible on {replica}",
+                         "{n} rows inserted on the primary: time until visible on {replica}",
+                         len(values)).format(n=len(values), replica=measurements["replica"].iloc[0])
+    else:
+        title = ngettext("{n} rows inserted on the primary: time until visible on the replica",
+                         "{n} rows inserted on the primary: time until visible on the replica",
+                         len(values)).format(n=len(values))
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
