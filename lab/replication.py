@@ -13,6 +13,7 @@ import psycopg2
 
 from .errors import BadArgument, LabError, NotRunning, Text, Timeout, need_int, need_number
 from .faults import need_cluster
+from .i18n import _, ngettext
 from .lsn import lsn_diff, parse_lsn
 from .node import Node, Role
 
@@ -90,13 +91,14 @@ def _pick_replica(cluster, replica) -> Node:
     if replica is not None:
         node = cluster.node(replica)
         if node.role != Role.REPLICA:
-            raise LabError(f"{node.name} is the {node.role}, not a replica: pick one of "
-                           f"{', '.join(r.name for r in cluster.replicas) or '(none: cluster.add_replica())'}")
+            raise LabError(_("{node} is the {role}, not a replica: pick one of {replicas}").format(
+                node=node.name, role=node.role,
+                replicas=", ".join(r.name for r in cluster.replicas) or _("(none: cluster.add_replica())")))
         return node
     running = [r for r in cluster.replicas if r.is_running]
     if not running:
-        raise NotRunning("no replica is running: start one with cluster.node('replica1').start() "
-                         "or add one with cluster.add_replica()")
+        raise NotRunning(_("no replica is running: start one with cluster.node('replica1').start() "
+                           "or add one with cluster.add_replica()"))
     return running[0]
 
 
@@ -114,11 +116,11 @@ def time_to_replica(cluster, replica=None, n: int = 20, timeout: float = 5.0) ->
     >>> d = lab.replication.time_to_replica(cluster, n=20)   # doctest: +SKIP
     >>> lab.replication.delay_summary(d)                     # doctest: +SKIP
     """
-    need_int(n, "n (the number of rows to time)", 1, 10_000)
+    need_int(n, _("n (the number of rows to time)"), 1, 10_000)
     timeout = need_number(timeout, "timeout", 0.1, 300, unit="seconds")
     node = _pick_replica(cluster, replica)
     if not node.is_running:
-        raise NotRunning(f"{node.name} is stopped: start it with cluster.node({node.name!r}).start()")
+        raise NotRunning(_("{node} is stopped: start it with cluster.node({node!r}).start()").format(node=node.name))
     # Persistent connections: a new connection per poll would cost more than the replication itself.
     primary, reader = cluster.primary.connect(), node.connect()
     trials = []
@@ -146,8 +148,9 @@ def time_to_replica(cluster, replica=None, n: int = 20, timeout: float = 5.0) ->
                     if seen:
                         break
                     if now > deadline:
-                        raise Timeout(f"row {row_id} did not appear on {node.name} within {timeout:g} s: is it "
-                                      "streaming? see lab.replication.stat_replication(cluster)")
+                        raise Timeout(_("row {row_id} did not appear on {node} within {timeout:g} s: is it "
+                                        "streaming? see lab.replication.stat_replication(cluster)").format(
+                            row_id=row_id, node=node.name, timeout=timeout))
             trials.append(dict(trial=i, replica=node.name, row_id=row_id, lsn=lsn, seconds=now - committed,
                                polls=polls))
     finally:
@@ -165,14 +168,17 @@ def delay_summary(trials: pd.DataFrame) -> Text:
     4 trials on replica1: median 0.95 ms, 75th percentile 1.52 ms, slowest 3.1 ms; 1 of 4 over twice the median
     """
     if not isinstance(trials, pd.DataFrame) or "seconds" not in trials or trials.empty:
-        raise BadArgument("delay_summary reads what lab.replication.time_to_replica returns: "
-                          "trials = lab.replication.time_to_replica(cluster), then delay_summary(trials)")
+        raise BadArgument(_("delay_summary reads what lab.replication.time_to_replica returns: "
+                            "trials = lab.replication.time_to_replica(cluster), then delay_summary(trials)"))
     ms = trials["seconds"].astype(float) * 1000
     median, p75, top = ms.median(), ms.quantile(0.75), ms.max()
     slow = int((ms > 2 * median).sum())
-    where = ", ".join(sorted(set(trials["replica"]))) if "replica" in trials else "the replica"
-    return Text(f"{len(ms)} trials on {where}: median {_ms(median)} ms, 75th percentile {_ms(p75)} ms, "
-                f"slowest {_ms(top)} ms; {slow} of {len(ms)} over twice the median")
+    where = ", ".join(sorted(set(trials["replica"]))) if "replica" in trials else _("the replica")
+    return Text(ngettext("{n} trials on {where}: median {median} ms, 75th percentile {p75} ms, "
+                         "slowest {slowest} ms; {slow} of {n} over twice the median",
+                         "{n} trials on {where}: median {median} ms, 75th percentile {p75} ms, "
+                         "slowest {slowest} ms; {slow} of {n} over twice the median", len(ms)).format(
+        n=len(ms), where=where, median=_ms(median), p75=_ms(p75), slowest=_ms(top), slow=slow))
 
 
 def _ms(value: float) -> str:
@@ -193,12 +199,12 @@ def catch_up(cluster, replica: str = "replica1", rows: int = 10_000, timeout: fl
     behind it is); just started; caught up.  ``seconds`` counts from the call to ``start()``.
     >>> lab.replication.catch_up(cluster, "replica1", rows=10_000)   # doctest: +SKIP
     """
-    need_int(rows, "rows (how many rows to write while the replica is stopped)", 1, 1_000_000)
+    need_int(rows, _("rows (how many rows to write while the replica is stopped)"), 1, 1_000_000)
     timeout = need_number(timeout, "timeout", 1, 3600, unit="seconds")
     node = _pick_replica(cluster, replica)
     primary = cluster.primary
     if not primary.is_running:
-        raise NotRunning(f"the primary ({primary.name}) is stopped: start it with cluster.start()")
+        raise NotRunning(_("the primary ({name}) is stopped: start it with cluster.start()").format(name=primary.name))
 
     def count(n: Node):
         return n.scalar("SELECT count(*) FROM test_replication")
@@ -213,11 +219,12 @@ def catch_up(cluster, replica: str = "replica1", rows: int = 10_000, timeout: fl
     replayed = None
     if node.is_running:  # a re-run after an interrupted one may find it stopped already
         replayed = node.scalar("SELECT pg_last_wal_replay_lsn()::text", dbname="postgres")
-        moments.append(moment("before the stop", replayed, on_replica=count(node)))
+        moments.append(moment(_("before the stop"), replayed, on_replica=count(node)))
         node.stop()
     primary.execute("INSERT INTO test_replication (mensaje) SELECT 'lote ' || g FROM generate_series(1, %s) g",
                     (int(rows),))
-    moments.append(moment(f"stopped, {rows} rows written on the primary", replayed))
+    moments.append(moment(ngettext("stopped, {rows} rows written on the primary",
+                                   "stopped, {rows} rows written on the primary", rows).format(rows=rows), replayed))
     target = parse_lsn(moments[-1]["primary_lsn"])
 
     t0 = time.monotonic()
@@ -226,19 +233,19 @@ def catch_up(cluster, replica: str = "replica1", rows: int = 10_000, timeout: fl
     try:
         started = time.monotonic() - t0
         first = _replay_lsn(conn)
-        moments.append(moment("started (accepting connections)", first, started, count(node)))
+        moments.append(moment(_("started (accepting connections)"), first, started, count(node)))
         deadline = t0 + timeout
         lsn = first
         while lsn is None or parse_lsn(lsn) < target:
             if time.monotonic() > deadline:
-                raise Timeout(f"{node.name} has not caught up after {timeout:g} s (it is at {lsn}): "
-                              f"see cluster.node({node.name!r}).logs()")
+                raise Timeout(_("{node} has not caught up after {timeout:g} s (it is at {lsn}): "
+                                "see cluster.node({node!r}).logs()").format(node=node.name, timeout=timeout, lsn=lsn))
             time.sleep(0.002)
             lsn = _replay_lsn(conn)
         caught = time.monotonic() - t0
     finally:
         conn.close()
-    moments.append(moment("caught up", lsn, caught, count(node)))
+    moments.append(moment(_("caught up"), lsn, caught, count(node)))
     df = pd.DataFrame(moments)
     for col in ("behind_bytes", "rows_on_primary", "rows_on_replica"):
         df[col] = df[col].astype("Int64")
