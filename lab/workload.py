@@ -40,12 +40,15 @@ import psycopg2
 from . import conninfo
 from .cluster import Cluster
 from .errors import BadArgument, LabError, NotRunning, need_bool, need_choice, need_int, need_number, need_str
+from .i18n import _
 from .lsn import parse_lsn, record_end
 from .node import Node
 
 TABLE = "lab_writes"
 MAX_SECONDS = 600           # a writer or reader never runs longer than this
 OUTCOMES = ("acknowledged", "failed", "unknown")
+# a loop's kind (Writer.kind, Reader.kind) in a sentence, looked up when shown
+_KIND_SHOWN = {"writer": lambda: _("writer"), "reader": lambda: _("reader"), "loop": lambda: _("loop")}
 SYNCHRONOUS_COMMIT = ("off", "local", "remote_write", "on", "remote_apply")
 TARGET_SESSION_ATTRS = ("any", "read-write", "read-only", "primary", "standby", "prefer-standby")
 
@@ -57,12 +60,13 @@ def _shown(value) -> str:
 
 def _need_node(node, what: str = "node") -> Node:
     if not isinstance(node, Node):
-        raise BadArgument(f"{what} is a node, e.g. cluster.node('replica1') or cluster.primary, not {_shown(node)}")
+        raise BadArgument(_("{what} is a node, e.g. cluster.node('replica1') or cluster.primary, not {value}").format(
+            what=what, value=_shown(node)))
     return node
 
 
 def _need_run(run, what: str = "run") -> "str | None":
-    return None if run is None else need_str(run, what, example="the Writer's run_id")
+    return None if run is None else need_str(run, what, example=_("the Writer's run_id"))
 
 CREATE_TABLE = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -141,14 +145,14 @@ def multi_host_dsn(cluster, target_session_attrs: str = "read-write", nodes=None
     >>> lab.workload.Writer(dsn, rate=100, duration=5)      # doctest: +SKIP
     """
     if not isinstance(cluster, Cluster):
-        raise BadArgument(f"cluster is what lab.up() returns, not {_shown(cluster)}")
+        raise BadArgument(_("cluster is what lab.up() returns, not {value}").format(value=_shown(cluster)))
     need_choice(target_session_attrs, "target_session_attrs", TARGET_SESSION_ATTRS)
-    need_int(connect_timeout, "connect_timeout (seconds)", lo=1, hi=3600)
+    need_int(connect_timeout, _("connect_timeout (seconds)"), lo=1, hi=3600)
     if nodes is not None and (isinstance(nodes, (str, bytes)) or not hasattr(nodes, "__iter__")):
-        raise BadArgument(f"nodes is a list of nodes, e.g. cluster.nodes, not {_shown(nodes)}")
-    nodes = [_need_node(n, "each of nodes") for n in nodes] if nodes is not None else cluster.nodes
+        raise BadArgument(_("nodes is a list of nodes, e.g. cluster.nodes, not {value}").format(value=_shown(nodes)))
+    nodes = [_need_node(n, _("each of nodes")) for n in nodes] if nodes is not None else cluster.nodes
     if not nodes:
-        raise LabError("multi_host_dsn needs at least one node")
+        raise LabError(_("multi_host_dsn needs at least one node"))
     p = conninfo.parse(nodes[0].dsn)
     return conninfo.multi_host([(n.host, n.port) for n in nodes], user=p["user"], password=p["password"],
                                dbname=p["dbname"], target_session_attrs=target_session_attrs,
@@ -164,8 +168,8 @@ def _resolve(target, cluster) -> "tuple[str, object, str]":
     if isinstance(target, str) and "=" in target:
         conninfo.parse(target)  # a malformed string: a LabError now, not a failed write per row
         return target, cluster, "dsn"
-    raise BadArgument(f"write to a node (cluster.primary), a cluster, or a libpq connection string, "
-                      f"not {_shown(target)}")
+    raise BadArgument(_("write to a node (cluster.primary), a cluster, or a libpq connection string, "
+                        "not {value}").format(value=_shown(target)))
 
 
 def _node_names(cluster) -> dict:
@@ -174,11 +178,18 @@ def _node_names(cluster) -> dict:
     return {(n.host, str(n.port)): n.name for n in cluster.nodes}
 
 
+def _kind(kind: str) -> str:
+    """A loop's kind ("writer") in the lab's language, for a sentence."""
+    shown = _KIND_SHOWN.get(kind)
+    return shown() if shown else kind
+
+
 def _bound(duration, max_rows, what: str) -> tuple:
     if duration is None and max_rows is None:
-        raise LabError(f"a {what} bounds its own time: give duration= (seconds) or max_rows=")
+        raise LabError(_("a {what} bounds its own time: give duration= (seconds) or max_rows=").format(what=_kind(what)))
     if duration is not None and (need_number(duration, "duration", lo=0, hi=MAX_SECONDS, unit="seconds") == 0):
-        raise BadArgument(f"duration is in seconds, more than 0 and at most {MAX_SECONDS}, not {duration!r}")
+        raise BadArgument(_("duration is in seconds, more than 0 and at most {max}, not {value!r}").format(
+            max=MAX_SECONDS, value=duration))
     if max_rows is not None:
         need_int(max_rows, "max_rows", lo=1, hi=10_000_000)
     return (float(duration) if duration is not None else float(MAX_SECONDS)), max_rows
@@ -186,8 +197,8 @@ def _bound(duration, max_rows, what: str) -> tuple:
 
 def _check_rate(rate):
     if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 100_000):
-        raise BadArgument(f"rate is rows per second (more than 0, at most 100000) or None for as fast as "
-                       f"it can, not {rate!r}")
+        raise BadArgument(_("rate is rows per second (more than 0, at most 100000) or None for as fast as "
+                            "it can, not {value!r}").format(value=rate))
     return rate
 
 
@@ -212,7 +223,7 @@ class _Loop:
 
     def start(self):
         if self._thread is not None:
-            raise LabError(f"this {self.kind} has run already: make a new one")
+            raise LabError(_("this {what} has run already: make a new one").format(what=_kind(self.kind)))
         self._setup()
         self._thread = threading.Thread(target=self._main, name=f"lab-{self.kind}", daemon=True)
         self.started_at = time.time()
@@ -293,14 +304,14 @@ class Writer(_Loop):
                  retry_interval: float = 0.05, log_path=None, create_table: bool = True):
         super().__init__(duration, max_rows, rate)
         if cluster is not None and not isinstance(cluster, Cluster):
-            raise BadArgument(f"cluster is what lab.up() returns (or None), not {_shown(cluster)}")
+            raise BadArgument(_("cluster is what lab.up() returns (or None), not {value}").format(value=_shown(cluster)))
         _need_run(run)
         if synchronous_commit is not None:
             need_choice(synchronous_commit, "synchronous_commit", SYNCHRONOUS_COMMIT)
         need_int(payload_bytes, "payload_bytes", lo=0, hi=1_000_000)
         need_number(retry_interval, "retry_interval", lo=0, hi=60, unit="seconds")
         if log_path is not None and not isinstance(log_path, (str, Path)):
-            raise BadArgument(f"log_path is a file's path (or None), not {_shown(log_path)}")
+            raise BadArgument(_("log_path is a file's path (or None), not {value}").format(value=_shown(log_path)))
         need_bool(create_table, "create_table")
         self.dsn, self.cluster, self.target = _resolve(target, cluster)
         self.run_id = run or f"w{secrets.token_hex(3)}"
@@ -354,16 +365,17 @@ class Writer(_Loop):
         try:
             conn = self._connect()
         except psycopg2.Error as e:
-            raise NotRunning(f"the writer cannot connect to {self.target}: {_first_line(e)}; "
-                             "is the primary running? see cluster.status()") from None
+            raise NotRunning(_("the writer cannot connect to {target}: {error}; "
+                               "is the primary running? see cluster.status()").format(
+                target=self.target, error=_first_line(e))) from None
         try:
             if self._create_table:
                 with conn.cursor() as cur:
                     try:
                         cur.execute(CREATE_TABLE)
                     except psycopg2.Error as e:
-                        raise LabError(f"the writer cannot create {TABLE} on {self._where(conn)}: "
-                                       f"{_first_line(e)} (write to the primary)") from None
+                        raise LabError(_("the writer cannot create {table} on {node}: {error} (write to the primary)").format(
+                            table=TABLE, node=self._where(conn), error=_first_line(e))) from None
         except BaseException:
             conn.close()
             raise
@@ -475,22 +487,22 @@ def read_log(path) -> pd.DataFrame:
     """A writer's JSON-lines log, as ``Writer.log()`` shows it (the run id is not in the lines:
     pass it to ``audit(..., run=)``)."""
     if not isinstance(path, (str, Path)):
-        raise BadArgument(f"path is a writer's log file (its log_path), not {_shown(path)}")
+        raise BadArgument(_("path is a writer's log file (its log_path), not {value}").format(value=_shown(path)))
     path = Path(path)
     if not path.is_file():
-        raise LabError(f"no writer log at {path}: pass the log_path the Writer was given")
+        raise LabError(_("no writer log at {path}: pass the log_path the Writer was given").format(path=path))
     try:
         with open(path) as f:
             writes = [Write(**json.loads(line)) for line in f if line.strip()]
     except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
-        raise LabError(f"{path} is not a writer's log (JSON lines of lab.workload.Writer): "
-                       f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise LabError(_("{path} is not a writer's log (JSON lines of lab.workload.Writer): {error}").format(
+            path=path, error=str(e).splitlines()[0] if str(e) else type(e).__name__)) from None
     return log_frame(writes)
 
 
 def _need_log(log, what: str = "log") -> pd.DataFrame:
     if not isinstance(log, pd.DataFrame) or not {"outcome", "seq", "sent_at", "done_at", "latency_s"} <= set(log):
-        raise BadArgument(f"{what} is what a Writer's log() returns, not {type(log).__name__}")
+        raise BadArgument(_("{what} is what a Writer's log() returns, not {type}").format(what=what, type=type(log).__name__))
     return log
 
 
@@ -519,17 +531,18 @@ def _log_of(source, run: "str | None" = None) -> "tuple[pd.DataFrame, str]":
     elif isinstance(source, (str, Path)):
         log, log_run = read_log(source), None
     else:
-        raise BadArgument(f"audit a Writer, its log() DataFrame or its log file, not {type(source).__name__}")
+        raise BadArgument(_("audit a Writer, its log() DataFrame or its log file, not {type}").format(
+            type=type(source).__name__))
     run = _need_run(run) or log_run
     if not run:
-        raise LabError("the log does not say its run id: pass run= (the Writer's run_id)")
+        raise LabError(_("the log does not say its run id: pass run= (the Writer's run_id)"))
     return log, run
 
 
 def rows_on(node, run: str) -> set:
     """The seq numbers of run ``run`` that ``node`` shows."""
     _need_node(node)
-    need_str(run, "run", example="the Writer's run_id")
+    need_str(run, "run", example=_("the Writer's run_id"))
     try:
         df = node.sql(f"SELECT seq FROM {TABLE} WHERE run = %s", (run,))
     except LabError as e:
@@ -574,7 +587,7 @@ def outage(log: pd.DataFrame, after: "float | None" = None) -> "float | None":
     that end after the wall-clock time ``after`` (a crash): how long writes were impossible."""
     _need_log(log)
     if after is not None:
-        need_number(after, "after (a wall-clock time, time.time())")
+        need_number(after, _("after (a wall-clock time, time.time())"))
     ack = log[log["outcome"] == "acknowledged"].sort_values("done_at")
     if len(ack) < 2:
         return None
@@ -680,7 +693,7 @@ def replayed_at_least(node, lsn) -> bool:
     """Has ``node`` (a replica) replayed ``lsn``?  (A primary has everything it wrote.)"""
     _need_node(node)
     if parse_lsn(lsn) is None:
-        raise BadArgument("lsn is an LSN like '0/3000060', not None")
+        raise BadArgument(_("lsn is an LSN like '0/3000060', not None"))
     got = node.scalar("SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END",
                       dbname="postgres")
     return got is None or parse_lsn(got) >= record_end(lsn)  # a commit's insert LSN may sit past a page header
