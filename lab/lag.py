@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from . import faults, plots, proxy, sync, workload  # noqa: F401 (plots: shows Figures as pictures in notebooks)
 from .errors import LabError, NotRunning, need_bool, need_number, need_str
+from .i18n import _
 from .lsn import lsn_diff, parse_lsn
 from .standby import lag_table
 from .system.operations import changes_cluster, check_fresh
@@ -50,9 +51,9 @@ class LagSampler:
 
     def __init__(self, cluster, every: float = 0.1, duration: float = 120, replicas=None):
         if isinstance(every, bool) or not isinstance(every, (int, float)) or not 0.01 <= every <= 10:
-            raise LabError(f"every is the sampling interval in seconds (0.01 to 10), not {every!r}")
+            raise LabError(_("every is the sampling interval in seconds (0.01 to 10), not {value!r}").format(value=every))
         if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 < duration <= 600:
-            raise LabError(f"duration bounds the sampler (seconds, at most 600), not {duration!r}")
+            raise LabError(_("duration bounds the sampler (seconds, at most 600), not {value!r}").format(value=duration))
         self.cluster = cluster
         self.every = float(every)
         self.duration = float(duration)
@@ -127,9 +128,9 @@ class LagSampler:
 
     def start(self) -> "LagSampler":
         if self._thread is not None:
-            raise LabError("this sampler has run already: make a new one")
+            raise LabError(_("this sampler has run already: make a new one"))
         if not self.cluster.primary.is_running:
-            raise NotRunning(f"the primary ({self.cluster.primary.name}) is stopped: start it first")
+            raise NotRunning(_("the primary ({name}) is stopped: start it first").format(name=self.cluster.primary.name))
         self.t0 = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="lab-lag-sampler", daemon=True)
         self._thread.start()
@@ -172,21 +173,21 @@ def lag_figure(samples: pd.DataFrame, title: "str | None" = None) -> Figure:
     ``replay_lag`` (seconds) below; phases (``phase`` column) shaded and named."""
     if not isinstance(samples, pd.DataFrame) \
             or not {"t", "phase", "replica", "behind_bytes", "replay_lag_s", "replay_lag_bytes"} <= set(samples.columns):
-        raise LabError("lag_figure draws a LagSampler's frame(): pass sampler.frame()")
+        raise LabError(_("lag_figure draws a LagSampler's frame(): pass sampler.frame()"))
     fig = Figure(figsize=(8.5, 4.4))
     top, bottom = fig.subplots(2, 1, sharex=True)
     if len(samples):
         _shade_phases(samples, (top, bottom))
         for (name, s), colour in zip(samples.groupby("replica", sort=True), _COLOURS * 3):
             top.plot(s["t"], s["behind_bytes"].astype("float") / 1024, color=colour, lw=1.5,
-                     label=f"{name}: primary − replayed")
+                     label=_("{replica}: primary − replayed").format(replica=name))
             bottom.plot(s["t"], s["replay_lag_s"] * 1000, color=colour, lw=1.5, label=f"{name}: replay_lag")
         top.legend(loc="upper left", fontsize=8)
         bottom.legend(loc="upper left", fontsize=8)
-    top.set_ylabel("kB of WAL behind")
+    top.set_ylabel(_("kB of WAL behind"))
     bottom.set_ylabel("replay_lag (ms)")
-    bottom.set_xlabel("time (s)")
-    fig.suptitle(title or "replication lag over time", fontsize=10)
+    bottom.set_xlabel(_("time (s)"))
+    fig.suptitle(title or _("replication lag over time"), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -276,8 +277,9 @@ def lag_under_latency(cluster, replica: str = "replica1", latencies=(0, 20, 50, 
     replica = faults.need_replica(cluster, replica).name
     steps = list(latencies) if isinstance(latencies, (list, tuple, range)) else []
     if not steps or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 <= x <= 1000 for x in steps):
-        raise LabError(f"latencies are milliseconds (0 to 1000), e.g. (0, 20, 50, 100), not {latencies!r}"[:200])
-    need_number(seconds, "seconds (per latency)", 0.2, 20)
+        raise LabError(_("latencies are milliseconds (0 to 1000), e.g. (0, 20, 50, 100), not {value!r}").format(
+            value=latencies)[:200])
+    need_number(seconds, _("seconds (per latency)"), 0.2, 20)
     need_number(cut_seconds, "cut_seconds", 0, 20)
     need_bool(live, "live")
     need_bool(quiet, "quiet")
@@ -285,7 +287,12 @@ def lag_under_latency(cluster, replica: str = "replica1", latencies=(0, 20, 50, 
     # made before the link is routed: they check every and rate, and a wrong one leaves nothing to put back
     sampler = LagSampler(cluster, every=every, duration=total, replicas=[replica])
     writer = workload.Writer(cluster.primary, rate=rate, duration=total)
-    plot = LivePlot(f"{replica}: lag while the primary writes {rate or 'as fast as it can'} rows/s") if live else None
+    if not live:
+        plot = None
+    elif rate:
+        plot = LivePlot(_("{replica}: lag while the primary writes {rate} rows/s").format(replica=replica, rate=rate))
+    else:
+        plot = LivePlot(_("{replica}: lag while the primary writes as fast as it can rows/s").format(replica=replica))
     link = proxy.route(cluster, replica, latency_ms=steps[0])
     catch_up, behind = None, None
     try:
@@ -295,14 +302,14 @@ def lag_under_latency(cluster, replica: str = "replica1", latencies=(0, 20, 50, 
             link.set_latency(ms)
             sampler.phase = f"+{ms:g} ms"
             if not quiet:
-                print(f"{replica}: {ms:g} ms added each way", flush=True)
+                print(_("{replica}: {ms:g} ms added each way").format(replica=replica, ms=ms), flush=True)
             _hold(seconds, sampler, plot)
         link.set_latency(0)
         if cut_seconds:
             sampler.phase = "cut"
             link.cut()
             if not quiet:
-                print(f"{replica}: link cut for {cut_seconds:g} s", flush=True)
+                print(_("{replica}: link cut for {seconds:g} s").format(replica=replica, seconds=cut_seconds), flush=True)
             _hold(cut_seconds, sampler, plot)
             writer.stop()
             target = parse_lsn(cluster.primary.scalar("SELECT pg_current_wal_lsn()::text", dbname="postgres"))
@@ -312,8 +319,13 @@ def lag_under_latency(cluster, replica: str = "replica1", latencies=(0, 20, 50, 
             link.heal()
             catch_up = _wait_caught_up(cluster, replica, target, 30, sampler, plot)
             if not quiet:
-                print(f"{replica}: healed; {behind} bytes behind, caught up in "
-                      f"{'(not within 30 s)' if catch_up is None else f'{catch_up:.2f} s'}", flush=True)
+                if catch_up is None:
+                    said = _("{replica}: healed; {behind} bytes behind, caught up in (not within 30 s)").format(
+                        replica=replica, behind=behind)
+                else:
+                    said = _("{replica}: healed; {behind} bytes behind, caught up in {seconds:.2f} s").format(
+                        replica=replica, behind=behind, seconds=catch_up)
+                print(said, flush=True)
             time.sleep(min(0.5, every * 5))
     finally:
         writer.stop()
@@ -331,8 +343,8 @@ def phase_summary(samples: pd.DataFrame) -> pd.DataFrame:
     latency (``+N ms``, N each way) the round trip it adds (``added_round_trip_ms``, 2 N) and your median
     replay_lag divided by it (``replay_lag_per_round_trip``)."""
     if not isinstance(samples, pd.DataFrame) or "phase" not in samples or samples.empty:
-        raise LabError("phase_summary reads what lag_under_latency (or a LagSampler) returns")
-    check_fresh(samples, "these samples")
+        raise LabError(_("phase_summary reads what lag_under_latency (or a LagSampler) returns"))
+    check_fresh(samples, _("these samples"))
     order = list(dict.fromkeys(samples["phase"]))
     g = samples.groupby("phase", sort=False)
     out = pd.DataFrame({
@@ -366,6 +378,12 @@ def _added_ms(phase) -> "float | None":
 
 # --- a panel for the link: latency slider, cut and heal -----------------------------------------
 LINK_ACTIONS = ("latency", "cut", "heal", "direct")
+# what an action could not do, and the panel's buttons: looked up when shown
+_COULD_NOT = {"latency": lambda: _("{replica}: could not latency: {error}"),
+              "cut": lambda: _("{replica}: could not cut: {error}"),
+              "heal": lambda: _("{replica}: could not heal: {error}"),
+              "direct": lambda: _("{replica}: could not direct: {error}")}
+_BUTTON = {"cut": lambda: _("cut"), "heal": lambda: _("heal"), "direct": lambda: _("direct")}
 PANEL_RATE = 100  # rows per second: a light load, enough for the lag to show in the table
 _writers: dict = {}  # (lab home, replica) -> the Writer kept running while that replica's link is played with
 
@@ -389,10 +407,10 @@ def _start_writer(cluster, replica: str) -> str:
         w = workload.Writer(cluster.primary, rate=PANEL_RATE, duration=workload.MAX_SECONDS)
         w.start()
     except LabError as e:
-        return f"; no writer to show lag ({e})"
+        return "; " + _("no writer to show lag ({error})").format(error=e)
     _writers[_key(cluster, replica)] = w
-    return (f"; a writer adds {PANEL_RATE} rows/s on the primary so that lag shows (for at most "
-            f"{workload.MAX_SECONDS // 60} min; 'direct' stops it)")
+    return "; " + _("a writer adds {rate} rows/s on the primary so that lag shows (for at most "
+                    "{minutes} min; 'direct' stops it)").format(rate=PANEL_RATE, minutes=workload.MAX_SECONDS // 60)
 
 
 def stop_link_writer(cluster, replica: str = "replica1") -> str:
@@ -400,9 +418,9 @@ def stop_link_writer(cluster, replica: str = "replica1") -> str:
     need_str(replica, "replica", example="'replica1'")
     w = _writers.pop(_key(cluster, replica), None)
     if w is None:
-        return "no writer was running"
+        return _("no writer was running")
     w.stop()
-    return f"the writer stopped after {len(w.writes)} rows"
+    return _("the writer stopped after {rows} rows").format(rows=len(w.writes))
 
 
 def link_action(cluster, replica: str, action: str, latency_ms: float = 0) -> str:
@@ -419,24 +437,25 @@ def link_action(cluster, replica: str, action: str, latency_ms: float = 0) -> st
     faults.need_cluster(cluster)
     need_str(replica, "replica", example="'replica1'")
     if action not in LINK_ACTIONS:
-        return f"unknown action {action!r}: choose one of {', '.join(LINK_ACTIONS)}"
+        return _("unknown action {action!r}: choose one of {choices}").format(action=action, choices=", ".join(LINK_ACTIONS))
     need_number(latency_ms, "latency_ms", 0, 1000, unit="milliseconds")
     try:
         if action == "direct":
             proxy.unroute(cluster, replica)
             stopped = stop_link_writer(cluster, replica)
-            return f"{replica}: streams from the primary directly again" + (
-                f"; {stopped}" if stopped != "no writer was running" else "")
+            again = _("{replica}: streams from the primary directly again").format(replica=replica)
+            return again + (f"; {stopped}" if stopped != _("no writer was running") else "")
         if action == "latency":
             lk = proxy.route(cluster, replica, latency_ms=latency_ms)
-            said = f"{replica}: +{latency_ms:g} ms each way (through the proxy on port {lk.proxy.port})"
+            said = _("{replica}: +{ms:g} ms each way (through the proxy on port {port})").format(
+                replica=replica, ms=latency_ms, port=lk.proxy.port)
         elif action == "cut":
             said = faults.cut(cluster, replica)
         else:
             said = faults.heal(cluster, replica)
         return said + _start_writer(cluster, replica)
     except LabError as e:
-        return f"{replica}: could not {action}: {e}"
+        return _COULD_NOT[action]().format(replica=replica, error=e)
 
 
 def panel_action(panel, action: str, latency_ms: float = 0) -> str:
@@ -484,9 +503,9 @@ def link_panel(cluster, replica: str = "replica1"):
             super().close()
 
     stop_link_writer(cluster, replica)  # a panel made before: its writer goes with it
-    slider = w.IntSlider(value=0, min=0, max=200, step=10, description="latency ms",
+    slider = w.IntSlider(value=0, min=0, max=200, step=10, description=_("latency ms"),
                          continuous_update=False, layout=w.Layout(width="360px"))
-    buttons = {a: w.Button(description=a, layout=w.Layout(width="80px")) for a in ("cut", "heal", "direct")}
+    buttons = {a: w.Button(description=_BUTTON[a](), layout=w.Layout(width="80px")) for a in ("cut", "heal", "direct")}
     buttons["cut"].button_style = "warning"
     message = w.HTML()
     out = w.Output()
@@ -494,7 +513,8 @@ def link_panel(cluster, replica: str = "replica1"):
     panel.cluster, panel.replica, panel.resetting = cluster, replica, False
     panel.slider, panel.buttons, panel.message, panel.out = slider, buttons, message, out
     started = _start_writer(cluster, replica).lstrip("; ")
-    message.value = html.escape(f"{replica} streams as it did; {started}: move the slider to add latency")
+    message.value = html.escape(_("{replica} streams as it did; {writer}: move the slider to add latency").format(
+        replica=replica, writer=started))
     slider.observe(lambda ch: panel_slider_moved(panel, ch), names="value")
     for action, b in buttons.items():
         b.on_click(lambda _b, a=action: panel_action(panel, a))
