@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from . import faults, plots, proxy, workload  # noqa: F401 (plots: shows Figures as pictures in notebooks)
 from .errors import BadArgument, LabError, NotRunning, Timeout, need_bool, need_choice, need_number, need_str
 from .faults import need_cluster, need_replica
+from .i18n import _, ngettext
 from .system.operations import changes_cluster, check_fresh
 
 MODES = ("off", "local", "remote_write", "on", "remote_apply")
@@ -59,8 +60,9 @@ def _tokens(text: str) -> list:
             break
         m = _TOKEN.match(text, pos)
         if not m:
-            raise BadArgument(f"synchronous_standby_names: cannot read {text[pos:].strip()[:30]!r} in {text!r}: "
-                              "write 'replica1', 'FIRST 1 (replica1, replica2)' or 'ANY 1 (replica1, replica2)'")
+            raise BadArgument(_("synchronous_standby_names: cannot read {part!r} in {text!r}: "
+                                "write 'replica1', 'FIRST 1 (replica1, replica2)' or 'ANY 1 (replica1, replica2)'").format(
+                part=text[pos:].strip()[:30], text=text))
         quoted, ident, num, star, punct = m.groups()
         if quoted is not None:
             out.append(("name", quoted.replace('""', '"')))
@@ -87,12 +89,13 @@ def parse_standby_names(text: str) -> "tuple[str | None, int, list]":
     >>> parse_standby_names("replica1, replica2"), parse_standby_names("")
     (('first', 1, ['replica1', 'replica2']), (None, 0, []))
     """
-    need_str(text, "synchronous_standby_names", empty=True, example="'replica1' or 'ANY 1 (replica1, replica2)'")
+    need_str(text, "synchronous_standby_names", empty=True, example=_("'replica1' or 'ANY 1 (replica1, replica2)'"))
     toks = _tokens(text)
     if not toks:
         return None, 0, []
-    bad = BadArgument(f"synchronous_standby_names {text!r} is not what PostgreSQL accepts: write 'replica1', "
-                      "'replica1, replica2', 'FIRST 1 (replica1, replica2)' or 'ANY 1 (replica1, replica2)'")
+    bad = BadArgument(_("synchronous_standby_names {text!r} is not what PostgreSQL accepts: write 'replica1', "
+                        "'replica1, replica2', 'FIRST 1 (replica1, replica2)' or 'ANY 1 (replica1, replica2)'").format(
+        text=text))
     method, num, i = "first", 1, 0
     if toks[0][0] == "kw" or (toks[0][0] == "num" and len(toks) > 1 and toks[1][0] == "("):
         if toks[0][0] == "kw":
@@ -113,7 +116,8 @@ def parse_standby_names(text: str) -> "tuple[str | None, int, list]":
     if not names or body[-1][0] == ",":
         raise bad
     if num < 1:
-        raise BadArgument(f"synchronous_standby_names {text!r}: the number of synchronous standbys is at least 1")
+        raise BadArgument(_("synchronous_standby_names {text!r}: the number of synchronous standbys is at least 1").format(
+            text=text))
     return method, num, names
 
 
@@ -148,12 +152,16 @@ def _check_names(cluster, names: str, timeout: float = 15) -> int:
         if not coming or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    shown = ", ".join(connected) or "none"
+    shown = ", ".join(connected) or _("none")
     if unknown:
-        raise BadArgument(f"no connected standby is called {', '.join(map(repr, unknown))}: the connected standbys "
-                          f"are {shown} (pg_stat_replication.application_name); synchronous_standby_names unchanged")
-    raise BadArgument(f"{names!r} makes every COMMIT wait for {num} standbys, but it names only {matching} "
-                      f"connected one(s) ({shown}); synchronous_standby_names unchanged")
+        raise BadArgument(_("no connected standby is called {names}: the connected standbys are {connected} "
+                            "(pg_stat_replication.application_name); synchronous_standby_names unchanged").format(
+            names=", ".join(map(repr, unknown)), connected=shown))
+    raise BadArgument(ngettext("{names!r} makes every COMMIT wait for {num} standbys, but it names only {matching} "
+                               "connected one(s) ({connected}); synchronous_standby_names unchanged",
+                               "{names!r} makes every COMMIT wait for {num} standbys, but it names only {matching} "
+                               "connected one(s) ({connected}); synchronous_standby_names unchanged", num).format(
+        names=names, num=num, matching=matching, connected=shown))
 
 
 def _put_back(cluster, names: str) -> None:
@@ -189,11 +197,11 @@ def set_synchronous(cluster, names: str, timeout: float = 15) -> pd.DataFrame:
     them forever); if the wait fails (or is interrupted), the previous value is put back."""
     need_cluster(cluster)
     need_str(names, "names (synchronous_standby_names)", empty=True,
-             example="'replica1', 'ANY 1 (replica1, replica2)' or '' for asynchronous")
+             example=_("'replica1', 'ANY 1 (replica1, replica2)' or '' for asynchronous"))
     timeout = need_number(timeout, "timeout", lo=0.1, hi=300, unit="seconds")
     primary = cluster.primary
     if not primary.is_running:
-        raise NotRunning(f"the primary ({primary.name}) is stopped: start it first")
+        raise NotRunning(_("the primary ({name}) is stopped: start it first").format(name=primary.name))
     wanted = _check_names(cluster, names, timeout)
     with standby_names_kept(cluster, always=False):
         primary.set(synchronous_standby_names=names if names.strip() else None)
@@ -204,8 +212,9 @@ def set_synchronous(cluster, names: str, timeout: float = 15) -> pd.DataFrame:
                 if df["sync_state"].isin(["sync", "quorum"]).sum() >= wanted:
                     break
                 if time.monotonic() > deadline:
-                    raise Timeout(f"no running replica matches synchronous_standby_names = {names!r} after "
-                                  f"{timeout:g} s: put back as it was; see lab.sync.sync_table(cluster)")
+                    raise Timeout(_("no running replica matches synchronous_standby_names = {names!r} after "
+                                    "{timeout:g} s: put back as it was; see lab.sync.sync_table(cluster)").format(
+                        names=names, timeout=timeout))
                 time.sleep(0.05)
     return sync_table(cluster)
 
@@ -214,9 +223,9 @@ def _modes(modes) -> tuple:
     if isinstance(modes, str):
         modes = (modes,)
     if not isinstance(modes, (list, tuple)) or not modes:
-        raise BadArgument(f"modes is a list of synchronous_commit levels from {', '.join(MODES)}, "
-                          f"not {modes!r}"[:200])
-    return tuple(need_choice(m, "a synchronous_commit level", MODES) for m in modes)
+        raise BadArgument(_("modes is a list of synchronous_commit levels from {levels}, not {value!r}").format(
+            levels=", ".join(MODES), value=modes)[:200])
+    return tuple(need_choice(m, _("a synchronous_commit level"), MODES) for m in modes)
 
 
 @changes_cluster("commit_cost", tidy=lambda c: tidy(c))
@@ -225,7 +234,7 @@ def commit_cost(cluster, modes=MODES, seconds: float = 1.0, label: str = "", qui
     can for ``seconds``: transactions per second and commit latency (median, p99, ms)."""
     need_cluster(cluster)
     modes = _modes(modes)
-    seconds = need_number(seconds, "seconds per level", lo=0.2, hi=10)
+    seconds = need_number(seconds, _("seconds per level"), lo=0.2, hi=10)
     need_str(label, "label", empty=True, example="'standby next door'")
     need_bool(quiet, "quiet")
     names = cluster.primary.scalar("SHOW synchronous_standby_names")
@@ -236,8 +245,8 @@ def commit_cost(cluster, modes=MODES, seconds: float = 1.0, label: str = "", qui
         rows.append(dict(setup=label, synchronous_commit=mode, commits=int(s["acknowledged"]),
                          tps=float(s["ack_per_s"] or 0), latency_ms_p50=s["latency_ms_p50"],
                          latency_ms_p99=s["latency_ms_p99"], failed=int(s["failed"] + s["unknown"])))
-        _say(quiet, f"synchronous_commit = {mode:<12} {rows[-1]['tps']:>8.0f} commits/s, "
-                    f"median {rows[-1]['latency_ms_p50']} ms")
+        _say(quiet, _("synchronous_commit = {mode:<12} {tps:>8.0f} commits/s, median {latency} ms").format(
+            mode=mode, tps=rows[-1]["tps"], latency=rows[-1]["latency_ms_p50"]))
     df = pd.DataFrame(rows)
     df.attrs["synchronous_standby_names"] = names
     return df
@@ -250,13 +259,13 @@ def _costs(costs, what: str) -> list:
     frames = []
     for c in costs:
         if not isinstance(c, pd.DataFrame) or not set(_COST_COLUMNS) <= set(c.columns):
-            raise BadArgument(f"{what} takes what lab.sync.commit_cost(cluster) returns, not "
-                              f"{type(c).__name__}: pass one or more of those")
-        check_fresh(c, "these costs")
+            raise BadArgument(_("{what} takes what lab.sync.commit_cost(cluster) returns, not "
+                                "{type}: pass one or more of those").format(what=what, type=type(c).__name__))
+        check_fresh(c, _("these costs"))
         if len(c):
             frames.append(c)
     if not frames:
-        raise LabError(f"{what} takes what lab.sync.commit_cost(cluster) returns: pass one or more")
+        raise LabError(_("{what} takes what lab.sync.commit_cost(cluster) returns: pass one or more").format(what=what))
     return frames
 
 
@@ -285,12 +294,12 @@ def cost_figure(*costs) -> Figure:
         where = {m: j for j, m in enumerate(modes)}
         df = df[df["synchronous_commit"].isin(where)]
         x = [where[m] + (i - (len(frames) - 1) / 2) * width for m in df["synchronous_commit"]]
-        label = df["setup"].iloc[0] if len(df) and df["setup"].iloc[0] else f"run {i + 1}"
+        label = df["setup"].iloc[0] if len(df) and df["setup"].iloc[0] else _("run {number}").format(number=i + 1)
         for ax, col, unit in ((left, "tps", ""), (right, "latency_ms_p50", "")):
             values = pd.to_numeric(df[col], errors="coerce").astype(float).fillna(float("nan")).tolist()
             bars = ax.bar(x, [v if v == v and v > 0 else 0 for v in values], width, color=colour, label=label)
             ax.bar_label(bars, labels=[_short(v, unit) for v in values], fontsize=7, padding=1)
-    for ax, title in ((left, "commits per second (log scale)"), (right, "median commit latency, ms (log scale)")):
+    for ax, title in ((left, _("commits per second (log scale)")), (right, _("median commit latency, ms (log scale)"))):
         ax.set_yscale("log")
         heights = [p.get_height() for p in ax.patches if p.get_height() > 0]
         if heights:  # room for the labels above the highest bar; the lowest one well above the floor
@@ -299,7 +308,7 @@ def cost_figure(*costs) -> Figure:
         ax.set_xticklabels(modes, rotation=20, fontsize=8)
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=8, loc="upper left" if ax is right else "upper right")
-    fig.suptitle("what synchronous_commit costs, one row per transaction", fontsize=10)
+    fig.suptitle(_("what synchronous_commit costs, one row per transaction"), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -313,6 +322,12 @@ UNBLOCK = {
     "start": "start the synchronous standby again (the commit completes once it has the WAL)",
     "async": "synchronous_standby_names = '' (the primary stops waiting: the commit is NOT on any standby)",
     "cancel": "pg_cancel_backend() of the waiting session (committed locally, not replicated: a WARNING)",
+}
+# UNBLOCK's sentences as blocked_commit shows them, in the lab's language when shown
+_UNBLOCK_SHOWN = {
+    "start": lambda: _("start the synchronous standby again (the commit completes once it has the WAL)"),
+    "async": lambda: _("synchronous_standby_names = '' (the primary stops waiting: the commit is NOT on any standby)"),
+    "cancel": lambda: _("pg_cancel_backend() of the waiting session (committed locally, not replicated: a WARNING)"),
 }
 
 
@@ -348,7 +363,7 @@ def blocked_commit(cluster, replica: str = "replica1", blocked_for: float = 1.5,
         set_synchronous(cluster, node.name)
         step(f"synchronous_standby_names = '{node.name}'")
         node.stop()
-        step(f"{node.name} stopped")
+        step(_("{node} stopped").format(node=node.name))
         w = workload.Writer(cluster.primary, max_rows=1, duration=60, run=f"blocked-{unblock}-{int(time.time())}")
         w.start()
         t0 = time.monotonic()
@@ -357,10 +372,10 @@ def blocked_commit(cluster, replica: str = "replica1", blocked_for: float = 1.5,
         while time.monotonic() < deadline and not w.writes:
             time.sleep(0.05)
         waiting = _sync_waiters(cluster, app)
-        step("COMMIT still waiting" if not w.writes else "COMMIT returned",
+        step(_("COMMIT still waiting") if not w.writes else _("COMMIT returned"),
              waiting_in_SyncRep=waiting, acknowledged=sum(x.outcome == "acknowledged" for x in w.writes))
         visible = cluster.primary.scalar("SELECT count(*) FROM lab_writes WHERE run = %s", (w.run_id,))
-        step("the row, read on the primary by another session", rows_visible=int(visible))
+        step(_("the row, read on the primary by another session"), rows_visible=int(visible))
         if unblock == "start":
             node.start()
         elif unblock == "async":
@@ -368,11 +383,11 @@ def blocked_commit(cluster, replica: str = "replica1", blocked_for: float = 1.5,
         else:
             cluster.primary.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
                                     (app,), dbname="postgres")
-        step(f"unblock: {UNBLOCK[unblock]}")
+        step(_("unblock: {way}").format(way=_UNBLOCK_SHOWN[unblock]()))
         w.wait(30)
         log = w.log()
         ack = log.iloc[0] if len(log) else None
-        step("COMMIT returned" if ack is not None else "COMMIT still waiting after 30 s",
+        step(_("COMMIT returned") if ack is not None else _("COMMIT still waiting after 30 s"),
              acknowledged=int(ack is not None and ack["outcome"] == "acknowledged"),
              commit_latency_s=None if ack is None else round(float(ack["latency_s"]), 3),
              warning=None if ack is None else ack["note"])
@@ -407,8 +422,12 @@ def commits_while_down(cluster, names: str, down: str, seconds: float = 1.0, qui
     cluster.wait_streaming(names=[node.name])
     row = dict(synchronous_standby_names=names, stopped=node.name, commits_acknowledged=acked,
                blocked_at_the_end=blocked)
-    _say(quiet, f"{names!r} with {node.name} stopped: {acked} commits in {seconds:g} s"
-                f"{' — blocked' if blocked else ''}")
+    if blocked:
+        _say(quiet, _("{names!r} with {node} stopped: {acked} commits in {seconds:g} s — blocked").format(
+            names=names, node=node.name, acked=acked, seconds=seconds))
+    else:
+        _say(quiet, _("{names!r} with {node} stopped: {acked} commits in {seconds:g} s").format(
+            names=names, node=node.name, acked=acked, seconds=seconds))
     return row
 
 
@@ -419,10 +438,11 @@ def quorum(cluster, replicas=("replica1", "replica2"), seconds: float = 1.0, qui
     ``seconds``."""
     need_cluster(cluster)
     if not isinstance(replicas, (list, tuple)) or len(replicas) != 2:
-        raise BadArgument(f"replicas is two replicas' names, e.g. ('replica1', 'replica2'), not {replicas!r}"[:200])
+        raise BadArgument(_("replicas is two replicas' names, e.g. ('replica1', 'replica2'), not {value!r}").format(
+            value=replicas)[:200])
     a, b = (need_replica(cluster, r, "replicas").name for r in replicas)
     if a == b:
-        raise BadArgument(f"replicas names two different replicas, not {a!r} twice")
+        raise BadArgument(_("replicas names two different replicas, not {name!r} twice").format(name=a))
     seconds = need_number(seconds, "seconds", lo=0.2, hi=30)
     need_bool(quiet, "quiet")
     configs = [b, f"FIRST 2 ({a}, {b})", f"ANY 1 ({a}, {b})"]
@@ -437,18 +457,18 @@ def tidy(cluster) -> "list[str]":
     done = []
     thawed = faults.resume_all(cluster)
     if thawed:
-        done.append(f"resumed {', '.join(thawed)}")
+        done.append(_("resumed {nodes}").format(nodes=", ".join(thawed)))
     for r in cluster.replicas:
         if not r.is_running:
             r.start()
-            done.append(f"started {r.name}")
+            done.append(_("started {node}").format(node=r.name))
     routed = proxy.unroute_all(cluster)
     if routed:
-        done.append(f"closed the proxy of {', '.join(routed)}")
+        done.append(_("closed the proxy of {nodes}").format(nodes=", ".join(routed)))
     if cluster.primary.scalar("SHOW synchronous_standby_names"):
         cluster.primary.set(synchronous_standby_names=None)
-        done.append("synchronous_standby_names reset (asynchronous replication)")
-    return done or ["nothing to tidy"]
+        done.append(_("synchronous_standby_names reset (asynchronous replication)"))
+    return done or [_("nothing to tidy")]
 
 
 def cost_table(*costs) -> pd.DataFrame:
