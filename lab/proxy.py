@@ -30,6 +30,7 @@ from .backends import links as _links_mod
 from .backends.links import Link, Proxy  # noqa: F401 (lab.proxy.Proxy, lab.proxy.Link)
 from .errors import LabError, need_bool, need_number
 from .faults import need_cluster, need_node
+from .i18n import _
 from .node import Role
 
 
@@ -51,18 +52,19 @@ def route(cluster, replica: str = "replica1", latency_ms: float = 0, jitter_ms: 
     >>> link = lab.proxy.route(cluster, "replica1", latency_ms=20)   # doctest: +SKIP
     """
     node = need_node(need_cluster(cluster), replica, "replica")
-    latency_ms = need_number(latency_ms, "latency_ms", lo=0, hi=10_000, unit="milliseconds")
-    jitter_ms = need_number(jitter_ms, "jitter_ms", lo=0, hi=10_000, unit="milliseconds")
-    timeout = need_number(timeout, "timeout", lo=0.1, hi=600, unit="seconds")
+    latency_ms = need_number(latency_ms, "latency_ms", lo=0, hi=10_000, unit=_("milliseconds"))
+    jitter_ms = need_number(jitter_ms, "jitter_ms", lo=0, hi=10_000, unit=_("milliseconds"))
+    timeout = need_number(timeout, "timeout", lo=0.1, hi=600, unit=_("seconds"))
     if node.role != Role.REPLICA:
-        raise LabError(f"{replica} is the {node.role}: only a replica's link to the primary goes through a proxy")
+        raise LabError(_("{replica} is the {role}: only a replica's link to the primary goes through a proxy").format(
+            replica=replica, role=node.role))
     return _links_mod.route(cluster.backend, node.spec, latency_ms, jitter_ms, timeout)
 
 
 def unroute(cluster, replica: str = "replica1", timeout: float = 30, wait: bool = True) -> None:
     """Point ``replica`` back at the primary and close its proxy (a no-op if it has none)."""
     node = need_node(need_cluster(cluster), replica, "replica")
-    timeout = need_number(timeout, "timeout", lo=0.1, hi=600, unit="seconds")
+    timeout = need_number(timeout, "timeout", lo=0.1, hi=600, unit=_("seconds"))
     need_bool(wait, "wait")
     _links_mod.unroute(cluster.backend, node.spec, point_back=node.role == Role.REPLICA)
     if wait and node.is_running and node.role == Role.REPLICA and cluster.primary.is_running:

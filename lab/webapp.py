@@ -31,6 +31,7 @@ import pandas as pd
 from . import failover, standby
 from .cluster import attach
 from .errors import LabError, need_bool, need_choice, need_int, need_number, need_str
+from .i18n import _
 from .services import webapp as _service
 from .services.supervisor import HOST, home_of, wait_answer
 from .services.webapp import PROCESSES, START_TIMEOUT, WebApp, app_env, status, stop
@@ -49,8 +50,8 @@ def start(cluster, quiet: bool = False, feed: bool = True, read_from: str = "rep
     need_bool(quiet, "quiet")
     need_bool(feed, "feed")
     need_choice(read_from, "read_from", ("replicas", "primary"))
-    need_number(tick_rate, "tick_rate", 0.01, 100, unit="ticks per second")
-    timeout = need_number(timeout, "timeout", 1, 600, unit="seconds")
+    need_number(tick_rate, "tick_rate", 0.01, 100, unit=_("ticks per second"))
+    timeout = need_number(timeout, "timeout", 1, 600, unit=_("seconds"))
     info = _service.start(cluster, quiet=quiet, feed=feed, read_from=read_from, tick_rate=tick_rate, timeout=timeout)
     wait_dashboard(info, timeout)
     return info
@@ -59,14 +60,15 @@ def start(cluster, quiet: bool = False, feed: bool = True, read_from: str = "rep
 def wait_dashboard(info: WebApp, timeout: float = 60) -> WebApp:
     """Wait until the dashboard of ``info`` answers (``/_stcore/health``, then its page); a LabError if it
     does not within ``timeout`` seconds."""
-    timeout = need_number(timeout, "timeout", 0.1, 600, unit="seconds")
+    timeout = need_number(timeout, "timeout", 0.1, 600, unit=_("seconds"))
     if not info.running or not info.dashboard_url:
-        raise LabError("the crypto app is not running: lab.webapp.start(cluster)")
+        raise LabError(_("the crypto app is not running: lab.webapp.start(cluster)"))
     deadline = time.monotonic() + timeout
     for url in (info.dashboard_url + "/_stcore/health", info.dashboard_url + "/"):
         if not wait_answer(url, max(0.1, deadline - time.monotonic())):
-            raise LabError(f"the dashboard at {info.dashboard_url} did not answer within {timeout:g} s: "
-                           "lab.webapp.stop(cluster), then lab.webapp.start(cluster) again")
+            raise LabError(_("the dashboard at {url} did not answer within {timeout:g} s: "
+                             "lab.webapp.stop(cluster), then lab.webapp.start(cluster) again").format(
+                url=info.dashboard_url, timeout=timeout))
     return info
 
 
@@ -75,7 +77,7 @@ def client(where=None):
     """An ``app.client.ApiClient`` of the running app (with its token, for POST /ticks)."""
     info = status(where)
     if not info.running:
-        raise LabError("the crypto app is not running: lab.webapp.start(cluster)")
+        raise LabError(_("the crypto app is not running: lab.webapp.start(cluster)"))
     from app.client import ApiClient  # lazy: httpx costs 0.45 s; lab.checks loads this module without calling the API
     return ApiClient(info.api_url, token=info.token)
 
@@ -100,7 +102,7 @@ def spread(where=None, path: str = "/prices/BTC", n: int = 20, wait: float = 0) 
     ``wait``: first give the app up to this many seconds to find its replicas again (it skips a
     replica that failed for APP_NODE_RETRY_S, 1 s here)."""
     need_int(n, "n", 1, 1000)
-    wait = need_number(wait, "wait", 0, 120, unit="seconds")
+    wait = need_number(wait, "wait", 0, 120, unit=_("seconds"))
     deadline = time.monotonic() + wait
     while wait and time.monotonic() < deadline:
         if set(reads(where, path, 4)["role"]) == {"replica"}:
@@ -117,7 +119,7 @@ def write(where=None, symbol: str = "BTC", price: "float | None" = None, wait: f
     need_str(symbol, "symbol", example="'BTC'")
     if price is not None:
         need_number(price, "price", 0.0001, 1e9)
-    wait = need_number(wait, "wait", 0, 120, unit="seconds")
+    wait = need_number(wait, "wait", 0, 120, unit=_("seconds"))
     deadline = time.monotonic() + wait
     with client(where) as api:
         body = {"ticks": [{"symbol": symbol, "price": price or 60_000.0 + secrets.randbelow(10_000)}]}
@@ -150,7 +152,7 @@ def read_your_writes(where=None, rounds: int = 10, use_min_lsn: bool = True, sym
             w = api._http.post("/ticks", json={"ticks": [{"symbol": symbol, "price": price, "time": t.isoformat()}]},
                                headers=auth)
             if w.status_code != 201:
-                raise LabError(f"the write failed: {w.status_code} {w.text[:200]}")
+                raise LabError(_("the write failed: {status} {answer}").format(status=w.status_code, answer=w.text[:200]))
             params = {"start": t.isoformat(), "end": t.isoformat()}
             if use_min_lsn:
                 params["min_lsn"] = w.json()["lsn"]
@@ -205,10 +207,10 @@ def tidy(cluster) -> list:
     done = []
     if not cluster.primary.is_running:
         cluster.primary.start()
-        done.append(f"started the primary {cluster.primary.name}")
+        done.append(_("started the primary {name}").format(name=cluster.primary.name))
     done += failover.restore(cluster)
     for r in cluster.replicas:
         if r.is_running and r.scalar("SELECT pg_is_wal_replay_paused()", dbname="postgres"):
             standby.resume_replay(cluster, r.name)
-            done.append(f"replay resumed on {r.name}")
-    return done or ["nothing to tidy"]
+            done.append(_("replay resumed on {name}").format(name=r.name))
+    return done or [_("nothing to tidy")]
