@@ -948,7 +948,7 @@ def replay_control(cluster):
     message = w.HTML("<i>" + _("pick a replica, pause its replay, write on the primary, refresh, resume") + "</i>")
     out = w.Output()
 
-    def show(_=None):
+    def show(_event=None):
         with out:
             out.clear_output(wait=True)
             display(lag_table(cluster))

@@ -196,3 +196,30 @@ def test_every_formatted_message_is_given_each_of_its_placeholders():
                 bad.append(f"{path.relative_to(REPO)}:{node.lineno} wants {sorted(want)}, given {sorted(given)}"
                            + (" and positional arguments" if node.args else ""))
     assert not bad, "messages formatted with other placeholders than theirs:\n" + "\n".join(bad)
+
+
+def _binds_underscore(tree) -> "list[int]":
+    """Lines where a name ``_`` is bound (a loop variable, an assignment, ``as _``, an argument)."""
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == "_" and isinstance(node.ctx, (ast.Store, ast.Del)):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.arg) and node.arg == "_":
+            lines.append(node.lineno)
+        elif isinstance(node, ast.ExceptHandler) and node.name == "_":
+            lines.append(node.lineno)
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and getattr(node, "name", None) == "_":
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_module_that_translates_uses_underscore_as_a_throwaway_name():
+    """``for _ in range(3)`` in a function that also calls ``_()`` makes ``_`` a local there: every
+    message of that function then fails (UnboundLocalError, or 'int' object is not callable)."""
+    bad = []
+    for path in sorted(p for package in PACKAGES for p in package.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if not any(True for _call in _calls(tree)):
+            continue
+        bad += [f"{path.relative_to(REPO)}:{line}" for line in _binds_underscore(tree)]
+    assert not bad, "'_' bound in a module that translates (name it _i, _row, ...): " + ", ".join(bad)
