@@ -69,10 +69,23 @@ def test_a_translation_has_the_placeholders_of_its_message(lang, domain):
         ids = [m.id] if isinstance(m.id, str) else list(m.id)
         strings = [m.string] if isinstance(m.string, str) else list(m.string)
         want = set().union(*(set(_FIELD.findall(i)) for i in ids))
+        specs = _specs(ids[0])
         for s in strings:
             if s and set(_FIELD.findall(s)) != want:
                 wrong.append((ids[0][:70], sorted(want), sorted(set(_FIELD.findall(s)))))
+            elif s and specs is not None and _specs(s) != specs:
+                wrong.append((ids[0][:70], "conversion or format spec", sorted(specs), _specs(s)))
     assert not wrong, f"translations whose placeholders differ from their message's: {wrong[:5]}"
+
+
+def _specs(text: str):
+    """Each field's (name, conversion, format spec) in a str.format message; None if it is none
+    (malformed braces: the message is not formatted); 'malformed' for a translation."""
+    import string
+    try:
+        return {(f, c, spec) for _lit, f, spec, c in string.Formatter().parse(text) if f is not None}
+    except ValueError:
+        return None
 
 
 @pytest.mark.parametrize("lang,domain", CATALOGS)
