@@ -18,6 +18,7 @@ from . import conninfo
 from .backends import NAMES as BACKEND_NAMES, backend_class, choose_backend, links, make_backend
 from .backends.pgconf import RECOVERY_SETTINGS
 from .errors import BadArgument, LabError, NotRunning, Timeout, need_bool, need_choice, need_number, need_str
+from .i18n import _
 from .lsn import format_lsn, lsn_diff, parse_lsn, record_end
 from .node import Node, Role, need_node_name, valid_node_name
 from .services import stop_all as stop_services
@@ -34,6 +35,14 @@ def _say(quiet: bool, msg: str) -> None:
         print(msg, flush=True)
 
 
+def _role_name(role) -> str:
+    """A node's role (a Role, or its value) in words of the current language, for a sentence."""
+    value = getattr(role, "value", role)
+    names = {"primary": _("primary"), "replica": _("replica"), "former primary": _("former primary"),
+             "standalone": _("standalone")}
+    return names.get(value, str(value))
+
+
 class Cluster:
     """One primary and its replicas, as recorded in a lab home's state file."""
 
@@ -46,7 +55,8 @@ class Cluster:
     def _reload(self) -> None:
         st = self.home.load()
         if st is None:
-            raise LabError(f"the cluster in {self.home.path} is gone (down(wipe=True)?): start one with lab.up()")
+            raise LabError(_("the cluster in {path} is gone (down(wipe=True)?): start one with lab.up()").format(
+                path=self.home.path))
         self._state = st
         self.backend.state = st  # the backend reads ports and secrets from the same state
 
@@ -61,7 +71,8 @@ class Cluster:
     def node(self, name: str) -> Node:
         need_node_name(name)
         if name not in self._state["nodes"]:
-            raise LabError(f"no node {name!r} in this cluster: nodes are {', '.join(self._state['nodes'])}")
+            raise LabError(_("no node {name!r} in this cluster: nodes are {nodes}").format(
+                name=name, nodes=", ".join(self._state["nodes"])))
         return Node(self, name)
 
     @property
@@ -158,9 +169,10 @@ class Cluster:
                 self._end_recovery(name)
                 return
             if spec["role"] != Role.REPLICA:
-                raise LabError(f"{name} is not a replica (it is {spec['role']}): only a replica can be promoted")
+                raise LabError(_("{name} is not a replica (it is {role}): only a replica can be promoted").format(
+                    name=name, role=_role_name(spec["role"])))
             if not self.backend.pid(spec):
-                raise NotRunning(f"{name} is stopped: start it before promoting it")
+                raise NotRunning(_("{name} is stopped: start it before promoting it").format(name=name))
             old = self._state["primary"]
             try:
                 self.backend.promote(spec)
@@ -180,7 +192,7 @@ class Cluster:
         pause and the recovery; it stays a standalone node (the cluster's primary does not change)."""
         node = Node(self, name)
         if not node.is_running:
-            raise NotRunning(f"{name} is stopped: start it before promoting it")
+            raise NotRunning(_("{name} is stopped: start it before promoting it").format(name=name))
         if node.scalar("SELECT pg_is_in_recovery()", dbname="postgres"):
             node.scalar("SELECT pg_promote(true, 60)", dbname="postgres")
         self._wait_writable(name)
@@ -258,7 +270,8 @@ class Cluster:
                     if not cur.fetchone()[0]:
                         return
                     if time.monotonic() > deadline:
-                        raise Timeout(f"{name} is still in recovery {timeout:g} s after its promotion: see its logs()")
+                        raise Timeout(_("{name} is still in recovery {seconds:g} s after its promotion: see its "
+                                        "logs()").format(name=name, seconds=timeout))
                     time.sleep(0.002)
         finally:
             conn.close()
@@ -308,13 +321,16 @@ class Cluster:
             self._reload()
             node = self.node(name)
             if name == self._state["primary"]:
-                raise LabError(f"{name} is the current primary: rejoin a former primary, or switchover() first")
+                raise LabError(_("{name} is the current primary: rejoin a former primary, or switchover() "
+                                 "first").format(name=name))
             if node.role == Role.STANDALONE:
-                raise LabError(f"{name} is a standalone node, outside the physical cluster: it cannot rejoin; "
-                               f"cluster.remove_node({name!r}) removes it, cluster.add_replica() adds a replica")
+                raise LabError(_("{name} is a standalone node, outside the physical cluster: it cannot rejoin; "
+                                 "cluster.remove_node({name!r}) removes it, cluster.add_replica() adds a "
+                                 "replica").format(name=name))
             primary = self.primary
             if not primary.is_running:
-                raise NotRunning(f"the primary ({primary.name}) is stopped: start it before rejoining {name}")
+                raise NotRunning(_("the primary ({primary}) is stopped: start it before rejoining {name}").format(
+                    primary=primary.name, name=name))
             spec = node.spec
             self.backend.stop(spec)
             primary.execute("CHECKPOINT", dbname="postgres")
@@ -331,7 +347,8 @@ class Cluster:
                 if r.spec.get("upstream") == name:
                     self._ensure_slot(r.name, node=Node(self, name))
         self.wait_streaming(names=[name])
-        _say(quiet, f"{name}: rewound and streaming from {primary.name} ({time.monotonic() - t0:.1f} s)")
+        _say(quiet, _("{name}: rewound and streaming from {primary} ({seconds:.1f} s)").format(
+            name=name, primary=primary.name, seconds=time.monotonic() - t0))
         return Node(self, name)
 
     def switchover(self, name: str, timeout: float = 30, quiet: bool = True) -> Node:
@@ -351,9 +368,11 @@ class Cluster:
             target = self.node(name)
             old = self.primary
             if target.role != Role.REPLICA:
-                raise LabError(f"{name} is the {target.role}: switch over to a replica")
+                raise LabError(_("{name} is the {role}: switch over to a replica").format(
+                    name=name, role=_role_name(target.role)))
             if not target.is_running or not old.is_running:
-                raise NotRunning(f"switchover needs the primary and {name} running: cluster.start() first")
+                raise NotRunning(_("switchover needs the primary and {name} running: cluster.start() first").format(
+                    name=name))
             self.wait_streaming(names=[name])
             old.stop()
             control = old.tool("pg_controldata", old.pgdata).stdout
@@ -366,13 +385,15 @@ class Cluster:
                     break
                 if time.monotonic() > deadline:
                     old.start()
-                    raise Timeout(f"{name} did not replay the old primary's shutdown checkpoint ({last}) within "
-                                  f"{timeout:g} s: nothing changed, {old.name} is the primary again")
+                    raise Timeout(_("{name} did not replay the old primary's shutdown checkpoint ({lsn}) within "
+                                    "{seconds:g} s: nothing changed, {old} is the primary again").format(
+                                        name=name, lsn=last, seconds=timeout, old=old.name))
                 time.sleep(0.005)
             self._promote(name)
             self.rejoin(old.name)
             self.wait_streaming()  # the other replicas too (each one's WAL receiver reconnects)
-        _say(quiet, f"switchover: {name} is the primary, {old.name} its replica ({time.monotonic() - t0:.1f} s)")
+        _say(quiet, _("switchover: {name} is the primary, {old} its replica ({seconds:.1f} s)").format(
+            name=name, old=old.name, seconds=time.monotonic() - t0))
         return Node(self, name)
 
     def start(self, quiet: bool = True) -> "Cluster":
@@ -384,7 +405,8 @@ class Cluster:
                 if not n.is_running and n.role != Role.FORMER_PRIMARY:
                     t0 = time.monotonic()
                     n.start()
-                    _say(quiet, f"{n.name}: started on 127.0.0.1:{n.port} ({time.monotonic() - t0:.1f} s)")
+                    _say(quiet, _("{name}: started on 127.0.0.1:{port} ({seconds:.1f} s)").format(
+                        name=n.name, port=n.port, seconds=time.monotonic() - t0))
         return self
 
     def down(self, wipe: bool = False, timeout: float = 30) -> None:
@@ -425,13 +447,14 @@ class Cluster:
         if name is not None:
             need_str(name, "name", example="'replica3'")
             if not valid_node_name(name):
-                raise BadArgument(f"bad replica name {name!r:.60}: use lowercase letters, digits and '_', "
-                                  "starting with a letter (e.g. 'replica3')")
+                raise BadArgument(_("bad replica name {name!r:.60}: use lowercase letters, digits and '_', "
+                                    "starting with a letter (e.g. 'replica3')").format(name=name))
         need_bool(quiet, "quiet")
         if from_backup is not None and (not isinstance(from_backup, (str, os.PathLike))
                                         or not str(os.fspath(from_backup)).strip()
                                         or "\0" in str(os.fspath(from_backup))):
-            raise BadArgument(f"from_backup is the directory of a base backup (a path), not {from_backup!r:.60}")
+            raise BadArgument(_("from_backup is the directory of a base backup (a path), not {value!r:.60}").format(
+                value=from_backup))
         if upstream is not None:
             need_str(upstream, "upstream", example="'replica1'")
         with self.home.locked():
@@ -439,13 +462,15 @@ class Cluster:
             if upstream is not None:
                 up = self._state["nodes"].get(upstream)
                 if up is None or up["role"] not in (Role.REPLICA, Role.PRIMARY):
-                    names = ", ".join(r.name for r in self.replicas) or "none: add one first"
-                    raise LabError(f"upstream {upstream!r:.40} is not a replica of this cluster (replicas: {names}): "
-                                   "a cascading replica streams from a standby")
+                    names = ", ".join(r.name for r in self.replicas) or _("none: add one first")
+                    raise LabError(_("upstream {upstream!r:.40} is not a replica of this cluster (replicas: {replicas}): "
+                                     "a cascading replica streams from a standby").format(
+                                         upstream=upstream, replicas=names))
                 if upstream == self._state["primary"]:
                     upstream = None  # streaming from the primary is an ordinary replica
                 elif not self.backend.pid(up):
-                    raise NotRunning(f"{upstream} is stopped: start it before cascading a replica from it")
+                    raise NotRunning(_("{upstream} is stopped: start it before cascading a replica from it").format(
+                        upstream=upstream))
             if name is None:
                 i = 1
                 while f"replica{i}" in self._state["nodes"]:
@@ -455,10 +480,11 @@ class Cluster:
                 return self._existing_replica(name, from_backup)
             limit = min(MAX_REPLICAS, self.backend.max_replicas)
             if self._physical_count() >= limit:  # every node but the primary (a former primary too)
-                raise LabError(f"this cluster runs at most {limit} replicas ({self.backend_name} backend): "
-                               "remove one first")
+                raise LabError(_("this cluster runs at most {limit} replicas ({backend} backend): "
+                                 "remove one first").format(limit=limit, backend=self.backend_name))
             if not self.primary.is_running:
-                raise NotRunning(f"the primary ({self.primary.name}) is stopped: start it before adding a replica")
+                raise NotRunning(_("the primary ({primary}) is stopped: start it before adding a replica").format(
+                    primary=self.primary.name))
             port = ports.claim_free_ports(1, self.home.owner)[0]
             spec = self.backend.node_spec(name, Role.REPLICA, port)
             if upstream is not None:
@@ -475,24 +501,25 @@ class Cluster:
             except BaseException:
                 self._discard_replica(name)
                 raise
-            _say(quiet, f"{name}: streaming from {self._upstream_spec(spec)['name']} on 127.0.0.1:{port} "
-                        f"({time.monotonic() - t0:.1f} s)")
+            _say(quiet, _("{name}: streaming from {upstream} on 127.0.0.1:{port} ({seconds:.1f} s)").format(
+                name=name, upstream=self._upstream_spec(spec)["name"], port=port, seconds=time.monotonic() - t0))
             return Node(self, name)
 
     def _existing_replica(self, name: str, from_backup) -> Node:
         """add_replica(name) for a name this cluster has: that replica, as it is (started if stopped)."""
         node = Node(self, name)
         if name == self._state["primary"]:
-            raise LabError(f"{name} is this cluster's primary: give the new replica another name, "
-                           "e.g. cluster.add_replica('replica3')")
+            raise LabError(_("{name} is this cluster's primary: give the new replica another name, "
+                             "e.g. cluster.add_replica('replica3')").format(name=name))
         if node.role == Role.STANDALONE:
-            raise LabError(f"{name} is a standalone node of this cluster: give the new replica another name, "
-                           "e.g. cluster.add_replica('replica3')")
+            raise LabError(_("{name} is a standalone node of this cluster: give the new replica another name, "
+                             "e.g. cluster.add_replica('replica3')").format(name=name))
         if node.role != Role.REPLICA:
-            raise LabError(f"{name} exists already, as a {node.role}: cluster.rejoin({name!r}) makes it a replica "
-                           "again, or give the new replica another name")
-        print(f"{name}: exists already, a replica of {self._upstream_spec(node.spec)['name']} "
-              f"{_given_back(node, from_backup)}", flush=True)
+            raise LabError(_("{name} exists already, as a {role}: cluster.rejoin({name!r}) makes it a replica "
+                             "again, or give the new replica another name").format(name=name, role=_role_name(node.role)))
+        print(_("{name}: exists already, a replica of {upstream} {given_back}").format(
+            name=name, upstream=self._upstream_spec(node.spec)["name"], given_back=_given_back(node, from_backup)),
+            flush=True)
         return node
 
     def remove_replica(self, name: str) -> None:
@@ -504,7 +531,7 @@ class Cluster:
             self._reload()
             node = self.node(name)
             if node.role == Role.PRIMARY:
-                raise LabError(f"{name} is the primary: promote a replica before removing it")
+                raise LabError(_("{name} is the primary: promote a replica before removing it").format(name=name))
             self._repoint_children(name)
             self._discard_replica(name)
 
@@ -540,13 +567,14 @@ class Cluster:
         """
         need_str(name, "name", example="'analytics'")
         if not valid_node_name(name):
-            raise BadArgument(f"bad node name {name!r:.60}: use lowercase letters, digits and '_', "
-                              "starting with a letter (e.g. 'analytics')")
+            raise BadArgument(_("bad node name {name!r:.60}: use lowercase letters, digits and '_', "
+                                "starting with a letter (e.g. 'analytics')").format(name=name))
         need_bool(quiet, "quiet")
         if from_backup is not None and (not isinstance(from_backup, (str, os.PathLike))
                                         or not str(os.fspath(from_backup)).strip()
                                         or "\0" in str(os.fspath(from_backup))):
-            raise BadArgument(f"from_backup is the directory of a base backup (a path), not {from_backup!r:.60}")
+            raise BadArgument(_("from_backup is the directory of a base backup (a path), not {value!r:.60}").format(
+                value=from_backup))
         recovery = _check_recovery(recovery, from_backup)
         with self.home.locked():
             self._reload()
@@ -554,15 +582,16 @@ class Cluster:
                 return self._existing_standalone(name, from_backup)
             limit = min(MAX_STANDALONES, self.backend.max_standalones)
             if limit == 0:
-                raise LabError(f"the {self.backend_name} backend runs no standalone nodes: use a cluster of "
-                               "the local or compose backend")
+                raise LabError(_("the {backend} backend runs no standalone nodes: use a cluster of "
+                                 "the local or compose backend").format(backend=self.backend_name))
             if len(self.standalones) >= limit:
-                raise LabError(f"this cluster runs at most {limit} standalone nodes ({self.backend_name} backend), "
-                               f"here {', '.join(n.name for n in self.standalones)}: remove one first with "
-                               "cluster.remove_node(name)")
+                raise LabError(_("this cluster runs at most {limit} standalone nodes ({backend} backend), "
+                                 "here {nodes}: remove one first with cluster.remove_node(name)").format(
+                                     limit=limit, backend=self.backend_name,
+                                     nodes=", ".join(n.name for n in self.standalones)))
             if from_backup is not None and not Path(from_backup).is_dir():
-                raise LabError(f"{from_backup} is not a directory: pass the directory of a base backup "
-                               "(lab.backups.take_base_backup(cluster) returns one)")
+                raise LabError(_("{path} is not a directory: pass the directory of a base backup "
+                                 "(lab.backups.take_base_backup(cluster) returns one)").format(path=from_backup))
             port = ports.claim_free_ports(1, self.home.owner)[0]
             spec = self.backend.node_spec(name, Role.STANDALONE, port)
             self._state["nodes"][name] = spec
@@ -577,21 +606,22 @@ class Cluster:
                 self._discard_replica(name)
                 raise
             self._save()
-            how = "initialised like the primary"
+            how = _("initialised like the primary")
             if from_backup is not None:
                 how = self._recover_standalone(name, recovery)
-            _say(quiet, f"{name}: standalone node on 127.0.0.1:{spec['port']}, {how} "
-                        f"({time.monotonic() - t0:.1f} s)")
+            _say(quiet, _("{name}: standalone node on 127.0.0.1:{port}, {how} ({seconds:.1f} s)").format(
+                name=name, port=spec["port"], how=how, seconds=time.monotonic() - t0))
             return Node(self, name)
 
     def _existing_standalone(self, name: str, from_backup) -> Node:
         """add_standalone(name) for a name this cluster has: that standalone node, as it is."""
         node = Node(self, name)
         if node.role != Role.STANDALONE:
-            raise LabError(f"{name} is this cluster's {node.role}, not a standalone node: give the standalone "
-                           "node another name, e.g. cluster.add_standalone('analytics')")
-        print(f"{name}: exists already, a standalone node on 127.0.0.1:{node.port} {_given_back(node, from_backup)}",
-              flush=True)
+            raise LabError(_("{name} is this cluster's {role}, not a standalone node: give the standalone "
+                             "node another name, e.g. cluster.add_standalone('analytics')").format(
+                                 name=name, role=_role_name(node.role)))
+        print(_("{name}: exists already, a standalone node on 127.0.0.1:{port} {given_back}").format(
+            name=name, port=node.port, given_back=_given_back(node, from_backup)), flush=True)
         return node
 
     def _recover_standalone(self, name: str, recovery: "dict | None", timeout: float = RECOVERY_TIMEOUT) -> str:
@@ -606,7 +636,7 @@ class Cluster:
             deadline = time.monotonic() + timeout
             while True:
                 if not self.backend.pid(spec):
-                    raise NotRunning(f"{name} stopped during recovery")
+                    raise NotRunning(_("{name} stopped during recovery").format(name=name))
                 try:
                     row = node.sql("SELECT pg_is_in_recovery() AS rec, CASE WHEN pg_is_in_recovery() "
                                    "THEN pg_get_wal_replay_pause_state() END AS pause, "
@@ -614,12 +644,12 @@ class Cluster:
                 except LabError:
                     row = None  # not accepting connections yet (still starting, or stopping)
                 if row is not None and not row["rec"]:
-                    return "recovered and out of recovery (writable)"
+                    return _("recovered and out of recovery (writable)")
                 if row is not None and row["pause"] == "paused":
-                    return (f"paused at its recovery target ({row['lsn']}, read-only): "
-                            f"cluster.node({name!r}).promote() ends recovery")
+                    return _("paused at its recovery target ({lsn}, read-only): "
+                             "cluster.node({name!r}).promote() ends recovery").format(lsn=row["lsn"], name=name)
                 if time.monotonic() > deadline:
-                    raise Timeout(f"{name} is still in recovery after {timeout:g} s")
+                    raise Timeout(_("{name} is still in recovery after {seconds:g} s").format(name=name, seconds=timeout))
                 time.sleep(0.05)
         except LabError as e:
             try:
@@ -627,8 +657,9 @@ class Cluster:
             except LabError:
                 pass
             fatal = _fatal_line(self.backend.logs(spec, 200)) or str(e).strip().splitlines()[0]
-            raise LabError(f"{name}: recovery failed: {fatal}\n{name} is kept, stopped: read "
-                           f"cluster.node({name!r}).logs(), then cluster.remove_node({name!r})") from None
+            raise LabError(_("{name}: recovery failed: {fatal}\n{name} is kept, stopped: read "
+                             "cluster.node({name!r}).logs(), then cluster.remove_node({name!r})").format(
+                                 name=name, fatal=fatal)) from None
 
     def conninfo_from(self, node_name: str, to: str = "primary", dbname: str = "crypto_db") -> str:
         """A libpq connection string with which node ``node_name``'s server reaches node ``to``
@@ -668,8 +699,8 @@ class Cluster:
             if primary.is_running:
                 self._ensure_slot(r.name)
             self.backend.follow(r.spec, primary.spec)
-            print(f"{r.name}: cascaded from {name}, which is being removed: now streams from {primary.name}",
-                  flush=True)
+            print(_("{replica}: cascaded from {name}, which is being removed: now streams from {primary}").format(
+                replica=r.name, name=name, primary=primary.name), flush=True)
 
     def _discard_replica(self, name: str) -> None:
         spec = self._state["nodes"][name]
@@ -720,8 +751,8 @@ class Cluster:
         old = self._state["primary"]
         if old not in writers and len(writers) == 1:
             new = writers[0]
-            said.append(f"{new}: its server is a primary (promoted outside the lab?): recorded as the primary, "
-                        f"{old} as a former primary")
+            said.append(_("{new}: its server is a primary (promoted outside the lab?): recorded as the primary, "
+                          "{old} as a former primary").format(new=new, old=old))
             self._state["nodes"][old]["role"] = Role.FORMER_PRIMARY.value
             self._state["nodes"][new]["role"] = Role.PRIMARY.value
             self._state["primary"] = new
@@ -732,8 +763,12 @@ class Cluster:
             spec = self._state["nodes"][name]
             role = (Role.REPLICA if in_recovery else Role.PRIMARY if name == primary else Role.FORMER_PRIMARY).value
             if spec["role"] != role:
-                said.append(f"{name}: recorded as {spec['role']} but its server is "
-                            f"{'in recovery' if in_recovery else 'a primary'}: now recorded as {role}")
+                if in_recovery:
+                    said.append(_("{name}: recorded as {recorded} but its server is in recovery: now recorded as "
+                                  "{role}").format(name=name, recorded=_role_name(spec["role"]), role=_role_name(role)))
+                else:
+                    said.append(_("{name}: recorded as {recorded} but its server is a primary: now recorded as "
+                                  "{role}").format(name=name, recorded=_role_name(spec["role"]), role=_role_name(role)))
                 spec["role"] = role
         if said:
             self._save()
@@ -750,7 +785,8 @@ class Cluster:
         if not left:
             return
         p.set(synchronous_standby_names=None)
-        say(f"{p.name}: synchronous_standby_names was {left!r}: reset (commits wait for no standby)")
+        say(_("{name}: synchronous_standby_names was {value!r}: reset (commits wait for no standby)").format(
+            name=p.name, value=left))
 
     def _restore_layout(self, replicas: int, say) -> None:
         """What lab.up() does to an existing cluster, each change said in one line through ``say``:
@@ -763,15 +799,15 @@ class Cluster:
             for n in self.nodes:
                 if self.backend.is_paused(n.spec):
                     self.backend.resume(n.spec)
-                    say(f"{n.name}: resumed (it was paused)")
+                    say(_("{name}: resumed (it was paused)").format(name=n.name))
             for line in self._sync_roles():
                 say(line)
             primary = self.primary
             if not primary.is_running:
                 t0 = time.monotonic()
                 primary.start()
-                say(f"{primary.name}: started, the primary, on 127.0.0.1:{primary.port} "
-                    f"({time.monotonic() - t0:.1f} s)")
+                say(_("{name}: started, the primary, on 127.0.0.1:{port} ({seconds:.1f} s)").format(
+                    name=primary.name, port=primary.port, seconds=time.monotonic() - t0))
             self._reset_sync(say)  # before anything waits on a commit there
             for n in self.nodes:
                 if n.role == Role.REPLICA and not n.is_running:
@@ -780,18 +816,20 @@ class Cluster:
                         n.start()
                     except LabError:
                         continue  # rejoined below
-                    say(f"{n.name}: started, a replica, on 127.0.0.1:{n.port} ({time.monotonic() - t0:.1f} s)")
+                    say(_("{name}: started, a replica, on 127.0.0.1:{port} ({seconds:.1f} s)").format(
+                        name=n.name, port=n.port, seconds=time.monotonic() - t0))
             for n in self.standalones:  # kept as they are: started, never counted as replicas
                 if not n.is_running:
                     t0 = time.monotonic()
                     try:
                         n.start()
                     except LabError as e:
-                        say(f"{n.name}: a standalone node that does not start ({str(e).splitlines()[0][:120]}): "
-                            f"see cluster.node({n.name!r}).logs(), or cluster.remove_node({n.name!r})")
+                        say(_("{name}: a standalone node that does not start ({error}): "
+                              "see cluster.node({name!r}).logs(), or cluster.remove_node({name!r})").format(
+                                  name=n.name, error=str(e).splitlines()[0][:120]))
                         continue
-                    say(f"{n.name}: started, a standalone node, on 127.0.0.1:{n.port} "
-                        f"({time.monotonic() - t0:.1f} s)")
+                    say(_("{name}: started, a standalone node, on 127.0.0.1:{port} ({seconds:.1f} s)").format(
+                        name=n.name, port=n.port, seconds=time.monotonic() - t0))
             for r in self.replicas:
                 if not r.is_running or self._linked(r):
                     continue
@@ -802,19 +840,25 @@ class Cluster:
                 if where is not None and (str(where[0]), int(where[1])) != (str(direct[0]), int(direct[1])):
                     self._ensure_slot(r.name, node=Node(self, source["name"]))
                     self.backend.retarget(r.spec, *direct)
-                    say(f"{r.name}: pointed at {where[0]}:{where[1]} (a proxy of an earlier kernel, or an old "
-                        f"primary), not at {source['name']}: streams from {source['name']} directly again")
+                    say(_("{name}: pointed at {host}:{port} (a proxy of an earlier kernel, or an old "
+                          "primary), not at {source}: streams from {source} directly again").format(
+                              name=r.name, host=where[0], port=where[1], source=source["name"]))
             for n in self.nodes:
                 if n.name == self._state["primary"] or self._linked(n) or n.role == Role.STANDALONE:
                     continue
                 if n.role == Role.REPLICA and n.is_running and self._streams(n):
                     continue
-                why = ("a former primary" if n.role != Role.REPLICA
-                       else "a replica that did not stream from the primary")
+                was_replica = n.role == Role.REPLICA
                 t0 = time.monotonic()
                 self.rejoin(n.name)
-                say(f"{n.name}: {why}, rewound (pg_rewind) and streaming from {self.primary.name} "
-                    f"({time.monotonic() - t0:.1f} s)")
+                if was_replica:
+                    say(_("{name}: a replica that did not stream from the primary, rewound (pg_rewind) and "
+                          "streaming from {primary} ({seconds:.1f} s)").format(
+                              name=n.name, primary=self.primary.name, seconds=time.monotonic() - t0))
+                else:
+                    say(_("{name}: a former primary, rewound (pg_rewind) and streaming from {primary} "
+                          "({seconds:.1f} s)").format(name=n.name, primary=self.primary.name,
+                                                      seconds=time.monotonic() - t0))
             if self._state["primary"] != "primary" and "primary" in self._state["nodes"] \
                     and self.node("primary").role == Role.REPLICA:
                 t0, was = time.monotonic(), self._state["primary"]
@@ -825,19 +869,20 @@ class Cluster:
                     if self._state["primary"] != "primary":
                         raise
                     # primary is the primary again; a replica did not follow it in time: rejoined below
-                say(f"primary: the primary again (a switchover from {was}, now its replica; "
-                    f"{time.monotonic() - t0:.1f} s)")
+                say(_("{name}: the primary again (a switchover from {old}, now its replica; {seconds:.1f} s)").format(
+                    name="primary", old=was, seconds=time.monotonic() - t0))
                 for n in self.replicas:  # a replica that could not follow onto primary's timeline
                     if n.is_running and not self._linked(n) and not self._streams(n):
                         t1 = time.monotonic()
                         self.rejoin(n.name)
-                        say(f"{n.name}: a replica that did not follow the switchover, rewound (pg_rewind) and "
-                            f"streaming from {self.primary.name} ({time.monotonic() - t1:.1f} s)")
-            for _ in range(replicas - self._physical_count()):
+                        say(_("{name}: a replica that did not follow the switchover, rewound (pg_rewind) and "
+                              "streaming from {primary} ({seconds:.1f} s)").format(
+                                  name=n.name, primary=self.primary.name, seconds=time.monotonic() - t1))
+            for _missing in range(replicas - self._physical_count()):
                 t0 = time.monotonic()
                 r = self.add_replica()
-                say(f"{r.name}: added, streaming from {self.primary.name} on 127.0.0.1:{r.port} "
-                    f"({time.monotonic() - t0:.1f} s)")
+                say(_("{name}: added, streaming from {primary} on 127.0.0.1:{port} ({seconds:.1f} s)").format(
+                    name=r.name, primary=self.primary.name, port=r.port, seconds=time.monotonic() - t0))
             self._reset_sync(say)  # a switchover may have changed the primary
             self.wait_streaming()
 
@@ -858,7 +903,8 @@ class Cluster:
         timeout = need_number(timeout, "timeout", lo=0, unit="seconds")
         if names is not None:
             if isinstance(names, str) or not isinstance(names, (list, tuple, set)):
-                raise BadArgument(f"names is a list of node names, e.g. ['replica1'], not {names!r:.60}")
+                raise BadArgument(_("names is a list of node names, e.g. ['replica1'], not {value!r:.60}").format(
+                    value=names))
             for n in names:
                 self.node(n)
         names = list(names) if names is not None else [r.name for r in self.replicas if r.is_running]
@@ -879,9 +925,12 @@ class Cluster:
                 if time.monotonic() > deadline:
                     name = next(n for n in group if self._state["nodes"][n].get("app_name", n) in missing)
                     said = self._last_complaint(name)
-                    raise Timeout(f"{name} is not streaming from {source} after {timeout:.0f} s"
-                                  + (f" (its log: {said})" if said else "")
-                                  + f": see cluster.node({name!r}).logs()")
+                    if said:
+                        raise Timeout(_("{name} is not streaming from {source} after {seconds:.0f} s (its log: "
+                                        "{log}): see cluster.node({name!r}).logs()").format(
+                                            name=name, source=source, seconds=timeout, log=said))
+                    raise Timeout(_("{name} is not streaming from {source} after {seconds:.0f} s: see "
+                                    "cluster.node({name!r}).logs()").format(name=name, source=source, seconds=timeout))
                 time.sleep(0.02)
 
     def _last_complaint(self, name: str) -> str:
@@ -904,13 +953,15 @@ class Cluster:
         """
         if lsn is not None:
             if isinstance(lsn, bool) or not isinstance(lsn, (str, int)):
-                raise BadArgument(f"lsn is an LSN like '0/3000060' (or None: the primary's current one), not {lsn!r:.60}")
+                raise BadArgument(_("lsn is an LSN like '0/3000060' (or None: the primary's current one), "
+                                    "not {value!r:.60}").format(value=lsn))
             try:
                 value = parse_lsn(lsn)
             except ValueError:
                 value = -1
             if not 0 <= value < 1 << 64:
-                raise BadArgument(f"lsn is an LSN like '0/3000060' (two hex numbers), not {lsn!r:.60}")
+                raise BadArgument(_("lsn is an LSN like '0/3000060' (two hex numbers), not {value!r:.60}").format(
+                    value=lsn))
             lsn = format_lsn(value) if isinstance(lsn, int) else lsn
         timeout = need_number(timeout, "timeout", lo=0, unit="seconds")
         target = lsn if lsn is not None else self.primary.scalar("SELECT pg_current_wal_lsn()", dbname="postgres")
@@ -927,9 +978,10 @@ class Cluster:
                 break
             if time.monotonic() > deadline:
                 r, replayed = still[0]
-                raise Timeout(f"{r.name} has not replayed {target} after {timeout:.0f} s (it is at {replayed}): "
-                              f"see cluster.status() and cluster.node({r.name!r}).logs()")
-            pending = [r for r, _ in still]
+                raise Timeout(_("{name} has not replayed {lsn} after {seconds:.0f} s (it is at {replayed}): "
+                                "see cluster.status() and cluster.node({name!r}).logs()").format(
+                                    name=r.name, lsn=target, seconds=timeout, replayed=replayed))
+            pending = [r for r, _replayed in still]
             time.sleep(0.005)
         return target
 
@@ -954,11 +1006,12 @@ class Cluster:
                 self._follow_primary()
                 others = [r.name for r in self.replicas if r.name != p.name]
                 if others:
-                    said.append(f"{', '.join(others)}: pointed at the new primary {p.name}")
+                    said.append(_("{replicas}: pointed at the new primary {primary}").format(
+                        replicas=", ".join(others), primary=p.name))
         for line in said:
             _say(quiet, line)
         if not said:
-            _say(quiet, "every recorded role matches its server: nothing to change")
+            _say(quiet, _("every recorded role matches its server: nothing to change"))
         return said
 
     def status(self) -> pd.DataFrame:
@@ -1021,21 +1074,22 @@ def _check_recovery(recovery, from_backup) -> "dict | None":
     if recovery is None:
         return None
     if not isinstance(recovery, dict) or not all(isinstance(k, str) for k in recovery):
-        raise BadArgument(f"recovery is a dict of settings, e.g. {{'recovery_target_lsn': '0/5000060'}}, "
-                          f"not {recovery!r:.60}")
+        raise BadArgument(_("recovery is a dict of settings, e.g. {{'recovery_target_lsn': '0/5000060'}}, "
+                            "not {value!r:.60}").format(value=recovery))
     if from_backup is None:
-        raise BadArgument("recovery settings apply to a node made from a base backup: pass from_backup too")
+        raise BadArgument(_("recovery settings apply to a node made from a base backup: pass from_backup too"))
     bad = [k for k in recovery if k not in RECOVERY_SETTINGS]
     if bad:
-        raise BadArgument(f"{', '.join(map(repr, bad))[:80]}: not a recovery setting; allowed: "
-                          f"{', '.join(RECOVERY_SETTINGS)}")
+        raise BadArgument(_("{names}: not a recovery setting; allowed: {allowed}").format(
+            names=", ".join(map(repr, bad))[:80], allowed=", ".join(RECOVERY_SETTINGS)))
     for k, v in recovery.items():
         if isinstance(v, float) or not isinstance(v, (str, int)) or "\0" in str(v) or "\n" in str(v):
-            raise BadArgument(f"{k} is a string (or a whole number, True/False), one line, not {v!r:.60}")
+            raise BadArgument(_("{setting} is a string (or a whole number, True/False), one line, not {value!r:.60}")
+                              .format(setting=k, value=v))
     action = recovery.get("recovery_target_action")
     if action is not None and action not in ("promote", "pause"):
-        raise BadArgument(f"recovery_target_action is 'promote' (leave recovery at the target) or 'pause' "
-                          f"(stay read-only there until node.promote()), not {action!r:.40}")
+        raise BadArgument(_("recovery_target_action is 'promote' (leave recovery at the target) or 'pause' "
+                            "(stay read-only there until node.promote()), not {value!r:.40}").format(value=action))
     return dict(recovery)
 
 
@@ -1051,27 +1105,30 @@ def _fatal_line(log: str) -> "str | None":
 def _given_back(node: Node, from_backup) -> str:
     """An existing node asked for again (a cell run twice): started if stopped; the rest of the one line
     that says so ("(nothing added, started); the backup in … was not used")."""
-    started = ""
+    started = False
     if not node.is_running:
         node.start()
-        started = ", started"
-    unused = ""
+        started = True
     if from_backup is not None and Path(from_backup).exists():
-        unused = f"; the backup in {from_backup} was not used"
-    return f"(nothing added{started}){unused}"
+        if started:
+            return _("(nothing added, started); the backup in {path} was not used").format(path=from_backup)
+        return _("(nothing added); the backup in {path} was not used").format(path=from_backup)
+    return _("(nothing added, started)") if started else _("(nothing added)")
 
 
 # --- module-level entry points ---------------------------------------------------------
 def _check_replicas(replicas) -> int:
     if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= MAX_REPLICAS:
-        raise BadArgument(f"replicas must be a whole number from 0 to {MAX_REPLICAS}, not {replicas!r:.60}")
+        raise BadArgument(_("replicas must be a whole number from 0 to {most}, not {value!r:.60}").format(
+            most=MAX_REPLICAS, value=replicas))
     return replicas
 
 
 def _check_home(home):
     if home is not None and (not isinstance(home, (str, os.PathLike)) or not str(os.fspath(home)).strip()
                              or "\0" in str(os.fspath(home))):
-        raise BadArgument(f"home is the lab home's directory (a path), or None for the default, not {home!r:.60}")
+        raise BadArgument(_("home is the lab home's directory (a path), or None for the default, "
+                            "not {value!r:.60}").format(value=home))
     return home
 
 
@@ -1080,7 +1137,7 @@ def attach(home=None) -> Cluster:
     h = LabHome(_check_home(home))
     state = h.load()
     if state is None:
-        raise LabError(f"no cluster in {h.path}: create one with lab.up()")
+        raise LabError(_("no cluster in {path}: create one with lab.up()").format(path=h.path))
     return Cluster(h, state)
 
 
@@ -1109,26 +1166,31 @@ def up(replicas: int = 1, home=None, quiet: bool = False, backend: "str | None" 
     h.ensure()
     others = register_user(h)
     if others:
-        _say(quiet, f"also using this lab: {'; '.join(others)}. What one notebook changes (a stopped node, a proxy, "
-                    "a setting) the other measures: shut down the kernels you are done with (Kernel › Shut Down Kernel)")
+        _say(quiet, _("also using this lab: {others}. What one notebook changes (a stopped node, a proxy, "
+                      "a setting) the other measures: shut down the kernels you are done with (Kernel › Shut Down "
+                      "Kernel)").format(others="; ".join(others)))
     with h.locked():
         state = h.load()
         if state is not None and state.get("ready") is False:
             # We hold the lock, so the process that was creating this cluster is gone
             # (a killed kernel): nobody has used it yet, so start over from nothing.
-            _say(quiet, "a previous lab.up() was interrupted while creating the cluster: starting over")
+            _say(quiet, _("a previous lab.up() was interrupted while creating the cluster: starting over"))
             _teardown(Cluster(h, state))
             state = None
         if state is None:
             return _create(h, replicas, quiet, choose_backend(backend))
         if backend and backend != state.get("backend", "local"):
-            raise LabError(f"this lab home's cluster runs on the {state.get('backend', 'local')} backend, "
-                           f"not {backend}: use it as it is, or lab.down(wipe=True) first")
+            raise LabError(_("this lab home's cluster runs on the {backend} backend, "
+                             "not {wanted}: use it as it is, or lab.down(wipe=True) first").format(
+                                 backend=state.get("backend", "local"), wanted=backend))
         cluster = Cluster(h, state)
         was_running = all(n.is_running for n in cluster.nodes if n.role != Role.FORMER_PRIMARY)
         cluster._restore_layout(replicas, lambda line: _say(quiet, line))
-        _say(quiet, ("re-attached to the running cluster" if was_running else "cluster started, data intact")
-             + f" in {h.path}: " + ", ".join(f"{n.name} :{n.port}" for n in cluster.nodes))
+        nodes = ", ".join(f"{n.name} :{n.port}" for n in cluster.nodes)
+        if was_running:
+            _say(quiet, _("re-attached to the running cluster in {path}: {nodes}").format(path=h.path, nodes=nodes))
+        else:
+            _say(quiet, _("cluster started, data intact in {path}: {nodes}").format(path=h.path, nodes=nodes))
         return cluster
 
 
@@ -1136,7 +1198,8 @@ def _create(h: LabHome, replicas: int, quiet: bool, backend: str) -> Cluster:
     t0 = time.monotonic()
     cls = backend_class(backend)
     if replicas > cls.max_replicas:
-        raise LabError(f"the {backend} backend runs at most {cls.max_replicas} replicas, not {replicas}")
+        raise LabError(_("the {backend} backend runs at most {most} replicas, not {replicas}").format(
+            backend=backend, most=cls.max_replicas, replicas=replicas))
     state = {
         "backend": backend, "created": time.time(), "ready": False,
         "superuser": "admin", "password": secrets.token_urlsafe(18),
@@ -1156,8 +1219,8 @@ def _create(h: LabHome, replicas: int, quiet: bool, backend: str) -> Cluster:
     try:
         cluster.backend.create_primary(state["nodes"]["primary"], state)
         cluster._save()
-        _say(quiet, f"primary: {cluster.backend.describe()} on 127.0.0.1:{port_list[0]} "
-                    f"({time.monotonic() - t0:.1f} s)")
+        _say(quiet, _("{name}: {how} on 127.0.0.1:{port} ({seconds:.1f} s)").format(
+            name="primary", how=cluster.backend.describe(), port=port_list[0], seconds=time.monotonic() - t0))
         for i, port in enumerate(port_list[1:], start=1):
             name = f"replica{i}"
             t1 = time.monotonic()
@@ -1166,14 +1229,15 @@ def _create(h: LabHome, replicas: int, quiet: bool, backend: str) -> Cluster:
             cluster._save()
             cluster.backend.start(spec, state, state["nodes"]["primary"])
             cluster._save()
-            _say(quiet, f"{name}: hot standby on 127.0.0.1:{port} ({time.monotonic() - t1:.1f} s)")
+            _say(quiet, _("{name}: hot standby on 127.0.0.1:{port} ({seconds:.1f} s)").format(
+                name=name, port=port, seconds=time.monotonic() - t1))
         cluster.wait_streaming()
         state["ready"] = True
         cluster._save()
     except BaseException:
         _teardown(cluster)
         raise
-    _say(quiet, f"cluster up in {time.monotonic() - t0:.1f} s (lab home {h.path})")
+    _say(quiet, _("cluster up in {seconds:.1f} s (lab home {path})").format(seconds=time.monotonic() - t0, path=h.path))
     return cluster
 
 

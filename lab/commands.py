@@ -26,6 +26,7 @@ import threading
 import time
 
 from .errors import Text, need_int, need_number, need_str
+from .i18n import _
 
 _LOG: "collections.deque[Entry]" = collections.deque(maxlen=5000)
 _guard = threading.Lock()
@@ -139,11 +140,11 @@ def transcript(last: int = 20, since: "float | None" = None, node: "str | None" 
     if since is not None:
         need_number(since, "since", 0, None, "seconds since the epoch (lab.transcript_mark())")
     if node is not None and not isinstance(node, str):
-        node = need_str(getattr(node, "name", None), "node", example="'replica1' or cluster.primary")
+        node = need_str(getattr(node, "name", None), "node", example=_("'replica1' or cluster.primary"))
     chosen = entries(since, node)
     chosen = chosen if since is not None else chosen[-last:]
     if not chosen:
-        return Text("(nothing recorded yet: the lab records the commands that change a server)")
+        return Text(_("(nothing recorded yet: the lab records the commands that change a server)"))
     return Text("\n".join(e.line() for e in chosen))
 
 

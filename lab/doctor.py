@@ -13,6 +13,7 @@ from .backends import choose_backend
 from .backends.compose import _client, compose_cli
 from .cluster import Cluster
 from .errors import LabError
+from .i18n import _
 from .system import binaries, hatools, ports
 from .system.home import LabHome, cache_dir
 from .system.osuser import server_user
@@ -25,7 +26,7 @@ def docker_status() -> tuple[bool, str]:
     except LabError as e:
         return False, str(e)
     try:
-        return True, f"Docker {client.version().get('Version', '?')} answers"
+        return True, _("Docker {version} answers").format(version=client.version().get("Version", "?"))
     finally:
         client.close()
 
@@ -46,10 +47,28 @@ def running_clusters() -> list[str]:
 HA_ROWS = ("etcd (chapter 08)", "HAProxy (chapter 08)", "Patroni (chapter 08)", "Patroni as the server user")
 LOGICAL_ROW = "logical decoding (chapter 09)"
 OPTIONAL_ROWS = ("Docker", LOGICAL_ROW) + HA_ROWS
-CONTRIB_HINT = ("install PostgreSQL's contrib modules: `sudo apt-get install postgresql-contrib` (Debian/Ubuntu "
-                "ship them in postgresql-<version>), `conda install -c conda-forge postgresql` or Homebrew's "
-                "postgresql@N include them")
 _HA_CACHE = "doctor-ha.json"
+
+
+def contrib_hint() -> str:
+    """What to install when PostgreSQL's contrib modules are missing (chapter 09's test_decoding)."""
+    return _("install PostgreSQL's contrib modules: `sudo apt-get install postgresql-contrib` (Debian/Ubuntu "
+             "ship them in postgresql-<version>), `conda install -c conda-forge postgresql` or Homebrew's "
+             "postgresql@N include them")
+
+
+def row_label(name: str) -> str:
+    """A row's check (the English name its rows and OPTIONAL_ROWS use) in the current language."""
+    labels = {
+        "PostgreSQL server": _("PostgreSQL server"), "server user": _("server user"), "lab home": _("lab home"),
+        "Docker": "Docker", "Compose CLI": _("Compose CLI"), "backend for a new cluster": _("backend for a new cluster"),
+        "other labs on this host": _("other labs on this host"), "free ports": _("free ports"),
+        "template cache": _("template cache"), "etcd (chapter 08)": _("etcd (chapter 08)"),
+        "HAProxy (chapter 08)": _("HAProxy (chapter 08)"), "Patroni (chapter 08)": _("Patroni (chapter 08)"),
+        "Patroni as the server user": _("Patroni as the server user"),
+        "logical decoding (chapter 09)": _("logical decoding (chapter 09)"),
+    }
+    return labels.get(name, name)
 
 
 def _stamp(path) -> "list | None":
@@ -113,7 +132,7 @@ def _server_runs_patroni(cache: _Cache) -> tuple[bool, str]:
     try:
         user = server_user()
     except LabError as e:
-        return False, f"not checked: no server user ({e})"
+        return False, _("not checked: no server user ({error})").format(error=e)
     mods = [find_spec(m) for m in ("patroni", "psycopg2")]
     key = [user.name, user.uid, _stamp(sys.executable)] + [_stamp(m.origin) if m else None for m in mods]
     hit = cache.get("server_python", key)
@@ -125,8 +144,10 @@ def _server_runs_patroni(cache: _Cache) -> tuple[bool, str]:
         except LabError as e:
             return False, str(e)
         cache.put("server_python", key, {"python": exe, "env": extra, "stamp": _stamp(exe)})
-    how = " (given this environment's packages through PYTHONPATH)" if extra.get("PYTHONPATH") else ""
-    return True, f"{user.name} runs Patroni with {exe}{how}"
+    if extra.get("PYTHONPATH"):
+        return True, _("{user} runs Patroni with {python} (given this environment's packages through "
+                       "PYTHONPATH)").format(user=user.name, python=exe)
+    return True, _("{user} runs Patroni with {python}").format(user=user.name, python=exe)
 
 
 def ha_rows() -> list[tuple[str, bool, str]]:
@@ -141,13 +162,13 @@ def ha_rows() -> list[tuple[str, bool, str]]:
         path = hatools.locate(program)
         found[program] = path
         if path:
-            rows.append((row, True, f"{_version(cache, program, path)} at {path}"))
+            rows.append((row, True, _("{version} at {path}").format(version=_version(cache, program, path), path=path)))
         else:
             rows.append((row, False, next(h for h in hints if h.startswith(f"{program} ("))))
     if found["patroni"]:
         ok, detail = _server_runs_patroni(cache)
     else:
-        ok, detail = False, "not checked: Patroni is not installed (see above)"
+        ok, detail = False, _("not checked: Patroni is not installed (see above)")
     rows.append((HA_ROWS[3], ok, detail))
     cache.save()
     return rows
@@ -158,17 +179,25 @@ def report(home=None) -> list[tuple[str, bool, str]]:
     rows = []
     try:
         b = binaries.find()
-        rows.append(("PostgreSQL server", True, f"{b.version} in {b.bindir} (found via {b.source})"))
+        rows.append(("PostgreSQL server", True, _("{version} in {bindir} (found via {source})").format(
+            version=b.version, bindir=b.bindir, source=b.source)))
     except LabError as e:
         b = None
         rows.append(("PostgreSQL server", False, str(e)))
     if b is not None:
         lacking = binaries.missing_for_logical(b)
-        rows.append((LOGICAL_ROW, not lacking, f"missing {' and '.join(lacking)}: {CONTRIB_HINT}" if lacking else
-                     f"pg_recvlogical and test_decoding in {binaries.pkglibdir(b)}"))
+        if len(lacking) > 1:
+            detail = _("missing {first} and {second}: {hint}").format(
+                first=", ".join(lacking[:-1]), second=lacking[-1], hint=contrib_hint())
+        elif lacking:
+            detail = _("missing {first}: {hint}").format(first=lacking[0], hint=contrib_hint())
+        else:
+            detail = _("pg_recvlogical and test_decoding in {path}").format(path=binaries.pkglibdir(b))
+        rows.append((LOGICAL_ROW, not lacking, detail))
     try:
         u = server_user()
-        rows.append(("server user", True, u.name + (" (you)" if u.is_me else " (PostgreSQL refuses to run as root)")))
+        rows.append(("server user", True, _("{user} (you)").format(user=u.name) if u.is_me else
+                     _("{user} (PostgreSQL refuses to run as root)").format(user=u.name)))
     except LabError as e:
         rows.append(("server user", False, str(e)))
     h = LabHome(home)
@@ -180,33 +209,37 @@ def report(home=None) -> list[tuple[str, bool, str]]:
             desc = ", ".join(f"{n.name} {n.role} {n.state} :{n.port}" for n in c.nodes)
             rows.append(("lab home", True, f"{h.path}: {desc}"))
         else:
-            rows.append(("lab home", True, f"{h.path}: no cluster yet (lab.up() creates one)"))
+            rows.append(("lab home", True, _("{path}: no cluster yet (lab.up() creates one)").format(path=h.path)))
     except LabError as e:
         rows.append(("lab home", False, str(e)))
     ok, detail = docker_status()
     rows.append(("Docker", ok, detail))
     cli = compose_cli()
     rows.append(("Compose CLI", True, " ".join(Path(c).name for c in cli) if cli else
-                 "none (only the compose backend needs it: docker compose v2 or docker-compose)"))
+                 _("none (only the compose backend needs it: docker compose v2 or docker-compose)")))
     try:
-        rows.append(("backend for a new cluster", True, choose_backend(None) +
-                     " (lab.up(backend='local'|'compose') or LAB_BACKEND choose)"))
+        rows.append(("backend for a new cluster", True, _("{backend} (lab.up(backend='local'|'compose') or "
+                                                          "LAB_BACKEND choose)").format(backend=choose_backend(None))))
     except LabError as e:
         rows.append(("backend for a new cluster", False, str(e)))
     others = [x for x in running_clusters() if x != str(h.path)]
-    rows.append(("other labs on this host", True, ", ".join(others) if others else "none"))
+    rows.append(("other labs on this host", True, ", ".join(others) if others else _("none")))
     free = sum(ports.port_is_free(p) for p in range(ports.PORT_RANGE[0], ports.PORT_RANGE[0] + 50))
-    rows.append(("free ports", free > 0, f"{free}/50 free at {ports.PORT_RANGE[0]}..{ports.PORT_RANGE[0] + 49} "
-                 f"(the lab picks from {ports.PORT_RANGE[0]}-{ports.PORT_RANGE[1]})"))
+    rows.append(("free ports", free > 0, _("{free}/50 free at {first}..{last} (the lab picks from {lo}-{hi})").format(
+        free=free, first=ports.PORT_RANGE[0], last=ports.PORT_RANGE[0] + 49, lo=ports.PORT_RANGE[0],
+        hi=ports.PORT_RANGE[1])))
     t = cache_dir()
-    rows.append(("template cache", True, f"{t} ({'ready' if any(t.glob('template-*')) else 'made on first up()'})"))
+    rows.append(("template cache", True, _("{path} (ready)").format(path=t) if any(t.glob("template-*")) else
+                 _("{path} (made on first up())").format(path=t)))
     rows.extend(ha_rows())
     return rows
 
 
 def format_report(rows) -> str:
-    width = max(len(r[0]) for r in rows)
-    return "\n".join(f"{'ok ' if ok else 'NO '} {name:<{width}}  {detail}" for name, ok, detail in rows)
+    labels = [row_label(r[0]) for r in rows]
+    width = max(len(label) for label in labels)
+    return "\n".join(f"{'ok ' if ok else 'NO '} {label:<{width}}  {detail}"
+                     for label, (name, ok, detail) in zip(labels, rows))
 
 
 class Doctor:
@@ -217,7 +250,7 @@ class Doctor:
 
     @property
     def ok(self) -> bool:
-        return all(ok for name, ok, _ in self.rows if name not in OPTIONAL_ROWS)
+        return all(ok for name, ok, _detail in self.rows if name not in OPTIONAL_ROWS)
 
     def __repr__(self):
         return format_report(self.rows)

@@ -1,6 +1,8 @@
 """Errors a student can meet: one or two lines that say what happened and what to do."""
 from __future__ import annotations
 
+from .i18n import _
+
 
 class Text(str):
     """A string that shows as plain lines in a notebook (logs, one-line accounts)."""
@@ -92,7 +94,7 @@ def _shown(value) -> str:
     at most 60 characters."""
     text = repr(value)
     if "\n" in text.strip():
-        text = f"a {type(value).__name__}"
+        text = _("a {type}").format(type=type(value).__name__)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -100,8 +102,25 @@ def need_int(value, what: str, lo: "int | None" = None, hi: "int | None" = None)
     """``value`` as an int in [lo, hi] (bools and floats refused), else BadArgument naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, int) or (lo is not None and value < lo) \
             or (hi is not None and value > hi):
-        raise BadArgument(f"{what} is a whole number{_range(lo, hi)}, not {_shown(value)}")
+        shown = _shown(value)
+        if lo is not None and hi is not None:
+            msg = _("{what} is a whole number from {lo} to {hi}, not {value}").format(lo=_num(lo), hi=_num(hi), what=what, value=shown)
+        elif lo is not None:
+            msg = _("{what} is a whole number >= {lo}, not {value}").format(lo=_num(lo), what=what, value=shown)
+        elif hi is not None:
+            msg = _("{what} is a whole number <= {hi}, not {value}").format(hi=_num(hi), what=what, value=shown)
+        else:
+            msg = _("{what} is a whole number, not {value}").format(what=what, value=shown)
+        raise BadArgument(msg)
     return value
+
+
+def _unit(unit: str) -> str:
+    """The units the lab's functions name (need_number's ``unit``), in the current language."""
+    known = {"seconds": _("seconds"), "milliseconds": _("milliseconds"), "rows per second": _("rows per second"),
+             "ticks per second": _("ticks per second"),
+             "seconds since the epoch (lab.transcript_mark())": _("seconds since the epoch (lab.transcript_mark())")}
+    return known.get(unit, unit)
 
 
 def need_number(value, what: str, lo: "float | None" = None, hi: "float | None" = None,
@@ -113,15 +132,44 @@ def need_number(value, what: str, lo: "float | None" = None, hi: "float | None" 
         ok = f == f and f not in (float("inf"), float("-inf")) and (lo is None or f >= lo) \
             and (hi is None or f <= hi)
     if not ok:
-        raise BadArgument(f"{what} is a number{' of ' + unit if unit else ''}{_range(lo, hi)}, not {_shown(value)}")
+        shown = _shown(value)
+        if unit:
+            unit = _unit(unit)
+            if lo is not None and hi is not None:
+                msg = _("{what} is a number of {unit} from {lo} to {hi}, not {value}").format(
+                    lo=_num(lo), hi=_num(hi), what=what, unit=unit, value=shown)
+            elif lo is not None:
+                msg = _("{what} is a number of {unit} >= {lo}, not {value}").format(lo=_num(lo), what=what, unit=unit, value=shown)
+            elif hi is not None:
+                msg = _("{what} is a number of {unit} <= {hi}, not {value}").format(hi=_num(hi), what=what, unit=unit, value=shown)
+            else:
+                msg = _("{what} is a number of {unit}, not {value}").format(what=what, unit=unit, value=shown)
+        elif lo is not None and hi is not None:
+            msg = _("{what} is a number from {lo} to {hi}, not {value}").format(lo=_num(lo), hi=_num(hi), what=what, value=shown)
+        elif lo is not None:
+            msg = _("{what} is a number >= {lo}, not {value}").format(lo=_num(lo), what=what, value=shown)
+        elif hi is not None:
+            msg = _("{what} is a number <= {hi}, not {value}").format(hi=_num(hi), what=what, value=shown)
+        else:
+            msg = _("{what} is a number, not {value}").format(what=what, value=shown)
+        raise BadArgument(msg)
     return float(value)
 
 
 def need_str(value, what: str, empty: bool = False, example: str = "") -> str:
     """``value`` as a str (non-empty unless ``empty``)."""
     if not isinstance(value, str) or (not empty and not value.strip()):
-        hint = f", e.g. {example}" if example else ""
-        raise BadArgument(f"{what} is {'a' if empty else 'a non-empty'} string{hint}, not {_shown(value)}")
+        shown = _shown(value)
+        if empty and example:
+            msg = _("{what} is a string, e.g. {example}, not {value}").format(what=what, example=example, value=shown)
+        elif empty:
+            msg = _("{what} is a string, not {value}").format(what=what, value=shown)
+        elif example:
+            msg = _("{what} is a non-empty string, e.g. {example}, not {value}").format(
+                what=what, example=example, value=shown)
+        else:
+            msg = _("{what} is a non-empty string, not {value}").format(what=what, value=shown)
+        raise BadArgument(msg)
     return value
 
 
@@ -133,25 +181,16 @@ def need_choice(value, what: str, choices) -> str:
     except TypeError:  # unhashable in a set/dict of choices
         ok = False
     if not ok:
-        raise BadArgument(f"{what} is one of {', '.join(repr(c) for c in choices)}, not {_shown(value)}")
+        raise BadArgument(_("{what} is one of {choices}, not {value}").format(
+            what=what, choices=", ".join(repr(c) for c in choices), value=_shown(value)))
     return value
 
 
 def need_bool(value, what: str) -> bool:
     if not isinstance(value, bool):
-        raise BadArgument(f"{what} is True or False, not {_shown(value)}")
+        raise BadArgument(_("{what} is True or False, not {value}").format(what=what, value=_shown(value)))
     return value
 
 
 def _num(v) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:g}"  # 1000000, not 1e+06
-
-
-def _range(lo, hi) -> str:
-    if lo is not None and hi is not None:
-        return f" from {_num(lo)} to {_num(hi)}"
-    if lo is not None:
-        return f" >= {_num(lo)}"
-    if hi is not None:
-        return f" <= {_num(hi)}"
-    return ""

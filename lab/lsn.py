@@ -16,6 +16,7 @@ import numbers
 import re
 
 from .errors import BadArgument, need_int
+from .i18n import _
 
 _LSN_RE = re.compile(r"^\s*([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})\s*$")
 MAX_LSN = (1 << 64) - 1
@@ -37,12 +38,12 @@ def parse_lsn(text: "str | int | None") -> "int | None":
         return None
     if isinstance(text, numbers.Integral) and not isinstance(text, bool):
         if not 0 <= int(text) <= MAX_LSN:
-            raise BadLSN(f"an LSN is a byte position from 0 to 2**64 - 1, not {_shown(text)}")
+            raise BadLSN(_("an LSN is a byte position from 0 to 2**64 - 1, not {value}").format(value=_shown(text)))
         return int(text)
     m = _LSN_RE.match(text) if isinstance(text, str) else None
     if not m:
-        raise BadLSN(f"not an LSN: {_shown(text)} (an LSN is two hex numbers like '0/3000060', "
-                     "as pg_current_wal_lsn() shows it)")
+        raise BadLSN(_("not an LSN: {value} (an LSN is two hex numbers like '0/3000060', "
+                       "as pg_current_wal_lsn() shows it)").format(value=_shown(text)))
     return (int(m.group(1), 16) << 32) | int(m.group(2), 16)
 
 
@@ -93,11 +94,11 @@ def wal_segment_name(lsn, timeline: int = 1, segment_size: int = 16 * 1024 * 102
     """
     v = parse_lsn(lsn)
     if v is None:
-        raise BadLSN("not an LSN: None (an LSN is two hex numbers like '0/3000060')")
+        raise BadLSN(_("not an LSN: None (an LSN is two hex numbers like '0/3000060')"))
     need_int(timeline, "timeline", lo=1, hi=0xFFFFFFFF)
-    need_int(segment_size, "segment_size (bytes)", lo=1 << 20, hi=1 << 30)
+    need_int(segment_size, _("segment_size (bytes)"), lo=1 << 20, hi=1 << 30)
     if segment_size & (segment_size - 1):
-        raise BadArgument(f"segment_size is a power of 2 from 1 MB to 1 GB, not {segment_size}")
+        raise BadArgument(_("segment_size is a power of 2 from 1 MB to 1 GB, not {value}").format(value=segment_size))
     segno = v // segment_size
     per_xlogid = 0x100000000 // segment_size
     return f"{timeline:08X}{segno // per_xlogid:08X}{segno % per_xlogid:08X}"

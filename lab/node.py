@@ -24,6 +24,7 @@ from psycopg2 import sql as pgsql
 from . import commands, conninfo
 from .errors import (BadArgument, LabError, NotRunning, ReadOnlyError, SQLError, Text,  # noqa: F401 (Text: lab.node.Text)
                      need_bool, need_int, need_number, need_str)
+from .i18n import _
 from .system.operations import changes_cluster
 
 if TYPE_CHECKING:
@@ -62,8 +63,8 @@ class Node:
         try:
             return self._cluster._state["nodes"][self.name]
         except KeyError:
-            raise LabError(f"{self.name} is no longer in this cluster (removed?): its nodes are "
-                           f"{', '.join(self._cluster._state['nodes'])}") from None
+            raise LabError(_("{name} is no longer in this cluster (removed?): its nodes are {nodes}").format(
+                name=self.name, nodes=", ".join(self._cluster._state["nodes"]))) from None
 
     @property
     def role(self) -> Role:
@@ -115,22 +116,26 @@ class Node:
         ``kwargs``: more libpq connection parameters (``options="-c work_mem=8MB"``)."""
         dbname = _need_dbname(dbname)
         need_bool(autocommit, "autocommit")
-        need_int(connect_timeout, "connect_timeout (seconds)", lo=1, hi=3600)
+        need_int(connect_timeout, _("connect_timeout (seconds)"), lo=1, hi=3600)
         taken = sorted(set(kwargs) & {"host", "port", "user", "password", "dbname", "application_name",
                                       "connection_factory", "cursor_factory", "dsn"})
         if taken:
-            raise BadArgument(f"connect() sets {', '.join(taken)} itself: pass other libpq parameters only")
+            raise BadArgument(_("connect() sets {parameters} itself: pass other libpq parameters only").format(
+                parameters=", ".join(taken)))
         try:
             conn = psycopg2.connect(**self._params(dbname), connect_timeout=connect_timeout,
                                     application_name="lab", **kwargs)
         except psycopg2.OperationalError as e:
             if not self.is_running:
-                raise NotRunning(f"{self.name} is stopped: start it with cluster.node({self.name!r}).start()") from None
-            first = str(e).strip().splitlines()[0] if str(e).strip() else "connection failed"
-            raise NotRunning(f"{self.name} ({HOST}:{self.port}) refused the connection: {first}") from None
+                raise NotRunning(_("{name} is stopped: start it with cluster.node({name!r}).start()").format(
+                    name=self.name)) from None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else _("connection failed")
+            raise NotRunning(_("{name} ({host}:{port}) refused the connection: {error}").format(
+                name=self.name, host=HOST, port=self.port, error=first)) from None
         except (psycopg2.Error, TypeError, ValueError) as e:  # an unknown or malformed libpq parameter
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise BadArgument(f"{self.name}: cannot connect with {sorted(kwargs)}: {first}") from None
+            raise BadArgument(_("{name}: cannot connect with {parameters}: {error}").format(
+                name=self.name, parameters=sorted(kwargs), error=first)) from None
         conn.autocommit = autocommit
         return conn
 
@@ -139,8 +144,9 @@ class Node:
         lines = [ln for ln in text.splitlines() if ln.strip()]
         first = re.sub(r"^(ERROR|FATAL|PANIC):\s+", "", lines[0]) if lines else type(e).__name__
         if e.pgcode == "25006":  # read_only_sql_transaction
-            return ReadOnlyError(f"{self.name}: {first} — {self.name} is a read-only hot standby; "
-                                 "send writes to cluster.primary", node=self.name, sqlstate=e.pgcode)
+            return ReadOnlyError(_("{name}: {error} — {name} is a read-only hot standby; "
+                                   "send writes to cluster.primary").format(name=self.name, error=first),
+                                 node=self.name, sqlstate=e.pgcode)
         return SQLError(f"{self.name}: {first}", node=self.name, sqlstate=e.pgcode)
 
     def _run(self, query, params, dbname, fetch):
@@ -188,7 +194,7 @@ class Node:
         >>> cluster.primary.settings("wal_keep_size", "max_slot_wal_keep_size")   # doctest: +SKIP
         """
         if not names or not all(isinstance(n, str) and n.strip() for n in names):
-            raise BadArgument("name the settings to read as strings, e.g. node.settings('wal_keep_size')")
+            raise BadArgument(_("name the settings to read as strings, e.g. node.settings('wal_keep_size')"))
         return self.sql("SELECT name, setting, unit, current_setting(name) AS value, source, "
                         "coalesce(sourcefile LIKE '%%postgresql.auto.conf', false) AS set_by_alter_system "
                         "FROM pg_settings WHERE name = ANY(%s) ORDER BY name", (list(names),), dbname="postgres")
@@ -201,16 +207,17 @@ class Node:
         >>> cluster.primary.set(wal_keep_size="256MB", log_checkpoints=True)  # doctest: +SKIP
         """
         if not settings:
-            raise BadArgument("name at least one setting, e.g. node.set(work_mem='8MB')")
+            raise BadArgument(_("name at least one setting, e.g. node.set(work_mem='8MB')"))
         for name, value in settings.items():
             if value is not None and (not isinstance(value, (str, int, float)) or
                                       (isinstance(value, float) and not math.isfinite(value))):
-                raise BadArgument(f"{name} is set to a string, a number, True/False, or None (its default), "
-                                  f"not {value!r:.60}")
+                raise BadArgument(_("{setting} is set to a string, a number, True/False, or None (its default), "
+                                    "not {value!r:.60}").format(setting=name, value=value))
         known = set(self.sql("SELECT name FROM pg_settings")["name"])
         unknown = [k for k in settings if k not in known]
         if unknown:
-            raise LabError(f"{self.name}: unknown setting(s) {', '.join(unknown)}: see SELECT name FROM pg_settings")
+            raise LabError(_("{name}: unknown setting(s) {settings}: see SELECT name FROM pg_settings").format(
+                name=self.name, settings=", ".join(unknown)))
         conn = self.connect()
         try:
             with conn.cursor() as cur:
@@ -241,8 +248,8 @@ class Node:
                           "WHERE name = ANY(%s) ORDER BY name", (list(settings),))
         restart = result.loc[result["pending_restart"], "name"].tolist()
         if restart:
-            print(f"{self.name}: {', '.join(restart)} take(s) effect after a restart: "
-                  f"cluster.node({self.name!r}).restart()")
+            print(_("{name}: {settings} take(s) effect after a restart: cluster.node({name!r}).restart()").format(
+                name=self.name, settings=", ".join(restart)))
         return result
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -267,8 +274,8 @@ class Node:
         """SIGKILL the postmaster: a crash, for experiments.  ``start()`` recovers it.  A stopped
         node raises NotRunning (as ``lab.faults.kill`` does)."""
         if self._cluster.backend.kill(self.spec) is None:
-            raise NotRunning(f"{self.name} is stopped already: nothing to kill; start it with "
-                             f"cluster.node({self.name!r}).start()")
+            raise NotRunning(_("{name} is stopped already: nothing to kill; start it with "
+                               "cluster.node({name!r}).start()").format(name=self.name))
         return self
 
     @changes_cluster("node.pause")
@@ -278,14 +285,14 @@ class Node:
         ``max_seconds`` even if this kernel dies.  Returns a one-line account."""
         if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) \
                 or not 0 < max_seconds <= 3600:  # NaN fails the range test too
-            raise BadArgument(f"max_seconds is how long the node may stay frozen, more than 0 and at most "
-                              f"3600 s, not {max_seconds!r:.60}")
+            raise BadArgument(_("max_seconds is how long the node may stay frozen, more than 0 and at most "
+                                "3600 s, not {value!r:.60}").format(value=max_seconds))
         if not self.is_running:
-            raise NotRunning(f"{self.name} is stopped: start it before pausing it")
+            raise NotRunning(_("{name} is stopped: start it before pausing it").format(name=self.name))
         backend = self._cluster.backend
         if backend.is_paused(self.spec):
-            return f"{self.name}: paused already"
-        return f"{self.name}: paused ({backend.pause(self.spec, max_seconds)})"
+            return _("{name}: paused already").format(name=self.name)
+        return _("{name}: paused ({how})").format(name=self.name, how=backend.pause(self.spec, max_seconds))
 
     @changes_cluster("node.resume")
     def resume(self) -> str:
@@ -312,22 +319,22 @@ class Node:
         >>> cluster.primary.tool("pg_controldata", cluster.primary.pgdata).stdout   # doctest: +SKIP
         """
         if not args or not all(isinstance(a, (str, os.PathLike, int)) and not isinstance(a, bool) for a in args):
-            raise BadArgument("tool() takes the command and its arguments as strings, e.g. "
-                              "node.tool('pg_controldata', node.pgdata)")
+            raise BadArgument(_("tool() takes the command and its arguments as strings, e.g. "
+                                "node.tool('pg_controldata', node.pgdata)"))
         if any("\0" in str(a) for a in args):
-            raise BadArgument("an argument of tool() holds a NUL character")
+            raise BadArgument(_("an argument of tool() holds a NUL character"))
         need_bool(check, "check")
         timeout = need_number(timeout, "timeout", lo=0.001, hi=86400, unit="seconds")
         if env is not None and (not isinstance(env, Mapping) or not all(
                 isinstance(k, str) and k and "=" not in k and "\0" not in k and isinstance(v, str) and "\0" not in v
                 for k, v in env.items())):
-            raise BadArgument(f"env is a dict of environment variables (str: str), e.g. {{'PGPASSWORD': '...'}}, "
-                              f"not {env!r:.60}")
+            raise BadArgument(_("env is a dict of environment variables (str: str), e.g. {{'PGPASSWORD': '...'}}, "
+                                "not {value!r:.60}").format(value=env))
         return self._cluster.backend.tool(self.spec, args, check=check, timeout=timeout, env=env)
 
     def logs(self, tail: int = 50) -> Text:
         """The last ``tail`` lines of this node's server log."""
-        tail = need_int(tail, "tail (how many of the last lines)", lo=0)
+        tail = need_int(tail, _("tail (how many of the last lines)"), lo=0)
         if tail == 0:
             return Text("")
         return Text(self._cluster.backend.logs(self.spec, tail))
@@ -350,7 +357,7 @@ def _need_dbname(dbname) -> "str | None":
         return None
     need_str(dbname, "dbname", example="'postgres'")
     if "\0" in dbname:
-        raise BadArgument("dbname holds a NUL character")
+        raise BadArgument(_("dbname holds a NUL character"))
     return dbname
 
 
@@ -359,28 +366,29 @@ def _need_query(query, params) -> None:
     if isinstance(query, pgsql.Composable):
         pass
     elif not isinstance(query, str):
-        raise BadArgument(f"the query is SQL as a string, e.g. \"SELECT 1\", not {query!r:.60}")
+        raise BadArgument(_("the query is SQL as a string, e.g. \"SELECT 1\", not {value!r:.60}").format(value=query))
     elif not query.strip():
-        raise BadArgument("empty query: pass the SQL to run as a string")
+        raise BadArgument(_("empty query: pass the SQL to run as a string"))
     elif "\0" in query:
-        raise BadArgument("the query holds a NUL character, which PostgreSQL does not accept")
+        raise BadArgument(_("the query holds a NUL character, which PostgreSQL does not accept"))
     if params is not None and (isinstance(params, (str, bytes)) or not isinstance(params, (tuple, list, Mapping))):
-        raise BadArgument(f"params is a tuple or list (for %s placeholders) or a dict (for %(name)s), "
-                          f"e.g. ('x',) — not {params!r:.60}")
+        raise BadArgument(_("params is a tuple or list (for %s placeholders) or a dict (for %(name)s), "
+                            "e.g. ('x',) — not {value!r:.60}").format(value=params))
 
 
 def _bad_params(e: Exception, params) -> BadArgument:
     """psycopg2's IndexError/KeyError/TypeError/ValueError while merging ``params`` into the query."""
     if isinstance(e, KeyError):
-        why = f"no value for the placeholder %({e.args[0]})s" if e.args else "a named placeholder has no value"
+        why = (_("no value for the placeholder %({key})s").format(key=e.args[0]) if e.args
+               else _("a named placeholder has no value"))
     elif isinstance(e, IndexError):
-        why = "fewer values than %s placeholders"
+        why = _("fewer values than %s placeholders")
     elif "NUL" in str(e):
-        return BadArgument("a value in params holds a NUL character, which PostgreSQL does not accept")
+        return BadArgument(_("a value in params holds a NUL character, which PostgreSQL does not accept"))
     else:
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return BadArgument(f"the query's placeholders do not match params ({why}): one %s per value of a tuple, "
-                       "%(name)s per key of a dict, and %% for a literal %")
+    return BadArgument(_("the query's placeholders do not match params ({why}): one %s per value of a tuple, "
+                         "%(name)s per key of a dict, and %% for a literal %").format(why=why))
 
 
 def _record(name: str, cur) -> None:
