@@ -164,7 +164,10 @@ def ha_rows() -> list[tuple[str, bool, str]]:
         if path:
             rows.append((row, True, _("{version} at {path}").format(version=_version(cache, program, path), path=path)))
         else:
-            rows.append((row, False, next(h for h in hints if h.startswith(f"{program} ("))))
+            # hatools' line for it: "etcd (...) not found: ..." (the program's name is not always first
+            # in another language: "no se encontró etcd (...)")
+            hint = next((h for h in hints if f"{program} (" in h), None)
+            rows.append((row, False, hint or _("{program} not found").format(program=program)))
     if found["patroni"]:
         ok, detail = _server_runs_patroni(cache)
     else:
