@@ -1,14 +1,16 @@
 """The one registry of self-checks: ``@exercise`` adds one, ``check`` runs it, ``hint`` says how.
 
-An exercise is a function ``(cluster[, what it needs][, answer]) -> (ok, message)`` whose docstring
-is its hint.  What it needs before it can look (the main replica, running; the crypto app) is a
-``Precondition``: it finds that thing in the cluster, or says in one line what is missing and how
-to get it, and the student sees that line as the check's ❌ instead of the exercise running.
+An exercise is a function ``(cluster[, what it needs][, answer]) -> (ok, message)``; its hint, how to
+do it, is ``hint=N_("...")``.  Titles, hints and messages are English in the code and shown in the
+student's language (``lab/i18n.py``): a title and a hint are looked up when shown, ``_(ex.title)``.
+What it needs before it can look (the main replica, running; the crypto app) is a ``Precondition``:
+it finds that thing in the cluster, or says in one line what is missing and how to get it, and the
+student sees that line as the check's ❌ instead of the exercise running.
 
->>> @exercise("04.9", "replica1 answers", needs=RUNNING_REPLICA)           # doctest: +SKIP
+>>> @exercise("04.9", N_("replica1 answers"), needs=RUNNING_REPLICA,       # doctest: +SKIP
+...           hint=N_("Start replica1 and ask it SELECT 1."))
 ... def _answers(cluster, replica):
-...     '''Start replica1 and ask it SELECT 1.'''
-...     return replica.scalar("SELECT 1") == 1, f"{replica.name} answers"
+...     return replica.scalar("SELECT 1") == 1, _("{name} answers").format(name=replica.name)
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Callable
 import pandas as pd
 
 from ..errors import LabError, Text
+from ..i18n import N_, _
 from ..node import Node
 from .progress import record
 
@@ -67,12 +70,12 @@ class Precondition:
         return self.find(cluster)
 
 
-NO_REPLICA = "this cluster has no replica: lab.up(replicas=1) adds one"
+NO_REPLICA = N_("this cluster has no replica: lab.up(replicas=1) adds one")  # shown as _(NO_REPLICA)
 
 
 def stopped(node: Node) -> str:
     """The hint for a node an exercise needs running."""
-    return f"{node.name} is stopped: start it with cluster.node({node.name!r}).start(), then check again"
+    return _("{name} is stopped: start it with cluster.node({name!r}).start(), then check again").format(name=node.name)
 
 
 def main_replica(cluster) -> "Node | None":
@@ -86,7 +89,7 @@ def main_replica(cluster) -> "Node | None":
 def _replica(cluster) -> Node:
     replica = main_replica(cluster)
     if replica is None:
-        raise Unmet(NO_REPLICA)
+        raise Unmet(_(NO_REPLICA))
     return replica
 
 
@@ -105,10 +108,10 @@ RUNNING_REPLICA = Precondition("the main replica (replica1, else the first), run
 @dataclass(frozen=True)
 class Exercise:
     id: str
-    title: str
+    title: str  # English, N_()-marked: shown as _(title)
     wants_answer: bool
     run: Callable  # (cluster[, needed][, answer]) -> (ok, message)
-    hint: str
+    hint: str  # English, N_()-marked: shown as _(hint)
     needs: "Precondition | None" = None
 
     @property
@@ -133,16 +136,18 @@ def _hint_of(fn) -> str:
     return " ".join(doc.split("\n\n")[0].split())
 
 
-def exercise(exercise_id: str, title: str, answer: bool = False, needs: "Precondition | None" = None):
-    """Register a check: ``@exercise("02.1", "what it checks", answer=True)`` over a function
-    ``(cluster[, needed][, answer]) -> (ok, message)`` whose docstring says how to do the exercise."""
+def exercise(exercise_id: str, title: str, answer: bool = False, needs: "Precondition | None" = None,
+             hint: "str | None" = None):
+    """Register a check: ``@exercise("02.1", N_("what it checks"), answer=True, hint=N_("how to do it"))``
+    over a function ``(cluster[, needed][, answer]) -> (ok, message)``.  Without ``hint`` the function's
+    docstring is the hint (in English only: a docstring is not in the catalog)."""
     if not re.fullmatch(r"\d\d\.\d+", exercise_id):
         raise ValueError(f"exercise ids look like '01.2', not {exercise_id!r}")
 
     def register(fn):
         if exercise_id in _EXERCISES:
             raise ValueError(f"exercise {exercise_id} is registered twice")
-        hint_text = _hint_of(fn)
+        hint_text = hint or _hint_of(fn)  # as written: _(hint) looks it up
         if not hint_text:
             raise ValueError(f"exercise {exercise_id}: its docstring is its hint, and it has none")
         _EXERCISES[exercise_id] = Exercise(exercise_id, title, answer, fn, hint_text, needs)
@@ -157,7 +162,7 @@ def registered() -> "dict[str, Exercise]":
 
 def exercises(chapter: "str | None" = None) -> pd.DataFrame:
     """The exercises (of one chapter, e.g. ``"01"``): id, title, whether it wants an answer."""
-    rows = [dict(exercise=e.id, title=e.title, answer=e.wants_answer)
+    rows = [dict(exercise=e.id, title=_(e.title), answer=e.wants_answer)
             for e in registered().values() if chapter is None or e.chapter == chapter]
     return pd.DataFrame(rows, columns=["exercise", "title", "answer"])
 
@@ -165,7 +170,8 @@ def exercises(chapter: "str | None" = None) -> pd.DataFrame:
 def _get(exercise_id: str) -> Exercise:
     ex = _EXERCISES.get(exercise_id)
     if ex is None:
-        raise LabError(f"no exercise {exercise_id!r}: the exercises are {', '.join(registered())}")
+        raise LabError(_("no exercise {exercise!r}: the exercises are {exercises}").format(
+            exercise=exercise_id, exercises=", ".join(registered())))
     return ex
 
 
@@ -175,7 +181,7 @@ def hint(exercise_id: str) -> Text:
     >>> lab.checks.hint("01.4")          # doctest: +SKIP
     """
     ex = _get(exercise_id)
-    return Text(f"{ex.id} ({ex.title}): {ex.hint}")
+    return Text(f"{ex.id} ({_(ex.title)}): {_(ex.hint)}")
 
 
 def check(exercise_id: str, cluster, answer=NOT_ANSWERED) -> Result:
@@ -187,16 +193,18 @@ def check(exercise_id: str, cluster, answer=NOT_ANSWERED) -> Result:
     ex = _get(exercise_id)
     call = f"lab.checks.check({exercise_id!r}, cluster"
     if not ex.wants_answer and answer is not NOT_ANSWERED:
-        raise LabError(f"exercise {exercise_id} checks the cluster and takes no answer: {call})")
+        raise LabError(_("exercise {exercise} checks the cluster and takes no answer: {call})").format(
+            exercise=exercise_id, call=call))
+    title = _(ex.title)
     if ex.wants_answer and answer is NOT_ANSWERED:
-        result = Result(ex.id, ex.title, False, f"replace ... with your answer: {call}, answer=...)")
+        result = Result(ex.id, title, False, _("replace ... with your answer: {call}, answer=...)").format(call=call))
     else:
         try:
             ok, message = ex(cluster, answer)
         except Unmet as e:
             ok, message = False, str(e)
         except LabError as e:  # a stopped primary, a wiped cluster: the hint is the lab's own message
-            ok, message = False, f"could not check: {e}"
-        result = Result(ex.id, ex.title, bool(ok), message)
+            ok, message = False, _("could not check: {error}").format(error=e)
+        result = Result(ex.id, title, bool(ok), message)
     record(cluster, result.exercise, result.ok, result.message)
     return result
