@@ -17,12 +17,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..i18n import N_, _
 from ..errors import BinariesNotFound, PostgresTooOld
 
 MIN_MAJOR = 13
 REQUIRED = ("postgres", "initdb", "pg_ctl", "pg_basebackup", "psql", "pg_isready")
 
-INSTALL_HINT = (
+INSTALL_HINT = N_(
     "install the PostgreSQL server (>= 13): `sudo apt-get install postgresql` (Debian/Ubuntu), "
     "`brew install postgresql@16` (macOS), or `conda install -c conda-forge postgresql`; "
     "or point PG_BIN at the directory holding `postgres` and `initdb`"
@@ -40,7 +41,8 @@ class PgBinaries:
         """Absolute path of one tool; every subprocess call goes through this."""
         p = self.bindir / tool
         if not p.exists():
-            raise BinariesNotFound(f"{tool} is missing from {self.bindir}: {INSTALL_HINT}")
+            raise BinariesNotFound(_("{tool} is missing from {bindir}: {install_hint}").format(
+                tool=tool, bindir=self.bindir, install_hint=_(INSTALL_HINT)))
         return str(p)
 
     def cmd(self, tool: str, *args) -> list[str]:
@@ -75,10 +77,11 @@ def missing_for_logical(b: PgBinaries) -> list[str]:
     ``test_decoding`` module (contrib).  Empty when both are here."""
     out = []
     if not (b.bindir / "pg_recvlogical").exists():
-        out.append(f"pg_recvlogical (not in {b.bindir})")
+        out.append(_("pg_recvlogical (not in {bindir})").format(bindir=b.bindir))
     lib = pkglibdir(b)
     if lib is None or not any((lib / f"test_decoding{ext}").exists() for ext in (".so", ".dylib")):
-        out.append(f"the contrib module test_decoding (not in {lib or 'the server’s module directory'})")
+        out.append(_("the contrib module test_decoding (not in {where})").format(
+            where=lib or _("the server’s module directory")))
     return out
 
 
@@ -137,7 +140,8 @@ def server_version(postgres: str) -> str:
     out = subprocess.run([postgres, "--version"], capture_output=True, text=True, timeout=10)
     m = re.search(r"(\d+)(?:\.(\d+))?", out.stdout)
     if out.returncode != 0 or not m:
-        raise BinariesNotFound(f"{postgres} --version failed: {out.stderr.strip() or out.stdout.strip()}")
+        raise BinariesNotFound(_("{postgres} --version failed: {output}").format(
+            postgres=postgres, output=out.stderr.strip() or out.stdout.strip()))
     return m.group(0)
 
 
@@ -160,9 +164,11 @@ def find_in(places) -> PgBinaries:
         return PgBinaries(bindir=bindir, source=source, version=version, major=major)
     if too_old:
         raise PostgresTooOld(
-            f"PostgreSQL {too_old[1]} at {too_old[0]} is too old (the lab needs >= {MIN_MAJOR}): {INSTALL_HINT}"
+            _("PostgreSQL {version} at {path} is too old (the lab needs >= {min_major}): {install_hint}").format(
+                version=too_old[1], path=too_old[0], min_major=MIN_MAJOR, install_hint=_(INSTALL_HINT))
         )
-    raise BinariesNotFound(f"no PostgreSQL server binaries found: {INSTALL_HINT}")
+    raise BinariesNotFound(_("no PostgreSQL server binaries found: {install_hint}").format(
+        install_hint=_(INSTALL_HINT)))
 
 
 @functools.lru_cache(maxsize=1)

@@ -18,16 +18,19 @@ from dataclasses import dataclass
 from importlib.metadata import version as dist_version
 from pathlib import Path
 
+from ..i18n import N_, _
 from ..errors import LabError
 
 PROGRAMS = {
-    "etcd": ("LAB_ETCD", "the consensus store", "`sudo apt-get install etcd-server` (Debian/Ubuntu), "
-             "`conda install -c conda-forge etcd` or `brew install etcd`"),
-    "haproxy": ("LAB_HAPROXY", "the router", "`sudo apt-get install haproxy` (Debian/Ubuntu), "
-                "`sudo dnf install haproxy` (Fedora) or `brew install haproxy` (conda-forge has none)"),
-    "patroni": ("LAB_PATRONI", "the HA manager", "`pip install 'patroni[etcd3]'` into the lab's environment "
-                "(make setup does it)"),
-    "patronictl": ("LAB_PATRONICTL", "Patroni's command line", "`pip install 'patroni[etcd3]'` (make setup does it)"),
+    "etcd": ("LAB_ETCD", N_("the consensus store"), N_("`sudo apt-get install etcd-server` (Debian/Ubuntu), "
+                                                       "`conda install -c conda-forge etcd` or `brew install etcd`")),
+    "haproxy": ("LAB_HAPROXY", N_("the router"), N_("`sudo apt-get install haproxy` (Debian/Ubuntu), "
+                                                   "`sudo dnf install haproxy` (Fedora) or `brew install haproxy` "
+                                                   "(conda-forge has none)")),
+    "patroni": ("LAB_PATRONI", N_("the HA manager"), N_("`pip install 'patroni[etcd3]'` into the lab's environment "
+                                                       "(make setup does it)")),
+    "patronictl": ("LAB_PATRONICTL", N_("Patroni's command line"),
+                   N_("`pip install 'patroni[etcd3]'` (make setup does it)")),
 }
 _EXTRA_DIRS = ("/usr/sbin", "/usr/local/sbin", "/usr/local/bin", "/opt/homebrew/bin", "/opt/homebrew/sbin")
 
@@ -71,7 +74,8 @@ def missing() -> "list[str]":
     out = []
     for program, (var, role, hint) in PROGRAMS.items():
         if locate(program) is None:
-            out.append(f"{program} ({role}) not found: install it with {hint}, or set {var}")
+            out.append(_("{program} ({role}) not found: install it with {hint}, or set {var}").format(
+                program=program, role=_(role), hint=_(hint), var=var))
     return out
 
 
@@ -79,7 +83,8 @@ def find() -> HATools:
     """Every program, or one HAToolMissing that names each missing one and what to install."""
     lacking = missing()
     if lacking:
-        raise HAToolMissing("chapter 08 needs etcd, HAProxy and Patroni: " + "; ".join(lacking))
+        raise HAToolMissing(_("chapter 08 needs etcd, HAProxy and Patroni: {missing}").format(
+            missing="; ".join(lacking)))
     return HATools(**{p: locate(p) for p in PROGRAMS})
 
 
@@ -127,9 +132,9 @@ def server_python(run_kwargs: dict, install: bool = True) -> "tuple[str, dict]":
                 return str(own / "bin" / "python"), {}
             made = why
         tried.append(f"{own}: {made}")
-    raise HAToolMissing("the server user cannot run Patroni (" + "; ".join(tried)
-                        + f"): install python3 and python3-venv system-wide (`sudo apt-get install python3-venv`), "
-                        "or run the lab from an environment the server user can read")
+    raise HAToolMissing(_("the server user cannot run Patroni ({tried}): install python3 and python3-venv "
+                          "system-wide (`sudo apt-get install python3-venv`), or run the lab from an environment "
+                          "the server user can read").format(tried="; ".join(tried)))
 
 
 def _imports_patroni(exe: str, extra: dict, run_kwargs: dict) -> "tuple[bool, str]":
@@ -167,12 +172,12 @@ def _make_own_venv(path: Path) -> "str | None":
     base = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3", "/opt/homebrew/bin/python3")
                  if os.path.exists(p)), None)
     if base is None:
-        return "no system python3 to make it with"
+        return _("no system python3 to make it with")
     if path.exists() and (path.stat().st_uid != os.geteuid() or path.stat().st_mode & 0o022):
-        return f"{path} exists and is not ours alone: remove it"
+        return _("{path} exists and is not ours alone: remove it").format(path=path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    print(f"the server user cannot read this Python environment: making {path} with Patroni for it "
-          "(once, about 30 s)", file=sys.stderr)
+    print(_("the server user cannot read this Python environment: making {path} with Patroni for it "
+            "(once, about 30 s)").format(path=path), file=sys.stderr)
     try:
         subprocess.run([base, "-m", "venv", str(tmp)], check=True, capture_output=True, text=True, timeout=300)
         subprocess.run([str(tmp / "bin" / "pip"), "install", "--disable-pip-version-check", "-q",
@@ -188,5 +193,6 @@ def _make_own_venv(path: Path) -> "str | None":
     except (OSError, subprocess.SubprocessError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         err = getattr(e, "stderr", None) or str(e)
-        return f"could not make it ({str(err).strip().splitlines()[-1] if str(err).strip() else e})"
+        return _("could not make it ({reason})").format(
+            reason=str(err).strip().splitlines()[-1] if str(err).strip() else e)
     return None

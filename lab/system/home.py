@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..i18n import _
 from ..errors import LabBusy, LabHomeError
 from .paths import REPO
 from .process import pid_alive
@@ -80,7 +81,8 @@ class LabHome:
             probe.unlink()
         except OSError as e:
             raise LabHomeError(
-                f"lab home {self.path} is not writable ({e.strerror}): set LAB_HOME to a writable directory"
+                _("lab home {home} is not writable ({strerror}): set LAB_HOME to a writable directory").format(
+                    home=self.path, strerror=e.strerror)
             ) from None
 
     def _make_private(self) -> None:
@@ -97,11 +99,13 @@ class LabHome:
         new = mode & ~0o066
         try:
             os.chmod(self.path, new)
-            print(f"lab home {self.path} was readable by other users (mode {mode:o}); it is {new:o} now "
-                  "(its state.json holds this cluster's passwords)", file=sys.stderr)
+            print(_("lab home {home} was readable by other users (mode {mode:o}); it is {new:o} now "
+                    "(its state.json holds this cluster's passwords)").format(
+                home=self.path, mode=mode, new=new), file=sys.stderr)
         except OSError:
-            print(f"lab home {self.path} is readable by other users (mode {mode:o}) and not yours to change: "
-                  f"chmod go-rw {self.path} (its state.json holds this cluster's passwords)", file=sys.stderr)
+            print(_("lab home {home} is readable by other users (mode {mode:o}) and not yours to change: "
+                    "chmod go-rw {home} (its state.json holds this cluster's passwords)").format(
+                home=self.path, mode=mode), file=sys.stderr)
 
     def default_data_root(self, reachable) -> Path:
         """``<home>/data`` if the server user can reach it, else a directory in the system temp dir."""
@@ -117,15 +121,18 @@ class LabHome:
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise LabHomeError(f"cannot read {self.state_file} ({e.strerror}): check its permissions") from None
+            raise LabHomeError(_("cannot read {state_file} ({strerror}): check its permissions").format(
+                state_file=self.state_file, strerror=e.strerror)) from None
         try:
             state = json.loads(text)
         except json.JSONDecodeError:
             raise LabHomeError(
-                f"{self.state_file} is corrupt: stop any servers of this lab by hand, then remove {self.path}"
+                _("{state_file} is corrupt: stop any servers of this lab by hand, then remove {home}").format(
+                    state_file=self.state_file, home=self.path)
             ) from None
         if state.get("version") != STATE_VERSION:
-            raise LabHomeError(f"{self.state_file} was written by another version of the lab: remove {self.path}")
+            raise LabHomeError(_("{state_file} was written by another version of the lab: remove {home}").format(
+                state_file=self.state_file, home=self.path))
         return state
 
     def save(self, state: dict) -> None:
@@ -188,9 +195,9 @@ def who_am_i() -> str:
     """This process as a student would recognise it: the notebook of a Jupyter kernel, else its command."""
     name = os.environ.get("JPY_SESSION_NAME")  # set by Jupyter Server for a notebook's kernel
     if name:
-        return f"notebook {Path(name).name} (pid {os.getpid()})"
+        return _("notebook {notebook} (pid {pid})").format(notebook=Path(name).name, pid=os.getpid())
     if "ipykernel" in sys.modules:
-        return f"a Jupyter kernel (pid {os.getpid()})"
+        return _("a Jupyter kernel (pid {pid})").format(pid=os.getpid())
     prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     cmd = " ".join([prog, *sys.argv[1:]]) if prog and not prog.startswith("-") else "python"
     return f"{cmd[:60]} (pid {os.getpid()})"
@@ -206,10 +213,12 @@ def _holder(fd: int) -> dict:
 
 def _holder_line(h: dict) -> str:
     if not h:
-        return "another process"
+        return _("another process")
     since = time.time() - h.get("since", time.time())
-    doing = f"in {h['what']} " if h.get("what") else ""
-    return f"{h.get('who', 'pid ' + str(h.get('pid', '?')))}, {doing}for {since:.0f} s,"
+    who = h.get('who', 'pid ' + str(h.get('pid', '?')))
+    if h.get("what"):
+        return _("{who}, in {what} for {seconds:.0f} s,").format(who=who, what=h['what'], seconds=since)
+    return _("{who}, for {seconds:.0f} s,").format(who=who, seconds=since)
 
 
 def _operation(self: "LabHome", what: str, wait: "float | None"):
@@ -258,8 +267,9 @@ def _acquire(fd: int, what: str, wait: float) -> None:
     except BlockingIOError:
         pass
     holder = _holder(fd)
-    print(f"waiting: {_holder_line(holder)} is changing this lab's cluster; "
-          f"{what or 'this call'} goes on when it is done", file=sys.stderr, flush=True)
+    print(_("waiting: {holder} is changing this lab's cluster; "
+            "{what} goes on when it is done").format(
+        holder=_holder_line(holder), what=what or _("this call")), file=sys.stderr, flush=True)
     deadline = time.monotonic() + wait
     while True:
         time.sleep(0.05)
@@ -268,9 +278,9 @@ def _acquire(fd: int, what: str, wait: float) -> None:
             return
         except BlockingIOError:
             if time.monotonic() > deadline:
-                raise LabBusy(f"{_holder_line(_holder(fd))} is still changing this lab's cluster after {wait:g} s: "
-                              "let it finish, or shut that kernel down (Kernel › Shut Down Kernel), then run "
-                              "this cell again") from None
+                raise LabBusy(_("{holder} is still changing this lab's cluster after {wait:g} s: "
+                                "let it finish, or shut that kernel down (Kernel › Shut Down Kernel), then run "
+                                "this cell again").format(holder=_holder_line(_holder(fd)), wait=wait)) from None
 
 
 # --- who else uses this lab: one file per process under <home>/kernels ------------------------

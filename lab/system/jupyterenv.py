@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from ..i18n import N_, _
 from ..errors import LabError
 
 HOST = "127.0.0.1"
@@ -37,6 +38,10 @@ MODES = ("auto", "direct", "proxy")
 # user names this way in /user/<name>/
 _PATH = re.compile(r"^/([A-Za-z0-9._~!$&'()*+,;=:@%-]+/)*$")
 _told: "set[str]" = set()
+# the end of Links.why where proxied links were asked for but cannot be had (notice() says it translated)
+_NO_PROXY = (", but jupyter-server-proxy is not installed in this environment "
+             "(pip install jupyter-server-proxy, then restart the Jupyter server): "
+             "the links below reach 127.0.0.1 of the server's machine only")
 
 
 @dataclass(frozen=True)
@@ -65,13 +70,14 @@ def _prefix(raw: str, var: str) -> "tuple[str, str]":
     if "://" in text:
         parts = urlsplit(text)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-            raise LabError(f"{var}={raw!r}: give the Jupyter server's base path (/user/alice/) or its URL "
-                           "(https://hub.example.org/user/alice/); LAB_LINKS=direct turns proxied links off")
+            raise LabError(_("{var}={raw!r}: give the Jupyter server's base path (/user/alice/) or its URL "
+                             "(https://hub.example.org/user/alice/); LAB_LINKS=direct turns proxied links off").format(
+                var=var, raw=raw))
         origin, text = f"{parts.scheme}://{parts.netloc}", parts.path or "/"
     path = text if text.endswith("/") else text + "/"
     if not _PATH.match(path) or any(seg in (".", "..") for seg in path.split("/")):
-        raise LabError(f"{var}={raw!r}: not a URL path like /user/alice/ (one '/' first, no spaces, '?', '#', "
-                       "'//' or '..'); LAB_LINKS=direct turns proxied links off")
+        raise LabError(_("{var}={raw!r}: not a URL path like /user/alice/ (one '/' first, no spaces, '?', '#', "
+                         "'//' or '..'); LAB_LINKS=direct turns proxied links off").format(var=var, raw=raw))
     return origin, path
 
 
@@ -83,8 +89,8 @@ def _origin(env: Mapping[str, str]) -> str:
             continue
         parts = urlsplit(raw)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise LabError(f"{var}={raw!r}: not an http(s) URL; unset it (links then are paths the browser "
-                           "resolves) or set LAB_LINKS=direct")
+            raise LabError(_("{var}={raw!r}: not an http(s) URL; unset it (links then are paths the browser "
+                             "resolves) or set LAB_LINKS=direct").format(var=var, raw=raw))
         return f"{parts.scheme}://{parts.netloc}"
     return ""
 
@@ -95,8 +101,8 @@ def links(env: "Mapping[str, str] | None" = None) -> Links:
     env = os.environ if env is None else env
     mode = env.get("LAB_LINKS", "").strip().lower() or "auto"
     if mode not in MODES:
-        raise LabError(f"LAB_LINKS={env.get('LAB_LINKS')!r}: auto (the default), direct (always 127.0.0.1) "
-                       "or proxy (always through the Jupyter server)")
+        raise LabError(_("LAB_LINKS={value!r}: auto (the default), direct (always 127.0.0.1) "
+                         "or proxy (always through the Jupyter server)").format(value=env.get('LAB_LINKS')))
     if mode == "direct":
         return Links("direct", why="LAB_LINKS=direct")
     if env.get("LAB_PROXY_PREFIX", "").strip():
@@ -106,15 +112,13 @@ def links(env: "Mapping[str, str] | None" = None) -> Links:
     elif env.get("JUPYTERHUB_SERVICE_PREFIX", "").strip():
         origin, prefix = _prefix(env["JUPYTERHUB_SERVICE_PREFIX"], "JUPYTERHUB_SERVICE_PREFIX")
         origin = origin or _origin(env)
-        why = "a Jupyter server started by JupyterHub or Binder (JUPYTERHUB_SERVICE_PREFIX)"
+        why = N_("a Jupyter server started by JupyterHub or Binder (JUPYTERHUB_SERVICE_PREFIX)")
     elif mode == "proxy":
         origin, prefix, why = _origin(env), "/", "LAB_LINKS=proxy"
     else:
         return Links("direct", why="no hub or Binder here (JUPYTERHUB_SERVICE_PREFIX is not set)")
     if not _proxy_installed():
-        return Links("direct", why=f"{why}, but jupyter-server-proxy is not installed in this environment "
-                                   "(pip install jupyter-server-proxy, then restart the Jupyter server): "
-                                   "the links below reach 127.0.0.1 of the server's machine only")
+        return Links("direct", why=why + _NO_PROXY)
     return Links("proxy", prefix=prefix, origin=origin, why=why)
 
 
@@ -138,7 +142,7 @@ def browser_url(port: int, path: str = "/", *, absolute: bool = True, env: "Mapp
     its root, not told where it is (``absolute=False``): ``<origin><prefix>proxy/<port><path>``, the
     proxy stripping its prefix.  ``path`` is a path on the app (``/``, ``/docs``)."""
     if not path.startswith("/"):
-        raise LabError(f"path={path!r}: a path on the app, starting with '/' (e.g. '/docs')")
+        raise LabError(_("path={path!r}: a path on the app, starting with '/' (e.g. '/docs')").format(path=path))
     got = links(env)
     if not got.proxied:
         return f"http://{HOST}:{int(port)}{path}"
@@ -152,4 +156,9 @@ def notice(env: "Mapping[str, str] | None" = None) -> "str | None":
     if got.proxied or got.why.startswith(("LAB_LINKS=direct", "no hub")) or got.why in _told:
         return None
     _told.add(got.why)
-    return f"links are direct: {got.why}"
+    if got.why.endswith(_NO_PROXY):
+        return _("links are direct: {why}, but jupyter-server-proxy is not installed in this environment "
+                 "(pip install jupyter-server-proxy, then restart the Jupyter server): "
+                 "the links below reach 127.0.0.1 of the server's machine only").format(
+            why=_(got.why[:-len(_NO_PROXY)]))
+    return _("links are direct: {why}").format(why=got.why)

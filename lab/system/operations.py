@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import time
 
+from ..i18n import N_, _
 from ..errors import Interrupted, LabError
 from .home import LabHome
 
@@ -58,15 +59,15 @@ def _interruption(label: str, started: float, tidy, args) -> Interrupted:
             done = tidy(args[0]) or []
             put_back = [str(done)] if isinstance(done, str) else [str(x) for x in done]
         except KeyboardInterrupt:
-            put_back = ["(interrupted again while tidying: run the chapter's tidy cell)"]
+            put_back = [_("(interrupted again while tidying: run the chapter's tidy cell)")]
         except LabError as e:
-            put_back = [f"(tidying failed: {e})"]
+            put_back = [_("(tidying failed: {error})").format(error=e)]
     if tidy is None:
-        said = "what it had changed (its own clean-up ran)"
+        said = _("what it had changed (its own clean-up ran)")
     else:
-        said = "; ".join(put_back) if put_back else "nothing else was left to put back"
-    return Interrupted(f"{label} interrupted after {time.time() - started:.1f} s, no result kept; "
-                       f"put back: {said}")
+        said = "; ".join(put_back) if put_back else _("nothing else was left to put back")
+    return Interrupted(_("{call} interrupted after {seconds:.1f} s, no result kept; put back: {put_back}").format(
+        call=label, seconds=time.time() - started, put_back=said))
 
 
 def _stamp(result, label: str, started: float) -> None:
@@ -75,7 +76,7 @@ def _stamp(result, label: str, started: float) -> None:
         attrs["lab_call"] = {"call": label, "started": started, "finished": time.time()}
 
 
-def check_fresh(result, what: str = "these results") -> None:
+def check_fresh(result, what: str = N_("these results")) -> None:
     """Refuse a result of a call whose later run was interrupted (the variable still holds the
     previous run's data)."""
     attrs = getattr(result, "attrs", None)
@@ -84,10 +85,10 @@ def check_fresh(result, what: str = "these results") -> None:
         return
     cut = _interrupted.get(stamp["call"])
     if cut is not None and cut > stamp["started"]:
-        raise LabError(f"{what} come from the {stamp['call']} that finished at "
-                       f"{time.strftime('%H:%M:%S', time.localtime(stamp['finished']))}; the run started at "
-                       f"{time.strftime('%H:%M:%S', time.localtime(cut))} was interrupted and left none: "
-                       "run that cell again")
+        raise LabError(_("{what} come from the {call} that finished at {finished}; the run started at "
+                         "{started} was interrupted and left none: run that cell again").format(
+            what=_(what), call=stamp['call'], finished=time.strftime('%H:%M:%S', time.localtime(stamp['finished'])),
+            started=time.strftime('%H:%M:%S', time.localtime(cut))))
 
 
 def _home_of(obj) -> "LabHome | None":

@@ -14,6 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..i18n import _
 from ..errors import LabHomeError
 
 
@@ -60,14 +61,15 @@ def server_user() -> ServerUser:
         useradd = shutil.which("useradd")
         if not useradd:
             raise LabHomeError(
-                f"running as root and the user {name!r} does not exist: create an unprivileged user "
-                "and set LAB_SERVER_USER to it (PostgreSQL refuses to run as root)"
+                _("running as root and the user {name!r} does not exist: create an unprivileged user "
+                  "and set LAB_SERVER_USER to it (PostgreSQL refuses to run as root)").format(name=name)
             )
         subprocess.run([useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
                        check=True, capture_output=True)
     p = pwd.getpwnam(name)
     if p.pw_uid == 0:
-        raise LabHomeError(f"LAB_SERVER_USER={name} is root: PostgreSQL refuses to run as root; name an unprivileged user")
+        raise LabHomeError(_("LAB_SERVER_USER={name} is root: PostgreSQL refuses to run as root; "
+                             "name an unprivileged user").format(name=name))
     return ServerUser(p.pw_name, p.pw_uid, p.pw_gid)
 
 

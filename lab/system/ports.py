@@ -19,6 +19,7 @@ import socket
 import tempfile
 from pathlib import Path
 
+from ..i18n import _
 from ..errors import PortUnavailable
 from .process import pid_alive
 
@@ -92,7 +93,7 @@ def claim(port: int, owner: str, keep: bool = False) -> bool:
     owner's servers had before (an HA cluster's, which cannot move): it counts as free when nobody
     listens there, even if a client's connection uses it as its ephemeral port right now."""
     path = claims_dir() / f"{port}.json"
-    for _ in range(2):
+    for _attempt in range(2):
         try:
             with open(path, "x") as f:
                 json.dump({"lab_home": owner, "pid": os.getpid()}, f)
@@ -134,8 +135,8 @@ def claim_free_ports(n: int, owner: str, preferred: "list[int] | None" = None) -
         if tries > 500:
             release(got, owner)
             raise PortUnavailable(
-                f"no free port on 127.0.0.1 between {lo} and {hi} after 500 tries: "
-                "stop other servers or set LAB_PORT_CLAIMS to a clean directory"
+                _("no free port on 127.0.0.1 between {lo} and {hi} after 500 tries: "
+                  "stop other servers or set LAB_PORT_CLAIMS to a clean directory").format(lo=lo, hi=hi)
             )
         p = random.randint(lo, hi)
         # a random port must be a new claim: one this home holds already is another server's
