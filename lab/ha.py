@@ -29,6 +29,7 @@ from .cluster import Cluster, _say
 from .errors import Text
 from .errors import (BadArgument, LabError, NotRunning, Timeout, need_bool, need_choice, need_int, need_number,
                      need_str)
+from .i18n import _
 from .node import Node, Role, need_node_name
 from .services import stop_all as stop_services
 from .system import hatools, ports
@@ -46,7 +47,8 @@ STANDARD_DCS = dict(DEFAULT_DCS, synchronous_mode=False, synchronous_mode_strict
 def home_of(home=None) -> LabHome:
     """The HA cluster's lab home: ``ha/`` inside the lab home (``LAB_HOME`` or ``.lab``)."""
     if home is not None and (not isinstance(home, (str, Path)) or not str(home).strip() or "\0" in str(home)):
-        raise BadArgument(f"home is the lab home's directory (a path), or None for the default, not {home!r:.60}")
+        raise BadArgument(_("home is the lab home's directory (a path), or None for the default, not {value!r:.60}")
+                          .format(value=home))
     return LabHome(LabHome(home).path / "ha")
 
 
@@ -168,7 +170,7 @@ class HACluster(Cluster):
         timeout = need_number(timeout, "timeout", lo=0.1, hi=600, unit="seconds")
         m = self._etcd_any(min(timeout, 0.5))
         if m is None:
-            raise NotRunning("no etcd member answers: start them with lab.ha.up()")
+            raise NotRunning(_("no etcd member answers: start them with lab.ha.up()"))
         code, body = self.backend.etcd_call(m, "v3/kv/range", {"key": base64.b64encode(key.encode()).decode()},
                                             timeout=timeout)
         kvs = body.get("kvs") if code == 200 and isinstance(body, dict) else None
@@ -204,7 +206,7 @@ class HACluster(Cluster):
         """Every key Patroni keeps in etcd for this cluster, and its value (shortened)."""
         m = self._etcd_any()
         if m is None:
-            raise NotRunning("no etcd member answers: start them with lab.ha.up()")
+            raise NotRunning(_("no etcd member answers: start them with lab.ha.up()"))
         prefix = f"{NAMESPACE}/{SCOPE}/"
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         code, body = self.backend.etcd_call(m, "v3/kv/range",
@@ -240,7 +242,7 @@ class HACluster(Cluster):
             code, body = http("GET", self.backend.rest_url(spec, "config"))
             if code == 200 and isinstance(body, dict):
                 return body
-        raise NotRunning("no Patroni answers: start the cluster with lab.ha.up()")
+        raise NotRunning(_("no Patroni answers: start the cluster with lab.ha.up()"))
 
     def set_config(self, **settings) -> dict:
         """Change the dynamic configuration (``PATCH /config``, what ``patronictl edit-config --set``
@@ -250,17 +252,19 @@ class HACluster(Cluster):
         """
         for k, v in settings.items():
             if k not in DCS_KEYS:
-                raise BadArgument(f"set_config takes {', '.join(DCS_KEYS)}, not {k!r}")
+                raise BadArgument(_("set_config takes {settings}, not {name!r}").format(
+                    settings=", ".join(DCS_KEYS), name=k))
             if k in ("synchronous_mode", "synchronous_mode_strict", "failsafe_mode"):
                 need_bool(v, k)
             elif k == "ttl":
-                need_int(v, "ttl (seconds; Patroni's minimum is 20)", lo=20, hi=3600)
+                need_int(v, _("ttl (seconds; Patroni's minimum is 20)"), lo=20, hi=3600)
             else:
                 need_int(v, f"{k}", lo=0, hi=10 ** 9)
         cur = {**self.config(), **settings}
         ttl, loop, retry = cur.get("ttl", 30), cur.get("loop_wait", 10), cur.get("retry_timeout", 10)
         if loop + 2 * retry > ttl:
-            raise BadArgument(f"Patroni needs loop_wait + 2 × retry_timeout ≤ ttl: {loop} + 2 × {retry} > {ttl}")
+            raise BadArgument(_("Patroni needs loop_wait + 2 × retry_timeout ≤ ttl: {loop_wait} + 2 × {retry_timeout} > {ttl}")
+                              .format(loop_wait=loop, retry_timeout=retry, ttl=ttl))
         commands.shell("patroni", self.backend.patronictl_shown("edit-config", "--force",
                                                                 *[f"--set={k}={_yaml(v)}" for k, v in settings.items()]))
         body = self._rest("PATCH", "config", settings)
@@ -277,25 +281,27 @@ class HACluster(Cluster):
             last = (spec["name"], code, answer)
             if code != 0:
                 break
-        raise LabError(f"Patroni ({last[0]}) refused {method} /{path}: "
-                       f"{last[1] or 'no answer'} {str(last[2]).strip()[:200]}")
+        raise LabError(_("Patroni ({node}) refused {method} /{path}: {code} {answer}").format(
+            node=last[0], method=method, path=path, code=last[1] or _("no answer"), answer=str(last[2]).strip()[:200]))
 
     def patronictl(self, *args: str, timeout: float = 60) -> Text:
         """Run ``patronictl`` on this cluster (its output): ``cluster.patronictl("list")``,
         ``("history")``, ``("show-config")``.  The same command works in a terminal (printed by
         ``lab.transcript()``)."""
         if not args or not all(isinstance(a, str) and a and "\0" not in a and "\n" not in a for a in args):
-            raise BadArgument("patronictl takes its arguments as strings (one line each), e.g. "
-                              "cluster.patronictl('list')")
+            raise BadArgument(_("patronictl takes its arguments as strings (one line each), e.g. "
+                                "cluster.patronictl('list')"))
         timeout = need_number(timeout, "timeout", lo=1, hi=3600, unit="seconds")
         commands.shell("patroni", self.backend.patronictl_shown(*args))
         try:
             r = self.backend.run_patronictl(args, timeout)
         except subprocess.TimeoutExpired:
-            raise Timeout(f"patronictl {' '.join(args)} did not finish within {timeout:g} s") from None
+            raise Timeout(_("patronictl {arguments} did not finish within {seconds:g} s").format(
+                arguments=" ".join(args), seconds=timeout)) from None
         out = (r.stdout + r.stderr).strip()
         if r.returncode != 0:
-            raise LabError(f"patronictl {' '.join(args)} failed: {out.splitlines()[-1] if out else r.returncode}")
+            raise LabError(_("patronictl {arguments} failed: {last_line}").format(
+                arguments=" ".join(args), last_line=out.splitlines()[-1] if out else r.returncode))
         return Text(out)
 
     # --- planned changes -------------------------------------------------------------------------------------
@@ -307,18 +313,18 @@ class HACluster(Cluster):
         timeout = need_number(timeout, "timeout", lo=1, hi=600, unit="seconds")
         leader = self.leader
         if leader is None:
-            raise LabError("there is no leader to switch over from: wait for Patroni to elect one (cluster.members())")
+            raise LabError(_("there is no leader to switch over from: wait for Patroni to elect one (cluster.members())"))
         if name is not None:
             need_node_name(name)
             self.node(name)
             if name == leader:
-                raise LabError(f"{name} is the leader already")
+                raise LabError(_("{name} is the leader already").format(name=name))
         body = {"leader": leader, **({"candidate": name} if name else {})}
         commands.shell("patroni", self.backend.patronictl_shown("switchover", "--force", "--leader", leader,
                                                                 *(["--candidate", name] if name else [])))
         self._rest("POST", "switchover", body, ok=(200, 202))
         new = self.wait_leader(exclude=leader, timeout=timeout)
-        _say(quiet, f"switchover: {leader} → {new}")
+        _say(quiet, _("switchover: {old} → {new}").format(old=leader, new=new))
         return self.node(new)
 
     def failover(self, name: str, timeout: float = 60, quiet: bool = True) -> Node:
@@ -330,11 +336,11 @@ class HACluster(Cluster):
         self.node(name)
         old = self.leader
         if name == old:
-            raise LabError(f"{name} is the leader already")
+            raise LabError(_("{name} is the leader already").format(name=name))
         commands.shell("patroni", self.backend.patronictl_shown("failover", "--force", "--candidate", name))
         self._rest("POST", "failover", {"candidate": name}, ok=(200, 202))
         new = self.wait_leader(exclude=old, timeout=timeout)
-        _say(quiet, f"failover: {old or '(none)'} → {new}")
+        _say(quiet, _("failover: {old} → {new}").format(old=old or _("(none)"), new=new))
         return self.node(new)
 
     def _promote(self, name: str) -> None:
@@ -359,7 +365,8 @@ class HACluster(Cluster):
                 if not writable or self._writable(leader):
                     return leader
             if time.monotonic() > deadline:
-                raise Timeout(f"no new leader within {timeout:g} s: see cluster.members() and cluster.logs")
+                raise Timeout(_("no new leader within {seconds:g} s: see cluster.members() and cluster.logs")
+                              .format(seconds=timeout))
             time.sleep(0.05)
 
     def _writable(self, name: str) -> bool:
@@ -403,8 +410,9 @@ class HACluster(Cluster):
             if leader and rw == [leader]:
                 return self
             if time.monotonic() >= deadline:
-                raise Timeout(f"HAProxy's read-write port routes to {', '.join(rw) or 'no node'} (Patroni's "
-                              f"leader: {leader or 'none'}) after {timeout:.0f} s: see cluster.haproxy()")
+                raise Timeout(_("HAProxy's read-write port routes to {nodes} (Patroni's leader: {leader}) after "
+                                "{seconds:.0f} s: see cluster.haproxy()").format(
+                    nodes=", ".join(rw) or _("no node"), leader=leader or _("none"), seconds=timeout))
             time.sleep(0.1)
 
     # --- faults ----------------------------------------------------------------------------------------------
@@ -412,14 +420,14 @@ class HACluster(Cluster):
         """SIGKILL only this node's PostgreSQL: its Patroni lives on and acts (restart, or failover)."""
         node = self.node(need_node_name(name))
         if self.backend.kill_postgres(node.spec) is None:
-            raise NotRunning(f"{name}'s PostgreSQL is not running: nothing to kill")
+            raise NotRunning(_("{name}'s PostgreSQL is not running: nothing to kill").format(name=name))
         return node
 
     def kill_patroni(self, name: str) -> Node:
         """SIGKILL only this node's Patroni: its PostgreSQL runs on, managed by nobody."""
         node = self.node(need_node_name(name))
         if self.backend.kill_patroni(node.spec) is None:
-            raise NotRunning(f"{name}'s Patroni is not running: nothing to kill")
+            raise NotRunning(_("{name}'s Patroni is not running: nothing to kill").format(name=name))
         return node
 
     def cut_from_etcd(self, name: str, hold: bool = False) -> str:
@@ -434,7 +442,7 @@ class HACluster(Cluster):
         names = [need_node_name(name)] if name else list(self._state["nodes"])
         for n in names:
             self.backend.set_link(self.node(n).spec, cut=False, hold=False, latency_ms=0, jitter_ms=0)
-        return f"{', '.join(names)}: link to etcd healed"
+        return _("{nodes}: link to etcd healed").format(nodes=", ".join(names))
 
     def etcd_latency(self, name: str, latency_ms: float, jitter_ms: float = 0) -> str:
         """Slow ``name``'s link to etcd by ``latency_ms`` each way (± ``jitter_ms``)."""
@@ -445,7 +453,7 @@ class HACluster(Cluster):
         if why:
             raise LabError(why)
         self.backend.set_link(node.spec, latency_ms=latency_ms, jitter_ms=jitter_ms)
-        return f"{name}: {latency_ms:g} ms each way to etcd"
+        return _("{name}: {latency_ms:g} ms each way to etcd").format(name=name, latency_ms=latency_ms)
 
     def link_shaping(self) -> "str | None":
         """None if the lab can slow (``etcd_latency``) or silence (``cut_from_etcd(hold=True)``) a
@@ -478,11 +486,11 @@ class HACluster(Cluster):
         return self
 
     def add_replica(self, name=None, quiet=True, from_backup=None):
-        raise LabError(f"this HA cluster has its members fixed at creation: lab.ha.down(wipe=True), then "
-                       f"lab.ha.up(replicas=N) (N up to {MAX_REPLICAS})")
+        raise LabError(_("this HA cluster has its members fixed at creation: lab.ha.down(wipe=True), then "
+                         "lab.ha.up(replicas=N) (N up to {most})").format(most=MAX_REPLICAS))
 
     def remove_replica(self, name: str) -> None:
-        raise LabError("Patroni's members stay; stop one with cluster.node(name).stop()")
+        raise LabError(_("Patroni's members stay; stop one with cluster.node(name).stop()"))
 
     def down(self, wipe: bool = False, timeout: float = 30) -> None:
         """Stop every node (replicas first, so no failover happens on the way), HAProxy, the relays
@@ -505,8 +513,9 @@ class HACluster(Cluster):
                 self.home.forget()
 
     def __repr__(self):
-        return (f"<HACluster PostgreSQL {self._state.get('pg_version')} run by Patroni in {self.home.path}: "
-                + ", ".join(f"{n} :{s['port']}" for n, s in self._state["nodes"].items()) + ">")
+        return _("<HACluster PostgreSQL {version} run by Patroni in {home}: {nodes}>").format(
+            version=self._state.get("pg_version"), home=self.home.path,
+            nodes=", ".join(f"{n} :{s['port']}" for n, s in self._state["nodes"].items()))
 
 
 def _yaml(v) -> str:
@@ -517,7 +526,7 @@ def _start_all(cluster: HACluster, quiet: bool) -> "list[str]":
     """Start what is not running, in order; one line per thing started."""
     said = cluster.backend.start_all()
     if said:
-        _say(quiet, "started: " + ", ".join(said))
+        _say(quiet, _("started: {what}").format(what=", ".join(said)))
     return said
 
 
@@ -527,7 +536,7 @@ def attach(home=None) -> HACluster:
     h = home_of(home)
     state = h.load()
     if state is None:
-        raise LabError(f"no HA cluster in {h.path}: create one with lab.ha.up()")
+        raise LabError(_("no HA cluster in {home}: create one with lab.ha.up()").format(home=h.path))
     return HACluster(h, state)
 
 
@@ -543,7 +552,8 @@ def up(replicas: int = 2, home=None, quiet: bool = False, backend: "str | None" 
         need_choice(backend, "backend", tuple(HA_BACKENDS))
     most = max(backend_class(b).max_replicas for b in HA_BACKENDS.values())
     if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= most:
-        raise BadArgument(f"replicas is a whole number from 1 to {most}, not {replicas!r:.60}")
+        raise BadArgument(_("replicas is a whole number from 1 to {most}, not {value!r:.60}").format(
+            most=most, value=replicas))
     need_bool(quiet, "quiet")
     h = home_of(home)
     h.ensure()
@@ -551,30 +561,34 @@ def up(replicas: int = 2, home=None, quiet: bool = False, backend: "str | None" 
     with h.locked():
         state = h.load()
         if state is not None and state.get("ready") is False:
-            _say(quiet, "a previous lab.ha.up() was interrupted while creating the cluster: starting over")
+            _say(quiet, _("a previous lab.ha.up() was interrupted while creating the cluster: starting over"))
             _teardown(HACluster(h, state))
             state = None
         if state is None:
             kind = HA_BACKENDS[choose_backend(backend)]
             if replicas > backend_class(kind).max_replicas:
-                raise BadArgument(f"replicas is at most {backend_class(kind).max_replicas} on the "
-                                  f"{choose_backend(backend)} backend, not {replicas}")
+                raise BadArgument(_("replicas is at most {most} on the {backend} backend, not {value}").format(
+                    most=backend_class(kind).max_replicas, backend=choose_backend(backend), value=replicas))
             return _create(h, replicas, quiet, kind)
         cluster = HACluster(h, state)
         if len(state["nodes"]) < replicas + 1:
-            _say(quiet, f"this HA cluster has {len(state['nodes'])} nodes (made with fewer replicas than "
-                        f"{replicas}): lab.ha.down(wipe=True) then lab.ha.up(replicas={replicas}) for more")
+            _say(quiet, _("this HA cluster has {nodes} nodes (made with fewer replicas than {replicas}): "
+                          "lab.ha.down(wipe=True) then lab.ha.up(replicas={replicas}) for more").format(
+                nodes=len(state["nodes"]), replicas=replicas))
         t0 = time.monotonic()
         _start_all(cluster, quiet)
         cfg = cluster.config()
         back = {k: v for k, v in STANDARD_DCS.items() if cfg.get(k, v if k not in cfg else None) != v}
         if back:
             cluster.set_config(**back)
-            _say(quiet, "dynamic configuration put back: " + ", ".join(f"{k}={_yaml(v)}" for k, v in back.items()))
+            _say(quiet, _("dynamic configuration put back: {settings}").format(
+                settings=", ".join(f"{k}={_yaml(v)}" for k, v in back.items())))
         cluster.wait_leader(timeout=120)
         cluster.wait_router()
-        _say(quiet, f"HA cluster ready in {h.path} ({time.monotonic() - t0:.1f} s): leader {cluster.leader}; "
-                    f"HAProxy read-write :{state['ha']['haproxy']['rw']}, read-only :{state['ha']['haproxy']['ro']}")
+        _say(quiet, _("HA cluster ready in {home} ({seconds:.1f} s): leader {leader}; "
+                      "HAProxy read-write :{rw_port}, read-only :{ro_port}").format(
+            home=h.path, seconds=time.monotonic() - t0, leader=cluster.leader,
+            rw_port=state["ha"]["haproxy"]["rw"], ro_port=state["ha"]["haproxy"]["ro"]))
         return cluster
 
 
@@ -599,8 +613,10 @@ def _create(h: LabHome, replicas: int, quiet: bool, backend: str) -> HACluster:
     except BaseException:
         _teardown(cluster)
         raise
-    _say(quiet, f"HA cluster up in {time.monotonic() - t0:.1f} s: {b.describe()}; HAProxy read-write "
-                f":{state['ha']['haproxy']['rw']}, read-only :{state['ha']['haproxy']['ro']}")
+    _say(quiet, _("HA cluster up in {seconds:.1f} s: {description}; HAProxy read-write :{rw_port}, "
+                  "read-only :{ro_port}").format(
+        seconds=time.monotonic() - t0, description=b.describe(),
+        rw_port=state["ha"]["haproxy"]["rw"], ro_port=state["ha"]["haproxy"]["ro"]))
     return cluster
 
 
