@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 from . import workload
 from .errors import BadArgument, LabError, Timeout, need_bool, need_choice, need_int, need_number
 from .ha import STANDARD_DCS, HACluster, _start_all
+from .i18n import N_, _
 from .system.operations import changes_cluster, check_fresh
 
 FAULTS = ("machine", "postgres", "patroni", "partition")
@@ -48,7 +49,8 @@ def _shown(value) -> str:
 
 def need_ha(cluster) -> HACluster:
     if not isinstance(cluster, HACluster):
-        raise BadArgument(f"this is chapter 08's experiment: give it lab.ha.up()'s cluster, not {_shown(cluster)}")
+        raise BadArgument(_("this is chapter 08's experiment: give it lab.ha.up()'s cluster, not {value}").format(
+            value=_shown(cluster)))
     return cluster
 
 
@@ -65,7 +67,7 @@ def etcd_election(cluster, timeout: float = 20) -> pd.DataFrame:
     before = cluster.etcd()
     leader = cluster.etcd_leader()
     if leader is None:
-        raise LabError("the etcd members do not agree on a leader right now: look at cluster.etcd()")
+        raise LabError(_("the etcd members do not agree on a leader right now: look at cluster.etcd()"))
     term0 = int(before.set_index("member").loc[leader, "raft_term"])
     others = [m for m in before["member"] if m != leader]
     t0 = time.perf_counter()
@@ -84,7 +86,8 @@ def etcd_election(cluster, timeout: float = 20) -> pd.DataFrame:
             time.sleep(0.01)
         elected = time.perf_counter() - t0
         if new is None:
-            raise Timeout(f"etcd elected no new leader within {timeout:g} s: see cluster.etcd()")
+            raise Timeout(_("etcd elected no new leader within {seconds:g} s: see cluster.etcd()").format(
+                seconds=timeout))
         key = cluster.leader_key()
     finally:
         t1 = time.perf_counter()
@@ -226,7 +229,7 @@ class AutoFailover:
     def summary(self) -> pd.DataFrame:
         """One row: the fault and the configuration, RTO, acknowledged writes lost, writes the old
         primary acknowledged after its lease ended, time with two writable primaries, commit latency."""
-        check_fresh(self, "this failover's results")
+        check_fresh(self, _("this failover's results"))
         ack = self.log[self.log["outcome"] == "acknowledged"]
         lat = ack["latency_s"] * 1000
         return pd.DataFrame([dict(
@@ -239,65 +242,72 @@ class AutoFailover:
 
     def figure(self) -> Figure:
         """Acknowledged writes per 250 ms (app and stale client) and the events as lines."""
-        check_fresh(self, "this failover's results")
+        check_fresh(self, _("this failover's results"))
         fig = Figure(figsize=(9, 3.2))
         ax = fig.subplots()
         t0 = self.t_fault
-        for log, label, colour in ((self.log, "app (through HAProxy)", "#2f5d8a"),
-                                   (self.stale_log, f"stale client (on {self.old}'s port)", "#c77c02")):
+        for log, label, colour in ((self.log, _("app (through HAProxy)"), "#2f5d8a"),
+                                   (self.stale_log, _("stale client (on {node}'s port)").format(node=self.old),
+                                    "#c77c02")):
             ack = log[log["outcome"] == "acknowledged"]
             if len(ack):
                 t = ack["done_at"] - t0
                 bins = [x / 4 for x in range(int(min(t.min(), 0) * 4) - 1, int(t.max() * 4) + 2)]
                 ax.hist(t, bins=bins, alpha=0.7, color=colour, label=label)
         if len(self.lost):
-            ax.hist(self.lost["done_at"] - t0, bins=20, color="#b3261e", label="acknowledged, then LOST")
+            ax.hist(self.lost["done_at"] - t0, bins=20, color="#b3261e", label=_("acknowledged, then LOST"))
         top = ax.get_ylim()[1]
-        for i, (_, e) in enumerate(self.events.iterrows()):
+        for i, (_row, e) in enumerate(self.events.iterrows()):
             ax.axvline(e["t_s"], color="black", linewidth=0.8, linestyle="-" if e["event"] == "fault" else "--")
-            ax.text(e["t_s"], top * (0.95 - 0.12 * (i % 4)), f" {e['event']}", fontsize=7, va="top")
-        ax.set_xlabel(f"seconds since the fault ({self.fault})")
-        ax.set_ylabel("writes per 250 ms")
-        ax.set_title(f"{self.fault} crash, ttl {self.config.get('ttl')} s, synchronous {self.synchronous}: "
-                     f"RTO {self.rto_s} s, {len(self.lost)} acknowledged writes lost", fontsize=10)
+            ax.text(e["t_s"], top * (0.95 - 0.12 * (i % 4)), " " + _(e["event"]), fontsize=7, va="top")
+        ax.set_xlabel(_("seconds since the fault ({fault})").format(fault=self.fault))
+        ax.set_ylabel(_("writes per 250 ms"))
+        ax.set_title(_("{fault} crash, ttl {ttl} s, synchronous {synchronous}: RTO {rto} s, "
+                       "{lost} acknowledged writes lost").format(
+            fault=self.fault, ttl=self.config.get("ttl"), synchronous=self.synchronous, rto=self.rto_s,
+            lost=len(self.lost)), fontsize=10)
         ax.legend(fontsize=7, loc="upper right")
         fig.tight_layout()
         return fig
 
 
 def _events(samples: pd.DataFrame, app: pd.DataFrame, t_fault: float, old: str) -> pd.DataFrame:
-    rows = [("fault", 0.0, f"on {old}")]
+    rows = [(N_("fault"), 0.0, _("on {node}").format(node=old))]
     before = samples[samples["t"] < t_fault]
     if len(before) > 1:
         up = before[before["left_s"].astype(float).diff() > 0]
         if len(up):
-            rows.append(("last lease renewal", round(float(up["t"].iloc[-1] - t_fault), 2), f"by {old}"))
+            rows.append((N_("last lease renewal"), round(float(up["t"].iloc[-1] - t_fault), 2),
+                         _("by {node}").format(node=old)))
         left = before["left_s"].iloc[-1]
         if left is not None and left == left:
-            rows.append(("lease would expire", round(float(before["t"].iloc[-1] - t_fault + left), 2),
-                         f"{left} s left at the fault"))
+            rows.append((N_("lease would expire"), round(float(before["t"].iloc[-1] - t_fault + left), 2),
+                         _("{seconds} s left at the fault").format(seconds=left)))
     after = samples[samples["t"] >= t_fault]
     gone = after[after["holder"] != old]
     if len(gone):
         first = gone.iloc[0]
         if first["holder"] is None or first["holder"] != first["holder"]:
-            rows.append(("lease expired", round(float(first["t"] - t_fault), 2), "no leader key"))
+            rows.append((N_("lease expired"), round(float(first["t"] - t_fault), 2), _("no leader key")))
         elected = gone[gone["holder"].notna()]
         if len(elected):
             e = elected.iloc[0]
-            rows.append(("new leader elected", round(float(e["t"] - t_fault), 2), f"{e['holder']} holds the key"))
+            rows.append((N_("new leader elected"), round(float(e["t"] - t_fault), 2),
+                         _("{node} holds the key").format(node=e["holder"])))
             new = e["holder"]
             if new in after.columns:
                 w = after[(after["t"] >= e["t"]) & (after[new] == True)]  # noqa: E712 (True, not truthy)
                 if len(w):
-                    rows.append(("promoted", round(float(w["t"].iloc[0] - t_fault), 2), f"{new} accepts writes"))
+                    rows.append((N_("promoted"), round(float(w["t"].iloc[0] - t_fault), 2),
+                                 _("{node} accepts writes").format(node=new)))
     if old in after.columns:
         ro = after[after[old] == False]  # noqa: E712
         if len(ro):
-            rows.append(("old primary read-only", round(float(ro["t"].iloc[0] - t_fault), 2), f"{old} demoted itself"))
+            rows.append((N_("old primary read-only"), round(float(ro["t"].iloc[0] - t_fault), 2),
+                         _("{node} demoted itself").format(node=old)))
         down = after[after[old].isna()]
         if len(down):
-            rows.append(("old primary unreachable", round(float(down["t"].iloc[0] - t_fault), 2), ""))
+            rows.append((N_("old primary unreachable"), round(float(down["t"].iloc[0] - t_fault), 2), ""))
     ack = app[app["outcome"] == "acknowledged"].sort_values("done_at")
     if len(ack) > 1:
         ends = ack["done_at"].to_numpy()
@@ -307,8 +317,8 @@ def _events(samples: pd.DataFrame, app: pd.DataFrame, t_fault: float, old: str) 
             i = int(gaps[mask].argmax())
             gap_end = ends[1:][mask][i]
             if gaps[mask][i] > 0.3:
-                rows.append(("first acknowledged write", round(float(gap_end - t_fault), 2),
-                             f"after {gaps[mask][i]:.2f} s without one"))
+                rows.append((N_("first acknowledged write"), round(float(gap_end - t_fault), 2),
+                             _("after {seconds:.2f} s without one").format(seconds=gaps[mask][i])))
     df = pd.DataFrame(rows, columns=["event", "t_s", "detail"])
     return df.sort_values("t_s", kind="stable").reset_index(drop=True)
 
@@ -329,8 +339,9 @@ def _wait_healthy(cluster: HACluster, timeout: float = 120) -> None:
             cluster.wait_leader(timeout=max(1.0, deadline - time.monotonic()))
             return
         if time.monotonic() > deadline:
-            raise Timeout(f"the HA cluster is not healthy after {timeout:g} s: {[(m.get('name'), m.get('role'), m.get('state')) for m in members]}"
-                          " — see cluster.members() and cluster.patroni_log(name)")
+            raise Timeout(_("the HA cluster is not healthy after {seconds:g} s: {members} — see cluster.members() "
+                            "and cluster.patroni_log(name)").format(
+                seconds=timeout, members=[(m.get("name"), m.get("role"), m.get("state")) for m in members]))
         time.sleep(0.2)
 
 
@@ -346,8 +357,11 @@ def restore(cluster) -> str:
         cluster.set_config(**back)
     _wait_healthy(cluster)
     cluster.wait_router()
-    parts = ([f"started {', '.join(said)}"] if said else []) + ([f"config {back}"] if back else [])
-    return "HA cluster healthy" + (f" ({'; '.join(parts)})" if parts else "")
+    parts = (([_("started {what}").format(what=", ".join(said))] if said else [])
+             + ([_("config {settings}").format(settings=back)] if back else []))
+    if parts:
+        return _("HA cluster healthy ({done})").format(done="; ".join(parts))
+    return _("HA cluster healthy")
 
 
 def _tidy(cluster) -> "list[str]":
@@ -361,7 +375,7 @@ def _sync_ready(cluster: HACluster, timeout: float = 30) -> None:
         if any(m.get("role") == "sync_standby" for m in view.get("members", [])):
             return
         time.sleep(0.1)
-    raise Timeout(f"no synchronous standby within {timeout:g} s: see cluster.members()")
+    raise Timeout(_("no synchronous standby within {seconds:g} s: see cluster.members()").format(seconds=timeout))
 
 
 @changes_cluster("autofailover.crash", tidy=_tidy)
@@ -375,13 +389,14 @@ def crash(cluster, fault: str = "machine", synchronous: str = "off", rate: float
     need_ha(cluster)
     need_choice(fault, "fault", FAULTS)
     need_choice(synchronous, "synchronous", SYNC)
-    rate = need_number(rate, "rate (writes per second)", lo=1, hi=1000)
+    rate = need_number(rate, _("rate (writes per second)"), lo=1, hi=1000)
     before = need_number(before, "before", lo=0.5, hi=60, unit="seconds")
     timeout = need_number(timeout, "timeout", lo=5, hi=600, unit="seconds")
     settle = need_number(settle, "settle", lo=0, hi=60, unit="seconds")
     for k in config:
         if k not in ("ttl", "loop_wait", "retry_timeout", "primary_start_timeout", "maximum_lag_on_failover"):
-            raise BadArgument(f"crash() takes ttl, loop_wait, retry_timeout, primary_start_timeout as settings, not {k!r}")
+            raise BadArgument(_("crash() takes ttl, loop_wait, retry_timeout, primary_start_timeout as settings, "
+                                "not {name!r}").format(name=k))
     restore(cluster)
     previous = cluster.config()
     wanted = dict(config, synchronous_mode=synchronous != "off", synchronous_mode_strict=synchronous == "strict")
@@ -459,10 +474,10 @@ def crash(cluster, fault: str = "machine", synchronous: str = "off", rate: float
 def table(*results: AutoFailover) -> pd.DataFrame:
     """The summaries of several failovers, one row each (the chapter's comparison)."""
     if not results:
-        raise BadArgument("table() takes what crash() returned, one or more: table(r1, r2)")
+        raise BadArgument(_("table() takes what crash() returned, one or more: table(r1, r2)"))
     for r in results:
         if not isinstance(r, AutoFailover):
-            raise BadArgument(f"table() takes what crash() returned, not {_shown(r)}")
+            raise BadArgument(_("table() takes what crash() returned, not {value}").format(value=_shown(r)))
     return pd.concat([r.summary() for r in results], ignore_index=True)
 
 
@@ -476,7 +491,7 @@ def quorum_loss(cluster, failsafe: bool = False, hold: "float | None" = None, ra
     per second: etcd members answering, leader key, primary writable, writes acknowledged."""
     need_ha(cluster)
     need_bool(failsafe, "failsafe")
-    rate = need_number(rate, "rate (writes per second)", lo=1, hi=1000)
+    rate = need_number(rate, _("rate (writes per second)"), lo=1, hi=1000)
     restore(cluster)
     if hold is None:
         hold = cluster.config().get("ttl", 20) + 5
@@ -544,7 +559,8 @@ def false_failovers(cluster, latency_ms: float, seconds: float = 10, **config) -
     seconds = need_number(seconds, "seconds", lo=1, hi=300, unit="seconds")
     for k in config:
         if k not in ("ttl", "loop_wait", "retry_timeout"):
-            raise BadArgument(f"false_failovers() takes ttl, loop_wait, retry_timeout as settings, not {k!r}")
+            raise BadArgument(_("false_failovers() takes ttl, loop_wait, retry_timeout as settings, not {name!r}")
+                              .format(name=k))
     why = cluster.link_shaping()
     if why:
         raise LabError(why)
@@ -594,17 +610,19 @@ def tuning(cluster, latencies=(500, 2000), retry_timeouts=(5, 9), seconds: float
     are): one row each.  ``tuning_figure`` plots it."""
     need_ha(cluster)
     if isinstance(latencies, (str, bytes)) or not hasattr(latencies, "__iter__") or not (latencies := list(latencies)):
-        raise BadArgument(f"latencies is a list of milliseconds, e.g. (500, 2000), not {_shown(latencies)}")
+        raise BadArgument(_("latencies is a list of milliseconds, e.g. (500, 2000), not {value}").format(
+            value=_shown(latencies)))
     if isinstance(retry_timeouts, (str, bytes)) or not hasattr(retry_timeouts, "__iter__") \
             or not (retry_timeouts := list(retry_timeouts)):
-        raise BadArgument(f"retry_timeouts is a list of seconds, e.g. (5, 9), not {_shown(retry_timeouts)}")
+        raise BadArgument(_("retry_timeouts is a list of seconds, e.g. (5, 9), not {value}").format(
+            value=_shown(retry_timeouts)))
     # every value checked before the first run: a wrong one at the end of a list must not come after minutes of runs
-    latencies = [need_number(ms, "each of latencies", lo=0, hi=10_000, unit="milliseconds") for ms in latencies]
-    retry_timeouts = [need_int(rt, "each of retry_timeouts (seconds)", lo=1, hi=600) for rt in retry_timeouts]
+    latencies = [need_number(ms, _("each of latencies"), lo=0, hi=10_000, unit="milliseconds") for ms in latencies]
+    retry_timeouts = [need_int(rt, _("each of retry_timeouts (seconds)"), lo=1, hi=600) for rt in retry_timeouts]
     seconds = need_number(seconds, "seconds", lo=1, hi=300, unit="seconds")
     why = cluster.link_shaping()
     if why:  # the containers' Docker host cannot delay a link: say so, measure nothing
-        print(f"not measured: {why}")
+        print(_("not measured: {why}").format(why=why))
         out = pd.DataFrame(columns=["ttl", "loop_wait", "retry_timeout", "latency_ms", "seconds", "leader_demoted",
                                     "no_primary_s", "leader_changes", "leader_after", "back_after_heal_s"])
         out.attrs["not_measured"] = why
@@ -618,21 +636,22 @@ def tuning_figure(df: pd.DataFrame) -> Figure:
     """Seconds without a writable primary against the latency added to the leader's link to etcd,
     one line per ``retry_timeout``."""
     if not isinstance(df, pd.DataFrame) or not {"latency_ms", "no_primary_s", "retry_timeout", "ttl"} <= set(df.columns):
-        raise BadArgument("tuning_figure() takes what lab.autofailover.tuning() returned")
+        raise BadArgument(_("tuning_figure() takes what lab.autofailover.tuning() returned"))
     fig = Figure(figsize=(6.5, 3))
     ax = fig.subplots()
     if df.attrs.get("not_measured"):
-        ax.text(0.5, 0.5, "not measured on this cluster:\n" + df.attrs["not_measured"].split(":")[0], ha="center",
-                va="center", wrap=True, transform=ax.transAxes)
+        ax.text(0.5, 0.5, _("not measured on this cluster:\n{why}").format(why=df.attrs["not_measured"].split(":")[0]),
+                ha="center", va="center", wrap=True, transform=ax.transAxes)
         ax.set_axis_off()
         return fig
     for rt, part in df.groupby("retry_timeout"):
         part = part.sort_values("latency_ms")
         ax.plot(part["latency_ms"], part["no_primary_s"], marker="o",
-                label=f"retry_timeout {rt} s (ttl {part['ttl'].iloc[0]} s)")
-    ax.set_xlabel("latency added to the leader's link to etcd, each way (ms)")
-    ax.set_ylabel("seconds without a primary")
-    ax.set_title("a slow link to etcd, no crash: false failovers", fontsize=10)
+                label=_("retry_timeout {retry_timeout} s (ttl {ttl} s)").format(retry_timeout=rt,
+                                                                                ttl=part["ttl"].iloc[0]))
+    ax.set_xlabel(_("latency added to the leader's link to etcd, each way (ms)"))
+    ax.set_ylabel(_("seconds without a primary"))
+    ax.set_title(_("a slow link to etcd, no crash: false failovers"), fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
