@@ -35,6 +35,7 @@ from urllib.parse import unquote
 
 import psutil
 
+from ..i18n import _
 from ..errors import LabError
 from ..system import jupyterenv
 from ..system.home import cache_dir
@@ -109,10 +110,12 @@ def installed_version(python: "Path | None" = None) -> "str | None":
 def _require_python() -> Path:
     python = find_python()
     if python is not None and not os.access(python, os.X_OK):
-        raise LabError(f"LAB_PGADMIN_PYTHON={python} is not an executable Python: unset it or correct it")
+        raise LabError(_("LAB_PGADMIN_PYTHON={python} is not an executable Python: unset it or correct it").format(
+            python=python))
     if python is None:
-        raise LabError(f"pgAdmin 4 is not installed: run `{INSTALL_HINT}` (or lab.pgadmin.install()), "
-                       f"which puts it in its own environment {venv_dir()} (about 600 MB, a minute)")
+        raise LabError(_("pgAdmin 4 is not installed: run `{command}` (or lab.pgadmin.install()), "
+                         "which puts it in its own environment {venv} (about 600 MB, a minute)").format(
+            command=INSTALL_HINT, venv=venv_dir()))
     return python
 
 
@@ -123,7 +126,8 @@ def install(quiet: bool = False, upgrade: bool = False) -> Path:
     venv.mkdir(parents=True, exist_ok=True)  # `python -m venv` fills an existing directory
     with flock(venv / ".lab-install.lock"):
         if _stamp(venv).exists() and python.exists() and not upgrade:
-            _say(quiet, f"pgAdmin 4 {installed_version(python) or '?'} is already installed in {venv}")
+            _say(quiet, _("pgAdmin 4 {version} is already installed in {venv}").format(
+                version=installed_version(python) or '?', venv=venv))
             return python
         t0 = time.monotonic()
         if not python.exists():
@@ -131,11 +135,13 @@ def install(quiet: bool = False, upgrade: bool = False) -> Path:
             if r.returncode != 0 or not python.exists():
                 _empty(venv, keep=".lab-install.lock")
                 pyv = "%d.%d" % sys.version_info[:2]
-                raise LabError(f"could not create {venv} ('{sys.executable} -m venv' failed: "
-                               f"{_last_line(r.stderr or r.stdout)}): install python{pyv}-venv (Debian/Ubuntu) "
-                               "or set LAB_PGADMIN_PYTHON to a Python that has pgadmin4")
+                raise LabError(_("could not create {venv} ('{python} -m venv' failed: "
+                                 "{reason}): install python{version}-venv (Debian/Ubuntu) "
+                                 "or set LAB_PGADMIN_PYTHON to a Python that has pgadmin4").format(
+                    venv=venv, python=sys.executable, reason=_last_line(r.stderr or r.stdout), version=pyv))
         _stamp(venv).unlink(missing_ok=True)
-        _say(quiet, f"installing {REQUIREMENT} into {venv} (about 600 MB; a minute or two) ...")
+        _say(quiet, _("installing {requirement} into {venv} (about 600 MB; a minute or two) ...").format(
+            requirement=REQUIREMENT, venv=venv))
         log = venv / "install.log"
         cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"]
         cmd += (["--upgrade"] if upgrade else []) + [REQUIREMENT]
@@ -144,12 +150,14 @@ def install(quiet: bool = False, upgrade: bool = False) -> Path:
         if r.returncode != 0:
             last = tail(log, 8)
             errors = [ln for ln in last.splitlines() if ln.startswith("ERROR:")]
-            raise LabError(f"pip could not install {REQUIREMENT} into {venv}: "
-                           f"{(errors or last.splitlines() or ['no output'])[-1]} (the whole log: {log})")
+            raise LabError(_("pip could not install {requirement} into {venv}: {reason} (the whole log: {log})").format(
+                requirement=REQUIREMENT, venv=venv, reason=(errors or last.splitlines() or [_("no output")])[-1],
+                log=log))
         version = _version_of(python)
         _stamp(venv).write_text(json.dumps({"version": version, "requirement": REQUIREMENT,
                                             "seconds": round(time.monotonic() - t0, 1)}))
-        _say(quiet, f"pgAdmin 4 {version} installed in {time.monotonic() - t0:.0f} s")
+        _say(quiet, _("pgAdmin 4 {version} installed in {seconds:.0f} s").format(
+            version=version, seconds=time.monotonic() - t0))
         return python
 
 
@@ -303,19 +311,22 @@ class PgAdmin:
 
     def __repr__(self):
         if not self.running:
-            return f"pgAdmin 4: stopped (lab.pgadmin.start(cluster) starts it; login {self.email})"
-        return (f"pgAdmin 4{' ' + self.version if self.version else ''}: {self.public_url}\n"
-                f"  email:    {self.email}\n  password: {self.password}")
+            return _("pgAdmin 4: stopped (lab.pgadmin.start(cluster) starts it; login {email})").format(
+                email=self.email)
+        return _("pgAdmin 4{version}: {url}\n  email:    {email}\n  password: {password}").format(
+            version=' ' + self.version if self.version else '', url=self.public_url, email=self.email,
+            password=self.password)
 
     def _repr_html_(self):
         e = html.escape
         if not self.running:
-            return "<p>pgAdmin 4: <b>stopped</b> (<code>lab.pgadmin.start(cluster)</code> starts it)</p>"
+            return _("<p>pgAdmin 4: <b>stopped</b> (<code>lab.pgadmin.start(cluster)</code> starts it)</p>")
+        email, password = e(_("email")), e(_("password"))
         return ("<table>"
                 f"<tr><th style='text-align:left'>pgAdmin 4{' ' + e(self.version) if self.version else ''}</th>"
                 f"<td><a href='{e(self.public_url)}' target='_blank'>{e(self.public_url)}</a></td></tr>"
-                f"<tr><th style='text-align:left'>email</th><td><code>{e(self.email)}</code></td></tr>"
-                f"<tr><th style='text-align:left'>password</th><td><code>{e(self.password)}</code></td></tr>"
+                f"<tr><th style='text-align:left'>{email}</th><td><code>{e(self.email)}</code></td></tr>"
+                f"<tr><th style='text-align:left'>{password}</th><td><code>{e(self.password)}</code></td></tr>"
                 "</table>")
 
 
@@ -374,16 +385,18 @@ def start(cluster: "Cluster", quiet: bool = False, timeout: float = START_TIMEOU
             _say(quiet, note)
         if state.get("email") and svc.ours(pid) and state.get("base_path", "") != jupyterenv.base_path(state["port"]):
             # started behind another proxy prefix, or without one: its pages would point elsewhere
-            _say(quiet, "pgAdmin's link changed since it started (a hub, Binder or LAB_LINKS): restarting it")
+            _say(quiet, _("pgAdmin's link changed since it started (a hub, Binder or LAB_LINKS): restarting it"))
         elif state.get("email") and svc.ours(pid):
             if not wait_answer(state.get("url") and state["url"] + "/misc/ping", 15, b"PING"):
-                raise LabError(f"pgAdmin 4 (pid {pid}) runs but does not answer on {state.get('url')}: "
-                               f"lab.pgadmin.stop(cluster), then start it again; its last lines:\n{_logs(svc)}")
+                raise LabError(_("pgAdmin 4 (pid {pid}) runs but does not answer on {url}: "
+                                 "lab.pgadmin.stop(cluster), then start it again; its last lines:\n{log_lines}").format(
+                    pid=pid, url=state.get('url'), log_lines=_logs(svc)))
             svc.claim_again([state.get("port")])
             python = find_python()
             changed = _load_servers_if_changed(files, cluster, python, state) if python else False
             info = _info(svc, state, running=True)
-            _say(quiet, f"pgAdmin 4 is running: re-attached{'; servers reloaded (refresh the page)' if changed else ''}")
+            _say(quiet, _("pgAdmin 4 is running: re-attached; servers reloaded (refresh the page)") if changed
+                 else _("pgAdmin 4 is running: re-attached"))
             _say(quiet, repr(info))
             return info
         python = _require_python()
@@ -406,7 +419,7 @@ def start(cluster: "Cluster", quiet: bool = False, timeout: float = START_TIMEOU
                      version=installed_version(python), pids=run.pids, ports=[port])
         svc.write_state(login)
         info = _info(svc, login, running=True)
-        _say(quiet, f"pgAdmin 4 started in {time.monotonic() - t0:.1f} s")
+        _say(quiet, _("pgAdmin 4 started in {seconds:.1f} s").format(seconds=time.monotonic() - t0))
         _say(quiet, repr(info))
         return info
 
@@ -429,7 +442,7 @@ def stop(where=None, quiet: bool = False, timeout: float = STOP_TIMEOUT, wipe: b
     if wipe:
         svc.wipe()
     if was:
-        _say(quiet, "pgAdmin 4 stopped")
+        _say(quiet, _("pgAdmin 4 stopped"))
     return was
 
 
@@ -496,10 +509,12 @@ def _cli(files: _Files, python: Path, *args, env: "dict | None" = None) -> str:
         r = subprocess.run(cmd, cwd=files.dir, env=child_env, capture_output=True, text=True,
                            stdin=subprocess.DEVNULL, timeout=CLI_TIMEOUT)
     except subprocess.TimeoutExpired:
-        raise LabError(f"pgAdmin's `setup.py {args[0]}` did not finish in {CLI_TIMEOUT:.0f} s") from None
+        raise LabError(_("pgAdmin's `setup.py {command}` did not finish in {timeout:.0f} s").format(
+            command=args[0], timeout=CLI_TIMEOUT)) from None
     out = (r.stdout or "") + (r.stderr or "")
     if r.returncode != 0:
-        raise LabError(f"pgAdmin's `setup.py {args[0]}` failed (exit {r.returncode}):\n{_last_lines(out, 8)}")
+        raise LabError(_("pgAdmin's `setup.py {command}` failed (exit {code}):\n{log_lines}").format(
+            command=args[0], code=r.returncode, log_lines=_last_lines(out, 8)))
     return out
 
 
@@ -510,7 +525,8 @@ def _setup_db(svc: Service, files: _Files, python: Path, login: dict) -> None:
                env={"PGADMIN_SETUP_EMAIL": login["email"], "PGADMIN_SETUP_PASSWORD": login["password"]})
     if not _has_user(files.db, login["email"]):
         files.db.unlink(missing_ok=True)
-        raise LabError(f"pgAdmin's `setup.py setup-db` made no user {login['email']}:\n{_last_lines(out, 8)}")
+        raise LabError(_("pgAdmin's `setup.py setup-db` made no user {email}:\n{log_lines}").format(
+            email=login['email'], log_lines=_last_lines(out, 8)))
     os.chmod(files.db, 0o600)
     login["db_ready"] = True
     svc.write_state(login)
@@ -548,8 +564,8 @@ def _load_servers_if_changed(files: _Files, cluster, python: Path, login: dict) 
     out = _cli(files, python, "load-servers", str(files.servers), "--user", login["email"], "--replace")
     m = re.search(r"Added (\d+) Server Group\(s\) and (\d+) Server\(s\)", out)
     if not m or int(m.group(2)) != len(doc["Servers"]):
-        raise LabError(f"pgAdmin's `setup.py load-servers` did not load the {len(doc['Servers'])} nodes:\n"
-                       f"{_last_lines(out, 8)}")
+        raise LabError(_("pgAdmin's `setup.py load-servers` did not load the {n} nodes:\n{log_lines}").format(
+            n=len(doc['Servers']), log_lines=_last_lines(out, 8)))
     write_private(files.servers_loaded, text)
     return True
 
@@ -572,10 +588,10 @@ def _last_lines(text: str, n: int) -> str:
 
 
 def _last_line(text: str) -> str:
-    return _last_lines(text or "", 1) or "no output"
+    return _last_lines(text or "", 1) or _("no output")
 
 
 def _logs(svc: Service, offset: int = 0, n: int = 12) -> str:
     out, own = svc.log(NAME), svc.dir / "pgadmin4.log"
     parts = [t for t in (tail(out, n, noise=_NOISE), tail(own, n, offset, noise=_NOISE)) if t.strip()]
-    return "\n".join(parts) or f"(nothing in {out} or {own})"
+    return "\n".join(parts) or _("(nothing in {out} or {own})").format(out=out, own=own)

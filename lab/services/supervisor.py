@@ -36,6 +36,7 @@ from typing import Callable, Iterable, Iterator
 
 import psutil
 
+from ..i18n import _
 from ..errors import LabError, LabHomeError
 from ..system import ports
 from ..system.home import LabHome
@@ -213,19 +214,22 @@ class Service:
         delay = 0.05
         while not answers(url, body):
             if proc.poll() is not None:
-                raise LabError(f"{self._who(process)} exited (code {proc.returncode}) before answering on "
-                               f"{url}; its last lines:\n{(logs or self._logs(process))()}")
+                raise LabError(_("{who} exited (code {code}) before answering on "
+                                 "{url}; its last lines:\n{log_lines}").format(
+                    who=self._who(process), code=proc.returncode, url=url, log_lines=(logs or self._logs(process))()))
             if time.monotonic() > deadline:
-                raise LabError(f"{self._who(process)} did not answer on {url} within {timeout:.0f} s; "
-                               f"its last lines:\n{(logs or self._logs(process))()}")
+                raise LabError(_("{who} did not answer on {url} within {timeout:.0f} s; "
+                                 "its last lines:\n{log_lines}").format(
+                    who=self._who(process), url=url, timeout=timeout, log_lines=(logs or self._logs(process))()))
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
 
     def _who(self, process: str) -> str:
-        return self.title if process == self.name else f"{self.title}'s {process}"
+        return _(self.title) if process == self.name else _("{title}'s {process}").format(
+            title=_(self.title), process=process)
 
     def _logs(self, process: str) -> Callable[[], str]:
-        return lambda: tail(self.log(process)) or f"(nothing in {self.log(process)})"
+        return lambda: tail(self.log(process)) or _("(nothing in {log})").format(log=self.log(process))
 
     def terminate(self, pids: Iterable, timeout: float = STOP_TIMEOUT) -> "list[int]":
         """SIGTERM each of ``pids`` that is ours and its process tree, SIGKILL after ``timeout``;
@@ -233,7 +237,8 @@ class Service:
         ended = []
         for pid in [p for p in pids if self.ours(p)]:
             if not terminate_tree(pid, timeout):
-                raise LabError(f"{self.title} (pid {pid}) outlived SIGKILL: stop it by hand (kill -9 {pid})")
+                raise LabError(_("{title} (pid {pid}) outlived SIGKILL: stop it by hand (kill -9 {pid})").format(
+                    title=_(self.title), pid=pid))
             wait_gone(pid, 5)
             ended.append(pid)
         for pid in self.pids():  # orphans re-parented away from the tree, same mark
@@ -249,13 +254,14 @@ class Service:
         avoid = set(avoid)
         want = [p for p in preferred if p and p not in avoid]
         owner = self.home.owner
-        for _ in range(20):
+        for _attempt in range(20):
             got = ports.claim_free_ports(n, owner, preferred=want)
             if not set(got) & avoid and all(ports.port_is_free(p) for p in got):
                 return got
             ports.release(got, owner)  # a fresh claim next time (random picks skip ports the home holds)
             want = []
-        raise LabError(f"found no {n} free port(s) for {self.title} on 127.0.0.1: stop other servers, then retry")
+        raise LabError(_("found no {n} free port(s) for {title} on 127.0.0.1: stop other servers, then retry").format(
+            n=n, title=_(self.title)))
 
     def claim_again(self, held: Iterable) -> None:
         """A running service keeps its claims (``lab.down()`` releases every claim of the home)."""

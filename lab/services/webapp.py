@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..i18n import N_, _
 from ..errors import LabError
 from ..system import jupyterenv
 from ..system.paths import REPO
@@ -71,18 +72,20 @@ class WebApp:
 
     def __repr__(self):
         if not self.running:
-            return "crypto app: stopped (lab.webapp.start(cluster) starts it)"
-        return (f"crypto app running\n  dashboard: {self.public_dashboard_url}\n  API:       {self.public_api_url} "
-                f"(docs {self.public_docs_url})\n  POST /ticks needs: Authorization: Bearer <token> "
-                "(lab.webapp.client(cluster) has it)")
+            return _("crypto app: stopped (lab.webapp.start(cluster) starts it)")
+        return (_("crypto app running\n  dashboard: {dashboard}\n  API:       {api} "
+                  "(docs {docs})\n  POST /ticks needs: Authorization: Bearer <token> "
+                  "(lab.webapp.client(cluster) has it)").format(
+            dashboard=self.public_dashboard_url, api=self.public_api_url, docs=self.public_docs_url))
 
     def _repr_html_(self):
         e = html.escape
         if not self.running:
-            return "<p>crypto app: <b>stopped</b> (<code>lab.webapp.start(cluster)</code> starts it)</p>"
+            return _("<p>crypto app: <b>stopped</b> (<code>lab.webapp.start(cluster)</code> starts it)</p>")
         dash, docs = self.public_dashboard_url, self.public_docs_url
+        dashboard = e(_("dashboard"))
         return ("<table>"
-                f"<tr><th style='text-align:left'>dashboard</th><td><a href='{e(dash)}' "
+                f"<tr><th style='text-align:left'>{dashboard}</th><td><a href='{e(dash)}' "
                 f"target='_blank'>{e(dash)}</a></td></tr>"
                 f"<tr><th style='text-align:left'>API</th><td><a href='{e(docs)}' target='_blank'>"
                 f"{e(docs)}</a></td></tr></table>"
@@ -92,7 +95,7 @@ class WebApp:
 
 def service(where=None) -> Service:
     """The crypto app's service of a lab home (a Cluster, a LabHome, a path, or the default home)."""
-    return Service(where, NAME, title="the app")
+    return Service(where, NAME, title=N_("the app"))
 
 
 def app_env(cluster: "Cluster", token: str, api_port: int, dashboard_port: int, read_from: str = "replicas",
@@ -155,7 +158,7 @@ def start(cluster: "Cluster", quiet: bool = False, feed: bool = True, read_from:
     """Start the app for this cluster (or re-attach to the running one): schema and 7 days of
     history on the primary, then the API, the live price feed and the dashboard."""
     if read_from not in ("replicas", "primary"):
-        raise LabError(f"read_from={read_from!r}: 'replicas' (the default) or 'primary'")
+        raise LabError(_("read_from={read_from!r}: 'replicas' (the default) or 'primary'").format(read_from=read_from))
     jupyterenv.links()  # a bad LAB_LINKS or proxy prefix: say so before anything starts
     note = jupyterenv.notice()
     if note:
@@ -176,23 +179,23 @@ def start(cluster: "Cluster", quiet: bool = False, feed: bool = True, read_from:
         alive = bool(state) and svc.running(pids, [w for w in PROCESSES if w != "feed" or state.get("feed")])
         if alive and state.get("topology") != topology:
             # a failover since the start: the app's DSNs name the old roles; start it again with the new
-            _say(quiet, f"the cluster changed since the app started (primary now {cluster.primary.name}): "
-                        "restarting the app with the new connection strings")
+            _say(quiet, _("the cluster changed since the app started (primary now {primary}): "
+                          "restarting the app with the new connection strings").format(primary=cluster.primary.name))
             alive = False
         if alive and state.get("base_paths", ["", ""]) != base_paths(state["api_port"], state["dashboard_port"]):
             # started behind another proxy prefix, or without one: its pages would point elsewhere
-            _say(quiet, "the app's links changed since it started (a hub, Binder or LAB_LINKS): restarting it")
+            _say(quiet, _("the app's links changed since it started (a hub, Binder or LAB_LINKS): restarting it"))
             alive = False
         if alive and answers(state["api_url"] + "/health"):
             svc.claim_again([state.get("api_port"), state.get("dashboard_port")])
-            _say(quiet, "the crypto app is running: re-attached")
+            _say(quiet, _("the crypto app is running: re-attached"))
             info = _info(svc, state, True)
             _say(quiet, repr(info))
             return info
         _stop_locked(svc)
         if not cluster.primary.is_running:
-            raise LabError(f"the primary ({cluster.primary.name}) is stopped: cluster.start() first, "
-                           "the app creates its tables there")
+            raise LabError(_("the primary ({primary}) is stopped: cluster.start() first, "
+                             "the app creates its tables there").format(primary=cluster.primary.name))
         t0 = time.monotonic()
         token = state.get("token") or secrets.token_urlsafe(24)
         with svc.starting(keep=("token",)) as run:
@@ -210,7 +213,8 @@ def start(cluster: "Cluster", quiet: bool = False, feed: bool = True, read_from:
             fill = subprocess.run([sys.executable, "-m", "app", "simulate", "--backfill-only"], cwd=REPO,
                                   env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout)
             if fill.returncode != 0:
-                raise LabError(f"the app could not prepare its tables: {_last(fill.stderr or fill.stdout)}")
+                raise LabError(_("the app could not prepare its tables: {reason}").format(
+                    reason=_last(fill.stderr or fill.stdout)))
             procs = [("api", ["api"], state["api_url"] + "/health"),
                      ("dashboard", ["dashboard"], state["dashboard_url"] + "/_stcore/health")]
             if feed:
@@ -221,7 +225,8 @@ def start(cluster: "Cluster", quiet: bool = False, feed: bool = True, read_from:
                 if url:
                     run.wait_ready(what, proc, url, timeout)
         info = _info(svc, state, True)
-        _say(quiet, f"crypto app started in {time.monotonic() - t0:.1f} s ({fill.stdout.strip().splitlines()[0]})")
+        _say(quiet, _("crypto app started in {seconds:.1f} s ({backfill})").format(
+            seconds=time.monotonic() - t0, backfill=fill.stdout.strip().splitlines()[0]))
         _say(quiet, repr(info))
         return info
 
@@ -238,7 +243,7 @@ def stop(where=None, quiet: bool = False, wipe: bool = False) -> bool:
         was = _stop_locked(svc) or was
     if wipe:
         svc.wipe()
-    _say(quiet, "crypto app stopped" if was else "crypto app was not running")
+    _say(quiet, _("crypto app stopped") if was else _("crypto app was not running"))
     return was
 
 
@@ -264,4 +269,4 @@ def _say(quiet: bool, msg: str) -> None:
 
 def _last(text: str) -> str:
     lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "no output"
+    return lines[-1] if lines else _("no output")
