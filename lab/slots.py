@@ -27,6 +27,7 @@ from matplotlib.patches import Patch
 from . import plots  # noqa: F401 (shows Figures as pictures in notebooks)
 from .errors import BadArgument, LabError, NotRunning, Text, Timeout, need_bool, need_int, need_number, need_str
 from .faults import need_a_node, need_cluster, need_node
+from .i18n import _
 from .lsn import parse_lsn, wal_segment_name
 from .node import Node, Role
 from .plots import human_bytes
@@ -65,10 +66,10 @@ def split_wal_files(names, current_lsn, segment_size: int = 16 << 20) -> tuple:
     (1, 1)
     """
     if names is not None and (not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)):
-        raise BadArgument(f"names is a list of WAL file names, not {type(names).__name__}")
-    need_int(segment_size, "segment_size (bytes)", lo=1 << 20, hi=1 << 30)
+        raise BadArgument(_("names is a list of WAL file names, not {type}").format(type=type(names).__name__))
+    need_int(segment_size, _("segment_size (bytes)"), lo=1 << 20, hi=1 << 30)
     if parse_lsn(current_lsn) is None:
-        raise BadArgument("current_lsn is an LSN like '0/3000060', not None")
+        raise BadArgument(_("current_lsn is an LSN like '0/3000060', not None"))
     current = parse_lsn(current_lsn) // segment_size
     segs = [segment_number(n, segment_size) for n in names or []]
     return sum(s < current for s in segs), sum(s > current for s in segs)
@@ -166,7 +167,7 @@ def sample(cluster, slot: "str | None" = None) -> dict:
     """One measurement on the primary: its current LSN, the slot's state and retained WAL, pg_wal's size."""
     need_cluster(cluster)
     if slot is not None:
-        need_str(slot, "slot (a slot's name, or None)")
+        need_str(slot, _("slot (a slot's name, or None)"))
     row = cluster.primary.sql(_SAMPLE, (slot,), dbname="postgres").iloc[0].to_dict()
     row["slot"] = slot
     files = row.pop("wal_files") or []
@@ -194,7 +195,7 @@ def _frame(rows: list) -> pd.DataFrame:
 def _primary_running(cluster) -> Node:
     p = need_cluster(cluster).primary
     if not p.is_running:
-        raise NotRunning(f"the primary ({p.name}) is stopped: start it with cluster.start()")
+        raise NotRunning(_("the primary ({name}) is stopped: start it with cluster.start()").format(name=p.name))
     return p
 
 
@@ -203,13 +204,14 @@ def create_slot(cluster, name: str) -> str:
 
     A one-line message; an existing slot of that name is left as it is.
     """
-    need_str(name, "name (the slot's)", example="'forgotten'")
+    need_str(name, _("name (the slot's)"), example="'forgotten'")
     p = _primary_running(cluster)
     if p.scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (name,), dbname="postgres"):
-        return f"slot {name!r} exists already"
+        return _("slot {name!r} exists already").format(name=name)
     lsn = p.scalar("SELECT lsn::text FROM pg_create_physical_replication_slot(%s, true)", (name,),
                    dbname="postgres")
-    return f"created slot {name!r}: the primary keeps every WAL segment from {lsn} on until it is dropped"
+    return _("created slot {name!r}: the primary keeps every WAL segment from {lsn} on until it is dropped").format(
+        name=name, lsn=lsn)
 
 
 def drop_slot(cluster, name: str) -> str:
@@ -220,9 +222,9 @@ def drop_slot(cluster, name: str) -> str:
     "dropped slot 'forgotten' (it held 96.0 MB of WAL)"
     """
     if not name:
-        return "pick a slot to drop"
+        return _("pick a slot to drop")
     if not isinstance(name, str):
-        return f"a slot's name is a string, not {type(name).__name__}: pick a slot to drop"
+        return _("a slot's name is a string, not {type}: pick a slot to drop").format(type=type(name).__name__)
     try:
         p = _primary_running(cluster)
         df = p.sql("SELECT active, r.application_name AS consumer, "
@@ -230,18 +232,20 @@ def drop_slot(cluster, name: str) -> str:
                    "FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid "
                    "WHERE slot_name = %s", (name,), dbname="postgres")
         if df.empty:
-            known = ", ".join(slot_table(cluster)["slot_name"]) or "none"
-            return f"no slot {name!r} on {p.name} (slots: {known})"
+            known = ", ".join(slot_table(cluster)["slot_name"]) or _("none")
+            return _("no slot {name!r} on {node} (slots: {known})").format(name=name, node=p.name, known=known)
         row = df.iloc[0]
         if row["active"]:
-            who = row["consumer"] if isinstance(row["consumer"], str) else "a replica"
-            return (f"slot {name!r} is active: {who} streams through it; stop or remove that replica "
-                    "before dropping its slot")
+            who = row["consumer"] if isinstance(row["consumer"], str) else _("a replica")
+            return _("slot {name!r} is active: {who} streams through it; stop or remove that replica "
+                     "before dropping its slot").format(name=name, who=who)
         p.execute("SELECT pg_drop_replication_slot(%s)", (name,), dbname="postgres")
         held = row["held"]
-        return f"dropped slot {name!r} (it held {_human(held) if pd.notna(held) else 'no'} of WAL)"
+        if pd.notna(held):
+            return _("dropped slot {name!r} (it held {size} of WAL)").format(name=name, size=_human(held))
+        return _("dropped slot {name!r} (it held no of WAL)").format(name=name)
     except LabError as e:
-        return f"could not drop slot {name!r}: {e}"
+        return _("could not drop slot {name!r}: {error}").format(name=name, error=e)
 
 
 def checkpoint(cluster) -> None:
@@ -267,7 +271,7 @@ def write_wal(cluster, segments: int = 1, checkpoint_each: bool = False, quiet: 
                 if checkpoint_each:
                     cur.execute("CHECKPOINT")
                 if i in _every(segments) and not quiet:
-                    print(f"writing WAL: {i}/{segments} segments", flush=True)
+                    print(_("writing WAL: {i}/{segments} segments").format(i=i, segments=segments), flush=True)
             cur.execute("SELECT pg_current_wal_lsn()::text")
             return cur.fetchone()[0]
     except psycopg2.Error as e:
@@ -277,7 +281,7 @@ def write_wal(cluster, segments: int = 1, checkpoint_each: bool = False, quiet: 
 
 
 def _check_segments(segments) -> None:
-    need_int(segments, "segments (how many 16 MB WAL segments to write)", lo=1, hi=64)
+    need_int(segments, _("segments (how many 16 MB WAL segments to write)"), lo=1, hi=64)
 
 
 def watch_slot(cluster, slot: "str | None", segments: int = 6, phase: str = "writing", quiet: bool = False,
@@ -291,12 +295,12 @@ def watch_slot(cluster, slot: "str | None", segments: int = 6, phase: str = "wri
     """
     need_cluster(cluster)
     if slot is not None:
-        need_str(slot, "slot (a slot's name, or None)")
+        need_str(slot, _("slot (a slot's name, or None)"))
     _check_segments(segments)
     need_str(phase, "phase", empty=True)
     need_bool(quiet, "quiet")
     if t0 is not None:
-        need_number(t0, "t0 (a time.monotonic() value)")
+        need_number(t0, _("t0 (a time.monotonic() value)"))
     t0 = time.monotonic() if t0 is None else t0
     checkpoint(cluster)
     rows = [dict(t_s=time.monotonic() - t0, phase=phase, **sample(cluster, slot))]
@@ -305,8 +309,12 @@ def watch_slot(cluster, slot: "str | None", segments: int = 6, phase: str = "wri
         rows.append(dict(t_s=time.monotonic() - t0, phase=phase, **sample(cluster, slot)))
         if i in _every(segments):
             r = rows[-1]
-            kept = f", slot keeps {_human(r['retained_bytes'])}" if r["retained_bytes"] is not None else ""
-            _say(quiet, f"writing WAL: {i}/{segments} segments (pg_wal {_human(r['pg_wal_bytes'])}{kept})")
+            if r["retained_bytes"] is not None:
+                _say(quiet, _("writing WAL: {i}/{segments} segments (pg_wal {size}, slot keeps {kept})").format(
+                    i=i, segments=segments, size=_human(r["pg_wal_bytes"]), kept=_human(r["retained_bytes"])))
+            else:
+                _say(quiet, _("writing WAL: {i}/{segments} segments (pg_wal {size})").format(
+                    i=i, segments=segments, size=_human(r["pg_wal_bytes"])))
     return _frame(rows)
 
 
@@ -322,8 +330,8 @@ def slot_of(node: Node) -> "str | None":
 def _replica(cluster, name) -> Node:
     node = need_node(need_cluster(cluster), name, "replica")
     if node.role != Role.REPLICA:
-        raise LabError(f"{node.name} is the {node.role}, not a replica: pick one of "
-                       f"{', '.join(r.name for r in cluster.replicas) or '(none)'}")
+        raise LabError(_("{node} is the {role}, not a replica: pick one of {replicas}").format(
+            node=node.name, role=node.role, replicas=", ".join(r.name for r in cluster.replicas) or _("(none)")))
     return node
 
 
@@ -340,8 +348,8 @@ def retention_while_stopped(cluster, replica: str = "replica1", segments: int = 
     slot = slot_of(node) if node.is_running else None
     slot = slot or node.name  # a stopped replica of the lab streams through the slot named after it
     if slot not in set(slot_table(cluster)["slot_name"]):
-        raise LabError(f"{node.name} has no slot on the primary: this experiment needs a replica with one "
-                       "(replica1, made by lab.up, has its own)")
+        raise LabError(_("{node} has no slot on the primary: this experiment needs a replica with one "
+                         "(replica1, made by lab.up, has its own)").format(node=node.name))
     t0 = time.monotonic()
     rows = []
     if node.is_running:
@@ -349,7 +357,8 @@ def retention_while_stopped(cluster, replica: str = "replica1", segments: int = 
         checkpoint(cluster)
         rows.append(dict(t_s=0.0, phase="streaming", **sample(cluster, slot)))
         node.stop()
-    _say(quiet, f"{node.name} stopped; its slot {slot!r} keeps the WAL it has not received")
+    _say(quiet, _("{node} stopped; its slot {slot!r} keeps the WAL it has not received").format(node=node.name,
+                                                                                                slot=slot))
     stopped = watch_slot(cluster, slot, segments, phase="replica stopped", quiet=quiet, t0=t0)
     rows += stopped.to_dict("records")
     target = parse_lsn(rows[-1]["current_lsn"])
@@ -361,9 +370,11 @@ def retention_while_stopped(cluster, replica: str = "replica1", segments: int = 
         if r["restart_lsn"] and parse_lsn(r["restart_lsn"]) >= target:
             break
         if time.monotonic() > deadline:
-            raise Timeout(f"{node.name} has not caught up after {timeout:g} s: see cluster.node({node.name!r}).logs()")
+            raise Timeout(_("{node} has not caught up after {timeout:g} s: see cluster.node({node!r}).logs()").format(
+                node=node.name, timeout=timeout))
         time.sleep(0.05)
-    _say(quiet, f"{node.name} started again and caught up in {rows[-1]['t_s'] - stopped['t_s'].iloc[-1]:.1f} s")
+    _say(quiet, _("{node} started again and caught up in {seconds:.1f} s").format(
+        node=node.name, seconds=rows[-1]["t_s"] - stopped["t_s"].iloc[-1]))
     checkpoint(cluster)
     rows.append(dict(t_s=time.monotonic() - t0, phase="caught up, after a CHECKPOINT", **sample(cluster, slot)))
     return _frame(rows)
@@ -399,7 +410,7 @@ def start_and_read_error(cluster, replica: str, timeout: float = 30, tail: int =
     """
     node = _replica(cluster, replica)
     timeout = need_number(timeout, "timeout", lo=0, hi=600, unit="seconds")
-    need_int(tail, "tail (log lines)", lo=1, hi=100_000)
+    need_int(tail, _("tail (log lines)"), lo=1, hi=100_000)
     before = node.logs(tail).splitlines()
     marker = before[-1] if before else None  # a timestamp and a pid: only new lines come after it
     node.start()
@@ -409,8 +420,9 @@ def start_and_read_error(cluster, replica: str, timeout: float = 30, tail: int =
         if found:
             return found[-1]
         if time.monotonic() > deadline:
-            raise Timeout(f"{node.name} did not report missing WAL within {timeout:g} s: "
-                          "it probably streams normally (lab.replication.stat_replication(cluster))")
+            raise Timeout(_("{node} did not report missing WAL within {timeout:g} s: "
+                            "it probably streams normally (lab.replication.stat_replication(cluster))").format(
+                                node=node.name, timeout=timeout))
         time.sleep(0.05)
 
 
@@ -428,33 +440,35 @@ def lose_wal(cluster, replica: str = "replica_manual", segments: int = 4, timeou
     timeout = need_number(timeout, "timeout", lo=1, hi=600, unit="seconds")
     need_bool(quiet, "quiet")
     if not node.is_running:
-        raise NotRunning(f"{node.name} is stopped: start it first (cluster.node({node.name!r}).start())")
+        raise NotRunning(_("{node} is stopped: start it first (cluster.node({node!r}).start())").format(node=node.name))
     slot = slot_of(node)
     if slot:
-        raise LabError(f"{node.name} streams through slot {slot!r}: the primary keeps its WAL however much "
-                       "it writes; use a replica made from a backup without -S (replica_manual)")
+        raise LabError(_("{node} streams through slot {slot!r}: the primary keeps its WAL however much "
+                         "it writes; use a replica made from a backup without -S (replica_manual)").format(
+                             node=node.name, slot=slot))
     seg = setting_bytes(primary, "wal_segment_size")
     keep = setting_bytes(primary, "wal_keep_size")
     if keep >= (segments - 1) * seg:
-        raise LabError(f"the primary keeps wal_keep_size = {_human(keep)} of WAL for any replica, more than "
-                       f"{segments} segments can outrun: set cluster.primary.set(wal_keep_size=0) first")
+        raise LabError(_("the primary keeps wal_keep_size = {size} of WAL for any replica, more than "
+                         "{segments} segments can outrun: set cluster.primary.set(wal_keep_size=0) first").format(
+                             size=_human(keep), segments=segments))
     cluster.wait_replayed(timeout=timeout)
     stopped_at = node.scalar("SELECT pg_last_wal_replay_lsn()::text", dbname="postgres")
     timeline = primary.scalar("SELECT timeline_id FROM pg_control_checkpoint()", dbname="postgres")
     node.stop()
-    _say(quiet, f"{node.name} stopped at {stopped_at}; the primary writes on")
+    _say(quiet, _("{node} stopped at {lsn}; the primary writes on").format(node=node.name, lsn=stopped_at))
     write_wal(cluster, segments, quiet=quiet)
     needs = wal_segment_name(stopped_at, timeline, seg)
     # another replica's slot holds WAL until that replica has flushed it: let them catch up, so
     # that the CHECKPOINT removes what this one needs (a slow machine could otherwise keep it)
-    for _ in range(4):
+    for _round in range(4):
         cluster.wait_replayed(timeout=timeout)
         checkpoint(cluster)
         if (oldest := wal_dir(primary)["oldest"]) is None or oldest > needs:
             break
         write_wal(cluster, 1)
     error = start_and_read_error(cluster, node.name, timeout=timeout)
-    _say(quiet, f"{node.name} started: the primary no longer has the WAL it needs")
+    _say(quiet, _("{node} started: the primary no longer has the WAL it needs").format(node=node.name))
     return pd.Series(dict(replica=node.name, stopped_at_lsn=stopped_at, needs_segment=needs,
                           oldest_segment_on_primary=oldest, error=_message(error)),
                      name="lose_wal", dtype="object")
@@ -479,25 +493,27 @@ def lose_slot(cluster, replica: str = "replica1", max_segments: int = 32, quiet:
     need_bool(quiet, "quiet")
     limit = setting_bytes(primary, "max_slot_wal_keep_size")
     if limit < 0:
-        raise LabError("max_slot_wal_keep_size is -1 (no limit): a slot never gives up; set it first, "
-                       "e.g. cluster.primary.set(max_slot_wal_keep_size='32MB')")
+        raise LabError(_("max_slot_wal_keep_size is -1 (no limit): a slot never gives up; set it first, "
+                         "e.g. cluster.primary.set(max_slot_wal_keep_size='32MB')"))
     slot = (slot_of(node) if node.is_running else None) or node.name
     if slot not in set(slot_table(cluster)["slot_name"]):
-        raise LabError(f"{node.name} has no slot on the primary: use a replica that has one (replica1)")
+        raise LabError(_("{node} has no slot on the primary: use a replica that has one (replica1)").format(
+            node=node.name))
     t0 = time.monotonic()
     rows = []
     if node.is_running:
         cluster.wait_replayed()
         rows.append(dict(t_s=0.0, phase="streaming", **sample(cluster, slot)))
         node.stop()
-    _say(quiet, f"{node.name} stopped; max_slot_wal_keep_size = {_human(limit)}")
+    _say(quiet, _("{node} stopped; max_slot_wal_keep_size = {size}").format(node=node.name, size=_human(limit)))
     rows.append(dict(t_s=time.monotonic() - t0, phase="replica stopped", **sample(cluster, slot)))
     for i in range(1, max_segments + 1):
         write_wal(cluster, 1)
         rows.append(dict(t_s=time.monotonic() - t0, phase="replica stopped", **sample(cluster, slot)))
         if rows[-1]["wal_status"] in ("unreserved", "lost"):
             break
-    _say(quiet, f"writing WAL: {i} segments, slot {slot!r} is {rows[-1]['wal_status']}; CHECKPOINT")
+    _say(quiet, _("writing WAL: {i} segments, slot {slot!r} is {status}; CHECKPOINT").format(
+        i=i, slot=slot, status=rows[-1]["wal_status"]))
     checkpoint(cluster)
     rows.append(dict(t_s=time.monotonic() - t0, phase="after a CHECKPOINT", **sample(cluster, slot)))
     return _frame(rows)
@@ -509,11 +525,12 @@ def log_lines(node: Node, text: str, last: int = 3, tail: int = 2000) -> str:
     >>> lab.slots.log_lines(cluster.primary, "invalidating slot")     # doctest: +SKIP
     """
     need_a_node(node)
-    need_str(text, "text (what the lines contain)")
+    need_str(text, _("text (what the lines contain)"))
     need_int(last, "last", lo=1, hi=100_000)
     need_int(tail, "tail", lo=1, hi=100_000)
     found = [ln for ln in node.logs(tail).splitlines() if text in ln][-last:]
-    return Text("\n".join(found) if found else f"(no line with {text!r} in the last {tail} lines of {node.name}'s log)")
+    return Text("\n".join(found) if found else _("(no line with {text!r} in the last {tail} lines of {node}'s log)").format(
+        text=text, tail=tail, node=node.name))
 
 
 # --- a picture --------------------------------------------------------------------------------
@@ -523,16 +540,16 @@ def plot_retention(samples: pd.DataFrame, title: "str | None" = None):
     if title is not None:
         need_str(title, "title", empty=True)
     if not isinstance(samples, pd.DataFrame) or samples.empty or not {"retained_bytes", "t_s", "active"} <= set(samples):
-        raise BadArgument("plot_retention() plots what retention_while_stopped() or watch_slot() return")
+        raise BadArgument(_("plot_retention() plots what retention_while_stopped() or watch_slot() return"))
     mb = 1 << 20
     t = samples["t_s"].astype(float)
     fig = Figure(figsize=(8.5, 3.6))
     ax = fig.add_subplot(1, 1, 1)
     retained = samples["retained_bytes"].astype("Float64").to_numpy(dtype=float, na_value=float("nan")) / mb
-    ax.plot(t, retained, "o-", ms=4, color="#2f5d8a", label="retained by the slot")
+    ax.plot(t, retained, "o-", ms=4, color="#2f5d8a", label=_("retained by the slot"))
     if "pg_wal_bytes" in samples:
         wal = samples["pg_wal_bytes"].astype("Float64").to_numpy(dtype=float, na_value=float("nan")) / mb
-        ax.plot(t, wal, "s--", ms=3, color="#9a6a16", label="size of pg_wal")
+        ax.plot(t, wal, "s--", ms=3, color="#9a6a16", label=_("size of pg_wal"))
     inactive = samples["active"].fillna(False).astype(bool).to_numpy() == False  # noqa: E712
     start = None
     for i, idle in enumerate(list(inactive) + [False]):
@@ -543,16 +560,16 @@ def plot_retention(samples: pd.DataFrame, title: "str | None" = None):
             ax.axvspan(t.iloc[start], t.iloc[end] if end > start else t.iloc[start] + 0.05,
                        color="#a0a0a0", alpha=0.2, lw=0)
             start = None
-    ax.set_xlabel("seconds")
+    ax.set_xlabel(_("seconds"))
     ax.set_ylabel("MB")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     handles, _labels = ax.get_legend_handles_labels()
-    handles.append(Patch(color="#a0a0a0", alpha=0.2, label="no consumer on the slot"))
+    handles.append(Patch(color="#a0a0a0", alpha=0.2, label=_("no consumer on the slot")))
     # below the axes: inside, it would cover the lines wherever they are
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8, frameon=False)
     slot = samples["slot"].dropna().iloc[0] if "slot" in samples and samples["slot"].notna().any() else "?"
-    fig.suptitle(title or f"WAL the primary keeps for slot {slot!r}", fontsize=10)
+    fig.suptitle(title or _("WAL the primary keeps for slot {slot!r}").format(slot=slot), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -564,11 +581,12 @@ def slot_dashboard(cluster):
     The buttons call ``slot_table`` and ``drop_slot``, which you can call yourself.
     """
     need_cluster(cluster)
-    picker = w.Dropdown(options=[], description="slot", layout=w.Layout(width="240px"))
-    refresh_button = w.Button(description="refresh", icon="refresh", layout=w.Layout(width="100px"))
-    drop_button = w.Button(description="drop slot", button_style="danger", layout=w.Layout(width="110px"),
-                           tooltip="pg_drop_replication_slot(the picked slot)")
-    message = w.HTML(value="<i>pick a slot; an active one (a replica streams through it) cannot be dropped</i>")
+    picker = w.Dropdown(options=[], description=_("slot"), layout=w.Layout(width="240px"))
+    refresh_button = w.Button(description=_("refresh"), icon="refresh", layout=w.Layout(width="100px"))
+    drop_button = w.Button(description=_("drop slot"), button_style="danger", layout=w.Layout(width="110px"),
+                           tooltip=_("pg_drop_replication_slot(the picked slot)"))
+    message = w.HTML(value="<i>" + html.escape(_("pick a slot; an active one (a replica streams through it) cannot "
+                                                 "be dropped")) + "</i>")
     out = w.Output()
 
     def show():
@@ -586,5 +604,5 @@ def slot_dashboard(cluster):
     refresh_button.on_click(lambda _b: show())
     drop_button.on_click(on_drop)
     show()
-    title = w.HTML(f"<b>Replication slots</b> on {html.escape(cluster.primary.name)}")
+    title = w.HTML(_("<b>Replication slots</b> on {node}").format(node=html.escape(cluster.primary.name)))
     return w.VBox([title, w.HBox([picker, refresh_button, drop_button]), message, out])

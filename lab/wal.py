@@ -467,7 +467,7 @@ def full_page_writes(cluster, attempts: int = 3) -> pd.DataFrame:
     need_int(attempts, "attempts", 1, 10)
     p = need_cluster(cluster).primary
     compression = p.scalar("SHOW wal_compression")
-    for _ in range(attempts):
+    for _attempt in range(attempts):
         for stmt in (f"DROP TABLE IF EXISTS {FPW_TABLE}",
                      f"CREATE TABLE {FPW_TABLE} (id int, n int, v text) WITH (autovacuum_enabled = off)",
                      # text like a real table's: words repeat from row to row, so the page compresses
