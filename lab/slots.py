@@ -243,7 +243,7 @@ def drop_slot(cluster, name: str) -> str:
         held = row["held"]
         if pd.notna(held):
             return _("dropped slot {name!r} (it held {size} of WAL)").format(name=name, size=_human(held))
-        return _("dropped slot {name!r} (it held no of WAL)").format(name=name)
+        return _("dropped slot {name!r} (it held no WAL)").format(name=name)
     except LabError as e:
         return _("could not drop slot {name!r}: {error}").format(name=name, error=e)
 
