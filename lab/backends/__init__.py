@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from ..i18n import _
 from ..errors import LabError
 from .base import Backend
 from .compose import ComposeBackend, compose_available
@@ -32,7 +33,8 @@ def backend_class(name: str) -> "type[Backend]":
     try:
         return CLASSES[name]
     except (KeyError, TypeError):
-        raise LabError(f"unknown backend {name!r}: use 'local' (processes) or 'compose' (Docker containers)") from None
+        raise LabError(_("unknown backend {name!r}: use 'local' (processes) or 'compose' (Docker containers)").format(
+            name=name)) from None
 
 
 def make_backend(home, state: dict) -> Backend:

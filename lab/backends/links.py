@@ -16,6 +16,7 @@ import time
 
 import psycopg2
 
+from ..i18n import _
 from ..errors import LabError, NotRunning, Timeout
 from ..system import ports
 from .sql import query
@@ -80,7 +81,8 @@ class Proxy:
                 return self._start_once()
             except OSError as e:
                 if e.errno != errno.EADDRINUSE or attempt == 4:
-                    raise LabError(f"the proxy could not listen on {self.listen}: {e}; try again") from None
+                    raise LabError(_("the proxy could not listen on {listen}: {error}; try again").format(
+                        listen=self.listen, error=e)) from None
 
     def _start_once(self) -> "Proxy":
         if self._thread is not None:
@@ -119,8 +121,8 @@ class Proxy:
                 ports.release([self.port], self.owner)
             if failure and isinstance(failure[0], OSError) and failure[0].errno is not None:
                 raise failure[0]  # start() tries another port if this one is in use
-            raise LabError(f"the proxy could not listen on {self.listen}:{self.port}: "
-                           f"{failure[0] if failure else 'no answer'}; try again")
+            raise LabError(_("the proxy could not listen on {listen}:{port}: {reason}; try again").format(
+                listen=self.listen, port=self.port, reason=failure[0] if failure else _("no answer")))
         return self
 
     def close(self) -> None:
@@ -166,9 +168,9 @@ class Proxy:
         ``up`` (replica -> primary), ``down`` (primary -> replica) or ``both``."""
         for v, what in ((latency_ms, "latency_ms"), (jitter_ms, "jitter_ms")):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 10_000:
-                raise LabError(f"{what} is milliseconds from 0 to 10000, not {v!r}")
+                raise LabError(_("{what} is milliseconds from 0 to 10000, not {value!r}").format(what=what, value=v))
         if direction not in ("up", "down", "both"):
-            raise LabError(f"direction is 'up', 'down' or 'both', not {direction!r}")
+            raise LabError(_("direction is 'up', 'down' or 'both', not {direction!r}").format(direction=direction))
         for d in (("up", "down") if direction == "both" else (direction,)):
             self._delay[d] = latency_ms / 1000
             self._jitter[d] = jitter_ms / 1000
@@ -330,7 +332,7 @@ def route(backend, spec: dict, latency_ms: float = 0, jitter_ms: float = 0, time
     if lk is not None:  # the primary moved (failover): a new proxy towards the new one
         unroute(backend, spec)
     if not backend.pid(spec):
-        raise NotRunning(f"{name} is stopped: start it with cluster.node({name!r}).start()")
+        raise NotRunning(_("{name} is stopped: start it with cluster.node({name!r}).start()").format(name=name))
     proxy = Proxy("127.0.0.1", primary_port, owner=backend.owner, name=name, latency_ms=latency_ms,
                   jitter_ms=jitter_ms, listen=backend.proxy_address())
     try:
@@ -367,6 +369,7 @@ def _wait_through(backend, spec: dict, proxy: Proxy, timeout: float) -> None:
         if row and row[0] == "streaming" and int(row[1] or 0) == proxy.port:
             return
         if time.monotonic() > deadline:
-            raise Timeout(f"{spec['name']} does not stream through the proxy on port {proxy.port} after "
-                          f"{timeout:g} s: see cluster.node({spec['name']!r}).logs()")
+            raise Timeout(_("{node} does not stream through the proxy on port {port} after "
+                            "{timeout:g} s: see cluster.node({node!r}).logs()").format(
+                node=spec['name'], port=proxy.port, timeout=timeout))
         time.sleep(0.02)

@@ -574,7 +574,7 @@ class LocalBackend(LocalApps):
         self.resume(spec)
         pid = self._signal_stop(spec, signal.SIGKILL)
         if pid:
-            commands.note(spec["name"], f"kill -KILL {pid}   # the postmaster: a crash")
+            commands.note(spec["name"], f"kill -KILL {pid}   # " + _("the postmaster: a crash"))
             wait_gone(pid, 10)
         return pid
 
@@ -591,7 +591,8 @@ class LocalBackend(LocalApps):
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
         _watchdogs[spec["pgdata"]] = dog
-        commands.note(spec["name"], f"kill -STOP {' '.join(map(str, pids))}   # the postmaster and its children: frozen")
+        commands.note(spec["name"], f"kill -STOP {' '.join(map(str, pids))}   # "
+                      + _("the postmaster and its children: frozen"))
         signal_tree(pids, signal.SIGSTOP)
         # a child forked between the listing and the postmaster's stop: freeze it too
         late = [p for p in process_tree(pid) if p not in pids]

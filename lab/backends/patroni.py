@@ -40,6 +40,7 @@ from pathlib import Path
 import psutil
 
 from .. import commands
+from ..i18n import _, ngettext
 from ..errors import LabError, NotRunning, Timeout
 from ..system import hatools, ports
 from ..system.osuser import server_user
@@ -111,8 +112,8 @@ class PatroniControl:
     max_standalones = 0  # Patroni manages every server it runs: a node outside its cluster is not its to run
 
     def create_standalone(self, spec: dict, state: dict) -> None:
-        raise LabError("a cluster run by Patroni has no standalone nodes: use a cluster of the local or "
-                       "compose backend (lab.up(backend='local')) for chapters 09 and 10")
+        raise LabError(_("a cluster run by Patroni has no standalone nodes: use a cluster of the local or "
+                         "compose backend (lab.up(backend='local')) for chapters 09 and 10"))
 
     def adopt_standalone(self, spec: dict, backup, recovery: "dict | None" = None) -> None:
         self.create_standalone(spec, self.state)
@@ -144,10 +145,12 @@ class PatroniControl:
                 return
             for m in bad:
                 if not self.process_pid(m):
-                    raise NotRunning(f"etcd member {m} is not running; its log:\n{self.etcd_log(m, 8)}")
+                    raise NotRunning(_("etcd member {member} is not running; its log:\n{log_lines}").format(
+                        member=m, log_lines=self.etcd_log(m, 8)))
             if time.monotonic() > deadline:
-                raise Timeout(f"etcd members {', '.join(bad)} not healthy within {timeout:g} s; "
-                              f"{bad[0]}'s log:\n{self.etcd_log(bad[0], 8)}")
+                raise Timeout(_("etcd members {members} not healthy within {timeout:g} s; "
+                                "{member}'s log:\n{log_lines}").format(
+                    members=', '.join(bad), timeout=timeout, member=bad[0], log_lines=self.etcd_log(bad[0], 8)))
             time.sleep(0.05)
 
     def etcd_status(self, member: str, timeout: float = 1) -> "dict | None":
@@ -211,10 +214,13 @@ class PatroniControl:
                                                    or "streaming" not in states):
                 return m
             if not self.patroni_running(spec):
-                raise NotRunning(f"Patroni of {spec['name']} exited; its log:\n{self.patroni_log(spec, 10)}")
+                raise NotRunning(_("Patroni of {node} exited; its log:\n{log_lines}").format(
+                    node=spec['name'], log_lines=self.patroni_log(spec, 10)))
             if time.monotonic() > deadline:
-                raise Timeout(f"{spec['name']} not {' or '.join(states)} under Patroni within {timeout:g} s "
-                              f"(Patroni says {m and m.get('state')}); its log:\n{self.patroni_log(spec, 10)}")
+                raise Timeout(_("{node} not {states} under Patroni within {timeout:g} s "
+                                "(Patroni says {state}); its log:\n{log_lines}").format(
+                    node=spec['name'], states=' or '.join(states), timeout=timeout, state=m and m.get('state'),
+                    log_lines=self.patroni_log(spec, 10)))
             time.sleep(0.1)
 
     def patronictl_shown(self, *args: str) -> "list[str]":
@@ -245,8 +251,9 @@ class PatroniBackend(PatroniControl, LocalBackend):
 
     def describe(self) -> str:
         v = self.ha.get("versions") or {}
-        return (f"PostgreSQL {self.bins.version} run by Patroni {v.get('patroni', '?')} over etcd "
-                f"{v.get('etcd', '?')}, behind HAProxy {v.get('haproxy', '?')}")
+        return _("PostgreSQL {version} run by Patroni {patroni} over etcd {etcd}, behind HAProxy {haproxy}").format(
+            version=self.bins.version, patroni=v.get('patroni', '?'), etcd=v.get('etcd', '?'),
+            haproxy=v.get('haproxy', '?'))
 
     # --- layout --------------------------------------------------------------------------
     def node_spec(self, name: str, role, port: int) -> dict:
@@ -268,7 +275,7 @@ class PatroniBackend(PatroniControl, LocalBackend):
         for i in range(n_nodes):
             name = NODE_NAMES[i]
             port, rest = next(it), next(it)
-            relay = [next(it) for _ in ETCD_MEMBERS]
+            relay = [next(it) for _member in ETCD_MEMBERS]
             self.state["nodes"][name] = dict(self.node_spec(name, "replica", port), rest=rest, relay_ports=relay)
         self.ha["haproxy"] = {"rw": next(it), "ro": next(it), "stats": next(it),
                               "config": str(self.data_root / "haproxy.cfg")}
@@ -303,9 +310,11 @@ class PatroniBackend(PatroniControl, LocalBackend):
             if p not in mine:
                 taken.append(p)
         if taken:
-            raise LabError(f"port{'s' if len(taken) > 1 else ''} {', '.join(map(str, taken))} of the HA cluster "
-                           "are taken by another program: stop it, or lab.ha.down(wipe=True) then lab.ha.up() "
-                           "for new ports")
+            raise LabError(ngettext("port {ports} of the HA cluster are taken by another program: stop it, or "
+                                    "lab.ha.down(wipe=True) then lab.ha.up() for new ports",
+                                    "ports {ports} of the HA cluster are taken by another program: stop it, or "
+                                    "lab.ha.down(wipe=True) then lab.ha.up() for new ports", len(taken)).format(
+                ports=', '.join(map(str, taken))))
 
     # --- processes ------------------------------------------------------------------------
     def _pids_file(self) -> Path:
@@ -335,7 +344,7 @@ class PatroniBackend(PatroniControl, LocalBackend):
             return ["--name", what, str(Path(self.ha["etcd"][what]["dir"]) / "data")]
         if what == "haproxy":
             return [self.ha["haproxy"]["config"]]
-        kind, _, node = what.partition("-")
+        kind, _sep, node = what.partition("-")
         spec = self.state["nodes"].get(node)
         if spec is None:
             return []
@@ -352,7 +361,7 @@ class PatroniBackend(PatroniControl, LocalBackend):
             cmd = p.info["cmdline"] or []
             if all(x in cmd for x in sig) and pid_alive(p.info["pid"]):
                 found.append((p.info["pid"], p.info["ppid"]))
-        pids = {pid for pid, _ in found}
+        pids = {pid for pid, _cmd in found}
         tops = [pid for pid, ppid in found if ppid not in pids]
         return tops[0] if tops else None
 
@@ -429,7 +438,7 @@ class PatroniBackend(PatroniControl, LocalBackend):
                 "--initial-cluster-token", f"lab-{self.ha['token']}",
                 "--heartbeat-interval", "100", "--election-timeout", "1000", "--logger", "zap",
                 "--log-outputs", "stderr"]
-        commands.note(member, " ".join(str(a) for a in argv[:3]) + " …   # an etcd member")
+        commands.note(member, " ".join(str(a) for a in argv[:3]) + " …   # " + _("an etcd member"))
         proc = self._spawn(member, argv, str(Path(m["dir"]) / "etcd.log"), as_server=True,
                            extra_env={"ETCD_UNSUPPORTED_ARCH": ""})
         return proc.pid
@@ -450,7 +459,8 @@ class PatroniBackend(PatroniControl, LocalBackend):
         else:
             pid = self._end(member, sig=signal.SIGTERM, timeout=10)
         if pid:
-            commands.note(member, f"kill -{'KILL' if kill else 'TERM'} {pid}   # etcd member {member}")
+            commands.note(member, f"kill -{'KILL' if kill else 'TERM'} {pid}   # "
+                          + _("etcd member {member}").format(member=member))
         return pid
 
     def enable_etcd_auth(self) -> None:
@@ -463,7 +473,8 @@ class PatroniBackend(PatroniControl, LocalBackend):
         for path, body in steps:
             code, answer = http("POST", self.etcd_url(m, path), body, timeout=10)
             if code != 200 and "already exists" not in str(answer):
-                raise LabError(f"etcd refused {path}: {code} {str(answer)[:200]}")
+                raise LabError(_("etcd refused {path}: {code} {answer}").format(
+                    path=path, code=code, answer=str(answer)[:200]))
         self.ha["etcd_auth"] = True
 
     # --- configuration files ------------------------------------------------------------------
@@ -549,8 +560,8 @@ class PatroniBackend(PatroniControl, LocalBackend):
         deadline = time.monotonic() + 15
         while relay.applied(spec["relay_control"]) < control["generation"]:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise LabError(f"the relay of {spec['name']} did not start; its log:\n"
-                               f"{tail(Path(spec['dir']) / 'relay.log', 8)}")
+                raise LabError(_("the relay of {node} did not start; its log:\n{log_lines}").format(
+                    node=spec['name'], log_lines=tail(Path(spec['dir']) / 'relay.log', 8)))
             time.sleep(0.01)
         return proc.pid
 
@@ -577,7 +588,8 @@ class PatroniBackend(PatroniControl, LocalBackend):
         deadline = time.monotonic() + 15
         while http("GET", f"http://127.0.0.1:{h['stats']}/;csv", timeout=1)[0] != 200:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise LabError(f"HAProxy did not start; its log:\n{tail(self.data_root / 'haproxy.log', 8)}")
+                raise LabError(_("HAProxy did not start; its log:\n{log_lines}").format(
+                    log_lines=tail(self.data_root / 'haproxy.log', 8)))
             time.sleep(0.05)
         return proc.pid
 
@@ -631,7 +643,8 @@ class PatroniBackend(PatroniControl, LocalBackend):
         self.enable_etcd_auth()
         cluster._save()
         self.write_configs()  # with etcd's login
-        say(f"etcd: {len(ETCD_MEMBERS)} members healthy, auth on ({time.monotonic() - t0:.1f} s)")
+        say(_("etcd: {n} members healthy, auth on ({seconds:.1f} s)").format(
+            n=len(ETCD_MEMBERS), seconds=time.monotonic() - t0))
         first, *others = list(self.state["nodes"].values())
         self.start_patroni(first)
         self.wait_member(first, states=("running",))
@@ -642,12 +655,14 @@ class PatroniBackend(PatroniControl, LocalBackend):
                    PGCONNECT_TIMEOUT="10", REPLICATION_USER=st["replication_user"],
                    REPLICATION_PASSWORD=st["replication_password"], APP_DB=st["app_db"])
         self._run(["sh", str(MASTER_DIR / "init-master.sh")], as_server=False, env=env, log=first["log"])
-        say(f"{first['name']}: leader, bootstrapped by Patroni ({time.monotonic() - t0:.1f} s)")
+        say(_("{node}: leader, bootstrapped by Patroni ({seconds:.1f} s)").format(
+            node=first['name'], seconds=time.monotonic() - t0))
         for s in others:
             self.start_patroni(s)
         for s in others:
             self.wait_member(s)
-        say(f"{', '.join(s['name'] for s in others)}: replicas streaming ({time.monotonic() - t0:.1f} s)")
+        say(_("{nodes}: replicas streaming ({seconds:.1f} s)").format(
+            nodes=', '.join(s['name'] for s in others), seconds=time.monotonic() - t0))
         self.start_haproxy()
 
     def start_all(self) -> "list[str]":
@@ -667,7 +682,7 @@ class PatroniBackend(PatroniControl, LocalBackend):
                 self.start_relay(s)
             elif self.link_state(s).get("cut") or self.link_state(s).get("latency_ms"):
                 self.set_link(s, cut=False, hold=False, latency_ms=0, jitter_ms=0)
-                said.append(f"{s['name']}'s link to etcd healed")
+                said.append(_("{node}'s link to etcd healed").format(node=s['name']))
         for s in specs:
             self.resume(s)
             if not self.patroni_pid(s):
@@ -698,10 +713,10 @@ class PatroniBackend(PatroniControl, LocalBackend):
 
     # --- the Backend contract, where it differs from local processes -------------------------
     def create_primary(self, spec, state) -> None:
-        raise LabError("Patroni bootstraps the first node itself: lab.ha.up() makes an HA cluster")
+        raise LabError(_("Patroni bootstraps the first node itself: lab.ha.up() makes an HA cluster"))
 
     def prepare_replica(self, spec, state, primary_spec, wait_timeout=60, rejoin=False) -> None:
-        raise LabError("Patroni makes its replicas itself (pg_basebackup, pg_rewind): nothing to prepare")
+        raise LabError(_("Patroni makes its replicas itself (pg_basebackup, pg_rewind): nothing to prepare"))
 
     def primary_address(self) -> "tuple[str, int]":
         return "127.0.0.1", self.state["nodes"][self.state["primary"]]["port"]
@@ -727,7 +742,8 @@ class PatroniBackend(PatroniControl, LocalBackend):
         for s in specs:
             pid = self.patroni_pid(s)
             if pid:
-                commands.note(s["name"], f"kill -TERM {pid}   # Patroni: stops PostgreSQL, releases the leader key")
+                commands.note(s["name"], f"kill -TERM {pid}   # "
+                              + _("Patroni: stops PostgreSQL, releases the leader key"))
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for s in specs:
@@ -748,8 +764,8 @@ class PatroniBackend(PatroniControl, LocalBackend):
                 except ProcessLookupError:
                     pass
         if ppid or pg:
-            commands.note(spec["name"], f"kill -KILL {ppid or '-'} {pg or '-'}   # Patroni and the postmaster: "
-                                        "a machine crash")
+            commands.note(spec["name"], f"kill -KILL {ppid or '-'} {pg or '-'}   # "
+                          + _("Patroni and the postmaster: a machine crash"))
         for pid in (ppid, pg):
             if pid:
                 wait_gone(pid, 10)
@@ -766,7 +782,7 @@ class PatroniBackend(PatroniControl, LocalBackend):
         pid = self.patroni_pid(spec)
         if pid:
             os.kill(pid, signal.SIGKILL)
-            commands.note(spec["name"], f"kill -KILL {pid}   # Patroni only; PostgreSQL keeps running")
+            commands.note(spec["name"], f"kill -KILL {pid}   # " + _("Patroni only; PostgreSQL keeps running"))
             wait_gone(pid, 10)
             if reaper and reaper != pid:
                 wait_gone(reaper, 5)  # its subreaper ends with it (PostgreSQL was never its child)
@@ -774,21 +790,23 @@ class PatroniBackend(PatroniControl, LocalBackend):
         return pid
 
     def promote(self, spec, timeout=60) -> None:
-        raise LabError("Patroni decides who is primary: use cluster.switchover(...) or cluster.failover(...)")
+        raise LabError(_("Patroni decides who is primary: use cluster.switchover(...) or cluster.failover(...)"))
 
     def retarget(self, spec, host: str, port: int) -> None:
-        raise LabError("Patroni points its replicas at the leader itself")
+        raise LabError(_("Patroni points its replicas at the leader itself"))
 
     def follow(self, spec, primary_spec) -> None:
         """Patroni makes a replica follow the new leader by itself: nothing to do."""
 
     def cut(self, spec, hold: bool = False) -> str:
         self.set_link(spec, cut=True, hold=bool(hold))
-        return f"cut off etcd (its relay{', silent' if hold else ''})"
+        if hold:
+            return _("cut off etcd (its relay, silent)")
+        return _("cut off etcd (its relay)")
 
     def heal(self, spec) -> str:
         self.set_link(spec, cut=False, hold=False)
-        return "link to etcd healed"
+        return _("link to etcd healed")
 
     def is_cut(self, spec) -> bool:
         return bool(self.link_state(spec).get("cut"))

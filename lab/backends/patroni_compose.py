@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .. import commands
+from ..i18n import _, ngettext
 from ..errors import LabError, NotRunning, ServerStartError, Timeout
 from ..system import ports
 from ..system.paths import COMPOSE_DIR, REPO
@@ -65,8 +66,8 @@ class PatroniComposeBackend(PatroniControl, ComposeBackend):
                        "token": secrets.token_hex(6)}
 
     def describe(self) -> str:
-        return (f"containers {self.cfg['prefix']}pg-ha1.. run by Patroni over {self.cfg['prefix']}etcd1..3, "
-                f"behind {self.cfg['prefix']}haproxy ({self.cfg['ha_image']})")
+        return (_("containers {prefix}pg-ha1.. run by Patroni over {prefix}etcd1..3, "
+                  "behind {prefix}haproxy ({image})").format(prefix=self.cfg['prefix'], image=self.cfg['ha_image']))
 
     # --- layout -------------------------------------------------------------------------------
     def node_spec(self, name: str, role, port: int) -> dict:
@@ -98,8 +99,11 @@ class PatroniComposeBackend(PatroniControl, ComposeBackend):
         taken = [p for p in self.all_ports() if not ports.claim(p, self.owner, keep=True)
                  and (ports.read_claim(p) or {}).get("lab_home") != self.owner and not self._published(p)]
         if taken:
-            raise LabError(f"port{'s' if len(taken) > 1 else ''} {', '.join(map(str, taken))} of the HA cluster "
-                           "are taken by another program: stop it, or lab.ha.down(wipe=True) then lab.ha.up()")
+            raise LabError(ngettext("port {ports} of the HA cluster are taken by another program: stop it, or "
+                                    "lab.ha.down(wipe=True) then lab.ha.up()",
+                                    "ports {ports} of the HA cluster are taken by another program: stop it, or "
+                                    "lab.ha.down(wipe=True) then lab.ha.up()", len(taken)).format(
+                ports=', '.join(map(str, taken))))
 
     def _published(self, port: int) -> bool:
         """Does one of this project's containers publish ``port`` now?"""
@@ -143,7 +147,8 @@ class PatroniComposeBackend(PatroniControl, ComposeBackend):
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=COMPOSE_DIR)
         except subprocess.TimeoutExpired:
-            raise Timeout(f"`{' '.join(cmd[:2])} {args[0]}` did not finish within {timeout:.0f} s") from None
+            raise Timeout(_("`{compose} {command}` did not finish within {timeout:.0f} s").format(
+                compose=' '.join(cmd[:2]), command=args[0], timeout=timeout)) from None
         if check and r.returncode != 0:
             lines = [ln for ln in (r.stderr or r.stdout).splitlines() if ln.strip()
                      and "Encountered errors while bringing up" not in ln]
@@ -167,7 +172,8 @@ class PatroniComposeBackend(PatroniControl, ComposeBackend):
         r = self.compose("build", "pg-ha1", check=False, timeout=1800)
         if r.returncode != 0:
             tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-8:])
-            raise ServerStartError(f"building the HA image {self.cfg['ha_image']} failed; last lines:\n{tail}")
+            raise ServerStartError(_("building the HA image {image} failed; last lines:\n{log_lines}").format(
+                image=self.cfg['ha_image'], log_lines=tail))
 
     # --- bringing it up ---------------------------------------------------------------------------
     def create_all(self, cluster, say) -> None:
@@ -180,21 +186,25 @@ class PatroniComposeBackend(PatroniControl, ComposeBackend):
         self.compose("up", "-d", "--no-build", *ETCD_MEMBERS, "etcd-auth", timeout=300)
         self.wait_etcd(timeout=60)
         self._wait_etcd_auth()
-        say(f"etcd: {len(ETCD_MEMBERS)} members healthy, auth on ({time.monotonic() - t0:.1f} s)")
+        say(_("etcd: {n} members healthy, auth on ({seconds:.1f} s)").format(
+            n=len(ETCD_MEMBERS), seconds=time.monotonic() - t0))
         self.compose("up", "-d", "--no-build", "--no-deps", first["service"], timeout=300)
         self.wait_member(first, states=("running",), timeout=START_TIMEOUT)
         cluster.wait_leader(timeout=START_TIMEOUT)
-        say(f"{first['name']}: leader, bootstrapped by Patroni ({time.monotonic() - t0:.1f} s)")
+        say(_("{node}: leader, bootstrapped by Patroni ({seconds:.1f} s)").format(
+            node=first['name'], seconds=time.monotonic() - t0))
         self.compose("up", "-d", "--no-build", "--no-deps", *(s["service"] for s in others), "haproxy", timeout=300)
         for s in others:
             self.wait_member(s, timeout=START_TIMEOUT)
-        say(f"{', '.join(s['name'] for s in others)}: replicas streaming ({time.monotonic() - t0:.1f} s)")
+        say(_("{nodes}: replicas streaming ({seconds:.1f} s)").format(
+            nodes=', '.join(s['name'] for s in others), seconds=time.monotonic() - t0))
 
     def _wait_etcd_auth(self, timeout: float = 60) -> None:
         c = self.client.containers.get(self.cfg["prefix"] + "etcd-auth")
         code = c.wait(timeout=timeout).get("StatusCode")
         if code != 0:
-            raise ServerStartError(f"etcd-auth failed ({code}): {c.logs(tail=5).decode(errors='replace').strip()}")
+            raise ServerStartError(_("etcd-auth failed ({code}): {output}").format(
+                code=code, output=c.logs(tail=5).decode(errors='replace').strip()))
 
     def start_all(self) -> "list[str]":
         """Start what is not running (containers kept their data); links to etcd healed."""
@@ -206,7 +216,7 @@ class PatroniComposeBackend(PatroniControl, ComposeBackend):
                 if self.container(s) is not None:
                     self.set_link(s, cut=False, hold=False, latency_ms=0, jitter_ms=0)
                     if state.get("cut") or state.get("hold") or state.get("latency_ms"):
-                        said.append(f"{s['name']}'s link to etcd healed")
+                        said.append(_("{node}'s link to etcd healed").format(node=s['name']))
         self.write_env()
         # etcd-auth ran once, at creation (auth stays on in etcd's data): not again
         self.compose("up", "-d", "--no-build", "--no-recreate", "--no-deps",
@@ -353,7 +363,8 @@ class PatroniComposeBackend(PatroniControl, ComposeBackend):
     def _exec(self, spec, script: str, user: str = "postgres") -> "tuple[int, str]":
         c = self.container(spec)
         if c is None or c.status != "running":
-            raise NotRunning(f"{spec['name']} ({spec['container']}) is not running")
+            raise NotRunning(_("{node} ({container}) is not running").format(
+                node=spec['name'], container=spec['container']))
         code, out = c.exec_run(["sh", "-c", script], user=user)
         return code, (out or b"").decode("utf-8", "replace").strip()
 
@@ -386,7 +397,8 @@ class PatroniComposeBackend(PatroniControl, ComposeBackend):
         deadline = time.monotonic() + timeout
         while still():
             if time.monotonic() > deadline:
-                raise Timeout(f"{spec['name']}: the process did not die within {timeout:g} s")
+                raise Timeout(_("{node}: the process did not die within {timeout:g} s").format(
+                    node=spec['name'], timeout=timeout))
             time.sleep(0.05)
 
     # --- patronictl ---------------------------------------------------------------------------------
@@ -394,7 +406,7 @@ class PatroniComposeBackend(PatroniControl, ComposeBackend):
         for s in self.state["nodes"].values():
             if self.patroni_pid(s):
                 return s
-        raise NotRunning("no node's Patroni runs: start the cluster with lab.ha.up()")
+        raise NotRunning(_("no node's Patroni runs: start the cluster with lab.ha.up()"))
 
     def patronictl_argv(self, *args: str, shown: bool = False) -> "list[str]":
         spec = next(iter(self.state["nodes"].values())) if shown else self._ctl_node()
@@ -472,13 +484,16 @@ class PatroniComposeBackend(PatroniControl, ComposeBackend):
             return self._shaping
         spec = next((s for s in self.state["nodes"].values() if self._running(s["container"])), None)
         if spec is None:
-            return "no node container runs: start the cluster with lab.ha.up()"
+            return _("no node container runs: start the cluster with lab.ha.up()")
         code, out = self._exec(spec, "tc qdisc replace dev lo root netem delay 1ms && tc qdisc del dev lo root",
                                user="root")
-        self._shaping = None if code == 0 else (
-            "the Docker host's kernel has no netem (sch_netem)" if "unknown" in out else f"tc refused: {out[-120:]}"
-        ) + ": on containers here the lab cannot slow or silence a link to etcd (cutting it works); the local " \
-            "backend can: lab.ha.up(backend='local')"
+        if code == 0:
+            self._shaping = None
+        else:
+            reason = (_("the Docker host's kernel has no netem (sch_netem)") if "unknown" in out
+                      else _("tc refused: {output}").format(output=out[-120:]))
+            self._shaping = _("{reason}: on containers here the lab cannot slow or silence a link to etcd (cutting "
+                              "it works); the local backend can: lab.ha.up(backend='local')").format(reason=reason)
         return self._shaping
 
     def _netem(self, spec, address: str, loss: bool, latency_ms: float, jitter_ms: float) -> None:
@@ -487,7 +502,8 @@ class PatroniComposeBackend(PatroniControl, ComposeBackend):
         find = f"ip -o -4 addr show | awk '$4 ~ /^{address}\\// {{print $2}}'"
         code, dev = self._exec(spec, find, user="root")
         if code != 0 or not dev:
-            raise LabError(f"{spec['name']}: no interface with {address} (etcd-net) in its container")
+            raise LabError(_("{node}: no interface with {address} (etcd-net) in its container").format(
+                node=spec['name'], address=address))
         if not loss and not latency_ms:
             self._exec(spec, f"tc qdisc del dev {dev} root 2>/dev/null; true", user="root")
             return
@@ -499,16 +515,17 @@ class PatroniComposeBackend(PatroniControl, ComposeBackend):
         commands.shell(spec["name"], ["docker", "exec", "-u", "root", spec["container"], *cmd.split()])
         code, out = self._exec(spec, cmd, user="root")
         if code != 0:
-            raise LabError(f"{spec['name']}: tc refused ({out.splitlines()[-1] if out else code}): the container "
-                           "needs iproute2 (compose/ha.Dockerfile) and NET_ADMIN (docker-compose.ha.yml)")
+            raise LabError(_("{node}: tc refused ({reason}): the container "
+                             "needs iproute2 (compose/ha.Dockerfile) and NET_ADMIN (docker-compose.ha.yml)").format(
+                node=spec['name'], reason=out.splitlines()[-1] if out else code))
 
     def cut(self, spec, hold: bool = False) -> str:
         self.set_link(spec, cut=True, hold=bool(hold))
-        return "silent to etcd (tc netem loss 100%)" if hold else "disconnected from etcd-net"
+        return _("silent to etcd (tc netem loss 100%)") if hold else _("disconnected from etcd-net")
 
     def heal(self, spec) -> str:
         self.set_link(spec, cut=False, hold=False)
-        return "link to etcd healed"
+        return _("link to etcd healed")
 
     def is_cut(self, spec) -> bool:
         return bool(self.link_state(spec).get("cut"))

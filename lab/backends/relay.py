@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..i18n import _
 from ..errors import LabError, Timeout
 from .links import Proxy
 
@@ -58,15 +59,16 @@ def set_link(path, timeout: float = 5, **changes) -> dict:
     it has applied them; the new control."""
     control = read_control(path)
     if not control:
-        raise LabError(f"no relay control file at {path}: is the HA cluster up? (lab.ha.up())")
+        raise LabError(_("no relay control file at {path}: is the HA cluster up? (lab.ha.up())").format(path=path))
     control.update(changes)
     control["generation"] = int(control.get("generation", 0)) + 1
     write_control(path, control)
     deadline = time.monotonic() + timeout
     while applied(path) < control["generation"]:
         if time.monotonic() > deadline:
-            raise Timeout(f"the relay of {control.get('name')} did not apply {changes} within {timeout:g} s: "
-                          "restart the HA cluster with lab.ha.up()")
+            raise Timeout(_("the relay of {name} did not apply {changes} within {timeout:g} s: "
+                            "restart the HA cluster with lab.ha.up()").format(
+                name=control.get('name'), changes=changes, timeout=timeout))
         time.sleep(0.005)
     return control
 
@@ -89,7 +91,7 @@ def main(path: str) -> int:
     proxies = [Proxy("127.0.0.1", target, owner=control["owner"], name=f"{control['name']}-etcd{i}", port=port)
                for i, (port, target) in enumerate(control["routes"], start=1)]
     stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    signal.signal(signal.SIGTERM, lambda *_args: stopping.append(1))
     seen = None
     try:
         while not stopping:
