@@ -30,6 +30,7 @@ import psycopg2
 from .. import conninfo
 from .. import commands
 from ..i18n import _
+from .. import i18n
 from ..errors import LabError, NotRunning, ServerStartError, Timeout
 from ..system import ports
 from ..system.paths import COMPOSE_DIR, REPO
@@ -192,6 +193,7 @@ class ComposeBackend(ComposeApps):
         # the network (the password reaches it as PGPASSWORD, from POSTGRES_PASSWORD above)
         env["APP_API_TOKEN"] = self.cfg.setdefault("app_token", secrets.token_urlsafe(24))
         env["LAB_APP_IMAGE"] = self.cfg.get("app_image") or os.environ.get("LAB_APP_IMAGE", DEFAULT_APP_IMAGE)
+        env["APP_LANG"] = i18n.current()  # the dashboard's labels in the student's language (app/i18n.py)
         primary = nodes.get(self.state.get("primary"))
         if primary:  # what a replica container created now streams from (its role file may say more)
             env["PG_PRIMARY_HOST"] = primary["service"]

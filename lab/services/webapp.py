@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..i18n import N_, _
+from .. import i18n
 from ..errors import LabError
 from ..system import jupyterenv
 from ..system.paths import REPO
@@ -121,6 +122,7 @@ def app_env(cluster: "Cluster", token: str, api_port: int, dashboard_port: int, 
         "APP_API_ROOT_PATH": api_root_path,
         "APP_API_PUBLIC_URL": api_public_url,
         "APP_DASHBOARD_BASE_PATH": dashboard_base_path,
+        "APP_LANG": i18n.current(),  # the dashboard's labels in the student's language (app/i18n.py)
     }
 
 
