@@ -30,6 +30,7 @@ from . import conninfo as libpq
 from .backups import backup_label, backups_dir, take_base_backup, tree_size
 from .errors import BadArgument, LabError, NotRunning, Text, Timeout, need_bool, need_choice, need_int, need_number, need_str
 from .faults import need_a_node, need_cluster, need_node
+from .i18n import _, ngettext
 from .node import Node, Role
 from .plots import human_bytes
 from .lsn import wal_segment_name
@@ -108,13 +109,13 @@ def _running(cluster) -> Node:
     for n in [cluster.primary, *cluster.replicas]:
         if n.is_running:
             return n
-    raise NotRunning("no node of the cluster runs: start it with lab.up(replicas=1)")
+    raise NotRunning(_("no node of the cluster runs: start it with lab.up(replicas=1)"))
 
 
 def _primary_running(cluster) -> Node:
     p = need_cluster(cluster).primary
     if not p.is_running:
-        raise NotRunning(f"the primary ({p.name}) is stopped: start it with cluster.start()")
+        raise NotRunning(_("the primary ({name}) is stopped: start it with cluster.start()").format(name=p.name))
     return p
 
 
@@ -203,13 +204,13 @@ def restart_pending(cluster, quiet: bool = False, timeout: float = 60) -> pd.Dat
     until the replicas stream again; the settings afterwards."""
     need_cluster(cluster)
     need_bool(quiet, "quiet")
-    timeout = need_number(timeout, "timeout", lo=1, hi=600, unit="seconds")
+    timeout = need_number(timeout, "timeout", lo=1, hi=600, unit=_("seconds"))
     nodes = sorted(_archiving_nodes(cluster), key=lambda n: n.role != Role.PRIMARY)
     for n in nodes:
         if n.scalar("SELECT count(*) FROM pg_settings WHERE pending_restart", dbname="postgres"):
             t0 = time.monotonic()
             n.restart()
-            _say(quiet, f"{n.name}: restarted ({time.monotonic() - t0:.1f} s)")
+            _say(quiet, _("{node}: restarted ({seconds:.1f} s)").format(node=n.name, seconds=time.monotonic() - t0))
     if cluster.replicas:
         cluster.wait_streaming(timeout=timeout)
     return settings(cluster)
@@ -225,7 +226,7 @@ def is_archiving(cluster) -> bool:
 def _need_archiving(cluster) -> Node:
     p = _primary_running(cluster)
     if p.scalar("SHOW archive_mode", dbname="postgres") == "off":
-        raise LabError("archiving is off on the primary: lab.archive.enable(cluster, restart=True) turns it on")
+        raise LabError(_("archiving is off on the primary: lab.archive.enable(cluster, restart=True) turns it on"))
     return p
 
 
@@ -275,7 +276,7 @@ def stats(cluster) -> pd.Series:
     the segments waiting to be archived (``ready_files``) and ``pg_wal``'s size."""
     row = sample(cluster)
     row["pg_wal_size"] = human_bytes(row["pg_wal_bytes"])
-    return pd.Series(row, name="pg_stat_archiver (primary)", dtype="object")
+    return pd.Series(row, name=_("pg_stat_archiver (primary)"), dtype="object")
 
 
 def _wait_archived(cluster, segment: str, timeout: float) -> float:
@@ -296,8 +297,9 @@ def _wait_archived(cluster, segment: str, timeout: float) -> float:
                 if cur.fetchone()[0]:
                     return time.monotonic() - t0
                 if time.monotonic() - t0 > timeout:
-                    raise Timeout(f"{segment} is not archived {timeout:g} s after its switch: see "
-                                  "lab.archive.stats(cluster) (failed_count) and cluster.primary.logs()")
+                    raise Timeout(_("{segment} is not archived {timeout:g} s after its switch: see "
+                                    "lab.archive.stats(cluster) (failed_count) and cluster.primary.logs()").format(
+                        segment=segment, timeout=timeout))
                 time.sleep(0.01)
     finally:
         conn.close()
@@ -307,7 +309,7 @@ def switch_wal(cluster, timeout: float = 30) -> pd.Series:
     """Write a row, close the current WAL segment with ``pg_switch_wal()`` and time its arrival in
     the archive: ``segment``, ``switch_lsn``, ``seconds_to_archive``, and the file as the archive lists it."""
     need_cluster(cluster)
-    timeout = need_number(timeout, "timeout", lo=0.1, hi=600, unit="seconds")
+    timeout = need_number(timeout, "timeout", lo=0.1, hi=600, unit=_("seconds"))
     p = _need_archiving(cluster)
     conn = p.connect()
     try:
@@ -336,7 +338,7 @@ def break_archiving(cluster, timeout: float = 20) -> str:
     The archiver reads the new command when it gets to the reload, a moment after the sessions do:
     one segment is switched out and this returns once its copy has failed, so that what follows
     measures the broken command only."""
-    timeout = need_number(timeout, "timeout", lo=1, hi=600, unit="seconds")
+    timeout = need_number(timeout, "timeout", lo=1, hi=600, unit=_("seconds"))
     p = _need_archiving(cluster)
     with contextlib.redirect_stdout(io.StringIO()):  # archive_command needs no restart
         p.set(archive_command=archive_command(f"{archive_dir(cluster)}/{BROKEN_SUBDIR}"))
@@ -346,10 +348,11 @@ def break_archiving(cluster, timeout: float = 20) -> str:
     p.execute("SELECT pg_switch_wal()", dbname="postgres")
     while sample(cluster)["failed_count"] == failed:
         if time.monotonic() - t0 > timeout:
-            raise Timeout(f"no archive copy failed {timeout:g} s after the change: see lab.archive.stats(cluster)")
+            raise Timeout(_("no archive copy failed {timeout:g} s after the change: "
+                            "see lab.archive.stats(cluster)").format(timeout=timeout))
         time.sleep(0.05)
-    return (f"{p.name}: archive_command changed. The primary runs as before; watch "
-            "lab.archive.stats(cluster) while it writes WAL")
+    return _("{node}: archive_command changed. The primary runs as before; watch "
+             "lab.archive.stats(cluster) while it writes WAL").format(node=p.name)
 
 
 def _frame(rows: list) -> pd.DataFrame:
@@ -367,7 +370,7 @@ def watch_backlog(cluster, segments: int = 4, phase: str = "writing", quiet: boo
     what it must) and sample the archiver before and after each: ``t_s, phase, archived_count,
     failed_count, ready_files, pg_wal_files, pg_wal_bytes, ...``."""
     need_cluster(cluster)
-    need_int(segments, "segments (how many 16 MB WAL segments to write)", lo=1, hi=32)
+    need_int(segments, _("segments (how many 16 MB WAL segments to write)"), lo=1, hi=32)
     need_str(phase, "phase", empty=True)
     need_bool(quiet, "quiet")
     _need_archiving(cluster)
@@ -379,8 +382,10 @@ def watch_backlog(cluster, segments: int = 4, phase: str = "writing", quiet: boo
         time.sleep(0.2)  # the archiver tries the segment just finished (or fails) meanwhile
         rows.append(dict(t_s=time.monotonic() - t0, phase=phase, **sample(cluster)))
     r = rows[-1]
-    _say(quiet, f"{segments} segments written: {r['ready_files']} waiting to be archived, "
-                f"failed_count {r['failed_count']}, pg_wal {human_bytes(r['pg_wal_bytes'])}")
+    _say(quiet, ngettext("{n} segment written: {ready} waiting to be archived, failed_count {failed}, pg_wal {size}",
+                         "{n} segments written: {ready} waiting to be archived, failed_count {failed}, pg_wal {size}",
+                         segments).format(n=segments, ready=r["ready_files"], failed=r["failed_count"],
+                                          size=human_bytes(r["pg_wal_bytes"])))
     return _frame(rows)
 
 
@@ -390,33 +395,37 @@ def failures(cluster, last: int = 4) -> Text:
     need_int(last, "last", lo=1, hi=100)
     lines = [ln for ln in p.logs(2000).splitlines() if "archive command failed" in ln or
              (BROKEN_SUBDIR in ln and "cp:" in ln) or "archiving write-ahead log file" in ln]
-    return Text("\n".join(lines[-last:]) if lines else f"(no failed archive command in {p.name}'s log)")
+    return Text("\n".join(lines[-last:]) if lines
+                else _("(no failed archive command in {node}'s log)").format(node=p.name))
 
 
 def repair(cluster, timeout: float = 60, quiet: bool = False) -> pd.DataFrame:
     """Put the right ``archive_command`` back and sample until every waiting segment is archived (the
     backlog drains), then CHECKPOINT: ``pg_wal`` shrinks back.  Samples as in ``watch_backlog``."""
     need_cluster(cluster)
-    timeout = need_number(timeout, "timeout", lo=1, hi=600, unit="seconds")
+    timeout = need_number(timeout, "timeout", lo=1, hi=600, unit=_("seconds"))
     need_bool(quiet, "quiet")
     p = _need_archiving(cluster)
     t0 = time.monotonic()
-    rows = [dict(t_s=0.0, phase="broken", **sample(cluster))]
+    rows = [dict(t_s=0.0, phase=_("broken"), **sample(cluster))]
     p.set(archive_command=archive_command(archive_dir(cluster)))  # the reload wakes the archiver
     while True:
         r = sample(cluster)
-        rows.append(dict(t_s=time.monotonic() - t0, phase="repaired, draining", **r))
+        rows.append(dict(t_s=time.monotonic() - t0, phase=_("repaired, draining"), **r))
         if r["ready_files"] == 0:
             break
         if time.monotonic() - t0 > timeout:
-            raise Timeout(f"{r['ready_files']} segments still wait to be archived {timeout:g} s after the repair: "
-                          "see lab.archive.failures(cluster)")
+            raise Timeout(ngettext("{n} segment still waits to be archived {timeout:g} s after the repair: "
+                                   "see lab.archive.failures(cluster)",
+                                   "{n} segments still wait to be archived {timeout:g} s after the repair: "
+                                   "see lab.archive.failures(cluster)", r["ready_files"]).format(
+                n=r["ready_files"], timeout=timeout))
         time.sleep(0.05)
     drained = rows[-1]["t_s"]
     checkpoint(cluster)
-    rows.append(dict(t_s=time.monotonic() - t0, phase="drained, after a CHECKPOINT", **sample(cluster)))
-    _say(quiet, f"backlog archived in {drained:.2f} s; pg_wal {human_bytes(rows[0]['pg_wal_bytes'])} → "
-                f"{human_bytes(rows[-1]['pg_wal_bytes'])}")
+    rows.append(dict(t_s=time.monotonic() - t0, phase=_("drained, after a CHECKPOINT"), **sample(cluster)))
+    _say(quiet, _("backlog archived in {seconds:.2f} s; pg_wal {before} → {after}").format(
+        seconds=drained, before=human_bytes(rows[0]["pg_wal_bytes"]), after=human_bytes(rows[-1]["pg_wal_bytes"])))
     return _frame(rows)
 
 
@@ -440,11 +449,11 @@ def make_mistake(cluster, table: str = RECOVERY_TABLE, timeout: float = 30) -> p
     recovery can reach past it.  What was recorded, as a Series: ``target_lsn``, ``target_time``,
     ``restore_point`` (each just before the DROP), ``mistake_lsn`` (just after), the rows the table had."""
     need_str(table, "table", example="'wallets'")
-    timeout = need_number(timeout, "timeout", lo=1, hi=600, unit="seconds")
+    timeout = need_number(timeout, "timeout", lo=1, hi=600, unit=_("seconds"))
     p = _need_archiving(cluster)
     if not p.scalar("SELECT to_regclass(%s) IS NOT NULL", (table,)):
-        raise LabError(f"there is no table {table} on the primary to drop: lab.standby.make_wallets(cluster) "
-                       "makes the chapter's one")
+        raise LabError(_("there is no table {table} on the primary to drop: lab.standby.make_wallets(cluster) "
+                         "makes the chapter's one").format(table=table))
     rows = int(p.scalar(pgsql.SQL("SELECT count(*) FROM {}").format(pgsql.Identifier(table))))
     conn = p.connect()
     try:
@@ -462,7 +471,7 @@ def make_mistake(cluster, table: str = RECOVERY_TABLE, timeout: float = 30) -> p
     switched = switch_wal(cluster, timeout=timeout)
     return pd.Series(dict(table=table, rows_before=rows, restore_point=RESTORE_POINT, restore_point_lsn=point_lsn,
                           target_lsn=lsn, target_time=at, mistake=f"DROP TABLE {table}", mistake_lsn=after,
-                          archived_up_to=switched["segment"]), name="the mistake", dtype="object")
+                          archived_up_to=switched["segment"]), name=_("the mistake"), dtype="object")
 
 
 def _copy_backup(backup, name: str):
@@ -470,7 +479,7 @@ def _copy_backup(backup, name: str):
     archiving turned off: a restored copy must not write its own timeline into the cluster's archive."""
     src = Path(backup)
     if not (src / "PG_VERSION").is_file():
-        raise LabError(f"{src} is not a base backup: lab.archive.take_backup(cluster) takes one")
+        raise LabError(_("{path} is not a base backup: lab.archive.take_backup(cluster) takes one").format(path=src))
     dst = src.with_name(f"{src.name}.{name}")
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(src, dst, symlinks=True)
@@ -483,7 +492,8 @@ def _remove_standalone(cluster, name: str) -> bool:
     if name in {n.name for n in cluster.nodes}:
         node = cluster.node(name)
         if node.role != Role.STANDALONE:
-            raise LabError(f"{name} is this cluster's {node.role}: pick another name for the restored copy")
+            raise LabError(_("{name} is this cluster's {role}: pick another name for the restored copy").format(
+                name=name, role=node.role))
         cluster.remove_node(name)
         return True
     return False
@@ -503,12 +513,12 @@ def restore(cluster, name: str, backup, mistake: pd.Series, by: str = "lsn", tab
     need_bool(quiet, "quiet")
     if not isinstance(mistake, pd.Series) or not {"target_lsn", "target_time", "restore_point", "table"} <= set(
             mistake.index):
-        raise BadArgument("mistake is what lab.archive.make_mistake(cluster) returned")
+        raise BadArgument(_("mistake is what lab.archive.make_mistake(cluster) returned"))
     table = mistake["table"] if table is None else need_str(table, "table")
     target = {"lsn": mistake["target_lsn"], "time": mistake["target_time"], "name": mistake["restore_point"]}[by]
     _running(cluster)
     if _remove_standalone(cluster, name):
-        _say(quiet, f"{name}: removed the copy an earlier run restored")
+        _say(quiet, _("{node}: removed the copy an earlier run restored").format(node=name))
     copy = _copy_backup(backup, name)
     recovery = {"restore_command": restore_command(archive_dir(cluster)), TARGETS[by]: target,
                 "recovery_target_action": "promote", "recovery_target_timeline": "current"}
@@ -525,9 +535,10 @@ def restore(cluster, name: str, backup, mistake: pd.Series, by: str = "lsn", tab
     out = dict(node=name, target=TARGETS[by], value=target, seconds_to_writable=round(seconds, 2),
                timeline=int(node.scalar("SELECT timeline_id FROM pg_control_checkpoint()", dbname="postgres")),
                table=table, rows=rows, in_recovery=bool(node.scalar("SELECT pg_is_in_recovery()")))
-    _say(quiet, f"{name}: restored to {TARGETS[by]} = {target!s:.40} in {seconds:.1f} s, "
-                f"{table}: {'gone' if rows is None else f'{rows} rows'}")
-    return pd.Series(out, name=f"restored: {name}", dtype="object")
+    have = _("gone") if rows is None else ngettext("{n} row", "{n} rows", rows).format(n=rows)
+    _say(quiet, _("{node}: restored to {setting} = {target!s:.40} in {seconds:.1f} s, {table}: {rows}").format(
+        node=name, setting=TARGETS[by], target=target, seconds=seconds, table=table, rows=have))
+    return pd.Series(out, name=_("restored: {node}").format(node=name), dtype="object")
 
 
 def timeline(node) -> pd.Series:
@@ -543,7 +554,8 @@ def timeline(node) -> pd.Series:
     if tli > 1:
         history = node.scalar("SELECT pg_read_file('pg_wal/' || %s, 0, 10000, true)", (name,), dbname="postgres")
     return pd.Series(dict(node=node.name, timeline_id=tli, history_file=name if history is not None else None,
-                          history=(history or "").strip() or None), name=f"{node.name}: timeline", dtype="object")
+                          history=(history or "").strip() or None),
+                     name=_("{node}: timeline").format(node=node.name), dtype="object")
 
 
 def copy_back(cluster, source: str, table: str = RECOVERY_TABLE) -> pd.DataFrame:
@@ -567,10 +579,10 @@ def compare_with_delayed(cluster, backup, restores, copied: "pd.DataFrame | None
     if isinstance(restores, pd.Series):
         restores = [restores]
     if not isinstance(restores, (list, tuple)) or not restores or not all(isinstance(r, pd.Series) for r in restores):
-        raise BadArgument("restores is restore()'s Series, or a list of them")
+        raise BadArgument(_("restores is restore()'s Series, or a list of them"))
     replica = next((r for r in cluster.replicas if r.is_running), None)
     if replica is None:
-        raise NotRunning("no replica runs: lab.up(replicas=1) starts one (its size stands for a delayed replica's)")
+        raise NotRunning(_("no replica runs: lab.up(replicas=1) starts one (its size stands for a delayed replica's)"))
     label = backup_label(backup)
     start = label.get("START TIME")
     copy_s = float(copied["seconds"].iloc[0]) if isinstance(copied, pd.DataFrame) and len(copied) else 0.0
@@ -578,14 +590,15 @@ def compare_with_delayed(cluster, backup, restores, copied: "pd.DataFrame | None
     delayed_bytes = _data_bytes(replica)
     b_bytes, a_bytes = tree_size(backup), archive_bytes(cluster)
     return pd.DataFrame([
-        dict(method="delayed replica (chapter 04)",
-             reaches_back="recovery_min_apply_delay (5 s there), and only if you pause it in time",
-             keeps="a running server", bytes=delayed_bytes, size=human_bytes(delayed_bytes),
+        dict(method=_("delayed replica (chapter 04)"),
+             reaches_back=_("recovery_min_apply_delay (5 s there), and only if you pause it in time"),
+             keeps=_("a running server"), bytes=delayed_bytes, size=human_bytes(delayed_bytes),
              seconds_to_data=round(copy_s, 2)),
-        dict(method="base backup + WAL archive",
-             reaches_back=f"any moment since the backup started ({start})",
-             keeps="files: the backup and every segment since", bytes=b_bytes + a_bytes,
-             size=f"{human_bytes(b_bytes)} backup + {human_bytes(a_bytes)} archive",
+        dict(method=_("base backup + WAL archive"),
+             reaches_back=_("any moment since the backup started ({start})").format(start=start),
+             keeps=_("files: the backup and every segment since"), bytes=b_bytes + a_bytes,
+             size=_("{backup} backup + {archive} archive").format(backup=human_bytes(b_bytes),
+                                                                  archive=human_bytes(a_bytes)),
              seconds_to_data=round(restore_s + copy_s, 2)),
     ])
 
@@ -605,9 +618,9 @@ def _archive_only_replica(cluster, name: str, retry: str, quiet: bool) -> Node:
     deadline = time.monotonic() + 10
     while node.scalar("SELECT count(*) FROM pg_stat_wal_receiver", dbname="postgres"):
         if time.monotonic() > deadline:
-            raise Timeout(f"{name} still streams 10 s after primary_conninfo = '': see its logs()")
+            raise Timeout(_("{node} still streams 10 s after primary_conninfo = '': see its logs()").format(node=name))
         time.sleep(0.05)
-    _say(quiet, f"{name}: streams from nobody; replays what it finds in the archive")
+    _say(quiet, _("{node}: streams from nobody; replays what it finds in the archive").format(node=name))
     return node
 
 
@@ -663,7 +676,7 @@ def archive_lag(cluster, timeout: float = 8, archive_timeout: str = "2s", retry:
     ``archive_timeout`` is reset afterwards.  One row per way, with the segments the replica had
     restored from the archive by then."""
     need_cluster(cluster)
-    timeout = need_number(timeout, "timeout", lo=1, hi=120, unit="seconds")
+    timeout = need_number(timeout, "timeout", lo=1, hi=120, unit=_("seconds"))
     need_str(archive_timeout, "archive_timeout", example="'2s'")
     need_str(retry, "retry", example="'1s'")
     need_str(name, "name", example="'from_archive'")
@@ -679,17 +692,20 @@ def archive_lag(cluster, timeout: float = 8, archive_timeout: str = "2s", retry:
         restored = sum("restored log file" in ln for ln in node.logs(5000).splitlines())
         rows.append(dict(how=how, archive_timeout=setting, visible=s is not None,
                          seconds=float("nan") if s is None else round(s, 2), segments_restored=restored))
-        _say(quiet, f"{how}: {'not visible after %g s' % timeout if s is None else f'visible after {s:.2f} s'}")
+        seen = (_("not visible after {seconds:g} s").format(seconds=timeout) if s is None
+                else _("visible after {seconds:.2f} s").format(seconds=s))
+        _say(quiet, f"{how}: {seen}")
 
     try:
-        measure("a row, nothing else", switch=False)
-        measure("a row, then pg_switch_wal()", switch=True)
+        measure(_("a row, nothing else"), switch=False)
+        measure(_("a row, then pg_switch_wal()"), switch=True)
         with contextlib.redirect_stdout(io.StringIO()):
             p.set(archive_timeout=archive_timeout)
         try:
             # the first forced switch comes archive_timeout after the last switch: start on a fresh segment
             _visible_after(cluster, node, switch=True, timeout=timeout)
-            measure(f"a row, archive_timeout = {archive_timeout}", switch=False, setting=archive_timeout)
+            measure(_("a row, archive_timeout = {value}").format(value=archive_timeout), switch=False,
+                    setting=archive_timeout)
         finally:
             with contextlib.redirect_stdout(io.StringIO()):
                 p.set(archive_timeout=None)
@@ -722,22 +738,23 @@ def outrun(cluster, replica: str = "no_slot", segments: int = 4, timeout: float 
     file ... from archive`` in its log), then streams again.  Needs ``wal_keep_size`` small on the
     primary, as ``lab.slots.lose_wal`` does."""
     node = need_node(need_cluster(cluster), replica, "replica")
-    need_int(segments, "segments (how many 16 MB WAL segments to write)", lo=2, hi=32)
-    timeout = need_number(timeout, "timeout", lo=1, hi=600, unit="seconds")
+    need_int(segments, _("segments (how many 16 MB WAL segments to write)"), lo=2, hi=32)
+    timeout = need_number(timeout, "timeout", lo=1, hi=600, unit=_("seconds"))
     need_bool(quiet, "quiet")
     p = _need_archiving(cluster)
     if node.role != Role.REPLICA or not node.is_running:
-        raise LabError(f"{node.name} is not a running replica: lab.archive.replica_without_slot(cluster) makes one")
+        raise LabError(_("{node} is not a running replica: lab.archive.replica_without_slot(cluster) makes one").format(
+            node=node.name))
     if slot_of(node):
-        raise LabError(f"{node.name} streams through a slot: the primary keeps its WAL; use a replica without one "
-                       "(lab.archive.replica_without_slot(cluster))")
+        raise LabError(_("{node} streams through a slot: the primary keeps its WAL; use a replica without one "
+                         "(lab.archive.replica_without_slot(cluster))").format(node=node.name))
     if not node.scalar("SHOW restore_command", dbname="postgres"):
-        raise LabError(f"{node.name} has no restore_command: set it, "
-                       f"cluster.node({node.name!r}).set(restore_command=...)")
+        raise LabError(_("{node} has no restore_command: set it, "
+                         "cluster.node({node!r}).set(restore_command=...)").format(node=node.name))
     seg = setting_bytes(p, "wal_segment_size")
     if setting_bytes(p, "wal_keep_size") >= (segments - 1) * seg:
-        raise LabError("the primary keeps wal_keep_size of WAL for any replica, more than the segments written: "
-                       "set cluster.primary.set(wal_keep_size=0) first")
+        raise LabError(_("the primary keeps wal_keep_size of WAL for any replica, more than the segments written: "
+                         "set cluster.primary.set(wal_keep_size=0) first"))
     cluster.wait_replayed(timeout=timeout)
     stopped_at = node.scalar("SELECT pg_last_wal_replay_lsn()::text", dbname="postgres")
     tli = int(p.scalar("SELECT timeline_id FROM pg_control_checkpoint()", dbname="postgres"))
@@ -746,7 +763,7 @@ def outrun(cluster, replica: str = "no_slot", segments: int = 4, timeout: float 
     marker = before[-1] if before else None
     node.stop()
     write_wal(cluster, segments)
-    for _ in range(4):
+    for _i in range(4):
         cluster.wait_replayed(timeout=timeout)  # the other replicas' slots let go of the WAL
         checkpoint(cluster)
         oldest = wal_dir(p)["oldest"]
@@ -754,7 +771,8 @@ def outrun(cluster, replica: str = "no_slot", segments: int = 4, timeout: float 
             break
         write_wal(cluster, 1)
     target = p.scalar("SELECT pg_current_wal_lsn()::text", dbname="postgres")
-    _say(quiet, f"{node.name} stopped at {stopped_at} (needs {needs}); the primary's oldest segment is now {oldest}")
+    _say(quiet, _("{node} stopped at {lsn} (needs {needs}); the primary's oldest segment is now {oldest}").format(
+        node=node.name, lsn=stopped_at, needs=needs, oldest=oldest))
     t0 = time.monotonic()
     node.start()
     wait_replayed(p, node, timeout=timeout, lsn=target)
@@ -762,10 +780,12 @@ def outrun(cluster, replica: str = "no_slot", segments: int = 4, timeout: float 
     lines = lines_after(node.logs(3000), marker)
     restored = [ln for ln in lines if "restored log file" in ln]
     receiver = node.scalar("SELECT status FROM pg_stat_wal_receiver", dbname="postgres")
-    _say(quiet, f"{node.name}: caught up in {seconds:.1f} s, {len(restored)} segments from the archive")
+    _say(quiet, ngettext("{node}: caught up in {seconds:.1f} s, {n} segment from the archive",
+                         "{node}: caught up in {seconds:.1f} s, {n} segments from the archive", len(restored)).format(
+        node=node.name, seconds=seconds, n=len(restored)))
     return pd.Series(dict(replica=node.name, stopped_at_lsn=stopped_at, needs_segment=needs,
                           oldest_segment_on_primary=oldest, segments_from_archive=len(restored),
-                          seconds_to_catch_up=round(seconds, 2), walreceiver=receiver or "not yet",
+                          seconds_to_catch_up=round(seconds, 2), walreceiver=receiver or _("not yet"),
                           first_restore=restored[0][restored[0].find("LOG:"):] if restored else None),
                      name="outrun", dtype="object")
 
@@ -823,13 +843,13 @@ def hop_lag(cluster, hops=("replica1", "replica2"), samples: int = 20, timeout: 
     connections.  One row per sample: ``seconds`` to each node, and the time each hop added."""
     need_cluster(cluster)
     need_int(samples, "samples", lo=1, hi=500)
-    timeout = need_number(timeout, "timeout", lo=0.1, hi=60, unit="seconds")
+    timeout = need_number(timeout, "timeout", lo=0.1, hi=60, unit=_("seconds"))
     if isinstance(hops, str) or not isinstance(hops, (list, tuple)) or not hops:
-        raise BadArgument("hops is a list of node names in streaming order, e.g. ['replica1', 'replica2']")
+        raise BadArgument(_("hops is a list of node names in streaming order, e.g. ['replica1', 'replica2']"))
     nodes = [need_node(cluster, h, "hop") for h in hops]
     for n in nodes:
         if not n.is_running:
-            raise NotRunning(f"{n.name} is stopped: start it with cluster.node({n.name!r}).start()")
+            raise NotRunning(_("{name} is stopped: start it with cluster.node({name!r}).start()").format(name=n.name))
     p = _primary_running(cluster)
     conn = p.connect()
     watchers = [n.connect() for n in nodes]
@@ -871,7 +891,7 @@ def hop_lag(cluster, hops=("replica1", "replica2"), samples: int = 20, timeout: 
 def hop_summary(samples: pd.DataFrame) -> pd.DataFrame:
     """``hop_lag``'s samples summed up per hop: median, min, max (ms), and how many samples saw the row."""
     if not isinstance(samples, pd.DataFrame) or not any(c.startswith("hop_") for c in samples.columns):
-        raise BadArgument("samples is what lab.archive.hop_lag(cluster) returned")
+        raise BadArgument(_("samples is what lab.archive.hop_lag(cluster) returned"))
     rows = []
     prev = "primary"
     for col in [c for c in samples.columns if c.startswith("hop_")]:
@@ -888,18 +908,18 @@ def visible_on(cluster, nodes=("replica1", "replica2"), timeout: float = 3) -> p
     """Insert one row on the primary and wait up to ``timeout`` s for it on each node: ``visible``,
     ``seconds`` (NaN if it never showed)."""
     need_cluster(cluster)
-    timeout = need_number(timeout, "timeout", lo=0.1, hi=60, unit="seconds")
+    timeout = need_number(timeout, "timeout", lo=0.1, hi=60, unit=_("seconds"))
     if isinstance(nodes, str) or not isinstance(nodes, (list, tuple)) or not nodes:
-        raise BadArgument("nodes is a list of node names, e.g. ['replica1', 'replica2']")
+        raise BadArgument(_("nodes is a list of node names, e.g. ['replica1', 'replica2']"))
     rows = []
     for name in nodes:
         n = need_node(cluster, name, "node")
         if not n.is_running:
-            rows.append(dict(node=n.name, visible=False, seconds=float("nan"), why="stopped"))
+            rows.append(dict(node=n.name, visible=False, seconds=float("nan"), why=_("stopped")))
             continue
         s = _visible_after(cluster, n, switch=False, timeout=timeout)
         rows.append(dict(node=n.name, visible=s is not None, seconds=float("nan") if s is None else round(s, 3),
-                         why="" if s is not None else f"not within {timeout:g} s"))
+                         why="" if s is not None else _("not within {seconds:g} s").format(seconds=timeout)))
     return pd.DataFrame(rows)
 
 
@@ -910,11 +930,11 @@ def stream_from_primary(cluster, name: str = "replica2") -> pd.DataFrame:
     need_cluster(cluster)
     node = need_node(cluster, name, "replica")
     if node.role != Role.REPLICA or not node.is_running:
-        raise LabError(f"{node.name} is not a running replica")
+        raise LabError(_("{node} is not a running replica").format(node=node.name))
     p = _primary_running(cluster)
     current = libpq.parse(node.scalar("SHOW primary_conninfo", dbname="postgres") or "")
     if not current:
-        raise LabError(f"{node.name} has no primary_conninfo: it streams from nobody")
+        raise LabError(_("{node} has no primary_conninfo: it streams from nobody").format(node=node.name))
     where = libpq.parse(cluster.conninfo_from(node.name, p.name))
     new = libpq.make(**{**current, "host": where["host"], "port": where["port"]})
     with contextlib.redirect_stdout(io.StringIO()):
@@ -922,7 +942,8 @@ def stream_from_primary(cluster, name: str = "replica2") -> pd.DataFrame:
     deadline = time.monotonic() + 15
     while node.scalar("SELECT status FROM pg_stat_wal_receiver", dbname="postgres") != "streaming":
         if time.monotonic() > deadline:
-            raise Timeout(f"{node.name} does not stream from {p.name} 15 s after the change: see its logs()")
+            raise Timeout(_("{node} does not stream from {primary} 15 s after the change: see its logs()").format(
+                node=node.name, primary=p.name))
         time.sleep(0.05)
     return cascade(cluster)
 
@@ -946,21 +967,21 @@ def tidy(cluster, archiving: bool = False, quiet: bool = False) -> Text:
     for name in CHAPTER_NODES:
         if name in names and cluster.node(name).role in (Role.STANDALONE, Role.REPLICA):
             cluster.remove_node(name)
-            done.append(f"removed {name}")
+            done.append(_("removed {node}").format(node=name))
     p = _primary_running(cluster)
     for slot in CHAPTER_NODES:
         if p.scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s AND NOT active", (slot,),
                     dbname="postgres"):
             _drop_slot(cluster, slot)
-            done.append(f"dropped slot {slot}")
+            done.append(_("dropped slot {slot}").format(slot=slot))
     if p.scalar("SELECT to_regclass(%s) IS NOT NULL", (RECOVERY_TABLE,)):
         p.execute(pgsql.SQL("DROP TABLE {}").format(pgsql.Identifier(RECOVERY_TABLE)))
-        done.append(f"dropped table {RECOVERY_TABLE}")
+        done.append(_("dropped table {table}").format(table=RECOVERY_TABLE))
     bdir = backups_dir(cluster)
     for b in (BACKUP, "no_slot"):
         for path in sorted(bdir.glob(f"{b}*")) if bdir.is_dir() else []:
             shutil.rmtree(path, ignore_errors=True)
-            done.append(f"removed backup {path.name}")
+            done.append(_("removed backup {name}").format(name=path.name))
     if not archiving:
         for n in _archiving_nodes(cluster):
             changed = n.sql("SELECT name FROM pg_settings WHERE name = ANY(%s) AND sourcefile LIKE "
@@ -968,15 +989,16 @@ def tidy(cluster, archiving: bool = False, quiet: bool = False) -> Text:
             if changed:
                 with contextlib.redirect_stdout(io.StringIO()):
                     n.set(**{c: None for c in changed})
-                done.append(f"{n.name}: reset {', '.join(changed)}")
+                done.append(_("{node}: reset {settings}").format(node=n.name, settings=", ".join(changed)))
         if any(n.scalar("SELECT count(*) FROM pg_settings WHERE pending_restart", dbname="postgres")
                for n in _archiving_nodes(cluster)):
             restart_pending(cluster, quiet=True)
-            done.append("restarted the nodes: archive_mode is off")
+            done.append(_("restarted the nodes: archive_mode is off"))
         emptied = _empty_archive(cluster)
         if emptied:
-            done.append(f"emptied the archive ({emptied} files)")
-    text = "\n".join(done) if done else "nothing to tidy: the cluster is as the chapter found it"
+            done.append(ngettext("emptied the archive ({n} file)", "emptied the archive ({n} files)", emptied).format(
+                n=emptied))
+    text = "\n".join(done) if done else _("nothing to tidy: the cluster is as the chapter found it")
     return Text(text)
 
 

@@ -30,6 +30,7 @@ from . import conninfo, failover, plots, slots, workload  # noqa: F401 (plots: F
 from .errors import BadArgument, LabError, NotRunning, SQLError, Text, Timeout, need_bool, need_choice, need_int, \
     need_number, need_str
 from .faults import need_cluster
+from .i18n import _, ngettext
 from .lsn import format_lsn, parse_lsn
 from .node import Node, Role
 from .system.operations import changes_cluster
@@ -79,26 +80,28 @@ def _wait(pred, timeout: float, what: str, step: float = 0.02):
         if got:
             return got
         if time.monotonic() > deadline:
-            raise Timeout(f"{what} after {timeout:g} s")
+            raise Timeout(_("{what} after {seconds:g} s").format(what=what, seconds=timeout))
         time.sleep(step)
 
 
 def _primary(cluster) -> Node:
     p = need_cluster(cluster).primary
     if not p.is_running:
-        raise NotRunning(f"the primary ({p.name}) is stopped: start it with cluster.start() or lab.up()")
+        raise NotRunning(_("the primary ({name}) is stopped: start it with cluster.start() or lab.up()").format(
+            name=p.name))
     return p
 
 
 def _timeout(timeout) -> float:
-    return need_number(timeout, "timeout", lo=1, hi=600, unit="seconds")
+    return need_number(timeout, "timeout", lo=1, hi=600, unit=_("seconds"))
 
 
 def _ident(name, what: str) -> str:
     """A simple SQL identifier (lower case letters, digits, underscores): it goes into DDL as is."""
     need_str(name, what, example="'mi_publicacion'")
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
-        raise BadArgument(f"{what} is a simple lower-case name (letters, digits, _), not {name!r:.60}")
+        raise BadArgument(_("{what} is a simple lower-case name (letters, digits, _), not {value!r:.60}").format(
+            what=what, value=name))
     return name
 
 
@@ -117,15 +120,16 @@ def ensure_logical(cluster, quiet: bool = False) -> "list[str]":
         p.set(wal_level="logical")
         p.restart()
         cluster.wait_streaming(timeout=60)
-        done.append(f"{p.name}: wal_level was {level}; ALTER SYSTEM SET wal_level = logical and a restart "
-                    "(the WAL now carries what logical decoding needs)")
+        done.append(_("{node}: wal_level was {level}; ALTER SYSTEM SET wal_level = logical and a restart "
+                      "(the WAL now carries what logical decoding needs)").format(node=p.name, level=level))
     else:
-        done.append(f"{p.name}: wal_level is logical already: nothing to do")
+        done.append(_("{node}: wal_level is logical already: nothing to do").format(node=p.name))
     for setting in ("max_replication_slots", "max_wal_senders"):
         have = int(p.scalar(f"SHOW {setting}", dbname="postgres"))
         if have < 8:
-            done.append(f"{p.name}: {setting} = {have}, fewer than this chapter's slots need: "
-                        f"cluster.primary.set({setting}=10) and a restart")
+            done.append(_("{node}: {setting} = {have}, fewer than this chapter's slots need: "
+                          "cluster.primary.set({setting}=10) and a restart").format(
+                node=p.name, setting=setting, have=have))
     _say(quiet, "\n".join(done))
     return done
 
@@ -153,7 +157,7 @@ def analytics(cluster, name: str = ANALYTICS, quiet: bool = True) -> Node:
     writable, with the chapter's tables created empty (DDL is not replicated) and logical
     replication workers allowed.  The same name again returns it (started if it was stopped)."""
     need_cluster(cluster)
-    name = _ident(name, "name (the subscriber's node name)")
+    name = _ident(name, _("name (the subscriber's node name)"))
     need_bool(quiet, "quiet")
     if name in {n.name for n in cluster.standalones}:
         node = cluster.node(name)
@@ -164,7 +168,7 @@ def analytics(cluster, name: str = ANALYTICS, quiet: bool = True) -> Node:
     if int(node.scalar("SHOW max_logical_replication_workers", dbname="postgres")) == 0:
         node.set(max_logical_replication_workers=4)
         node.restart()
-        _say(quiet, f"{name}: max_logical_replication_workers was 0; set to 4 and restarted")
+        _say(quiet, _("{node}: max_logical_replication_workers was 0; set to 4 and restarted").format(node=name))
     if node.scalar("SHOW wal_retrieve_retry_interval", dbname="postgres") != "1s":
         # how long an apply worker that failed waits before it tries again (5 s by default)
         node.set(wal_retrieve_retry_interval="1s")
@@ -174,12 +178,13 @@ def analytics(cluster, name: str = ANALYTICS, quiet: bool = True) -> Node:
 
 def _subscriber(cluster, name: str = ANALYTICS) -> Node:
     need_cluster(cluster)
-    _ident(name, "subscriber (the analytics node's name)")
+    _ident(name, _("subscriber (the analytics node's name)"))
     if name not in {n.name for n in cluster.standalones}:
-        raise LabError(f"there is no {name!r} server yet: lab.logical.analytics(cluster) creates it")
+        raise LabError(_("there is no {name!r} server yet: lab.logical.analytics(cluster) creates it").format(
+            name=name))
     node = cluster.node(name)
     if not node.is_running:
-        raise NotRunning(f"{name} is stopped: start it with cluster.node({name!r}).start()")
+        raise NotRunning(_("{name} is stopped: start it with cluster.node({name!r}).start()").format(name=name))
     return node
 
 
@@ -195,7 +200,7 @@ def setup(cluster, rows: int = 20000, quiet: bool = False) -> pd.Series:
     """Everything the chapter starts from: ``wal_level = logical`` (``ensure_logical``), the tables on the
     primary with ``rows`` price ticks in ``precios``, the publication ``analytics_pub`` (``precios`` and
     ``lab_writes``), and the ``analytics`` server with the same tables, empty.  Safe to run again."""
-    need_int(rows, "rows (price ticks in precios)", lo=1, hi=1_000_000)
+    need_int(rows, _("rows (price ticks in precios)"), lo=1, hi=1_000_000)
     need_bool(quiet, "quiet")
     ensure_logical(cluster, quiet=quiet)
     p = _primary(cluster)
@@ -207,7 +212,10 @@ def setup(cluster, rows: int = 20000, quiet: bool = False) -> pd.Series:
     out = pd.Series(dict(primary=p.name, rows_in_precios=have, publication=PUBLICATION,
                          tables=", ".join(publication_tables(cluster, PUBLICATION)["tablename"]),
                          subscriber=node.name, subscriber_port=node.port), name="setup", dtype="object")
-    _say(quiet, f"{p.name}: {have} rows in {TABLE}, publication {PUBLICATION}; {node.name} ready to subscribe")
+    _say(quiet, ngettext("{primary}: {n} row in {table}, publication {publication}; {subscriber} ready to subscribe",
+                         "{primary}: {n} rows in {table}, publication {publication}; {subscriber} ready to subscribe",
+                         have).format(primary=p.name, n=have, table=TABLE, publication=PUBLICATION,
+                                      subscriber=node.name))
     return out
 
 
@@ -252,7 +260,8 @@ def subscribe(cluster, timeout: float = 120, quiet: bool = False) -> pd.Series:
     node = _subscriber(cluster)
     rows_primary = int(p.scalar(f"SELECT count(*) FROM {TABLE}"))
     if _has_subscription(node):
-        _say(quiet, f"{node.name}: subscription {SUBSCRIPTION} exists already")
+        _say(quiet, _("{node}: subscription {subscription} exists already").format(node=node.name,
+                                                                                   subscription=SUBSCRIPTION))
         created = False
         t0 = time.monotonic()
     else:
@@ -266,20 +275,23 @@ def subscribe(cluster, timeout: float = 120, quiet: bool = False) -> pd.Series:
     def copied():
         if node.scalar("SELECT sync_error_count FROM pg_stat_subscription_stats WHERE subname = %s",
                        (SUBSCRIPTION,)):
-            raise LabError(f"{node.name}: the initial copy failed: "
-                           f"{slots.log_lines(node, 'ERROR', last=1).strip()}")
+            raise LabError(_("{node}: the initial copy failed: {error}").format(
+                node=node.name, error=slots.log_lines(node, 'ERROR', last=1).strip()))
         s = _sub_state(node)
         return not s.empty and (s["state"] == "r").all()
-    _wait(copied, timeout, f"{node.name}: the initial copy has not finished (see cluster.node({node.name!r}).logs())")
+    _wait(copied, timeout, _("{node}: the initial copy has not finished (see cluster.node({node!r}).logs())").format(
+        node=node.name))
     copy_s = time.monotonic() - t0
     copied = int(node.scalar(f"SELECT count(*) FROM {TABLE}"))
     out = pd.Series(dict(subscription=SUBSCRIPTION, publication=PUBLICATION, slot_on_primary=SUBSCRIPTION,
                          rows_on_primary=rows_primary, rows_copied=copied,
                          copy_s=round(copy_s, 3) if created else None,
                          rows_per_s=round(copied / copy_s) if created and copy_s > 0 else None),
-                    name="initial copy", dtype="object")
+                    name=_("initial copy"), dtype="object")
     if created:
-        _say(quiet, f"{node.name}: {copied} rows of {TABLE} copied in {copy_s:.2f} s, now streaming")
+        _say(quiet, ngettext("{node}: {n} row of {table} copied in {seconds:.2f} s, now streaming",
+                             "{node}: {n} rows of {table} copied in {seconds:.2f} s, now streaming",
+                             copied).format(node=node.name, n=copied, table=TABLE, seconds=copy_s))
     return out
 
 
@@ -316,8 +328,8 @@ def _probe(p: Node, node: Node, coin: str, timeout: float) -> float:
     p.execute(f"INSERT INTO {TABLE} (moneda, registrado_en, precio) VALUES (%s, %s, 1)", (coin, at))
     _wait(lambda: node.scalar(f"SELECT count(*) FROM {TABLE} WHERE moneda = %s AND registrado_en = %s",
                               (coin, at)), timeout,
-          f"{node.name} does not show the new row: is the subscription streaming? "
-          "lab.logical.subscription_status(cluster)", step=0.002)
+          _("{node} does not show the new row: is the subscription streaming? "
+            "lab.logical.subscription_status(cluster)").format(node=node.name), step=0.002)
     return time.monotonic() - t0
 
 
@@ -338,7 +350,8 @@ def writable_side_by_side(cluster, replica: str = "replica1") -> pd.DataFrame:
     node = _subscriber(cluster)
     rep = cluster.node(replica) if isinstance(replica, str) else replica
     if not isinstance(rep, Node) or rep.role != Role.REPLICA:
-        raise BadArgument(f"replica is a physical replica's name, e.g. 'replica1', not {replica!r:.60}")
+        raise BadArgument(_("replica is a physical replica's name, e.g. 'replica1', not {value!r:.60}").format(
+            value=replica))
     rows = []
     sql = f"INSERT INTO {TABLE} (moneda, registrado_en, precio) VALUES ('LOCAL', now(), 1)"
     for n, kind in ((node, "logical subscriber"), (rep, "physical replica")):
@@ -363,7 +376,7 @@ def parse_pgoutput(changes: pd.DataFrame) -> pd.DataFrame:
     one row per message with its kind (BEGIN, RELATION, INSERT, UPDATE, DELETE, COMMIT …), the table,
     and the columns and values it carries (text form, ``None`` for NULL)."""
     if not isinstance(changes, pd.DataFrame) or not {"lsn", "data"} <= set(changes):
-        raise BadArgument("parse_pgoutput() reads what pg_logical_slot_peek_binary_changes returns (lsn, xid, data)")
+        raise BadArgument(_("parse_pgoutput() reads what pg_logical_slot_peek_binary_changes returns (lsn, xid, data)"))
     relations: dict = {}
     rows = []
     for r in changes.itertuples():
@@ -393,7 +406,7 @@ def _message(b: bytes, relations: dict) -> dict:
         (n,) = struct.unpack_from("!h", b, pos)
         pos += 2
         vals = []
-        for _ in range(n):
+        for _i in range(n):
             t = chr(b[pos])
             pos += 1
             if t == "t":
@@ -412,7 +425,7 @@ def _message(b: bytes, relations: dict) -> dict:
         (ncols,) = struct.unpack_from("!h", b, pos)
         pos += 2
         cols = []
-        for _ in range(ncols):
+        for _i in range(ncols):
             pos += 1
             cols.append(string())
             pos += 8
@@ -449,7 +462,8 @@ def carried(cluster, publication: str, quiet: bool = True) -> pd.DataFrame:
     _ident(publication, "publication")
     p = _primary(cluster)
     if not p.scalar("SELECT count(*) FROM pg_publication WHERE pubname = %s", (publication,)):
-        raise LabError(f"no publication {publication!r} on {p.name}: see lab.logical.publication_tables(cluster)")
+        raise LabError(_("no publication {publication!r} on {node}: "
+                         "see lab.logical.publication_tables(cluster)").format(publication=publication, node=p.name))
     slot = "carry_demo"
     _drop_slot_quietly(p, slot)
     p.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
@@ -497,7 +511,7 @@ def demo_publications(cluster) -> pd.DataFrame:
 def compare_carried(cluster, publications=(PUBLICATION, FILTERED, INSERTS_ONLY)) -> pd.DataFrame:
     """``carried`` for each publication, counted: messages of each kind and the bytes they take."""
     if isinstance(publications, str) or not isinstance(publications, (list, tuple)) or not publications:
-        raise BadArgument("publications is a list of publication names, e.g. ['analytics_pub', 'precios_btc']")
+        raise BadArgument(_("publications is a list of publication names, e.g. ['analytics_pub', 'precios_btc']"))
     rows = []
     for pub in publications:
         df = carried(cluster, pub)
@@ -528,7 +542,7 @@ def update_without_key(cluster) -> pd.Series:
     except SQLError as e:
         error = str(e)
     return pd.Series(dict(table=NO_KEY_TABLE, replica_identity=replica_identity(cluster), update="refused" if error
-                          else "accepted", error=error), name="UPDATE on the publisher", dtype="object")
+                          else "accepted", error=error), name=_("UPDATE on the publisher"), dtype="object")
 
 
 def replica_identity(cluster, table: str = NO_KEY_TABLE) -> str:
@@ -536,7 +550,8 @@ def replica_identity(cluster, table: str = NO_KEY_TABLE) -> str:
     index (a unique index), nothing."""
     _ident(table, "table")
     code = _primary(cluster).scalar("SELECT relreplident FROM pg_class WHERE oid = %s::regclass", (table,))
-    return {"d": "default (the primary key)", "f": "full (the whole old row)", "i": "index",
+    # "default", "full", "index", "nothing": REPLICA IDENTITY's own words, kept in every language
+    return {"d": _("default (the primary key)"), "f": _("full (the whole old row)"), "i": "index",
             "n": "nothing"}.get(code, str(code))
 
 
@@ -556,7 +571,7 @@ def repair_identity(cluster, how: str = "full") -> pd.Series:
         p.execute(f"ALTER TABLE {NO_KEY_TABLE} REPLICA IDENTITY DEFAULT")
     n = p.execute(f"UPDATE {NO_KEY_TABLE} SET detalle = 'cambiada' WHERE tipo = 'alta'")
     return pd.Series(dict(table=NO_KEY_TABLE, replica_identity=replica_identity(cluster), update="accepted",
-                          rows_updated=n), name=f"after REPLICA IDENTITY ({how})", dtype="object")
+                          rows_updated=n), name=_("after REPLICA IDENTITY ({how})").format(how=how), dtype="object")
 
 
 # --- a conflict ----------------------------------------------------------------------------
@@ -595,7 +610,8 @@ def _caught_up(cluster, node: Node, timeout: float) -> None:
         v = p.scalar("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
                      (SUBSCRIPTION,))
         return v is not None and parse_lsn(v) >= target
-    _wait(done, timeout, f"{node.name} has not caught up with {p.name} (lab.logical.subscription_status(cluster))")
+    _wait(done, timeout, _("{node} has not caught up with {primary} (lab.logical.subscription_status(cluster))").format(
+        node=node.name, primary=p.name))
 
 
 @changes_cluster()
@@ -608,7 +624,7 @@ def make_conflict(cluster, timeout: float = 60, quiet: bool = False) -> Conflict
     need_bool(quiet, "quiet")
     p, node = _primary(cluster), _subscriber(cluster)
     if not _has_subscription(node):
-        raise LabError(f"{node.name} has no subscription: lab.logical.subscribe(cluster) first")
+        raise LabError(_("{node} has no subscription: lab.logical.subscribe(cluster) first").format(node=node.name))
     _caught_up(cluster, node, timeout)
     before = node.logs(2000).splitlines()
     marker = before[-1] if before else None
@@ -625,7 +641,8 @@ def make_conflict(cluster, timeout: float = 60, quiet: bool = False) -> Conflict
         conn.commit()
     finally:
         conn.close()
-    _say(quiet, f"{node.name} had ETH at {at:%H:%M:%S} already; {p.name} committed a transaction of 3 rows with it")
+    _say(quiet, _("{node} had ETH at {at:%H:%M:%S} already; "
+                  "{primary} committed a transaction of 3 rows with it").format(node=node.name, at=at, primary=p.name))
 
     def found():
         lines = slots.lines_after(node.logs(2000), marker)
@@ -635,16 +652,17 @@ def make_conflict(cluster, timeout: float = 60, quiet: bool = False) -> Conflict
                 if ctx:
                     return ln, ctx
         return None
-    error, context = _wait(found, timeout, f"no duplicate-key error in {node.name}'s log")
+    error, context = _wait(found, timeout, _("no duplicate-key error in {node}'s log").format(node=node.name))
     count = _wait(lambda: _error_count(node) > errors0 and _error_count(node), timeout,
-                  "pg_stat_subscription_stats shows no apply error")
+                  _("pg_stat_subscription_stats shows no apply error"))
     lsn = re.search(r"finished at ([0-9A-F]+/[0-9A-F]+)", context).group(1)
     return Conflict(key=keys[0], rows=keys, error=error, context=context, finish_lsn=lsn, apply_error_count=count)
 
 
 def _need_conflict(conflict) -> Conflict:
     if not isinstance(conflict, Conflict):
-        raise BadArgument(f"conflict is what lab.logical.make_conflict(cluster) returns, not {conflict!r:.60}")
+        raise BadArgument(_("conflict is what lab.logical.make_conflict(cluster) returns, not {value!r:.60}").format(
+            value=conflict))
     return conflict
 
 
@@ -755,7 +773,7 @@ def recvlogical(cluster, seconds: float = 2.0) -> Text:
         r = p.tool("pg_recvlogical", "-d", dsn, "--slot", CDC_SLOT, "--start", "--endpos", end, "-f", "-",
                    "--no-loop", env=env, timeout=30 + seconds, check=False)
         if r.returncode != 0:
-            raise LabError(f"pg_recvlogical failed: {(r.stderr or '').strip().splitlines()[-1:]}")
+            raise LabError(_("pg_recvlogical failed: {error}").format(error=(r.stderr or '').strip().splitlines()[-1:]))
     finally:
         _drop_slot_quietly(p, CDC_SLOT)
     return Text(r.stdout.rstrip())
@@ -770,7 +788,7 @@ def forgotten_slot(cluster, segments: int = 4, quiet: bool = False) -> pd.DataFr
     p = _primary(cluster)
     if not p.scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (FORGOTTEN,)):
         p.execute("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", (FORGOTTEN,))
-    return slots.watch_slot(cluster, FORGOTTEN, segments, phase="nobody reads the slot", quiet=quiet)
+    return slots.watch_slot(cluster, FORGOTTEN, segments, phase=_("nobody reads the slot"), quiet=quiet)
 
 
 @changes_cluster()
@@ -793,14 +811,14 @@ def apply_lag(cluster, rate: float = 300, seconds: float = 5, replica: str = "re
     second; every ``sample_every`` s the lag in bytes of the physical replica and of the subscription
     (``pg_stat_replication``: the primary's LSN minus what each has replayed / applied), and the newest
     row each shows.  ``visibility`` then gives each write's time to visibility on both."""
-    need_number(rate, "rate (rows per second)", lo=1, hi=5000)
+    need_number(rate, _("rate (rows per second)"), lo=1, hi=5000)
     need_number(seconds, "seconds", lo=0.5, hi=120)
-    need_number(sample_every, "sample_every (seconds)", lo=0.01, hi=5)
+    need_number(sample_every, _("sample_every (seconds)"), lo=0.01, hi=5)
     p, node = _primary(cluster), _subscriber(cluster)
     rep = cluster.node(replica)
     if rep.role != Role.REPLICA or not rep.is_running:
-        raise LabError(f"{replica} is not a running replica: pick one of "
-                       f"{', '.join(r.name for r in cluster.replicas if r.is_running) or '(none)'}")
+        raise LabError(_("{replica} is not a running replica: pick one of {replicas}").format(
+            replica=replica, replicas=", ".join(r.name for r in cluster.replicas if r.is_running) or _("(none)")))
     _caught_up(cluster, node, 30)
     w = workload.Writer(p, rate=rate, duration=seconds)
     q = f"SELECT coalesce(max(seq), 0) FROM {workload.TABLE} WHERE run = %s"
@@ -839,7 +857,7 @@ def visibility(samples: pd.DataFrame) -> pd.DataFrame:
     and on the subscriber minus when its COMMIT returned; the median, 95th percentile and maximum in ms
     (bounded below by the sampling interval)."""
     if not isinstance(samples, pd.DataFrame) or "writes" not in samples.attrs:
-        raise BadArgument("visibility() reads what lab.logical.apply_lag(cluster) returns")
+        raise BadArgument(_("visibility() reads what lab.logical.apply_lag(cluster) returns"))
     writes = samples.attrs["writes"]
     out = []
     for col, who in (("seq_on_replica", "physical replica"), ("seq_on_subscriber", "logical subscriber")):
@@ -862,19 +880,20 @@ def plot_lag(samples: pd.DataFrame):
     """``apply_lag``'s samples as a picture: the lag in bytes of the physical replica and of the
     subscription over the writer's seconds."""
     if not isinstance(samples, pd.DataFrame) or not {"t_s", "physical_lag_bytes", "logical_lag_bytes"} <= set(samples):
-        raise BadArgument("plot_lag() plots what lab.logical.apply_lag(cluster) returns")
+        raise BadArgument(_("plot_lag() plots what lab.logical.apply_lag(cluster) returns"))
     fig = Figure(figsize=(8.5, 3.2))
     ax = fig.add_subplot(1, 1, 1)
-    for col, label, style in (("physical_lag_bytes", f"physical replica ({samples.attrs.get('replica', '?')})", "o-"),
-                              ("logical_lag_bytes", f"subscription ({SUBSCRIPTION})", "s--")):
+    for col, label, style in (("physical_lag_bytes", _("physical replica ({name})").format(
+                                  name=samples.attrs.get('replica', '?')), "o-"),
+                              ("logical_lag_bytes", _("subscription ({name})").format(name=SUBSCRIPTION), "s--")):
         y = samples[col].astype("Float64").to_numpy(dtype=float, na_value=float("nan")) / 1024
         ax.plot(samples["t_s"], y, style, ms=3, label=label)
-    ax.set_xlabel("seconds since the writer started")
-    ax.set_ylabel("lag (kB of WAL)")
+    ax.set_xlabel(_("seconds since the writer started"))
+    ax.set_ylabel(_("lag (kB of WAL)"))
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.suptitle(f"Lag under the writer ({samples.attrs.get('rate', '?')} rows/s)", fontsize=10)
+    fig.suptitle(_("Lag under the writer ({rate} rows/s)").format(rate=samples.attrs.get('rate', '?')), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -984,9 +1003,9 @@ def break_by_failover(cluster, rows: int = 500, timeout: float = 30, quiet: bool
     need_bool(quiet, "quiet")
     p, node = _primary(cluster), _subscriber(cluster)
     if not _has_subscription(node):
-        raise LabError(f"{node.name} has no subscription: lab.logical.subscribe(cluster) first")
+        raise LabError(_("{node} has no subscription: lab.logical.subscribe(cluster) first").format(node=node.name))
     if not any(r.is_running for r in cluster.replicas):
-        raise LabError("no running replica to promote: lab.up(replicas=1)")
+        raise LabError(_("no running replica to promote: lab.up(replicas=1)"))
     _write_ticks(p, "PRE", rows)
     cluster.wait_replayed(timeout=timeout)
     _caught_up(cluster, node, timeout)
@@ -995,7 +1014,7 @@ def break_by_failover(cluster, rows: int = 500, timeout: float = 30, quiet: bool
     p.kill()
     new = failover.best_candidate(cluster)
     new.promote()
-    _say(quiet, f"{old} killed; {new.name} promoted")
+    _say(quiet, _("{old} killed; {new} promoted").format(old=old, new=new.name))
     _write_ticks(new, "POST", rows)
     time.sleep(2)  # the apply worker's tries to reach the dead primary, for its log
     slot = new.scalar("SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical' AND slot_name = %s",
@@ -1012,7 +1031,7 @@ def break_by_failover(cluster, rows: int = 500, timeout: float = 30, quiet: bool
                           rows_on_new_primary=m["rows_on_primary"], rows_on_subscriber=m["rows_on_subscriber"],
                           missing_before_failover=before, missing_on_subscriber=m["missing_on_subscriber"],
                           missed_by_failover=m["missing_on_subscriber"] - before),
-                     name="after the failover", dtype="object")
+                     name=_("after the failover"), dtype="object")
 
 
 @changes_cluster()
@@ -1029,13 +1048,15 @@ def rejoin_old_primary(cluster, quiet: bool = False) -> "list[str]":
             continue
         if n.role == Role.REPLICA and not n.is_running:
             n.start()
-            done.append(f"started {n.name}")
+            done.append(_("started {node}").format(node=n.name))
         if n.role == Role.REPLICA and failover.follows(cluster, n):
             continue
         t0 = time.monotonic()
         cluster.rejoin(n.name)
-        done.append(f"rewound {n.name} into a replica of {cluster.primary.name} ({time.monotonic() - t0:.1f} s)")
-    _say(quiet, "\n".join(done) or f"every node of the physical cluster streams from {cluster.primary.name}")
+        done.append(_("rewound {node} into a replica of {primary} ({seconds:.1f} s)").format(
+            node=n.name, primary=cluster.primary.name, seconds=time.monotonic() - t0))
+    _say(quiet, "\n".join(done) or _("every node of the physical cluster streams from {primary}").format(
+        primary=cluster.primary.name))
     return done
 
 
@@ -1052,17 +1073,18 @@ def drop_subscription(cluster, subscriber: str = ANALYTICS) -> "list[str]":
             node.execute(f"ALTER SUBSCRIPTION {SUBSCRIPTION} DISABLE")
             node.execute(f"ALTER SUBSCRIPTION {SUBSCRIPTION} SET (slot_name = NONE)")
             node.execute(f"DROP SUBSCRIPTION {SUBSCRIPTION}")
-            done.append(f"{subscriber}: dropped subscription {SUBSCRIPTION}")
+            done.append(_("{node}: dropped subscription {subscription}").format(node=subscriber,
+                                                                                 subscription=SUBSCRIPTION))
     p = cluster.primary
     if p.is_running:
         # a walsender still attached to the slot lets go a moment after the subscription is gone
-        for _ in range(100):
+        for _i in range(100):
             if not p.scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s AND active",
                             (SUBSCRIPTION,)):
                 break
             time.sleep(0.05)
         if _drop_slot_quietly(p, SUBSCRIPTION):
-            done.append(f"{p.name}: dropped slot {SUBSCRIPTION}")
+            done.append(_("{node}: dropped slot {slot}").format(node=p.name, slot=SUBSCRIPTION))
     return done
 
 
@@ -1084,8 +1106,10 @@ def repair_after_failover(cluster, timeout: float = 120, quiet: bool = False) ->
                          repair_s=round(time.monotonic() - t0, 2), missing_on_subscriber=m["missing_on_subscriber"],
                          slot_on_primary=cluster.primary.scalar(
                              "SELECT slot_name FROM pg_replication_slots WHERE slot_name = %s", (SUBSCRIPTION,))),
-                    name="repaired", dtype="object")
-    _say(quiet, f"{node.name} subscribes to {cluster.primary.name} again: {copy['rows_copied']} rows copied")
+                    name=_("repaired"), dtype="object")
+    _say(quiet, ngettext("{node} subscribes to {primary} again: {n} row copied",
+                         "{node} subscribes to {primary} again: {n} rows copied", copy["rows_copied"]).format(
+        node=node.name, primary=cluster.primary.name, n=copy["rows_copied"]))
     return out
 
 
@@ -1108,14 +1132,14 @@ def tidy(cluster, remove: bool = True) -> "list[str]":
             continue
         for slot in (SUBSCRIPTION, *CHAPTER_SLOTS):
             if _drop_slot_quietly(n, slot):
-                done.append(f"{n.name}: dropped slot {slot}")
+                done.append(_("{node}: dropped slot {slot}").format(node=n.name, slot=slot))
     if p.is_running:
         have = set(p.sql("SELECT pubname FROM pg_publication")["pubname"])
         for pub in CHAPTER_PUBLICATIONS:
             if pub in have:
                 p.execute(f"DROP PUBLICATION {pub}")
-                done.append(f"{p.name}: dropped publication {pub}")
+                done.append(_("{node}: dropped publication {publication}").format(node=p.name, publication=pub))
     if remove and ANALYTICS in {n.name for n in cluster.standalones}:
         cluster.remove_node(ANALYTICS)
-        done.append(f"removed the {ANALYTICS} server (its data was a copy)")
-    return done or ["nothing to tidy"]
+        done.append(_("removed the {node} server (its data was a copy)").format(node=ANALYTICS))
+    return done or [_("nothing to tidy")]
