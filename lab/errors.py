@@ -1,7 +1,7 @@
 """Errors a student can meet: one or two lines that say what happened and what to do."""
 from __future__ import annotations
 
-from .i18n import _
+from .i18n import N_, _
 
 
 class Text(str):
@@ -98,20 +98,34 @@ def _shown(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# need_int's and need_number's sentences, by which bounds there are: (lo given, hi given).  Whole
+# sentences, one per case, so that a translator sees each as it is shown.
+_WHOLE_NUMBER = {(True, True): N_("{what} is a whole number from {lo} to {hi}, not {value}"),
+                 (True, False): N_("{what} is a whole number >= {lo}, not {value}"),
+                 (False, True): N_("{what} is a whole number <= {hi}, not {value}"),
+                 (False, False): N_("{what} is a whole number, not {value}")}
+_NUMBER_OF_UNIT = {(True, True): N_("{what} is a number of {unit} from {lo} to {hi}, not {value}"),
+                   (True, False): N_("{what} is a number of {unit} >= {lo}, not {value}"),
+                   (False, True): N_("{what} is a number of {unit} <= {hi}, not {value}"),
+                   (False, False): N_("{what} is a number of {unit}, not {value}")}
+_NUMBER = {(True, True): N_("{what} is a number from {lo} to {hi}, not {value}"),
+           (True, False): N_("{what} is a number >= {lo}, not {value}"),
+           (False, True): N_("{what} is a number <= {hi}, not {value}"),
+           (False, False): N_("{what} is a number, not {value}")}
+
+
+def _out_of_range(sentences: dict, what: str, value, lo, hi, unit: str = "") -> "BadArgument":
+    """The BadArgument for ``value``, in the sentence of ``sentences`` that fits the bounds given."""
+    sentence = _(sentences[(lo is not None, hi is not None)])
+    return BadArgument(sentence.format(what=what, value=_shown(value), unit=unit,
+                                       lo=_num(lo) if lo is not None else "", hi=_num(hi) if hi is not None else ""))
+
+
 def need_int(value, what: str, lo: "int | None" = None, hi: "int | None" = None) -> int:
     """``value`` as an int in [lo, hi] (bools and floats refused), else BadArgument naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, int) or (lo is not None and value < lo) \
             or (hi is not None and value > hi):
-        shown = _shown(value)
-        if lo is not None and hi is not None:
-            msg = _("{what} is a whole number from {lo} to {hi}, not {value}").format(lo=_num(lo), hi=_num(hi), what=what, value=shown)
-        elif lo is not None:
-            msg = _("{what} is a whole number >= {lo}, not {value}").format(lo=_num(lo), what=what, value=shown)
-        elif hi is not None:
-            msg = _("{what} is a whole number <= {hi}, not {value}").format(hi=_num(hi), what=what, value=shown)
-        else:
-            msg = _("{what} is a whole number, not {value}").format(what=what, value=shown)
-        raise BadArgument(msg)
+        raise _out_of_range(_WHOLE_NUMBER, what, value, lo, hi)
     return value
 
 
@@ -132,27 +146,9 @@ def need_number(value, what: str, lo: "float | None" = None, hi: "float | None" 
         ok = f == f and f not in (float("inf"), float("-inf")) and (lo is None or f >= lo) \
             and (hi is None or f <= hi)
     if not ok:
-        shown = _shown(value)
         if unit:
-            unit = _unit(unit)
-            if lo is not None and hi is not None:
-                msg = _("{what} is a number of {unit} from {lo} to {hi}, not {value}").format(
-                    lo=_num(lo), hi=_num(hi), what=what, unit=unit, value=shown)
-            elif lo is not None:
-                msg = _("{what} is a number of {unit} >= {lo}, not {value}").format(lo=_num(lo), what=what, unit=unit, value=shown)
-            elif hi is not None:
-                msg = _("{what} is a number of {unit} <= {hi}, not {value}").format(hi=_num(hi), what=what, unit=unit, value=shown)
-            else:
-                msg = _("{what} is a number of {unit}, not {value}").format(what=what, unit=unit, value=shown)
-        elif lo is not None and hi is not None:
-            msg = _("{what} is a number from {lo} to {hi}, not {value}").format(lo=_num(lo), hi=_num(hi), what=what, value=shown)
-        elif lo is not None:
-            msg = _("{what} is a number >= {lo}, not {value}").format(lo=_num(lo), what=what, value=shown)
-        elif hi is not None:
-            msg = _("{what} is a number <= {hi}, not {value}").format(hi=_num(hi), what=what, value=shown)
-        else:
-            msg = _("{what} is a number, not {value}").format(what=what, value=shown)
-        raise BadArgument(msg)
+            raise _out_of_range(_NUMBER_OF_UNIT, what, value, lo, hi, unit=_unit(unit))
+        raise _out_of_range(_NUMBER, what, value, lo, hi)
     return float(value)
 
 

@@ -7,19 +7,9 @@ import importlib
 import pytest
 
 import lab
-from lab import i18n
 from lab.errors import BadArgument, need_int, need_number, need_str
 
 doctor = importlib.import_module("lab.doctor")  # the module (lab.doctor is also a function)
-
-
-@pytest.fixture(autouse=True)
-def _english(monkeypatch):
-    monkeypatch.delenv("LAB_LANG", raising=False)
-    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
-    i18n.set_language(None)
-    yield
-    i18n.set_language(None)
 
 
 def _message(call) -> str:
@@ -55,3 +45,26 @@ def test_the_doctors_rows_keep_their_english_names_and_show_translated():
     text = repr(doctor.Doctor(rows))
     assert "servidor PostgreSQL" in text and "directorio del laboratorio" in text
     assert not doctor.Doctor(rows).ok  # the checks compare the English names, whatever the language
+
+
+@pytest.mark.parametrize("kind,lo,hi,unit,english", [
+    ("int", 1, 10, "", "n is a whole number from 1 to 10, not 'x'"),
+    ("int", 1, None, "", "n is a whole number >= 1, not 'x'"),
+    ("int", None, 10, "", "n is a whole number <= 10, not 'x'"),
+    ("int", None, None, "", "n is a whole number, not 'x'"),
+    ("number", 0, 2.5, "seconds", "n is a number of seconds from 0 to 2.5, not 'x'"),
+    ("number", 0, None, "seconds", "n is a number of seconds >= 0, not 'x'"),
+    ("number", None, 2.5, "seconds", "n is a number of seconds <= 2.5, not 'x'"),
+    ("number", None, None, "seconds", "n is a number of seconds, not 'x'"),
+    ("number", 0, 2.5, "", "n is a number from 0 to 2.5, not 'x'"),
+    ("number", 0, None, "", "n is a number >= 0, not 'x'"),
+    ("number", None, 2.5, "", "n is a number <= 2.5, not 'x'"),
+    ("number", None, None, "", "n is a number, not 'x'"),
+])
+def test_each_range_of_an_argument_check_has_its_whole_sentence(kind, lo, hi, unit, english):
+    check = (lambda: need_int("x", "n", lo, hi)) if kind == "int" else (lambda: need_number("x", "n", lo, hi, unit))
+    assert _message(check) == english
+    lab.set_language("es")
+    spanish = _message(check)
+    assert spanish.startswith("n es un número") and spanish.endswith(", no 'x'")
+    assert ("segundos" in spanish) == bool(unit)
