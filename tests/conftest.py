@@ -11,6 +11,10 @@ hooks live in plugins (tests/README.md):
 Helpers tests import: ``from labtest.helpers import insert, rows_with, postmasters``."""
 from labtest import session  # noqa: F401  (first: the environment, before anything imports lab)
 
+import pytest
+
+from lab import i18n
+
 pytest_plugins = [
     "labtest.clusters",
     "labtest.tiers",
@@ -18,3 +22,14 @@ pytest_plugins = [
     "docker_fixtures",
     "app_fixtures",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _lab_speaks_english(monkeypatch):
+    """Every test starts with the lab in English, whatever an earlier test chose or the environment
+    says (a test that wants Spanish sets LAB_LANG or calls lab.set_language itself)."""
+    monkeypatch.delenv("LAB_LANG", raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    i18n.set_language(None)
+    yield
+    i18n.set_language(None)

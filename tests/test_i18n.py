@@ -33,16 +33,6 @@ notebook_translations = _script("notebook_translations")
 _FIELD = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)[^{}]*\}")
 
 
-@pytest.fixture(autouse=True)
-def _english(monkeypatch):
-    """Each test starts in the default language, whatever the environment says."""
-    monkeypatch.delenv("LAB_LANG", raising=False)
-    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
-    i18n.set_language(None)
-    yield
-    i18n.set_language(None)
-
-
 CATALOGS = [(lang, domain) for lang in translations.LANGUAGES for domain in translations.DOMAINS]
 PACKAGES = [REPO / domain for domain in translations.DOMAINS]
 

@@ -7,6 +7,8 @@
   session's processes from those of anyone else on the machine (another test run included).
 - A student's ``LAB_HOME`` is never used; tests choose their backend, the local one by default
   even where Docker runs.
+- The lab speaks English (no ``LAB_LANG``, no notebook's ``JPY_SESSION_NAME``): the tests that want
+  Spanish choose it themselves; conftest.py puts the language back after each test.
 - SIGTERM (``timeout``, CI cancelling a job) is turned into KeyboardInterrupt, so pytest tears
   the fixtures down and stops their servers instead of dying with them running.
 """
@@ -24,6 +26,8 @@ CLAIMS = Path(tempfile.mkdtemp(prefix="pglab-test-claims-"))
 os.environ["LAB_PORT_CLAIMS"] = str(CLAIMS)
 os.environ[SESSION_VAR] = SESSION
 os.environ.pop("LAB_HOME", None)
+os.environ.pop("LAB_LANG", None)
+os.environ.pop("JPY_SESSION_NAME", None)
 os.environ.setdefault("LAB_BACKEND", "local")
 
 
