@@ -24,7 +24,7 @@ from psycopg2 import sql as pgsql
 from . import commands, conninfo
 from .errors import (BadArgument, LabError, NotRunning, ReadOnlyError, SQLError, Text,  # noqa: F401 (Text: lab.node.Text)
                      need_bool, need_int, need_number, need_str)
-from .i18n import _
+from .i18n import N_, _
 from .system.operations import changes_cluster
 
 if TYPE_CHECKING:
@@ -42,6 +42,15 @@ class Role(str, enum.Enum):
 
     def __str__(self):
         return self.value
+
+    @property
+    def label(self) -> str:
+        """The state in the lab's language, for a sentence ("en marcha"); ``value`` stays the identifier
+        tables and code compare ("running")."""
+        return _(_STATE_LABELS[self.value])
+
+
+_STATE_LABELS = {"running": N_("running"), "stopped": N_("stopped")}
 
 
 class State(str, enum.Enum):

@@ -23,6 +23,7 @@ called and put through the chapter's experiments (replicas paused, a failover ti
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 import time
 
@@ -31,14 +32,58 @@ import pandas as pd
 from . import failover, standby
 from .cluster import attach
 from .errors import LabError, need_bool, need_choice, need_int, need_number, need_str
-from .i18n import _
+from .i18n import N_, _, current
 from .services import webapp as _service
 from .services.supervisor import HOST, home_of, wait_answer
 from .services.webapp import PROCESSES, START_TIMEOUT, WebApp, app_env, status, stop
 
 __all__ = ["start", "wait_dashboard", "stop", "status", "client", "reads", "spread", "write", "read_your_writes",
-           "compare_read_your_writes", "pause_replay", "resume_replay", "tidy", "app_env", "WebApp",
+           "compare_read_your_writes", "app_says", "pause_replay", "resume_replay", "tidy", "app_env", "WebApp",
            "HOST", "PROCESSES", "START_TIMEOUT"]
+
+
+# --- what the app says, in the lab's language ----------------------------------------------------
+# The app's HTTP API is a contract in English (its OpenAPI schema, its X-Read-Fallback header, its
+# problem details), like PostgreSQL's messages.  What the lab shows of it in a table or a dict is put
+# in the student's language here: each of the app's fixed sentences (app/db.py, app/api.py; a test
+# checks that they are still the app's words) as a pattern and its message; anything else (a line of
+# PostgreSQL's, quoted by the app) stays as it is.
+_APP_SENTENCES = [
+    (re.compile(r"(?P<name>[^;]+?) down \((?P<error>.*)\)", re.S), N_("{name} down ({error})")),
+    (re.compile(r"(?P<name>[^;]+?) down"), N_("{name} down")),
+    (re.compile(r"(?P<name>[^;]+?) has not replayed (?P<lsn>[0-9A-Fa-f]+/[0-9A-Fa-f]+|None)"),
+     N_("{name} has not replayed {lsn}")),
+    (re.compile(r"the primary does not accept writes \((?P<error>.*)\): retry when it is back or a replica has "
+                r"been promoted", re.S),
+     N_("the primary does not accept writes ({error}): retry when it is back or a replica has been promoted")),
+    (re.compile(r"(?P<label>[^;]+?): all (?P<n>\d+) connections busy for (?P<s>\d+)s"),
+     N_("{label}: all {n} connections busy for {s}s")),
+    (re.compile(r"unknown symbol (?P<symbols>.+?): GET /coins lists the known ones"),
+     N_("unknown symbol {symbols}: GET /coins lists the known ones")),
+]
+
+
+def app_says(text: "str | None") -> "str | None":
+    """One of the app's messages (a read's fallback reasons, joined by "; ", or a problem's detail) in the
+    lab's language; English as the app wrote it when the lab speaks English.
+
+    >>> app_says("replica #2 down; primary has not replayed 0/3000060")   # in English: unchanged
+    'replica #2 down; primary has not replayed 0/3000060'
+    """
+    if not text or not isinstance(text, str) or current() == "en":
+        return text
+    head = "no node answered the read: "
+    if text.startswith(head):
+        return _("no node answered the read: {reasons}").format(reasons=app_says(text[len(head):]))
+    return "; ".join(_one_app_sentence(part) for part in text.split("; "))
+
+
+def _one_app_sentence(part: str) -> str:
+    for pattern, message in _APP_SENTENCES:
+        m = pattern.fullmatch(part)
+        if m:
+            return _(message).format(**m.groupdict())
+    return part
 
 
 # --- start: the app, and a dashboard that answers before it is embedded -------------------------
@@ -93,7 +138,7 @@ def reads(where=None, path: str = "/prices/BTC", n: int = 20, min_lsn: "str | No
             r = api._http.get(path, params={"min_lsn": min_lsn} if min_lsn else None)
             rows.append({"read": i + 1, "status": r.status_code, "served_by": r.headers.get("X-Served-By"),
                          "role": r.headers.get("X-Served-Role"), "lag_ms": r.headers.get("X-Replica-Lag-Ms"),
-                         "fallback": r.headers.get("X-Read-Fallback", "")})
+                         "fallback": app_says(r.headers.get("X-Read-Fallback", ""))})
     return pd.DataFrame(rows)
 
 
@@ -130,6 +175,8 @@ def write(where=None, symbol: str = "BTC", price: "float | None" = None, wait: f
             time.sleep(0.25)
     out = {"status": r.status_code, **(r.json() if r.headers.get("content-type", "").startswith("application/json")
                                        else {"detail": r.text[:200]})}
+    if isinstance(out.get("detail"), str):
+        out["detail"] = app_says(out["detail"])
     if "Retry-After" in r.headers:
         out["retry_after_s"] = int(r.headers["Retry-After"])
     return out
@@ -162,7 +209,7 @@ def read_your_writes(where=None, rounds: int = 10, use_min_lsn: bool = True, sym
             seen = [p["price"] for p in r.json().get("prices", [])] if r.status_code == 200 else []
             rows.append({"round": i + 1, "lsn": w.json()["lsn"], "served_by": r.headers.get("X-Served-By"),
                          "role": r.headers.get("X-Served-Role"), "saw_own_write": price in seen, "read_ms": round(read_ms, 2),
-                         "fallback": r.headers.get("X-Read-Fallback", "")})
+                         "fallback": app_says(r.headers.get("X-Read-Fallback", ""))})
     return pd.DataFrame(rows)
 
 

@@ -57,7 +57,7 @@ def node_action(cluster, node_name: str, action: str) -> str:
         t0 = time.monotonic()
         getattr(node, action)()
         took = time.monotonic() - t0
-        return _DONE[action]().format(node=node.name, seconds=took, state=node.state.value)
+        return _DONE[action]().format(node=node.name, seconds=took, state=node.state.label)
     except LabError as e:
         return _FAILED[action]().format(node=node_name, error=e)
 
