@@ -18,7 +18,7 @@ from . import conninfo
 from .backends import NAMES as BACKEND_NAMES, backend_class, choose_backend, links, make_backend
 from .backends.pgconf import RECOVERY_SETTINGS
 from .errors import BadArgument, LabError, NotRunning, Timeout, need_bool, need_choice, need_number, need_str
-from .i18n import _
+from .i18n import N_, _
 from .lsn import format_lsn, lsn_diff, parse_lsn, record_end
 from .node import Node, Role, need_node_name, valid_node_name
 from .services import stop_all as stop_services
@@ -27,6 +27,7 @@ from .system.home import LabHome, register_user
 
 MAX_REPLICAS = 5
 MAX_STANDALONES = 2  # nodes outside the physical cluster (a subscriber, a copy restored to a point in time)
+_STORAGE_KINDS = {"directory": N_("directory"), "volume": N_("Docker volume")}  # cluster.storage()'s kind
 RECOVERY_TIMEOUT = 300  # how long a standalone node made from a backup may take to reach its recovery target
 
 
@@ -121,6 +122,8 @@ class Cluster:
     def storage(self) -> pd.DataFrame:
         """Where each node keeps its data (a directory, or a Docker volume) and whether it exists."""
         rows = [dict(node=spec["name"], **self.backend.storage_of(spec)) for spec in self._state["nodes"].values()]
+        for row in rows:  # the backends' words for it, in the lab's language
+            row["kind"] = _(_STORAGE_KINDS.get(row["kind"], row["kind"]))
         return pd.DataFrame(rows, columns=["node", "kind", "where", "exists"])
 
     @property
