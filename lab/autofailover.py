@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from . import workload
 from .errors import BadArgument, LabError, Timeout, need_bool, need_choice, need_int, need_number
 from .ha import STANDARD_DCS, HACluster, _start_all
-from .i18n import N_, _
+from .i18n import LANGUAGES, N_, _, catalog
 from .system.operations import changes_cluster, check_fresh
 
 FAULTS = ("machine", "postgres", "patroni", "partition")
@@ -200,7 +200,9 @@ class AutoFailover:
     attrs: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def _event(self, name: str) -> "float | None":
-        e = self.events[self.events["event"] == name]
+        """When event ``name`` (its English name) happened; the events table shows it in the language
+        the lab spoke when it was made, so it is looked for in every language."""
+        e = self.events[self.events["event"].isin(_in_every_language(name))]
         return None if e.empty else float(e["t_s"].iloc[0])
 
     @property
@@ -258,8 +260,9 @@ class AutoFailover:
             ax.hist(self.lost["done_at"] - t0, bins=20, color="#b3261e", label=_("acknowledged, then LOST"))
         top = ax.get_ylim()[1]
         for i, (_row, e) in enumerate(self.events.iterrows()):
-            ax.axvline(e["t_s"], color="black", linewidth=0.8, linestyle="-" if e["event"] == "fault" else "--")
-            ax.text(e["t_s"], top * (0.95 - 0.12 * (i % 4)), " " + _(e["event"]), fontsize=7, va="top")
+            is_fault = e["event"] in _in_every_language(N_("fault"))
+            ax.axvline(e["t_s"], color="black", linewidth=0.8, linestyle="-" if is_fault else "--")
+            ax.text(e["t_s"], top * (0.95 - 0.12 * (i % 4)), " " + str(e["event"]), fontsize=7, va="top")
         ax.set_xlabel(_("seconds since the fault ({fault})").format(fault=self.fault))
         ax.set_ylabel(_("writes per 250 ms"))
         ax.set_title(_("{fault} crash, ttl {ttl} s, synchronous {synchronous}: RTO {rto} s, "
@@ -271,7 +274,14 @@ class AutoFailover:
         return fig
 
 
+def _in_every_language(name: str) -> "set[str]":
+    """An event's English name and its translation in each language the lab speaks."""
+    return {name} | {catalog(code).gettext(name) for code in LANGUAGES}
+
+
 def _events(samples: pd.DataFrame, app: pd.DataFrame, t_fault: float, old: str) -> pd.DataFrame:
+    """What happened after the fault, in order: one row per event (its name in the language the lab
+    speaks now, seconds since the fault, a detail)."""
     rows = [(N_("fault"), 0.0, _("on {node}").format(node=old))]
     before = samples[samples["t"] < t_fault]
     if len(before) > 1:
@@ -319,7 +329,7 @@ def _events(samples: pd.DataFrame, app: pd.DataFrame, t_fault: float, old: str) 
             if gaps[mask][i] > 0.3:
                 rows.append((N_("first acknowledged write"), round(float(gap_end - t_fault), 2),
                              _("after {seconds:.2f} s without one").format(seconds=gaps[mask][i])))
-    df = pd.DataFrame(rows, columns=["event", "t_s", "detail"])
+    df = pd.DataFrame([(_(name), t_s, detail) for name, t_s, detail in rows], columns=["event", "t_s", "detail"])
     return df.sort_values("t_s", kind="stable").reset_index(drop=True)
 
 
@@ -505,7 +515,6 @@ def quorum_loss(cluster, failsafe: bool = False, hold: "float | None" = None, ra
     monitor = _Monitor(cluster).start()
     app = workload.Writer(cluster.rw_dsn, rate=rate, duration=hold + 60, cluster=cluster, retry_interval=0.1,
                           create_table=True)
-    rows = []
     try:
         app.start()
         time.sleep(1)
@@ -527,23 +536,30 @@ def quorum_loss(cluster, failsafe: bool = False, hold: "float | None" = None, ra
                 cluster.set_config(failsafe_mode=False)
             except LabError:
                 pass
-    s = monitor.frame()
-    log = app.log()
-    ack = log[log["outcome"] == "acknowledged"]
-    for sec in range(int(-1), int(time.time() - t0) + 1):
-        part = s[(s["t"] - t0 >= sec) & (s["t"] - t0 < sec + 1)]
-        if part.empty:
-            continue
-        nodes = [c for c in s.columns if c not in ("t", "holder", "left_s")]
-        writable = sorted({n for n in nodes if (part[n] == True).any()})  # noqa: E712
-        phase = "quorum lost" if t0 <= t0 + sec < t_back else ("before" if sec < 0 else "restored")
-        rows.append(dict(t_s=sec, phase=phase,
-                         leader_key=part["holder"].dropna().iloc[-1] if part["holder"].notna().any() else "(no answer)",
-                         writable=", ".join(writable) or "none",
-                         acknowledged=int(((ack["done_at"] - t0 >= sec) & (ack["done_at"] - t0 < sec + 1)).sum())))
+    rows = _quorum_seconds(monitor.frame(), app.log(), t0, t_back, time.time())
     df = pd.DataFrame(rows)
     df.attrs.update(leader=leader, failsafe=failsafe, hold_s=hold, stopped=victims)
     return df
+
+
+def _quorum_seconds(s: pd.DataFrame, log: pd.DataFrame, t0: float, t_back: float, t_end: float) -> "list[dict]":
+    """``quorum_loss``'s table, one row per second from the second before the quorum was lost (``t0``)
+    to ``t_end``: the phase, who held the leader key, which nodes accepted writes, the app's writes
+    acknowledged in that second.  ``s``: the monitor's samples; ``log``: the app's writer log."""
+    ack = log[log["outcome"] == "acknowledged"]
+    nodes = [c for c in s.columns if c not in ("t", "holder", "left_s")]
+    rows = []
+    for sec in range(-1, int(t_end - t0) + 1):
+        part = s[(s["t"] - t0 >= sec) & (s["t"] - t0 < sec + 1)]
+        if part.empty:
+            continue
+        writable = sorted({n for n in nodes if (part[n] == True).any()})  # noqa: E712
+        phase = _("quorum lost") if t0 <= t0 + sec < t_back else (_("before") if sec < 0 else _("restored"))
+        rows.append(dict(t_s=sec, phase=phase,
+                         leader_key=part["holder"].dropna().iloc[-1] if part["holder"].notna().any() else _("(no answer)"),
+                         writable=", ".join(writable) or _("none"),
+                         acknowledged=int(((ack["done_at"] - t0 >= sec) & (ack["done_at"] - t0 < sec + 1)).sum())))
+    return rows
 
 
 # --- 8. tuning ----------------------------------------------------------------------------------------------

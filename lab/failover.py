@@ -34,7 +34,7 @@ from .errors import LabError, NotRunning, Text, Timeout, need_bool, need_choice,
 from .lsn import format_lsn, parse_lsn, record_end
 from .node import Node, Role
 from .faults import need_a_node, need_cluster
-from .i18n import _
+from .i18n import N_, _
 from .system.operations import changes_cluster, check_fresh
 
 MODES = ("async", "on", "remote_apply")
@@ -587,7 +587,8 @@ def tidy(cluster) -> "list[str]":
 
 
 # --- split brain and fencing ----------------------------------------------------------------
-SPLIT = "split brain: written on "
+# the row split_brain writes on each writable node (in test_replication, shown to the student)
+SPLIT = N_("split brain: written on {node} at {time}")
 
 
 @changes_cluster()
@@ -611,14 +612,15 @@ def split_brain(cluster, former: "str | None" = None) -> pd.DataFrame:
         old.start()  # a former primary starts as it was: a primary (crash recovery after a kill)
     now = cluster.primary
     stamp = time.strftime("%H:%M:%S")
+    texts = [_(SPLIT).format(node=n.name, time=stamp) for n in (now, old)]  # this call's rows, and only them
     rows = []
-    for n in (now, old):
+    for n, text in zip((now, old), texts):
         if not timeline(n)["in_recovery"]:
-            n.execute("INSERT INTO test_replication (mensaje) VALUES (%s)", (f"{SPLIT}{n.name} at {stamp}",))
+            n.execute("INSERT INTO test_replication (mensaje) VALUES (%s)", (text,))
     for n in (now, old):
         t = timeline(n)
-        mine = n.sql("SELECT mensaje FROM test_replication WHERE mensaje LIKE %s AND mensaje LIKE %s ORDER BY id",
-                     (SPLIT + "%", f"% at {stamp}"))["mensaje"].tolist()
+        mine = n.sql("SELECT mensaje FROM test_replication WHERE mensaje = ANY(%s) ORDER BY id",
+                     (texts,))["mensaje"].tolist()
         first = [n] + [m for m in cluster.nodes if m.name != n.name]
         rows.append(dict(node=n.name, accepts_writes=not t["in_recovery"], timeline=t["timeline"],
                          rows_it_has=mine, client_listing_it_first_reaches=who_answers(cluster, nodes=first)["answered_by"]))

@@ -116,7 +116,7 @@ class HACluster(Cluster):
         for name, spec in self._state["nodes"].items():
             m = by_name.get(name, {})
             lag = m.get("lag")
-            rows.append(dict(member=name, role=m.get("role", "—"), state=m.get("state", "no Patroni"),
+            rows.append(dict(member=name, role=m.get("role", "—"), state=m.get("state", _("no Patroni")),
                              timeline=m.get("timeline"),
                              lag_mb=round(lag / 2 ** 20, 2) if isinstance(lag, (int, float)) else None,
                              port=spec["port"], rest=spec["rest"], patroni_pid=self.backend.patroni_pid(spec),

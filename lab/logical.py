@@ -30,7 +30,7 @@ from . import conninfo, failover, plots, slots, workload  # noqa: F401 (plots: F
 from .errors import BadArgument, LabError, NotRunning, SQLError, Text, Timeout, need_bool, need_choice, need_int, \
     need_number, need_str
 from .faults import need_cluster
-from .i18n import _, ngettext
+from .i18n import N_, _, ngettext
 from .lsn import format_lsn, parse_lsn
 from .node import Node, Role
 from .system.operations import changes_cluster
@@ -48,6 +48,10 @@ INSERTS_ONLY = "precios_altas"   # publish = 'insert'
 NO_KEY_PUB = "eventos_pub"       # publishes eventos (UPDATE needs a replica identity)
 CHAPTER_PUBLICATIONS = (PUBLICATION, FILTERED, INSERTS_ONLY, NO_KEY_PUB)
 CHAPTER_SLOTS = (CDC_SLOT, FORGOTTEN, "carry_demo", "bytes_demo")
+# values of the chapter's tables, shown in the language the lab speaks (_() where used)
+REPLICA_KIND = N_("physical replica")
+SUBSCRIBER_KIND = N_("logical subscriber")
+ACCEPTED, REFUSED = N_("accepted"), N_("refused")
 COINS = ("BTC", "ETH", "SOL", "ADA")
 DB = "crypto_db"
 
@@ -211,7 +215,7 @@ def setup(cluster, rows: int = 20000, quiet: bool = False) -> pd.Series:
     node = analytics(cluster, quiet=quiet)
     out = pd.Series(dict(primary=p.name, rows_in_precios=have, publication=PUBLICATION,
                          tables=", ".join(publication_tables(cluster, PUBLICATION)["tablename"]),
-                         subscriber=node.name, subscriber_port=node.port), name="setup", dtype="object")
+                         subscriber=node.name, subscriber_port=node.port), name=_("setup"), dtype="object")
     _say(quiet, ngettext("{primary}: {n} row in {table}, publication {publication}; {subscriber} ready to subscribe",
                          "{primary}: {n} rows in {table}, publication {publication}; {subscriber} ready to subscribe",
                          have).format(primary=p.name, n=have, table=TABLE, publication=PUBLICATION,
@@ -354,12 +358,12 @@ def writable_side_by_side(cluster, replica: str = "replica1") -> pd.DataFrame:
             value=replica))
     rows = []
     sql = f"INSERT INTO {TABLE} (moneda, registrado_en, precio) VALUES ('LOCAL', now(), 1)"
-    for n, kind in ((node, "logical subscriber"), (rep, "physical replica")):
+    for n, kind in ((node, _(SUBSCRIBER_KIND)), (rep, _(REPLICA_KIND))):
         try:
             n.execute(sql)
-            rows.append(dict(node=n.name, kind=kind, insert="accepted", message="INSERT 0 1"))
+            rows.append(dict(node=n.name, kind=kind, insert=_(ACCEPTED), message="INSERT 0 1"))
         except SQLError as e:
-            rows.append(dict(node=n.name, kind=kind, insert="refused", message=str(e)))
+            rows.append(dict(node=n.name, kind=kind, insert=_(REFUSED), message=str(e)))
     node.execute(f"DELETE FROM {TABLE} WHERE moneda = 'LOCAL'")
     return pd.DataFrame(rows)
 
@@ -388,6 +392,9 @@ _KINDS = {"B": "BEGIN", "C": "COMMIT", "R": "RELATION", "I": "INSERT", "U": "UPD
           "T": "TRUNCATE", "Y": "TYPE", "O": "ORIGIN", "M": "MESSAGE"}
 
 
+_TUPLES = {"N": N_("new: {values}"), "K": N_("key: {values}"), "O": N_("old: {values}")}
+
+
 def _message(b: bytes, relations: dict) -> dict:
     """One pgoutput (protocol 1) message; ``relations`` remembers each RELATION's columns."""
     kind = chr(b[0])
@@ -414,7 +421,7 @@ def _message(b: bytes, relations: dict) -> dict:
                 vals.append(b[pos + 4:pos + 4 + ln].decode())
                 pos += 4 + ln
             else:
-                vals.append(None if t == "n" else "(unchanged)")
+                vals.append(None if t == "n" else _("(unchanged)"))
         return vals
 
     if kind == "R":
@@ -441,13 +448,13 @@ def _message(b: bytes, relations: dict) -> dict:
             part = chr(b[pos])
             pos += 1
             vals = tuple_data()
-            label = {"N": "new", "K": "key", "O": "old"}.get(part, part)
-            parts.append((label, vals))
+            parts.append((part, vals))
         # the columns a DELETE's key tuple names are the key's: NULLs stand for the others
         shown = []
-        for label, vals in parts:
-            pairs = [f"{c}={v}" for c, v in zip(cols, vals) if v is not None]
-            shown.append(f"{label}: " + ", ".join(pairs))
+        for part, vals in parts:
+            pairs = ", ".join(f"{c}={v}" for c, v in zip(cols, vals) if v is not None)
+            label = _TUPLES.get(part)  # the new row, the old row's key, or the whole old row
+            shown.append(_(label).format(values=pairs) if label else f"{part}: {pairs}")
         out.update(columns=", ".join(cols), values=" | ".join(shown))
     return out
 
@@ -541,8 +548,8 @@ def update_without_key(cluster) -> pd.Series:
         error = None
     except SQLError as e:
         error = str(e)
-    return pd.Series(dict(table=NO_KEY_TABLE, replica_identity=replica_identity(cluster), update="refused" if error
-                          else "accepted", error=error), name=_("UPDATE on the publisher"), dtype="object")
+    return pd.Series(dict(table=NO_KEY_TABLE, replica_identity=replica_identity(cluster), update=_(REFUSED) if error
+                          else _(ACCEPTED), error=error), name=_("UPDATE on the publisher"), dtype="object")
 
 
 def replica_identity(cluster, table: str = NO_KEY_TABLE) -> str:
@@ -570,7 +577,7 @@ def repair_identity(cluster, how: str = "full") -> pd.Series:
             p.execute(f"ALTER TABLE {NO_KEY_TABLE} ADD PRIMARY KEY (id)")
         p.execute(f"ALTER TABLE {NO_KEY_TABLE} REPLICA IDENTITY DEFAULT")
     n = p.execute(f"UPDATE {NO_KEY_TABLE} SET detalle = 'cambiada' WHERE tipo = 'alta'")
-    return pd.Series(dict(table=NO_KEY_TABLE, replica_identity=replica_identity(cluster), update="accepted",
+    return pd.Series(dict(table=NO_KEY_TABLE, replica_identity=replica_identity(cluster), update=_(ACCEPTED),
                           rows_updated=n), name=_("after REPLICA IDENTITY ({how})").format(how=how), dtype="object")
 
 
@@ -588,7 +595,7 @@ class Conflict:
     def summary(self) -> pd.Series:
         return pd.Series(dict(error=_message_of(self.error), context=_message_of(self.context),
                               finish_lsn=self.finish_lsn, apply_error_count=self.apply_error_count,
-                              rows_in_transaction=len(self.rows)), name="conflict", dtype="object")
+                              rows_in_transaction=len(self.rows)), name=_("conflict"), dtype="object")
 
 
 def _message_of(line: str) -> str:
@@ -860,7 +867,7 @@ def visibility(samples: pd.DataFrame) -> pd.DataFrame:
         raise BadArgument(_("visibility() reads what lab.logical.apply_lag(cluster) returns"))
     writes = samples.attrs["writes"]
     out = []
-    for col, who in (("seq_on_replica", "physical replica"), ("seq_on_subscriber", "logical subscriber")):
+    for col, who in (("seq_on_replica", _(REPLICA_KIND)), ("seq_on_subscriber", _(SUBSCRIBER_KIND))):
         seen = samples[["t_s", col]].sort_values("t_s")
         delays = []
         for seq, done in zip(writes["seq"], writes["done_s"]):
@@ -940,7 +947,7 @@ def capabilities(cluster, replica: str = "replica1", timeout: float = 30) -> pd.
     timeout = _timeout(timeout)
     p, node = _primary(cluster), _subscriber(cluster)
     rep = cluster.node(replica)
-    side = writable_side_by_side(cluster, replica).set_index("kind")["insert"]
+    side = writable_side_by_side(cluster, replica).set_index("node")["insert"]
     p.execute("DROP TABLE IF EXISTS ddl_demo")
     p.execute("CREATE TABLE ddl_demo (id int)")
     p.execute(f"CREATE TABLE IF NOT EXISTS {LOCAL_TABLE} (id bigserial PRIMARY KEY, nota text NOT NULL)")
@@ -956,15 +963,16 @@ def capabilities(cluster, replica: str = "replica1", timeout: float = 30) -> pd.
         except SQLError:
             return None
     rows = []
-    for n, kind in ((rep, "physical replica"), (node, "logical subscriber")):
+    for n, kind in ((rep, REPLICA_KIND), (node, SUBSCRIBER_KIND)):
         local = has(n, f"SELECT count(*) FROM {LOCAL_TABLE}")
         seq = has(n, "SELECT last_value FROM ticket_seq")
-        rows.append({"kind": kind, "node": n.name,
-                     "accepts writes": side[kind] == "accepted",
-                     "new table (DDL) arrives": bool(has(n, "SELECT to_regclass('ddl_demo') IS NOT NULL")),
-                     "unpublished table's rows arrive": bool(local),
-                     "sequence value arrives": seq is not None and int(seq) >= value,
-                     "chooses tables and rows": kind == "logical subscriber"})
+        # the capabilities are the columns' names: labels to read, in the language the lab speaks
+        rows.append({"kind": _(kind), "node": n.name,
+                     _("accepts writes"): side[n.name] == _(ACCEPTED),
+                     _("new table (DDL) arrives"): bool(has(n, "SELECT to_regclass('ddl_demo') IS NOT NULL")),
+                     _("unpublished table's rows arrive"): bool(local),
+                     _("sequence value arrives"): seq is not None and int(seq) >= value,
+                     _("chooses tables and rows"): kind == SUBSCRIBER_KIND})
     p.execute("DROP TABLE IF EXISTS ddl_demo")
     p.execute(f"TRUNCATE {LOCAL_TABLE}")
     return pd.DataFrame(rows)
@@ -988,7 +996,7 @@ def missed(cluster, subscriber: str = ANALYTICS) -> pd.Series:
     a, b = _keys(p), _keys(node)
     return pd.Series(dict(primary=p.name, rows_on_primary=len(a), rows_on_subscriber=len(b),
                           missing_on_subscriber=len(a - b), only_on_subscriber=len(b - a)),
-                     name="missed", dtype="object")
+                     name=_("missed"), dtype="object")
 
 
 @changes_cluster()

@@ -29,13 +29,13 @@ def test_ha_arguments_are_refused_in_spanish(spanish, tmp_path):
         lab.autofailover.crash(None)
 
 
-def test_the_events_keep_their_english_names_and_explain_in_spanish(spanish):
+def test_the_events_are_named_and_explained_in_spanish(spanish):
     samples = pd.DataFrame(dict(t=[0.0, 0.5, 1.0, 1.5], holder=["pg1", "pg1", None, "pg2"], left_s=[10, 12, None, 20],
                                 pg1=[True, True, False, None], pg2=[False, False, False, True]))
     app = pd.DataFrame(dict(outcome=["acknowledged"] * 2, done_at=[0.2, 1.4]))
     events = lab.autofailover._events(samples, app, 0.6, "pg1").set_index("event")
-    assert events.loc["new leader elected", "detail"] == "pg2 tiene la clave"
-    assert events.loc["lease expired", "detail"] == "no hay clave del líder"
+    assert events.loc["nuevo líder elegido", "detail"] == "pg2 tiene la clave"
+    assert events.loc["lease caducado", "detail"] == "no hay clave del líder"
 
 
 def test_the_classroom_says_where_the_class_root_is_in_spanish(spanish, tmp_path):
