@@ -79,7 +79,7 @@ def test_split_brain_fencing_and_rejoin(cluster):
     assert brain["accepts_writes"].all()                        # two writable primaries
     assert brain.loc[run.old, "timeline"] < brain.loc[run.new, "timeline"]
     mine_old, mine_new = brain.loc[run.old, "rows_it_has"], brain.loc[run.new, "rows_it_has"]
-    assert len(mine_old) == 1 and mine_old[0].startswith(f"{failover.SPLIT}{run.old} ")
+    assert len(mine_old) == 1 and mine_old[0].startswith(failover.SPLIT.format(node=run.old, time=""))
     assert len(mine_new) == 1 and run.new in mine_new[0]         # divergent: each has only its own
     # a client whose host list starts with the old primary writes there
     assert brain.loc[run.old, "client_listing_it_first_reaches"] == run.old
@@ -399,3 +399,42 @@ def test_compose_partition_split_brain_fence_and_switchover(ccluster):
     assert c.primary.name == run.old and c.node(run.new).role == "replica"
     assert failover.follows(c, c.node(run.new), timeout=30)
     assert checks.check("06.2", c) and checks.check("06.3", c)
+
+
+@pytest.mark.compose
+def test_compose_after_a_failover_survives_compose_restart_and_down_up(ccluster):
+    """The primary living in pg-replica's container: `docker compose restart` of every service keeps the
+    roles (each entrypoint reads its role file); lab.down() then lab.up() on the same home brings back
+    the standard layout (the node called primary, in pg-master, the primary again), losing no row."""
+    c = ccluster
+    if c.primary.spec["service"] == "pg-replica":  # an earlier test left the primary there: move it first
+        failover.switchover(c, c.replicas[0].name, rate=50, seconds=0.3, quiet=True)
+    to = next(r.name for r in c.replicas if r.spec["service"] == "pg-replica")
+    run = failover.failover(c, mode="on", fault="crash", rate=100, before=0.3, after=0.2, candidate=to, quiet=True)
+    failover.restore(c)
+    assert c.primary.name == to and c.node(run.old).role == "replica"
+    services = [n.spec["service"] for n in c.nodes]
+    profiles = [a for n in c.nodes for a in c.backend._profile(n.spec)]
+    c.backend.compose(*profiles, "restart", "-t", "20", *services, timeout=300)
+    for n in c.nodes:
+        c.backend.wait_ready(n.spec)
+    c.wait_streaming(timeout=60)
+    assert not c.primary.scalar("SELECT pg_is_in_recovery()", dbname="postgres")
+    assert all(failover.follows(c, r, timeout=30) for r in c.replicas)
+    assert c.node(run.old).scalar("SELECT sender_host FROM pg_stat_wal_receiver", dbname="postgres") == "pg-replica"
+
+    before = c.primary.scalar("INSERT INTO test_replication (mensaje) VALUES ('antes de down/up') RETURNING id")
+    c.wait_replayed(timeout=30)
+    home = c.home.path
+    lab.down(home=home)
+    assert not any(n.is_running for n in lab.cluster.attach(home).nodes)
+    again = lab.up(replicas=2, home=home, quiet=True, backend="compose")
+    assert again.primary.name == "primary" and again.primary.spec["service"] == "pg-master"
+    assert {r.name for r in again.replicas} == {n.name for n in c.nodes} - {"primary"}
+    again.wait_streaming(timeout=60)
+    assert again.primary.scalar(f"SELECT count(*) FROM test_replication WHERE id = {int(before)}") == 1
+    row = again.primary.scalar("INSERT INTO test_replication (mensaje) VALUES ('tras down/up') RETURNING id")
+    again.wait_replayed(timeout=30)
+    for r in again.replicas:
+        assert r.scalar(f"SELECT count(*) FROM test_replication WHERE id = {int(row)}") == 1
+    assert checks.check("06.2", again) and checks.check("06.3", again)
