@@ -98,7 +98,7 @@ class LagSampler:
             r = by_app.get(spec.get("app_name", name))
             own = self._ask(name, "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text")
             received, replayed = own[0] if own else (None, None)
-            row = dict(t=t, phase=self.phase, replica=name, state=r[2] if r else "not connected",
+            row = dict(t=t, phase=self.phase, replica=name, state=r[2] if r else _("not connected"),
                        sync_state=r[3] if r else None, primary_lsn=current,
                        write_lsn=r[4] if r else None, flush_lsn=r[5] if r else None, replay_lsn=r[6] if r else None,
                        write_lag_s=r[7] if r else None, flush_lag_s=r[8] if r else None,
@@ -270,7 +270,8 @@ def lag_under_latency(cluster, replica: str = "replica1", latencies=(0, 20, 50, 
     """The writer writes ``rate`` rows/s while ``replica`` streams through a proxy whose one-way
     latency steps through ``latencies`` (ms), ``seconds`` each; then the link is cut for
     ``cut_seconds`` and healed, and the time to catch up is measured.  The lag plot redraws as
-    it goes (``live``).  Returns the samples; ``attrs["catch_up_s"]`` is the catch-up time and
+    it goes (``live``).  Returns the samples, their ``phase`` ``+N ms`` for each latency, then
+    "link cut" and "healed" (in the lab's language); ``attrs["catch_up_s"]`` is the catch-up time and
     ``attrs["behind_at_heal"]`` how many bytes the replica had to fetch.  The replica is put
     back on the primary at the end, whatever happens.
     """
@@ -306,7 +307,7 @@ def lag_under_latency(cluster, replica: str = "replica1", latencies=(0, 20, 50, 
             _hold(seconds, sampler, plot)
         link.set_latency(0)
         if cut_seconds:
-            sampler.phase = "cut"
+            sampler.phase = _("link cut")
             link.cut()
             if not quiet:
                 print(_("{replica}: link cut for {seconds:g} s").format(replica=replica, seconds=cut_seconds), flush=True)
@@ -315,7 +316,7 @@ def lag_under_latency(cluster, replica: str = "replica1", latencies=(0, 20, 50, 
             target = parse_lsn(cluster.primary.scalar("SELECT pg_current_wal_lsn()::text", dbname="postgres"))
             got = cluster.node(replica).scalar("SELECT pg_last_wal_replay_lsn()::text", dbname="postgres")
             behind = max(0, target - parse_lsn(got)) if got else None
-            sampler.phase = "healed"
+            sampler.phase = _("healed")
             link.heal()
             catch_up = _wait_caught_up(cluster, replica, target, 30, sampler, plot)
             if not quiet:
@@ -364,7 +365,7 @@ def phase_summary(samples: pd.DataFrame) -> pd.DataFrame:
 def _added_ms(phase) -> "float | None":
     """The latency a phase named ``+N ms`` added each way (N), else None.
 
-    >>> _added_ms("+20 ms"), _added_ms("cut")
+    >>> _added_ms("+20 ms"), _added_ms("link cut")
     (20.0, None)
     """
     text = str(phase)

@@ -387,19 +387,21 @@ class ConflictRun:
                                                                  delay=s['max_standby_streaming_delay'])
 
     def row(self) -> dict:
+        """Every number of this run, by name: settings, SQL names and PostgreSQL's words as they are, the
+        lab's own labels and words in the lab's language."""
         return {"hot_standby_feedback": self.settings["hot_standby_feedback"],
                 "max_standby_streaming_delay": self.settings["max_standby_streaming_delay"],
-                "replica query": "finished" if self.query_finished else "CANCELED",
-                "query ran (s)": round(self.query_ran_s, 2),
+                _("replica query"): _("finished") if self.query_finished else _("CANCELED"),
+                _("query ran (s)"): round(self.query_ran_s, 2),
                 "sqlstate": self.sqlstate or "-",
                 "confl_snapshot (+)": self.confl_snapshot_after - self.confl_snapshot_before,
-                "rows deleted on primary": self.deleted,
-                "VACUUM removed": self.vacuum["removed"],
-                "dead but not yet removable": self.vacuum["dead_not_removable"],
-                "n_dead_tup after VACUUM": self.n_dead_tup_after_vacuum,
-                "primary keeps xmin for replica": self.primary_xmin_for_replica or "-",
-                "VACUUM replayed after (s)": round(self.replayed_vacuum_after_s, 2),
-                "max replay lag (bytes)": int(self.samples["lag_bytes"].max()) if len(self.samples) else 0}
+                _("rows deleted on primary"): self.deleted,
+                _("VACUUM removed"): self.vacuum["removed"],
+                _("dead but not yet removable"): self.vacuum["dead_not_removable"],
+                _("n_dead_tup after VACUUM"): self.n_dead_tup_after_vacuum,
+                _("primary keeps xmin for replica"): self.primary_xmin_for_replica or "-",
+                _("VACUUM replayed after (s)"): round(self.replayed_vacuum_after_s, 2),
+                _("max replay lag (bytes)"): int(self.samples["lag_bytes"].max()) if len(self.samples) else 0}
 
     def summary(self) -> pd.DataFrame:
         """One column: every number of this run."""
@@ -522,7 +524,7 @@ def _watch_conflict(primary, node, q: LongQuery, t0: float, vacuum_lsn: str, eve
         while time.monotonic() < deadline:
             with writer.cursor() as cur:
                 cur.execute(insert)
-            s = sampler.sample(query="running" if not q.done else ("finished" if q.ok else "canceled"))
+            s = sampler.sample(query=_("running") if not q.done else (_("finished") if q.ok else _("canceled")))
             samples.append(s)
             if replayed_at is None and parse_lsn(s["replayed_lsn"]) >= parse_lsn(vacuum_lsn):
                 replayed_at = s["t"]
@@ -760,8 +762,9 @@ def pause_timeline(cluster, replica="replica1", before: float = 1.0, paused: flo
     """Write on the primary at a steady rate and sample a replica's lag every ``every`` s: replay
     runs for ``before`` s, is paused for ``paused`` s (``pg_wal_replay_pause()``), then resumed.
 
-    One row per sample: ``t`` (s), ``phase``, LSNs, ``lag_bytes`` (primary − replayed),
-    ``not_received_bytes`` (primary − received), ``replay_age_s`` (now − last replayed commit).
+    One row per sample: ``t`` (s), ``phase`` (before, paused, after: in the lab's language), LSNs,
+    ``lag_bytes`` (primary − replayed), ``not_received_bytes`` (primary − received), ``replay_age_s``
+    (now − last replayed commit).
     ``lag_figure`` draws it.  Replay is resumed and the table dropped whatever happens.
     """
     before = need_number(before, "before", lo=0, hi=60, unit="seconds")
@@ -804,7 +807,7 @@ def pause_timeline(cluster, replica="replica1", before: float = 1.0, paused: flo
                 break
             with writer.cursor() as cur:
                 cur.execute(insert)
-            phase = "before" if pause_at is None else ("paused" if resume_at is None else "after")
+            phase = _("before") if pause_at is None else (_("paused") if resume_at is None else _("after"))
             samples.append(sampler.sample(phase=phase))
             time.sleep(every)
     _say(quiet, _("done: {n} samples in {seconds:.1f} s").format(n=len(samples), seconds=time.monotonic() - t0))
@@ -853,7 +856,7 @@ def conflict_figure(runs) -> Figure:
     for run, colour in zip(runs, colours * 3):
         s = run.samples
         ax.plot(s["t"], s["lag_bytes"] / 1024, color=colour, lw=1.6, label=run.label)
-        ended = s[s["query"] != "running"]
+        ended = s[s["t"] >= run.query_ended_s]  # not the query column: its words are in the language of the run
         if len(ended):
             ax.plot(ended["t"].iloc[0], ended["lag_bytes"].iloc[0] / 1024, "o", color=colour, ms=6)
     top = max(float(r.samples["lag_bytes"].max()) for r in runs) / 1024

@@ -27,10 +27,12 @@ from matplotlib.figure import Figure
 from . import faults, plots, proxy, workload  # noqa: F401 (plots: shows Figures as pictures in notebooks)
 from .errors import BadArgument, LabError, NotRunning, Timeout, need_bool, need_choice, need_number, need_str
 from .faults import need_cluster, need_replica
-from .i18n import _, ngettext
+from .i18n import N_, _, ngettext
 from .system.operations import changes_cluster, check_fresh
 
 MODES = ("off", "local", "remote_write", "on", "remote_apply")
+# the setups chapter 05 labels its commit_cost runs with: shown in the lab's language (any other label as given)
+SETUPS = (N_("standby next door"), N_("+20 ms round trip"))
 
 
 def _say(quiet: bool, msg: str) -> None:
@@ -231,18 +233,20 @@ def _modes(modes) -> tuple:
 @changes_cluster("commit_cost", tidy=lambda c: tidy(c))
 def commit_cost(cluster, modes=MODES, seconds: float = 1.0, label: str = "", quiet: bool = False) -> pd.DataFrame:
     """For each ``synchronous_commit`` level, a writer commits one row per transaction as fast as it
-    can for ``seconds``: transactions per second and commit latency (median, p99, ms)."""
+    can for ``seconds``: transactions per second and commit latency (median, p99, ms).  ``label`` names
+    the setup in the ``setup`` column, as given (one of ``SETUPS``, the chapter's: in the lab's language)."""
     need_cluster(cluster)
     modes = _modes(modes)
     seconds = need_number(seconds, _("seconds per level"), lo=0.2, hi=10)
     need_str(label, "label", empty=True, example="'standby next door'")
     need_bool(quiet, "quiet")
     names = cluster.primary.scalar("SHOW synchronous_standby_names")
+    setup = _(label) if label in SETUPS else label
     rows = []
     for mode in modes:
         w = workload.Writer(cluster.primary, duration=seconds, synchronous_commit=mode).run()
         s = w.summary().iloc[0]
-        rows.append(dict(setup=label, synchronous_commit=mode, commits=int(s["acknowledged"]),
+        rows.append(dict(setup=setup, synchronous_commit=mode, commits=int(s["acknowledged"]),
                          tps=float(s["ack_per_s"] or 0), latency_ms_p50=s["latency_ms_p50"],
                          latency_ms_p99=s["latency_ms_p99"], failed=int(s["failed"] + s["unknown"])))
         _say(quiet, _("synchronous_commit = {mode:<12} {tps:>8.0f} commits/s, median {latency} ms").format(

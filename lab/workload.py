@@ -46,6 +46,8 @@ from .node import Node
 
 TABLE = "lab_writes"
 MAX_SECONDS = 600           # a writer or reader never runs longer than this
+# A write's outcome is a name, the same in every language (as a column name): the log file keeps it,
+# summary() names its columns after it, and the failover chapters' code filters on it.
 OUTCOMES = ("acknowledged", "failed", "unknown")
 # a loop's kind (Writer.kind, Reader.kind) in a sentence, looked up when shown
 _KIND_SHOWN = {"writer": lambda: _("writer"), "reader": lambda: _("reader"), "loop": lambda: _("loop")}
@@ -401,7 +403,7 @@ class Writer(_Loop):
             except psycopg2.Error as e:
                 self._conn = None
                 self._record(Write(seq, "failed", None, None, t_wall, time.time(), time.perf_counter() - t0,
-                                   error=f"could not connect: {_first_line(e)}"))
+                                   error=_("could not connect: {error}").format(error=_first_line(e))))
                 self._stop.wait(self.retry_interval)
                 return
         conn = self._conn
