@@ -365,13 +365,14 @@ def _frame(rows: list) -> pd.DataFrame:
     return df
 
 
-def watch_backlog(cluster, segments: int = 4, phase: str = "writing", quiet: bool = False) -> pd.DataFrame:
+def watch_backlog(cluster, segments: int = 4, phase: "str | None" = None, quiet: bool = False) -> pd.DataFrame:
     """Write ``segments`` WAL segments on the primary (a CHECKPOINT after each, so ``pg_wal`` keeps only
     what it must) and sample the archiver before and after each: ``t_s, phase, archived_count,
-    failed_count, ready_files, pg_wal_files, pg_wal_bytes, ...``."""
+    failed_count, ready_files, pg_wal_files, pg_wal_bytes, ...``.  ``phase`` labels the rows (None:
+    "writing", in the lab's language)."""
     need_cluster(cluster)
     need_int(segments, _("segments (how many 16 MB WAL segments to write)"), lo=1, hi=32)
-    need_str(phase, "phase", empty=True)
+    phase = _("writing") if phase is None else need_str(phase, "phase", empty=True)
     need_bool(quiet, "quiet")
     _need_archiving(cluster)
     t0 = time.monotonic()
@@ -440,7 +441,7 @@ def take_backup(cluster, name: str = BACKUP, quiet: bool = False):
     starting point; the archive holds every change after it.  Archiving must be on, or the WAL written
     after the backup would be lost at the next CHECKPOINT."""
     _need_archiving(cluster)
-    return take_base_backup(cluster, name, "chapter 10: point-in-time recovery", quiet=quiet)
+    return take_base_backup(cluster, name, _("chapter 10: point-in-time recovery"), quiet=quiet)
 
 
 def make_mistake(cluster, table: str = RECOVERY_TABLE, timeout: float = 30) -> pd.Series:
@@ -726,7 +727,7 @@ def replica_without_slot(cluster, name: str = "no_slot", quiet: bool = False) ->
     _need_archiving(cluster)
     if name in {n.name for n in cluster.nodes}:
         return cluster.add_replica(name, quiet=quiet)
-    path = take_base_backup(cluster, name, "chapter 10: a replica without a slot", quiet=True)
+    path = take_base_backup(cluster, name, _("chapter 10: a replica without a slot"), quiet=True)
     return cluster.add_replica(name, from_backup=path, quiet=quiet)
 
 

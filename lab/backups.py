@@ -210,15 +210,17 @@ def _remove_backup_dir(path: Path) -> None:
 
 
 # --- taking and inspecting ----------------------------------------------------------------
-def take_base_backup(cluster, name: str = "manual", label: str = "taken by hand", quiet: bool = False) -> Path:
+def take_base_backup(cluster, name: str = "manual", label: "str | None" = None, quiet: bool = False) -> Path:
     """``pg_basebackup -R -X stream -c fast`` of the primary into ``<data_root>/base-backups/<name>``.
+
+    ``label`` is written into its ``backup_label`` (None: "taken by hand", in the lab's language).
 
     An earlier backup of the same name is removed first (a half-written one would otherwise be
     taken for a good one).  No slot (``-S``): a replica made from it keeps no WAL on the primary.
     >>> path = lab.backups.take_base_backup(cluster)       # doctest: +SKIP
     """
     need_cluster(cluster)
-    need_str(label, "label", example="'taken by hand'")
+    label = _("taken by hand") if label is None else need_str(label, "label", example=repr(_("taken by hand")))
     need_bool(quiet, "quiet")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name) or name.startswith("."):
         raise BadArgument(_("a backup name uses letters, digits, '_', '-' and '.', not {name!r}").format(name=name))
@@ -349,16 +351,16 @@ def recovery_settings(path) -> pd.DataFrame:
     except (OSError, UnicodeDecodeError):
         raise LabError(_("no postgresql.auto.conf in {path}: was the backup taken with -R?").format(path=path)) from None
     rows = [dict(setting="standby.signal",
-                 value="present" if (path / "standby.signal").exists() else _("absent: it would start as a primary"))]
+                 value=_("present") if (path / "standby.signal").exists() else _("absent: it would start as a primary"))]
     conn = libpq.parse(settings.pop("primary_conninfo", "") or "")
     for key in _CONNINFO_SHOWN:
         if key in conn:
             rows.append(dict(setting=f"primary_conninfo: {key}", value="********" if key == "password" else conn[key]))
     rest = [f"{k}={v}" for k, v in conn.items() if k not in _CONNINFO_SHOWN]
     if rest:
-        rows.append(dict(setting="primary_conninfo: other keywords", value=" ".join(rest)))
+        rows.append(dict(setting=_("primary_conninfo: other keywords"), value=" ".join(rest)))
     slot = settings.pop("primary_slot_name", None)
-    rows.append(dict(setting="primary_slot_name", value=slot or "(not set: no slot)"))
+    rows.append(dict(setting="primary_slot_name", value=slot or _("(not set: no slot)")))
     rows += [dict(setting=k, value=v) for k, v in settings.items()]
     return pd.DataFrame(rows, columns=["setting", "value"])
 

@@ -118,7 +118,7 @@ def inactive_slots(cluster) -> pd.DataFrame:
     df["retained_bytes"] = df["retained_bytes"].astype("Int64")
     df["retained"] = [_human(v) if pd.notna(v) else None for v in df["retained_bytes"]]
     owners = {n.name: n for n in cluster.replicas}
-    df["owner"] = [f"{s} (stopped)" if s in owners and not owners[s].is_running else
+    df["owner"] = [_("{node} (stopped)").format(node=s) if s in owners and not owners[s].is_running else
                    (s if s in owners else None) for s in df["slot_name"]]
     return df
 
@@ -284,11 +284,12 @@ def _check_segments(segments) -> None:
     need_int(segments, _("segments (how many 16 MB WAL segments to write)"), lo=1, hi=64)
 
 
-def watch_slot(cluster, slot: "str | None", segments: int = 6, phase: str = "writing", quiet: bool = False,
+def watch_slot(cluster, slot: "str | None", segments: int = 6, phase: "str | None" = None, quiet: bool = False,
                t0: "float | None" = None) -> pd.DataFrame:
     """Write ``segments`` WAL segments on the primary (CHECKPOINT after each) and sample ``slot``
     before and after each one: ``t_s, phase, active, wal_status, restart_lsn, retained_bytes,
-    safe_wal_size, pg_wal_bytes, pg_wal_files, pg_wal_behind, pg_wal_ahead``.
+    safe_wal_size, pg_wal_bytes, pg_wal_files, pg_wal_behind, pg_wal_ahead``.  ``phase`` labels the
+    rows (None: "writing", in the lab's language).
 
     A CHECKPOINT first, so the first row shows only what is kept, not what no checkpoint has
     removed yet.
@@ -297,7 +298,7 @@ def watch_slot(cluster, slot: "str | None", segments: int = 6, phase: str = "wri
     if slot is not None:
         need_str(slot, _("slot (a slot's name, or None)"))
     _check_segments(segments)
-    need_str(phase, "phase", empty=True)
+    phase = _("writing") if phase is None else need_str(phase, "phase", empty=True)
     need_bool(quiet, "quiet")
     if t0 is not None:
         need_number(t0, _("t0 (a time.monotonic() value)"))
@@ -339,7 +340,8 @@ def retention_while_stopped(cluster, replica: str = "replica1", segments: int = 
                             quiet: bool = False) -> pd.DataFrame:
     """Stop a replica that has a slot, write ``segments`` WAL segments, start it again; sample its slot
     all along: ``streaming`` → ``replica stopped`` (the slot keeps the WAL) → ``catching up`` →
-    ``caught up`` (after a last CHECKPOINT).  The replica runs again at the end."""
+    ``caught up`` (after a last CHECKPOINT), each phase in the lab's language but ``streaming`` (the
+    state PostgreSQL names).  The replica runs again at the end."""
     node = _replica(cluster, replica)
     _check_segments(segments)
     timeout = need_number(timeout, "timeout", lo=1, hi=600, unit="seconds")
@@ -359,14 +361,14 @@ def retention_while_stopped(cluster, replica: str = "replica1", segments: int = 
         node.stop()
     _say(quiet, _("{node} stopped; its slot {slot!r} keeps the WAL it has not received").format(node=node.name,
                                                                                                 slot=slot))
-    stopped = watch_slot(cluster, slot, segments, phase="replica stopped", quiet=quiet, t0=t0)
+    stopped = watch_slot(cluster, slot, segments, phase=_("replica stopped"), quiet=quiet, t0=t0)
     rows += stopped.to_dict("records")
     target = parse_lsn(rows[-1]["current_lsn"])
     node.start()
     deadline = time.monotonic() + timeout
     while True:
         r = sample(cluster, slot)
-        rows.append(dict(t_s=time.monotonic() - t0, phase="catching up", **r))
+        rows.append(dict(t_s=time.monotonic() - t0, phase=_("catching up"), **r))
         if r["restart_lsn"] and parse_lsn(r["restart_lsn"]) >= target:
             break
         if time.monotonic() > deadline:
@@ -376,7 +378,7 @@ def retention_while_stopped(cluster, replica: str = "replica1", segments: int = 
     _say(quiet, _("{node} started again and caught up in {seconds:.1f} s").format(
         node=node.name, seconds=rows[-1]["t_s"] - stopped["t_s"].iloc[-1]))
     checkpoint(cluster)
-    rows.append(dict(t_s=time.monotonic() - t0, phase="caught up, after a CHECKPOINT", **sample(cluster, slot)))
+    rows.append(dict(t_s=time.monotonic() - t0, phase=_("caught up, after a CHECKPOINT"), **sample(cluster, slot)))
     return _frame(rows)
 
 
@@ -506,16 +508,16 @@ def lose_slot(cluster, replica: str = "replica1", max_segments: int = 32, quiet:
         rows.append(dict(t_s=0.0, phase="streaming", **sample(cluster, slot)))
         node.stop()
     _say(quiet, _("{node} stopped; max_slot_wal_keep_size = {size}").format(node=node.name, size=_human(limit)))
-    rows.append(dict(t_s=time.monotonic() - t0, phase="replica stopped", **sample(cluster, slot)))
+    rows.append(dict(t_s=time.monotonic() - t0, phase=_("replica stopped"), **sample(cluster, slot)))
     for i in range(1, max_segments + 1):
         write_wal(cluster, 1)
-        rows.append(dict(t_s=time.monotonic() - t0, phase="replica stopped", **sample(cluster, slot)))
+        rows.append(dict(t_s=time.monotonic() - t0, phase=_("replica stopped"), **sample(cluster, slot)))
         if rows[-1]["wal_status"] in ("unreserved", "lost"):
             break
     _say(quiet, _("writing WAL: {i} segments, slot {slot!r} is {status}; CHECKPOINT").format(
         i=i, slot=slot, status=rows[-1]["wal_status"]))
     checkpoint(cluster)
-    rows.append(dict(t_s=time.monotonic() - t0, phase="after a CHECKPOINT", **sample(cluster, slot)))
+    rows.append(dict(t_s=time.monotonic() - t0, phase=_("after a CHECKPOINT"), **sample(cluster, slot)))
     return _frame(rows)
 
 

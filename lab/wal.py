@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from .errors import BadArgument, LabError, NotRunning, SQLError, Text, need_int, need_str
 from .faults import need_a_node, need_cluster, need_node
-from .i18n import _, ngettext
+from .i18n import N_, _, ngettext
 from .lsn import format_lsn, lsn_diff, parse_lsn, wal_segment_name
 from .plots import human_bytes
 
@@ -151,8 +151,13 @@ def wal_files(cluster, node=None) -> pd.DataFrame:
     return df[["name", "kind", "size", "size_pretty", "modification"]]
 
 
+# a file's kind in pg_wal/, in the current language where it is shown (wal_file_kinds)
+PAST, CURRENT, FUTURE, OTHER = N_("past"), N_("current"), N_("future"), N_("other")
+
+
 def wal_file_kinds(names, lsn: str, segment_size: int = 16 << 20) -> list:
-    """For each name of ``pg_wal/``: current, past, future or other, with ``lsn`` the position being written.
+    """For each name of ``pg_wal/``: current, past, future or other (in the current language: compare
+    with ``_(CURRENT)``...), with ``lsn`` the position being written.
 
     The current timeline is the highest among the files of the current segment number (a newer timeline
     starts inside the segment where the older one was left, and only the newer is written): one file
@@ -169,14 +174,14 @@ def wal_file_kinds(names, lsn: str, segment_size: int = 16 << 20) -> list:
     for name in names:
         n = segment_number(name, segment_size)
         if n is None:
-            kinds.append("other")
+            kinds.append(OTHER)
         elif tli is not None and int(name[:8], 16) < tli:
-            kinds.append("past")
+            kinds.append(PAST)
         elif n == current:
-            kinds.append("current")
+            kinds.append(CURRENT)
         else:
-            kinds.append("past" if n < current else "future")
-    return kinds
+            kinds.append(PAST if n < current else FUTURE)
+    return [_(k) for k in kinds]
 
 
 # --- pg_waldump --------------------------------------------------------------------------------
@@ -454,7 +459,7 @@ def plot_volume(volume: pd.DataFrame) -> Figure:
 
 # --- full-page writes -----------------------------------------------------------------------
 FPW_TABLE = "wal_fpw"
-FPW_STEPS = ("1st UPDATE after CHECKPOINT", "2nd UPDATE, same page")
+FPW_STEPS = (N_("1st UPDATE after CHECKPOINT"), N_("2nd UPDATE, same page"))  # shown with _()
 
 
 def full_page_writes(cluster, attempts: int = 3) -> pd.DataFrame:
@@ -481,7 +486,7 @@ def full_page_writes(cluster, attempts: int = 3) -> pd.DataFrame:
         for step, row in zip(FPW_STEPS, (1, 2)):
             m = _measure(p, lambda cur, r=row: cur.execute(f"UPDATE {FPW_TABLE} SET n = n + 1 WHERE id = {r}"))
             recs = _own(waldump(p, m["start_lsn"], m["end_lsn"]), [m["xid"]], [rel])
-            frames.append(recs.assign(step=step, wal_compression=compression))
+            frames.append(recs.assign(step=_(step), wal_compression=compression))
         if not frames[1]["fpw"].any():
             break
     df = pd.concat(frames, ignore_index=True)
@@ -539,10 +544,10 @@ def changes(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
             raise BadArgument(_("{name} is what lab.wal.counters(cluster) returns (one row), not {rows} rows").format(
                 name=name, rows=len(frame)))
     df = pd.concat([before, after], ignore_index=True)
-    df.index = ["before", "after"]
     numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
-    change = {c: (df.loc["after", c] - df.loc["before", c]) for c in numeric}
-    return pd.concat([df, pd.DataFrame([change], index=["change"])])
+    change = {c: (df[c].iloc[1] - df[c].iloc[0]) for c in numeric}
+    df.index = [_("before"), _("after")]
+    return pd.concat([df, pd.DataFrame([change], index=[_("change")])])
 
 
 def _wait_checkpoints_req(node, above: int, timeout: float = 10) -> None:
@@ -583,7 +588,7 @@ def retention(cluster) -> pd.DataFrame:
     oldest = min(parse_lsn(lsn) for lsn in df["lsn"])
     df["oldest"] = [parse_lsn(lsn) == oldest for lsn in df["lsn"]]
     files = wal_files(cluster)
-    segs = files[files["kind"] != "other"]["name"]
+    segs = files[files["kind"] != _(OTHER)]["name"]
     df.attrs["oldest_in_pg_wal"] = segs.iloc[0] if len(segs) else None
     return df
 
@@ -627,17 +632,17 @@ def switch_and_checkpoint(cluster) -> pd.DataFrame:
         new = by_ino_after.get(ino)
         seen.add(new)
         if new == name:
-            fate = "kept"
+            fate = _("kept")
         elif new is not None:
-            fate = "recycled"
+            fate = _("recycled")
         else:
-            fate = "removed"
+            fate = _("removed")
         rows.append(dict(name_before=name, kind_before=kinds_before[name], name_after=new,
                          kind_after=kinds_after.get(new), fate=fate, inode=ino))
     for name in after["name"]:
         if name not in seen:
             rows.append(dict(name_before=None, kind_before=None, name_after=name, kind_after=kinds_after[name],
-                             fate="new", inode=ino_after.get(name)))
+                             fate=_("new"), inode=ino_after.get(name)))
     df = pd.DataFrame(rows)
     df["inode"] = df["inode"].astype("Int64")
     return df

@@ -10,7 +10,7 @@ import re
 from ..errors import LabError
 from ..i18n import N_, _
 from ..lsn import format_lsn, parse_lsn
-from ..wal import segment_number, segment_size, wal_files, waldump
+from ..wal import CURRENT, FUTURE, segment_number, segment_size, wal_files, waldump
 from .registry import exercise
 
 WAL_DE = "wal de "
@@ -82,17 +82,17 @@ def _current_file(cluster, answer):
     given = answer.strip().upper()
     files = wal_files(cluster)
     kinds = dict(zip(files["name"], files["kind"]))
-    if kinds.get(given) == "current":
+    if kinds.get(given) == _(CURRENT):
         return True, _("right: {file} holds the primary's insert position, pg_current_wal_insert_lsn()").format(
             file=given)
     seg = segment_size(cluster.primary)
     if given not in kinds:
         return False, _("no such file in the primary's pg_wal/: ask the primary for "
                         "pg_walfile_name(pg_current_wal_lsn()), or list lab.wal.wal_files(cluster)")
-    if kinds[given] == "future":
+    if kinds[given] == _(FUTURE):
         return False, _("{file} is in pg_wal/ but ahead of the insert position: a recycled file waiting to be "
                         "written (its modification time is old)").format(file=given)
-    current = files.loc[files["kind"] == "current", "name"]
+    current = files.loc[files["kind"] == _(CURRENT), "name"]
     if len(current) and segment_number(current.iloc[0], seg) - segment_number(given, seg) == 1 and \
             parse_lsn(cluster.primary.scalar("SELECT pg_current_wal_lsn()::text")) % seg == 0:
         return False, _("{file} is what pg_walfile_name() says at an exact file boundary (it names the file of the "
