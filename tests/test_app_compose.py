@@ -67,7 +67,10 @@ def test_web_app_serves_the_api_from_replicas_and_the_dashboard(app_cluster):
         assert ok.status_code == 201, ok.text
         assert "/" in ok.json()["lsn"]
         nodes = api.get("/cluster").json()["nodes"]
-        assert sorted((n["node"], n["role"]) for n in nodes) == [("pg-master", "primary"), ("replica1", "replica")]
+        # one naming on both backends: the primary is its node, "primary", as locally (not its service)
+        assert sorted((n["node"], n["role"]) for n in nodes) == [("primary", "primary"), ("replica1", "replica")]
+        ok_by = api.post("/ticks", json=tick, headers={"Authorization": f"Bearer {token}"}).json()["primary"]
+        assert ok_by == "primary"
     with httpx.Client(base_url=info.urls["dashboard"], timeout=10) as dash:
         assert dash.get("/_stcore/health").text.strip() == "ok"
         page = dash.get("/")

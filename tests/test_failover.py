@@ -289,6 +289,20 @@ def test_a_standalone_server_is_no_split_brain_and_restore_leaves_it_alone(clust
     assert "bystander" not in {n.name for n in cluster.nodes}
 
 
+def test_an_object_made_before_another_notebook_switched_over_acts_on_the_roles_now(cluster):
+    """Two notebooks on one cluster: the other one switches over; this one's next lab call (restore)
+    re-reads the cluster's state first, so it sees the new primary instead of rewinding it."""
+    other = lab.cluster.attach(cluster.home.path)
+    was, to = cluster.primary.name, cluster.replicas[0].name
+    other.switchover(to)
+    try:
+        assert failover.restore(cluster) == []
+        assert cluster.primary.name == to and cluster.node(was).role == "replica"
+    finally:
+        other.switchover(was)
+    assert failover.restore(cluster) == [] and cluster.primary.name == was
+
+
 @pytest.fixture(scope="module")
 def on_compose(request, tmp_path_factory):
     """Two replicas as containers (pg-master, pg-replica, pg-replica2) on the private engine."""

@@ -184,7 +184,8 @@ class ComposeBackend(ComposeApps):
             if spec["service"] in REPLICA_SERVICES:  # PG_REPLICA2_PORT -> PG_REPLICA2_NAME / _SLOT
                 env[var[:-len("PORT")] + "NAME"] = spec.get("app_name", spec["name"])
                 env[var[:-len("PORT")] + "SLOT"] = spec["name"]
-            if spec["service"] in STANDALONE_SERVICES:  # PG_STANDALONE1_NAME: its cluster_name
+            # PG_MASTER_NAME, PG_STANDALONE1_NAME: its cluster_name (the app's X-Served-By names the node)
+            if spec["service"] in STANDALONE_SERVICES or spec["service"] == "pg-master":
                 env[var[:-len("PORT")] + "NAME"] = spec["name"]
         if self.cfg.get("pgadmin_port"):
             env.update(PGADMIN_PORT=str(self.cfg["pgadmin_port"]), PGADMIN_EMAIL=PGADMIN_EMAIL,

@@ -161,6 +161,11 @@ class LabHome:
         """The lab's lock (see ``_operation`` below): ``with home.operation("failover"): ...``."""
         return contextlib.contextmanager(_operation)(self, what, wait)
 
+    def in_operation(self) -> bool:
+        """Whether this process holds the lab's lock already (a lab call inside another one)."""
+        with _held_guard:
+            return str(self.path) in _held
+
     @contextlib.contextmanager
     def _state_lock(self):
         depth = getattr(self._local, "depth", 0)

@@ -7,6 +7,9 @@ ends in one line, and results that are never taken from a run that did not finis
 - **The lab's lock** (``LabHome.operation``): held for the whole call, so a second notebook's kernel
   that tries to change the same cluster meanwhile waits, told for whom, instead of measuring a
   cluster the other one is changing.
+- **The cluster as it is now**: the outermost call first re-reads the cluster's state file, so an
+  object made before another notebook changed the cluster (a failover there, ``lab.up()``'s
+  switchover back) acts on the roles as they are, not as they were when it was made.
 - **Kernel › Interrupt**: the call's own ``finally`` blocks put back what they changed; then the
   chapter's ``tidy(cluster)`` (if given) puts back anything left, and the call ends with one line
   (``Interrupted``) saying what was put back: no traceback through the lab's internals.
@@ -40,7 +43,10 @@ def changes_cluster(what: "str | None" = None, tidy=None):
                 if home is None:
                     result = fn(*args, **kwargs)
                 else:
+                    outermost = not home.in_operation()
                     with home.operation(label):
+                        if outermost:
+                            _refresh(args[0])
                         result = fn(*args, **kwargs)
             except KeyboardInterrupt:
                 _interrupted[label] = started
@@ -50,6 +56,17 @@ def changes_cluster(what: "str | None" = None, tidy=None):
         wrapper.lab_call = label
         return wrapper
     return deco
+
+
+def _refresh(obj) -> None:
+    """Re-read the state of the cluster ``obj`` is (or whose node it is), when it has one to read."""
+    cluster = obj if hasattr(obj, "_reload") else getattr(obj, "_cluster", None)
+    reload = getattr(cluster, "_reload", None)
+    if callable(reload):
+        try:
+            reload()
+        except LabError:  # gone (down(wipe=True)): the call itself says so, in its own words
+            pass
 
 
 def _interruption(label: str, started: float, tidy, args) -> Interrupted:
