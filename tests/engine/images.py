@@ -10,9 +10,11 @@ import contextlib
 import fcntl
 import functools
 import hashlib
+import json
 import os
 import shlex
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
@@ -129,16 +131,62 @@ def load(engine: PrivateDockerd, tar: Path, log=say) -> bool:
     return True
 
 
-def save(engine: PrivateDockerd, tar: Path, *images: str, log=say) -> None:
-    """``docker save`` to a temporary name, then renamed: a tar in the cache is always whole."""
+def save(engine: PrivateDockerd, tar: Path, *images: str, log=say, on: "tuple[str, ...]" = ()) -> None:
+    """``docker save`` to a temporary name, then renamed: a tar in the cache is always whole.
+    ``on``: images always loaded before this tar (the lab's base and node images); the layers the
+    saved image shares with them are left out of the tar (``docker load`` skips a layer it has, and
+    then needs no file for it), so the app's tar does not hold the base's 400 MiB again."""
     t = time.monotonic()
     tmp = tar.with_name(f".{tar.name}.{os.getpid()}.tmp")
+    slim = tar.with_name(f".{tar.name}.{os.getpid()}.slim")
     try:
         engine.docker("save", "-o", tmp, *images, timeout=900)
+        have = [layers_of(engine, image) for image in on]
+        if have and strip_layers(tmp, slim, [h for h in have if h]):
+            os.replace(slim, tmp)
         os.replace(tmp, tar)
     finally:
         tmp.unlink(missing_ok=True)
+        slim.unlink(missing_ok=True)
     log(f"saved {tar.name} ({tar.stat().st_size / 2**20:.0f} MiB) in {time.monotonic() - t:.1f} s")
+
+
+def layers_of(engine: PrivateDockerd, image: str) -> "list[str]":
+    """The image's layers (diff IDs, bottom first), or [] when the engine does not have it."""
+    r = engine.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", image, check=False, timeout=60)
+    return json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip().startswith("[") else []
+
+
+def strip_layers(src: Path, dst: Path, loaded: "list[list[str]]") -> "set[str]":
+    """Copy the ``docker save`` tar ``src`` to ``dst`` without the layers every image in it shares
+    (as its bottom layers) with one of the ``loaded`` layer lists; returns the layer directories
+    left out (none: ``dst`` is not written).  The manifest and configs stay whole: ``docker load``
+    finds those layers in the engine by their chain, so the tar loads wherever they are loaded."""
+    with tarfile.open(src) as t:
+        manifest = json.load(t.extractfile("manifest.json"))
+        drop, keep = set(), set()
+        for img in manifest:
+            diff_ids = json.load(t.extractfile(img["Config"]))["rootfs"]["diff_ids"]
+            shared = max((_common_prefix(diff_ids, have) for have in loaded), default=0)
+            dirs = [path.rsplit("/", 1)[0] if path.endswith("/layer.tar") else path for path in img["Layers"]]
+            drop.update(dirs[:shared])
+            keep.update(dirs[shared:])
+        drop -= keep
+        if not drop:
+            return set()
+        with tarfile.open(dst, "w") as out:
+            for member in t:
+                if member.name in drop or member.name.split("/", 1)[0] in drop:
+                    continue
+                out.addfile(member, t.extractfile(member) if member.isfile() else None)
+    return drop
+
+
+def _common_prefix(a: list, b: list) -> int:
+    n = 0
+    while n < len(a) and n < len(b) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def cached_image(engine: PrivateDockerd, cache: Path, image: str, label: str, key: str, prefix: str, build,
@@ -146,7 +194,9 @@ def cached_image(engine: PrivateDockerd, cache: Path, image: str, label: str, ke
     """``image`` in ``engine`` with ``label`` = ``key``: there already, else loaded from the cache's
     ``<prefix>-<key>.tar``, else built by ``build(stale)`` and saved there, after which the other
     ``<prefix>-*.tar`` (``stale``, the tars of earlier keys, which a build may load to reuse
-    their layers) are removed.  Under the cache's lock: one build per cache at a time."""
+    their layers) are removed.  Under the cache's lock: one build per cache at a time.  The tar
+    leaves out the layers of the base and node images (see ``save``): load those first
+    (``ensure_images``), as every caller does."""
     tar = cache / f"{prefix}-{key}.tar"
     t0 = time.monotonic()
 
@@ -160,7 +210,7 @@ def cached_image(engine: PrivateDockerd, cache: Path, image: str, label: str, ke
             return
         stale = [p for p in cache.glob(f"{prefix}-*.tar") if p != tar]
         build(stale)
-        save(engine, tar, image, log=log)
+        save(engine, tar, image, log=log, on=(NODE_IMAGE, BASE_IMAGE))
         for p in stale:
             p.unlink(missing_ok=True)
         log(f"{image} ready in {time.monotonic() - t0:.1f} s")
