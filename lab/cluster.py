@@ -123,7 +123,8 @@ class Cluster:
         """Where each node keeps its data (a directory, or a Docker volume) and whether it exists."""
         rows = [dict(node=spec["name"], **self.backend.storage_of(spec)) for spec in self._state["nodes"].values()]
         for row in rows:  # the backends' words for it, in the lab's language
-            row["kind"] = _(_STORAGE_KINDS.get(row["kind"], row["kind"]))
+            kind = _STORAGE_KINDS.get(row["kind"])
+            row["kind"] = _(kind) if kind else row["kind"]
         return pd.DataFrame(rows, columns=["node", "kind", "where", "exists"])
 
     @property

@@ -43,12 +43,6 @@ class Role(str, enum.Enum):
     def __str__(self):
         return self.value
 
-    @property
-    def label(self) -> str:
-        """The state in the lab's language, for a sentence ("en marcha"); ``value`` stays the identifier
-        tables and code compare ("running")."""
-        return _(_STATE_LABELS[self.value])
-
 
 _STATE_LABELS = {"running": N_("running"), "stopped": N_("stopped")}
 
@@ -59,6 +53,12 @@ class State(str, enum.Enum):
 
     def __str__(self):
         return self.value
+
+    @property
+    def label(self) -> str:
+        """The state in the lab's language, for a sentence ("en marcha"); ``value`` stays the identifier
+        tables and code compare ("running")."""
+        return _(_STATE_LABELS[self.value])
 
 
 class Node:

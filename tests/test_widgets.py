@@ -44,6 +44,13 @@ def test_restart_gives_a_new_server_process(cluster):
     assert cluster.primary.scalar("SELECT count(*) FROM test_replication") >= 2
 
 
+def test_the_state_in_the_message_is_in_the_lab_s_language(cluster):
+    import lab
+    lab.set_language("es")
+    msg = widgets.node_action(cluster, "primary", "restart")
+    assert msg.startswith("primary: reiniciado en") and msg.endswith("(estado ahora: en marcha)")
+
+
 def test_unknown_action_and_node_are_messages(cluster):
     msg = widgets.node_action(cluster, "replica1", "explode")
     assert "unknown action 'explode'" in msg and "start, stop, restart" in msg
