@@ -571,7 +571,10 @@ def plot_retention(samples: pd.DataFrame, title: "str | None" = None):
     # below the axes: inside, it would cover the lines wherever they are
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8, frameon=False)
     slot = samples["slot"].dropna().iloc[0] if "slot" in samples and samples["slot"].notna().any() else "?"
-    fig.suptitle(title or _("WAL the primary keeps for slot {slot!r}").format(slot=slot), fontsize=10)
+    if title is None:
+        title = (_("WAL the primary keeps for slot {slot!r}, which nobody reads") if inactive.all()
+                 else _("WAL the primary keeps for slot {slot!r}")).format(slot=slot)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -167,6 +167,16 @@ def test_a_slot_keeps_the_wal_of_a_stopped_replica(cluster, capsys):
         slots.plot_retention(df.iloc[0:0])
 
 
+def test_plot_retention_says_when_nobody_reads_the_slot():
+    samples = pd.DataFrame(dict(t_s=[0.0, 0.5, 1.0], slot="forgotten", active=False,
+                                retained_bytes=[0, SEG, 2 * SEG], pg_wal_bytes=[4 * SEG, 5 * SEG, 6 * SEG]))
+    title = slots.plot_retention(samples)._suptitle.get_text()
+    assert title == "WAL the primary keeps for slot 'forgotten', which nobody reads"
+    lab.set_language("es")
+    assert slots.plot_retention(samples)._suptitle.get_text() == "WAL que el primario guarda para el slot 'forgotten', que nadie lee"
+    assert slots.plot_retention(samples, title="mine")._suptitle.get_text() == "mine"
+
+
 def test_start_and_read_error_times_out_when_the_replica_streams(cluster):
     cluster.node("replica1").stop()
     with pytest.raises(Timeout, match="probably streams normally"):
