@@ -21,6 +21,7 @@ import lab.backends.compose_apps
 import lab.backends.pgconf
 import lab.pgadmin
 import lab.services.pgadmin
+import lab.system.paths
 from lab import faults, proxy
 from lab.backends import CLASSES, Backend
 from lab.lsn import parse_lsn
@@ -224,16 +225,28 @@ def test_compose_without_a_daemon_is_a_clear_error(tmp_path, monkeypatch):
 
 @pytest.mark.integration
 @pytest.mark.compose
-def test_compose_pgadmin_gets_every_node_and_no_password(docker_engine, tmp_path):
-    with compose_env(docker_engine):
+def test_compose_pgadmin_gets_every_node_and_no_password(docker_engine, tmp_path, monkeypatch):
+    """The ``pgadmin`` service, live: where dpage/pgadmin4 cannot be pulled, the image of
+    compose/pgadmin.Dockerfile (same contract), chosen by LAB_PGADMIN_IMAGE.  It answers on
+    127.0.0.1, the generated login works over HTTP, pg-master and pg-replica are listed (by service
+    name, no password stored), and a query through pgAdmin's query tool runs on the replica."""
+    from engine import DockerdError, ensure_pgadmin_image
+    extra, why = {}, None
+    try:
+        extra["LAB_PGADMIN_IMAGE"] = ensure_pgadmin_image(docker_engine, lab.system.paths.REPO)
+        # compose_apps reads LAB_PGADMIN_IMAGE when imported (before this test set it)
+        monkeypatch.setattr(lab.backends.compose_apps, "PGADMIN_IMAGE", extra["LAB_PGADMIN_IMAGE"])
+    except DockerdError as e:  # e.g. no PyPI for the wheels: then only the official image would do
+        why = str(e).splitlines()[0]
+    with compose_env(docker_engine, **extra):
         cluster = lab.up(replicas=1, home=tmp_path / "lab", quiet=True, backend="compose")
         try:
-            _check_compose_pgadmin(cluster)
+            _check_compose_pgadmin(cluster, why)
         finally:
             cluster.down(wipe=True)
 
 
-def _check_compose_pgadmin(cluster):
+def _check_compose_pgadmin(cluster, why=None):
     servers = lab.services.pgadmin.servers(cluster)["Servers"]  # as the backend's pgAdmin reaches them
     assert [(s["Name"], s["Host"], s["Port"]) for s in servers.values()] == [
         ("pg-master", "pg-master", 5432), ("pg-replica", "pg-replica", 5432)]
@@ -244,9 +257,61 @@ def _check_compose_pgadmin(cluster):
     except docker.errors.ImageNotFound:
         with pytest.raises(lab.LabError, match="pgAdmin image .* cannot be pulled"):
             lab.pgadmin.start(cluster, quiet=True)
-        pytest.skip(f"{lab.backends.compose_apps.PGADMIN_IMAGE} is not in the private engine and no registry answers here")
+        pytest.skip(f"{lab.backends.compose_apps.PGADMIN_IMAGE} is not in the private engine and no registry "
+                    f"answers here; the offline image could not be built either ({why})")
     info = lab.pgadmin.start(cluster, quiet=True)
-    assert info.url.startswith("http://127.0.0.1:")
+    assert info.url == f"http://127.0.0.1:{info.port}" and info.running
+    assert info.email == "student@lab.example.com" and len(info.password) >= 16
+    container = cluster.backend.client.containers.get(cluster._state["compose"]["prefix"] + "pgadmin")
+    assert container.image.tags == [lab.backends.compose_apps.PGADMIN_IMAGE]
+    assert [b["HostIp"] for b in container.attrs["HostConfig"]["PortBindings"]["80/tcp"]] == ["127.0.0.1"]
+    # no password in the servers.json the container reads, none in the image
+    servers_json = cluster.backend.pgadmin_servers_file.read_text()
+    assert cluster.credentials["password"] not in servers_json and info.password not in servers_json
+    image_env = cluster.backend.client.images.get(lab.backends.compose_apps.PGADMIN_IMAGE).attrs["Config"]["Env"]
+    assert not [e for e in image_env if "PASSWORD" in e]
+
+    from test_pgadmin import Client  # the local pgAdmin's test client: what a browser does
+    client = Client(info.url)
+    assert client.login(info.email, info.password), "pgAdmin refused the generated login"
+    assert not Client(info.url).login(info.email, info.password + "x")
+    listed = client.servers()
+    assert {"pg-master", "pg-replica"} <= set(listed), sorted(listed)
+    for name in ("pg-master", "pg-replica"):
+        s = listed[name]
+        assert (s["host"], s["port"], s["username"], s["db"]) == (name, 5432, "admin", "crypto_db")
+        assert s["group-name"] == lab.services.pgadmin.GROUP
+    # pgAdmin asks for the password (no password file in the container); given it, it connects
+    password = cluster.credentials["password"]
+    for name, standby in (("pg-master", False), ("pg-replica", True)):
+        s = listed[name]
+        r = client.call(f"/browser/server/connect/{s['gid']}/{s['id']}",
+                        body={"password": password, "save_password": False})
+        assert r["success"] == 1, r
+        assert r["data"]["in_recovery"] is standby, (name, r["data"])
+    # a query through pgAdmin's query tool, on the replica's database
+    s = listed["pg-replica"]
+    dbs = {d["label"]: d["_id"] for d in client.call(f"/browser/database/nodes/{s['gid']}/{s['id']}/")["data"]}
+    trans = 4_000_000 + os.getpid() % 1_000_000
+    r = client.call(f"/sqleditor/initialize/sqleditor/{trans}/{s['gid']}/{s['id']}/{dbs['crypto_db']}",
+                    body={"dbname": "crypto_db"})
+    assert r["success"] == 1, r
+    r = client.call(f"/sqleditor/query_tool/start/{trans}",
+                    body={"sql": "SELECT pg_is_in_recovery(), current_setting('cluster_name'), "
+                                 "inet_server_port()", "explain_plan": None})
+    assert r["success"] == 1, r
+    deadline = time.monotonic() + 30
+    while True:
+        polled = client.call(f"/sqleditor/poll/{trans}")["data"]
+        if polled["status"] != "Busy" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert polled["status"] == "Success", polled
+    replica = next(n for n in cluster.nodes if n.role == lab.Role.REPLICA)  # its cluster_name: the node's name
+    assert [list(row) for row in polled["result"]] == [[True, replica.name, 5432]], polled["result"]
+    assert lab.pgadmin.stop(cluster, quiet=True) is True
+    with pytest.raises(docker.errors.NotFound):
+        cluster.backend.client.containers.get(container.name)
 
 
 def test_storage_shows_where_the_data_is_and_wipe_removes_it(cluster):

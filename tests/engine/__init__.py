@@ -18,6 +18,7 @@ its data-root is wiped at every stop and the images survive as ``docker save`` t
     engine.py     ``PrivateDockerd``: start, stop leaving nothing, reap a dead owner's engine
     images.py     base and node images, their keys and the tar cache
     app_image.py  the crypto app's image (wheels built on the host)
+    pgadmin_image.py  pgAdmin 4's image for compose's pgadmin (wheels built on the host)
     ha_image.py   chapter 08's HA image (etcd, HAProxy, Patroni) on the node image
     hub_image.py  the class's single-user image (hub/Dockerfile)
     shared.py     one engine for several test sessions (``--serve``; LAB_TEST_ENGINE_ROOT)
@@ -30,8 +31,9 @@ from .engine import PrivateDockerd, reap_stale
 from .ha_image import HA_IMAGE, ensure_ha_image, ha_key
 from .host import DockerdError, availability, debian_mirror, docker_cli, host_net_state, net_state_changes
 from .images import BASE_IMAGE, NODE_IMAGE, base_key, default_cache_dir, ensure_images, node_key
+from .pgadmin_image import PGADMIN_IMAGE, ensure_pgadmin_image, pgadmin_key
 
-__all__ = ["APP_IMAGE", "BASE_IMAGE", "HA_IMAGE", "NODE_IMAGE", "DockerdError", "PrivateDockerd", "app_key",
-           "availability", "base_key", "compose_cli", "debian_mirror", "default_cache_dir", "docker_cli",
-           "ensure_app_image", "ensure_ha_image", "ensure_images", "ha_key", "host_net_state", "net_state_changes",
-           "node_key", "reap_stale"]
+__all__ = ["APP_IMAGE", "BASE_IMAGE", "HA_IMAGE", "NODE_IMAGE", "PGADMIN_IMAGE", "DockerdError", "PrivateDockerd",
+           "app_key", "availability", "base_key", "compose_cli", "debian_mirror", "default_cache_dir", "docker_cli",
+           "ensure_app_image", "ensure_ha_image", "ensure_images", "ensure_pgadmin_image", "ha_key", "host_net_state",
+           "net_state_changes", "node_key", "pgadmin_key", "reap_stale"]

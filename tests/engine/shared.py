@@ -26,6 +26,7 @@ from .ha_image import ensure_ha_image
 from .host import DockerdError, host_net_state, net_state_changes, say
 from .hub_image import ensure_hub_image
 from .images import ensure_images
+from .pgadmin_image import ensure_pgadmin_image
 
 ROOT_VAR = "LAB_TEST_ENGINE_ROOT"
 _PROJECT = re.compile(r"pglab-[0-9a-f]{8}")
@@ -73,11 +74,12 @@ def describe(objs) -> list[str]:
 
 def more_images(engine: PrivateDockerd, repo, log=say) -> None:
     """The images a few tests ask for (HA: chapter 08, which the compose notebooks reach first; the
-    app's; the single-user image), loaded or built once, while the streams already run on the node
-    image: a test that asks for one meanwhile waits on the cache's lock and then finds it loaded,
-    so no two streams build.  One that cannot be made is reported, not fatal: the tests that need
+    app's; pgAdmin's; the single-user image), loaded or built once, while the streams already run
+    on the node image: a test that asks for one meanwhile waits on the cache's lock and then finds
+    it loaded, so no two streams build.  One that cannot be made is reported, not fatal: the tests that need
     it try again and fail or skip with their own reason."""
-    for name, ensure in (("HA", ensure_ha_image), ("app", ensure_app_image), ("single-user", ensure_hub_image)):
+    for name, ensure in (("HA", ensure_ha_image), ("app", ensure_app_image), ("pgAdmin", ensure_pgadmin_image),
+                         ("single-user", ensure_hub_image)):
         try:
             ensure(engine, repo, log=log)
         except Exception as e:  # noqa: BLE001  (reported; the tests that need it say why)
