@@ -117,6 +117,26 @@ def lease_watch(cluster, seconds: float = 6, every: float = 0.25) -> pd.DataFram
     return df
 
 
+def plot_lease(lease: pd.DataFrame) -> Figure:
+    """The leader key's lease over time, from what ``lease_watch`` returns: the time left falls, and
+    jumps back to ttl each time the leader renews it."""
+    if not isinstance(lease, pd.DataFrame) or not {"t_s", "left_s", "ttl_s"} <= set(lease.columns) or lease.empty:
+        raise BadArgument(_("plot_lease() takes what lab.autofailover.lease_watch() returned"))
+    t = pd.to_numeric(lease["t_s"], errors="coerce")
+    left = pd.to_numeric(lease["left_s"], errors="coerce")
+    ttl = pd.to_numeric(lease["ttl_s"], errors="coerce").max()
+    fig = Figure(figsize=(7, 2.5))
+    ax = fig.subplots()
+    ax.step(t, left, where="post", color="#2f5d8a")
+    ax.set_ylim(0, (float(ttl) if pd.notna(ttl) else float(left.max() or 0)) + 1)
+    ax.set_xlabel(_("seconds"))
+    ax.set_ylabel(_("lease time left (s)"))
+    ax.set_title(_("the leader key's lease"))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 # --- 3-6. faults under the writer ------------------------------------------------------------------------
 class _Monitor:
     """Every POLL seconds: the leader key (holder, lease left) and which nodes accept writes."""
@@ -673,5 +693,5 @@ def tuning_figure(df: pd.DataFrame) -> Figure:
     return fig
 
 
-__all__ = ["FAULTS", "AutoFailover", "crash", "etcd_election", "false_failovers", "lease_watch", "quorum_loss",
-           "restore", "table", "tuning", "tuning_figure"]
+__all__ = ["FAULTS", "AutoFailover", "crash", "etcd_election", "false_failovers", "lease_watch", "plot_lease",
+           "quorum_loss", "restore", "table", "tuning", "tuning_figure"]

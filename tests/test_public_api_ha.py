@@ -166,6 +166,8 @@ TARGETS = [
     T("autofailover.lease_watch", "autofailover", lambda c, s, cluster, seconds, every:
       af.lease_watch(cluster, seconds, every), dict(cluster="C", seconds=0.5, every=0.25), cluster=k_cluster(),
       seconds=k_num(lo=0.5, hi=120), every=k_num(lo=0.05, hi=10)),
+    T("autofailover.plot_lease", "autofailover", lambda c, s, lease: af.plot_lease(lease), dict(lease="S:lease"),
+      lease=k_of(*NOT_FRAME, _frame(t_s=[0.0], left_s=[20.0]), _frame(t_s=[], left_s=[], ttl_s=[]))),
     T("autofailover.crash", "autofailover",
       lambda c, s, cluster, fault, synchronous, rate, before, timeout, settle, config:
       af.crash(cluster, fault, synchronous, rate, before, timeout, settle, **config),
@@ -305,6 +307,7 @@ def samples(parent_home, tmp_path_factory) -> dict:
     return {
         "S:nohome": str(tmp_path_factory.mktemp("labha-none") / "nothing-here"),
         "S:results": [_an_autofailover()],
+        "S:lease": pd.DataFrame({"t_s": [0.0, 0.5, 1.0], "holder": "pg1", "left_s": [20.0, 19.5, 20.0], "ttl_s": 20}),
         "S:tuning": pd.DataFrame({"ttl": [20, 20], "loop_wait": [2, 2], "retry_timeout": [5, 5],
                                   "latency_ms": [500.0, 2000.0], "no_primary_s": [0.0, 4.5]}),
     }
@@ -314,6 +317,7 @@ def test_the_samples_are_valid(ha, samples):
     """The made-up results are what the functions take: the valid call of a target succeeds."""
     assert len(af.table(*samples["S:results"])) == 1
     assert af.tuning_figure(samples["S:tuning"]) is not None
+    assert af.plot_lease(samples["S:lease"]).axes[0].get_ylabel() == "lease time left (s)"
     assert samples["S:results"][0].summary()["new_leader"].iloc[0] == "pg2"
 
 
