@@ -47,6 +47,15 @@ def mask(text: str) -> str:
     return text
 
 
+def mask_log(text: str) -> str:
+    """A server log with the passwords of connection strings replaced by ****: the server logs
+    ``parameter "primary_conninfo" changed to "... password=..."`` when a replica is retargeted.
+    (Only ``password=`` and URIs: "password authentication failed" is PostgreSQL's own message.)"""
+    for pattern, repl in (_SECRETS[0], _SECRETS[3]):
+        text = pattern.sub(repl, text)
+    return text
+
+
 @dataclasses.dataclass(frozen=True)
 class Entry:
     at: float          # time.time()

@@ -225,7 +225,7 @@ def test_compose_without_a_daemon_is_a_clear_error(tmp_path, monkeypatch):
 
 @pytest.mark.integration
 @pytest.mark.compose
-def test_compose_pgadmin_gets_every_node_and_no_password(docker_engine, tmp_path, monkeypatch):
+def test_compose_pgadmin_gets_every_node_and_no_password(docker_engine, tmp_path):
     """The ``pgadmin`` service, live: where dpage/pgadmin4 cannot be pulled, the image of
     compose/pgadmin.Dockerfile (same contract), chosen by LAB_PGADMIN_IMAGE.  It answers on
     127.0.0.1, the generated login works over HTTP, pg-master and pg-replica are listed (by service
@@ -234,8 +234,6 @@ def test_compose_pgadmin_gets_every_node_and_no_password(docker_engine, tmp_path
     extra, why = {}, None
     try:
         extra["LAB_PGADMIN_IMAGE"] = ensure_pgadmin_image(docker_engine, lab.system.paths.REPO)
-        # compose_apps reads LAB_PGADMIN_IMAGE when imported (before this test set it)
-        monkeypatch.setattr(lab.backends.compose_apps, "PGADMIN_IMAGE", extra["LAB_PGADMIN_IMAGE"])
     except DockerdError as e:  # e.g. no PyPI for the wheels: then only the official image would do
         why = str(e).splitlines()[0]
     with compose_env(docker_engine, **extra):
@@ -253,22 +251,22 @@ def _check_compose_pgadmin(cluster, why=None):
     assert cluster.credentials["password"] not in str(servers)
     import docker.errors
     try:
-        cluster.backend.client.images.get(lab.backends.compose_apps.PGADMIN_IMAGE)
+        cluster.backend.client.images.get(lab.backends.compose_apps.pgadmin_image())
     except docker.errors.ImageNotFound:
         with pytest.raises(lab.LabError, match="pgAdmin image .* cannot be pulled"):
             lab.pgadmin.start(cluster, quiet=True)
-        pytest.skip(f"{lab.backends.compose_apps.PGADMIN_IMAGE} is not in the private engine and no registry "
+        pytest.skip(f"{lab.backends.compose_apps.pgadmin_image()} is not in the private engine and no registry "
                     f"answers here; the offline image could not be built either ({why})")
     info = lab.pgadmin.start(cluster, quiet=True)
     assert info.url == f"http://127.0.0.1:{info.port}" and info.running
     assert info.email == "student@lab.example.com" and len(info.password) >= 16
     container = cluster.backend.client.containers.get(cluster._state["compose"]["prefix"] + "pgadmin")
-    assert container.image.tags == [lab.backends.compose_apps.PGADMIN_IMAGE]
+    assert container.image.tags == [lab.backends.compose_apps.pgadmin_image()]
     assert [b["HostIp"] for b in container.attrs["HostConfig"]["PortBindings"]["80/tcp"]] == ["127.0.0.1"]
     # no password in the servers.json the container reads, none in the image
     servers_json = cluster.backend.pgadmin_servers_file.read_text()
     assert cluster.credentials["password"] not in servers_json and info.password not in servers_json
-    image_env = cluster.backend.client.images.get(lab.backends.compose_apps.PGADMIN_IMAGE).attrs["Config"]["Env"]
+    image_env = cluster.backend.client.images.get(lab.backends.compose_apps.pgadmin_image()).attrs["Config"]["Env"]
     assert not [e for e in image_env if "PASSWORD" in e]
 
     from test_pgadmin import Client  # the local pgAdmin's test client: what a browser does

@@ -301,6 +301,9 @@ def test_an_object_made_before_another_notebook_switched_over_acts_on_the_roles_
     finally:
         other.switchover(was)
     assert failover.restore(cluster) == [] and cluster.primary.name == was
+    # each replica was retargeted twice: its server logged its new primary_conninfo, which node.logs() masks
+    logs = "\n".join(str(n.logs(400)) for n in cluster.nodes)
+    assert "password=****" in logs and cluster._state["replication_password"] not in logs
 
 
 @pytest.fixture(scope="module")

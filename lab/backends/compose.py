@@ -34,7 +34,7 @@ from .. import i18n
 from ..errors import LabError, NotRunning, ServerStartError, Timeout
 from ..system import ports
 from ..system.paths import COMPOSE_DIR, REPO
-from .compose_apps import DEFAULT_APP_IMAGE, PGADMIN_EMAIL, ComposeApps
+from .compose_apps import DEFAULT_APP_IMAGE, PGADMIN_EMAIL, ComposeApps, pgadmin_image
 from .pgconf import standalone_auto_conf
 from .sql import connect, query
 
@@ -187,6 +187,7 @@ class ComposeBackend(ComposeApps):
             # PG_MASTER_NAME, PG_STANDALONE1_NAME: its cluster_name (the app's X-Served-By names the node)
             if spec["service"] in STANDALONE_SERVICES or spec["service"] == "pg-master":
                 env[var[:-len("PORT")] + "NAME"] = spec["name"]
+        env["LAB_PGADMIN_IMAGE"] = pgadmin_image()  # the official image, or compose/pgadmin.Dockerfile's
         if self.cfg.get("pgadmin_port"):
             env.update(PGADMIN_PORT=str(self.cfg["pgadmin_port"]), PGADMIN_EMAIL=PGADMIN_EMAIL,
                        PGADMIN_SERVERS_JSON=str(self.pgadmin_servers_file))

@@ -20,10 +20,16 @@ from ..system import jupyterenv, ports
 from .apps import HOST, AppEndpoints, AppNode
 
 PGADMIN_EMAIL = "student@lab.example.com"
-PGADMIN_IMAGE = os.environ.get("LAB_PGADMIN_IMAGE", "dpage/pgadmin4:8")
+DEFAULT_PGADMIN_IMAGE = "dpage/pgadmin4:8"  # without a registry: compose/pgadmin.Dockerfile, LAB_PGADMIN_IMAGE
 DEFAULT_APP_IMAGE = "pglab/crypto-app:latest"
 APP_START_TIMEOUT = 180
 PGADMIN_START_TIMEOUT = 120
+
+
+def pgadmin_image() -> str:
+    """The pgAdmin image the ``pgadmin`` service runs: ``LAB_PGADMIN_IMAGE`` (read when it starts), else
+    the official one."""
+    return os.environ.get("LAB_PGADMIN_IMAGE") or DEFAULT_PGADMIN_IMAGE
 
 
 class ComposeApps:
@@ -53,15 +59,16 @@ class ComposeApps:
                       timeout: float = PGADMIN_START_TIMEOUT) -> AppEndpoints:
         """The ``pgadmin`` service on 127.0.0.1 with ``servers`` (servers.json) preloaded."""
         import docker.errors  # lazy: the docker SDK takes 0.3-2 s to import; only compose runs need it
+        image = pgadmin_image()
         try:
-            self.client.images.get(PGADMIN_IMAGE)
+            self.client.images.get(image)
         except docker.errors.ImageNotFound:
             try:
-                self.client.images.pull(PGADMIN_IMAGE)
+                self.client.images.pull(image)
             except docker.errors.APIError:
                 raise LabError(_("the pgAdmin image {image} is not here and cannot be pulled: "
                                  "pull it where a registry answers (or set LAB_PGADMIN_IMAGE)").format(
-                    image=PGADMIN_IMAGE)) from None
+                    image=image)) from None
         port = ports.claim_one(self.cfg.get("pgadmin_port") or 0, self.owner) if self.cfg.get("pgadmin_port") \
             else ports.claim_free_ports(1, self.owner)[0]
         self.cfg["pgadmin_port"] = port
