@@ -26,7 +26,7 @@ import threading
 import time
 
 from .errors import Text, need_int, need_number, need_str
-from .i18n import _
+from .i18n import N_, _, current
 
 _LOG: "collections.deque[Entry]" = collections.deque(maxlen=5000)
 _guard = threading.Lock()
@@ -128,6 +128,76 @@ def from_entrypoint(where: str, output: str) -> None:
         head, sep, cmd = line.partition("]: run: ")
         if sep and "entrypoint[" in head:
             note(where, cmd)
+
+
+# --- what the entrypoints say, in the lab's language -------------------------------------------
+# master/entrypoint.sh, replica/entrypoint.sh and master/init-master.sh run in containers too, where
+# they log in English (`docker logs`); where the lab shows their lines (node.logs(), rewind_log) it
+# puts them in the student's language: each `log "..."` of the scripts, its shell variables as named
+# placeholders (tests/test_i18n.py checks that this list and the scripts' lines are the same).
+# "run: ..." lines are commands and stay as they are.
+ENTRYPOINT_SAYS = [
+    N_("{file}: this node is now a replica of {primary}: running replica/entrypoint.sh"),
+    N_("{file}: a standalone node with existing data: starting it as it is"),
+    N_("empty data directory: initdb"),
+    N_("running init-master.sh against a private server"),
+    N_("existing data found: starting the primary"),
+    N_("{file} says this node is a primary, but {pgdata} holds no database: refusing to start"),
+    N_("{file}: this node is a primary (promoted): starting its data as it is"),
+    N_("the primary at {host}:{port} did not answer within {seconds}s: start it first"),
+    N_("base backup done: {pgdata} is a hot standby of {host}:{port}"),
+    N_("rewinding with pg_rewind onto the primary's timeline"),
+    N_("removing a stale postmaster.pid (PID {pid}) left by the crashed server"),
+    N_("CHECKPOINT refused (no pg_checkpoint role): waiting for the primary's own"),
+    N_("the primary has not finished a checkpoint since its promotion: waiting for it before pg_rewind"),
+    N_("still no checkpoint on the primary after {seconds} s: trying pg_rewind anyway (run CHECKPOINT on the "
+       "primary)"),
+    N_("pg_rewind done: continuing as a standby of {host}:{port} (slot {slot})"),
+    N_("a previous base backup did not finish: wiping {pgdata} before retrying"),
+    N_("empty data directory: taking a base backup from {host}:{port} (slot {slot})"),
+    N_("the data directory is broken (pg_controldata cannot read it): wiping it for a fresh base backup"),
+    N_("existing standby data found, primary not reachable yet: starting and continuing replication from where "
+       "it stopped"),
+    N_("{pgdata} holds a database that is not a standby and the primary cannot be checked: refusing to touch it"),
+    N_("this data belongs to another cluster (system identifier {here}, the primary's is {primary}): wiping it "
+       "for a fresh base backup"),
+    N_("{pgdata} holds a database that is not a standby (a promoted or former primary?): refusing to overwrite "
+       "it; set REPLICA_REJOIN=1 to rewind it onto the primary, or wipe it"),
+    N_("existing standby data found (timeline {timeline}, same system): continuing replication from where it "
+       "stopped"),
+    N_("timeline {here} here, {primary} on the primary: this node may have diverged"),
+    N_("pg_rewind could not rejoin it: wiping it for a fresh base backup"),
+    N_("creating role {user} and database {database}"),
+    N_("creating table test_replication in {database}"),
+    N_("done"),
+]
+_ENTRYPOINT_LINE = re.compile(r"^((?:entrypoint\[[^\]]*\]|init-master): )(.*)$")
+
+
+def _pattern(message: str) -> "re.Pattern":
+    parts = re.split(r"\{(\w+)\}", message)  # text, name, text, name, ..., text
+    return re.compile("".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>.+?)" for i, p in enumerate(parts)))
+
+
+_ENTRYPOINT_PATTERNS = [(_pattern(m), m) for m in ENTRYPOINT_SAYS]
+
+
+def entrypoint_says(text: str) -> str:
+    """A log with the entrypoints' lines in the lab's language (as they are in English)."""
+    if current() == "en" or "entrypoint[" not in text and "init-master: " not in text:
+        return text
+    out = []
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\n")
+        m = _ENTRYPOINT_LINE.match(body)
+        if m:
+            for pattern, message in _ENTRYPOINT_PATTERNS:
+                said = pattern.fullmatch(m.group(2))
+                if said:
+                    line = m.group(1) + _(message).format(**said.groupdict()) + line[len(body):]
+                    break
+        out.append(line)
+    return "".join(out)
 
 
 def mark() -> float:

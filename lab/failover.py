@@ -29,7 +29,7 @@ import pandas as pd
 import psycopg2
 from matplotlib.figure import Figure
 
-from . import faults, plots, proxy, sync, workload  # noqa: F401 (plots: Figures show as pictures)
+from . import commands, faults, plots, proxy, sync, workload  # noqa: F401 (plots: Figures show as pictures)
 from .errors import LabError, NotRunning, Text, Timeout, need_bool, need_choice, need_int, need_number, need_str
 from .lsn import format_lsn, parse_lsn, record_end
 from .node import Node, Role
@@ -831,9 +831,10 @@ def rewind_log(node, tail: int = 400) -> Text:
     """The lines of ``node``'s log written by replica/entrypoint.sh and pg_rewind (its last rejoin)."""
     need_a_node(node)
     need_int(tail, "tail", 1, 1_000_000)
-    lines = [ln for ln in node.logs(tail).splitlines() if ln.startswith(("entrypoint[", "pg_rewind:"))]
+    log = commands.mask_log(node._cluster.backend.logs(node.spec, tail))  # the English lines, to find the rejoin
+    lines = [ln for ln in log.splitlines() if ln.startswith(("entrypoint[", "pg_rewind:"))]
     last = max((i for i, ln in enumerate(lines) if "timeline" in ln and "here" in ln), default=0)
-    return Text("\n".join(lines[last:]) or _("(no rejoin in the last lines of the log)"))
+    return Text(commands.entrypoint_says("\n".join(lines[last:])) or _("(no rejoin in the last lines of the log)"))
 
 
 @changes_cluster(tidy=lambda c: tidy(c))

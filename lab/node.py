@@ -346,7 +346,7 @@ class Node:
         tail = need_int(tail, _("tail (how many of the last lines)"), lo=0)
         if tail == 0:
             return Text("")
-        return Text(commands.mask_log(self._cluster.backend.logs(self.spec, tail)))
+        return Text(commands.entrypoint_says(commands.mask_log(self._cluster.backend.logs(self.spec, tail))))
 
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
