@@ -33,3 +33,10 @@ def _lab_speaks_english(monkeypatch):
     i18n.set_language(None)
     yield
     i18n.set_language(None)
+
+
+@pytest.fixture
+def spanish(_lab_speaks_english):
+    """The lab in Spanish for this test (the autouse fixture above puts English back)."""
+    i18n.set_language("es")
+    yield

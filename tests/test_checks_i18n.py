@@ -9,13 +9,6 @@ import lab
 from lab import checks, exercises, i18n
 
 
-@pytest.fixture
-def spanish():
-    i18n.set_language("es")
-    yield
-    i18n.set_language(None)
-
-
 def test_every_title_and_hint_has_a_translation():
     catalog = i18n.catalog("es")
     untranslated = [(e.id, text) for e in exercises.registered().values() for text in (e.title, e.hint)

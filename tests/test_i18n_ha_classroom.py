@@ -9,15 +9,6 @@ import lab
 import lab.autofailover
 import lab.classroom
 import lab.ha
-from lab import i18n
-
-
-@pytest.fixture
-def spanish(monkeypatch):
-    monkeypatch.delenv("LAB_LANG", raising=False)
-    lab.set_language("es")
-    yield
-    i18n.set_language(None)
 
 
 def test_ha_arguments_are_refused_in_spanish(spanish, tmp_path):

@@ -4,13 +4,13 @@ kinds, accepted/refused, the capability labels, pgoutput's tuples.  Pure functio
 server first; then the values only a real cluster makes (a split brain, a subscriber)."""
 from __future__ import annotations
 
-import struct
-
 import pandas as pd
 import pytest
 
 import lab
 from lab import autofailover, failover, logical
+
+from labtest.pgoutput import DELETE_ETH, INSERT_BTC, RELATION, UPDATE_SOL
 
 
 def _tidy(c):
@@ -23,13 +23,6 @@ def _tidy(c):
 
 
 TIDY = _tidy
-
-
-@pytest.fixture
-def spanish():
-    lab.set_language("es")
-    yield
-    lab.set_language(None)
 
 
 # --- lab.autofailover: events and the quorum table ---------------------------------------------------
@@ -100,20 +93,8 @@ def test_the_quorum_table_in_english_as_before():
 
 
 # --- lab.logical: pgoutput's tuples, kinds ---------------------------------------------------------------
-def _cstr(s: str) -> bytes:
-    return s.encode() + b"\0"
-
-
 def _pgoutput():
-    rel = (b"R" + struct.pack("!I", 16400) + _cstr("public") + _cstr("precios") + b"d" + struct.pack("!h", 2)
-           + b"\1" + _cstr("moneda") + struct.pack("!Ii", 25, -1)
-           + b"\0" + _cstr("precio") + struct.pack("!Ii", 1700, -1))
-    ins = b"I" + struct.pack("!I", 16400) + b"N" + struct.pack("!h", 2) + b"t" + struct.pack("!i", 3) + b"BTC" + b"n"
-    upd = (b"U" + struct.pack("!I", 16400) + b"O" + struct.pack("!h", 2) + b"t" + struct.pack("!i", 3) + b"SOL"
-           + b"t" + struct.pack("!i", 1) + b"1"
-           + b"N" + struct.pack("!h", 2) + b"t" + struct.pack("!i", 3) + b"SOL" + b"u")
-    dele = b"D" + struct.pack("!I", 16400) + b"K" + struct.pack("!h", 2) + b"t" + struct.pack("!i", 3) + b"ETH" + b"n"
-    return pd.DataFrame({"lsn": ["0/1", "0/2", "0/3", "0/4"], "data": [rel, ins, upd, dele]})
+    return pd.DataFrame({"lsn": ["0/1", "0/2", "0/3", "0/4"], "data": [RELATION, INSERT_BTC, UPDATE_SOL, DELETE_ETH]})
 
 
 def test_pgoutput_tuples_are_named_in_spanish(spanish):

@@ -11,16 +11,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-import lab
 from lab import i18n, lag, standby, sync, workload
-
-
-@pytest.fixture
-def spanish(monkeypatch):
-    monkeypatch.delenv("LAB_LANG", raising=False)
-    lab.set_language("es")
-    yield
-    i18n.set_language(None)
 
 
 def _run(finished: bool, **settings) -> standby.ConflictRun:

@@ -5,8 +5,6 @@ pg_recvlogical), a forgotten logical slot, lag and bytes measured, a failover an
 09.x self-checks, tidy, and bad arguments."""
 from __future__ import annotations
 
-import struct
-
 import pandas as pd
 import pytest
 
@@ -15,6 +13,8 @@ from lab import logical
 from lab.checks import check
 from lab.errors import BadArgument, LabError
 from lab.node import Role
+
+from labtest.pgoutput import DELETE_ETH, INSERT_BTC, RELATION
 
 pytestmark = pytest.mark.integration
 
@@ -38,16 +38,8 @@ def _subscribed(c):
 
 
 # --- pure functions ---------------------------------------------------------------------------------
-def _cstr(s: str) -> bytes:
-    return s.encode() + b"\0"
-
-
 def test_parse_pgoutput_reads_relation_insert_and_delete_messages():
-    rel = (b"R" + struct.pack("!I", 16400) + _cstr("public") + _cstr("precios") + b"d" + struct.pack("!h", 2)
-           + b"\1" + _cstr("moneda") + struct.pack("!Ii", 25, -1)
-           + b"\0" + _cstr("precio") + struct.pack("!Ii", 1700, -1))
-    ins = b"I" + struct.pack("!I", 16400) + b"N" + struct.pack("!h", 2) + b"t" + struct.pack("!i", 3) + b"BTC" + b"n"
-    dele = b"D" + struct.pack("!I", 16400) + b"K" + struct.pack("!h", 2) + b"t" + struct.pack("!i", 3) + b"ETH" + b"n"
+    rel, ins, dele = RELATION, INSERT_BTC, DELETE_ETH
     df = logical.parse_pgoutput(pd.DataFrame({"lsn": ["0/1", "0/2", "0/3"], "data": [rel, ins, dele]}))
     assert df["message"].tolist() == ["RELATION", "INSERT", "DELETE"]
     assert df["table"].tolist() == ["public.precios"] * 3
