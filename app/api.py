@@ -353,7 +353,8 @@ def create_app(settings: "Settings | None" = None, router: "Router | None" = Non
             cur.execute("SELECT coalesce(array_agg(symbol), '{}') FROM coins WHERE symbol = ANY(%s)", (wanted,))
             unknown = sorted(set(wanted) - set(cur.fetchone()[0]))
             if not unknown:
-                execute_values(cur, schema.INSERT_TICKS_SQL, [(t.coin, t.time, t.price, t.volume) for t in ticks])
+                execute_values(cur, schema.INSERT_TICKS_SQL, [(t.coin, t.time, t.price, t.volume) for t in ticks],
+                               page_size=max(1, len(ticks)))  # one statement: its coins' summary locks in one order
             return unknown
         unknown, lsn, primary = router.write(fn)
         if unknown:

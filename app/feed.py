@@ -113,7 +113,8 @@ def write_ticks(router: Router, ticks: list[Tick]) -> tuple[int, str]:
     ticks = dedupe(ticks)
 
     def fn(cur):
-        execute_values(cur, schema.INSERT_TICKS_SQL, [(t.coin, t.time, t.price, t.volume) for t in ticks])
+        execute_values(cur, schema.INSERT_TICKS_SQL, [(t.coin, t.time, t.price, t.volume) for t in ticks],
+                       page_size=max(1, len(ticks)))  # one statement: its coins' summary locks in one order
         return len(ticks)
     rows, lsn, _ = router.write(fn)
     return rows, lsn

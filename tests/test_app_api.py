@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import math
+import threading
 
 import pytest
 
@@ -126,23 +127,42 @@ WHERE r.n IS DISTINCT FROM h.ticks
 """
 
 
+# market_summary (what /market/summary answers) against a count from scratch over the ticks alone:
+# the coins whose row differs.
+SUMMARY_MISMATCHES = """
+SELECT count(*) FROM coins c
+LEFT JOIN market_summary m ON m.coin = c.symbol
+LEFT JOIN LATERAL (SELECT time, price FROM price_ticks WHERE coin = c.symbol ORDER BY time DESC LIMIT 1) l ON true
+LEFT JOIN LATERAL (SELECT price FROM price_ticks WHERE coin = c.symbol AND time <= l.time - interval '24 hours'
+                   ORDER BY time DESC LIMIT 1) p ON true
+LEFT JOIN LATERAL (SELECT sum(volume) AS volume FROM price_ticks
+                   WHERE coin = c.symbol AND time > l.time - interval '24 hours') v ON true
+WHERE m.time IS DISTINCT FROM l.time OR m.price IS DISTINCT FROM l.price
+   OR (m.change_24h_pct IS NULL) <> (p.price IS NULL)
+   OR abs(m.change_24h_pct - (l.price / p.price - 1) * 100) > 1e-9 * greatest(1, abs(m.change_24h_pct))
+   OR (m.volume_24h IS NULL) <> (v.volume IS NULL)
+   OR abs(m.volume_24h - v.volume) > 1e-6 * greatest(1, abs(v.volume))
+"""
+
+
 def test_the_hourly_rollup_follows_every_change_to_the_ticks(api_client, app_cluster):
     """price_volume_hourly (what /market/summary reads) against the ticks themselves, after the
     back-fill's COPY, inserts, ON CONFLICT updates, deletes; and the summary's 24 h volume against the
     plain sum for a newest tick in the middle of an hour, on a replica."""
     p = app_cluster.primary
     assert p.scalar(ROLLUP_MISMATCHES) == 0, "the back-fill (COPY) is in the rollup"
+    assert p.scalar(SUMMARY_MISMATCHES) == 0, "the back-fill (COPY) is in the summary"
     t0 = dt.datetime(2032, 3, 1, 10, 17, 23, tzinfo=UTC)
     ticks = [{"symbol": "SOL", "price": 100.0 + i, "volume": 1.5 * i,
               "time": (t0 - dt.timedelta(minutes=37 * i)).isoformat()} for i in range(60)]
     try:
         assert api_client.post("/ticks", json={"ticks": ticks}, headers=auth()).status_code == 201
-        assert p.scalar(ROLLUP_MISMATCHES) == 0, "inserts"
+        assert p.scalar(ROLLUP_MISMATCHES) == 0 and p.scalar(SUMMARY_MISMATCHES) == 0, "inserts"
         again = [dict(t, volume=t["volume"] * 2 + 1) for t in ticks[::3]]
         assert api_client.post("/ticks", json={"ticks": again}, headers=auth()).status_code == 201
-        assert p.scalar(ROLLUP_MISMATCHES) == 0, "ON CONFLICT DO UPDATE"
+        assert p.scalar(ROLLUP_MISMATCHES) == 0 and p.scalar(SUMMARY_MISMATCHES) == 0, "ON CONFLICT DO UPDATE"
         p.execute("DELETE FROM price_ticks WHERE coin = 'SOL' AND time > %s", (t0 - dt.timedelta(hours=5),))
-        assert p.scalar(ROLLUP_MISMATCHES) == 0, "deletes"
+        assert p.scalar(ROLLUP_MISMATCHES) == 0 and p.scalar(SUMMARY_MISMATCHES) == 0, "deletes"
         app_cluster.wait_replayed()
         sol = {s["symbol"]: s for s in api_client.get("/market/summary").json()}["SOL"]
         newest = p.scalar("SELECT max(time) FROM price_ticks WHERE coin = 'SOL'")
@@ -152,7 +172,40 @@ def test_the_hourly_rollup_follows_every_change_to_the_ticks(api_client, app_clu
         assert math.isclose(sol["volume_24h"], raw, rel_tol=1e-9)
     finally:
         p.execute("DELETE FROM price_ticks WHERE time >= '2032-01-01'")
-    assert p.scalar(ROLLUP_MISMATCHES) == 0
+    assert p.scalar(ROLLUP_MISMATCHES) == 0 and p.scalar(SUMMARY_MISMATCHES) == 0
+
+
+def test_two_writers_of_one_coin_at_once_leave_the_summary_right(app_cluster):
+    """The second transaction's recount waits for the first's commit and sees its tick: without the
+    per-coin lock it would count the coin without the first's (newer) tick and keep that."""
+    p = app_cluster.primary
+    # in two hours: the two do not meet on a row of the hourly rollup (which would order them too)
+    newer, older = dt.datetime(2033, 1, 1, 13, 0, 2, tzinfo=UTC), dt.datetime(2033, 1, 1, 12, 0, 1, tzinfo=UTC)
+    first, second = p.connect(autocommit=False), p.connect(autocommit=False)
+    done = threading.Event()
+    try:
+        with first.cursor() as cur:
+            cur.execute("INSERT INTO price_ticks VALUES ('XRP', %s, 0.75, 10)", (newer,))
+        def write_second():
+            with second.cursor() as cur:
+                cur.execute("INSERT INTO price_ticks VALUES ('XRP', %s, 0.70, 20)", (older,))
+            second.commit()
+            done.set()
+        t = threading.Thread(target=write_second)
+        t.start()
+        assert not done.wait(0.5), "the second writer waits for the first's commit"
+        first.commit()
+        t.join(10)
+        assert done.is_set()
+        row = p.sql("SELECT time, price FROM market_summary WHERE coin = 'XRP'").iloc[0]
+        assert row["time"] == newer and row["price"] == 0.75
+        assert p.scalar(SUMMARY_MISMATCHES) == 0
+    finally:
+        for conn in (first, second):
+            conn.rollback()
+            conn.close()
+        p.execute("DELETE FROM price_ticks WHERE time >= '2033-01-01'")
+    assert p.scalar(SUMMARY_MISMATCHES) == 0
 
 
 # --- writes, and reading them back ----------------------------------------------------------------
