@@ -7,7 +7,8 @@ and pass a self-check; they cannot see each other's; a page of a student's is pr
 hub to them alone; a server stopped through the hub leaves no PostgreSQL of that student, and the
 next ``lab.up()`` brings the same cluster (and its rows) back; a server the idle culler stops leaves
 none either.  The stop hook is also checked without a hub: SIGTERM to a Jupyter server stops the
-cluster when asked to, and leaves it running on a laptop (about 3 minutes in all here)."""
+cluster when asked to, and leaves it running on a laptop; the same extension opens JupyterLab in
+Spanish with LAB_LANG=es (about 3 minutes in all here)."""
 from __future__ import annotations
 
 import base64
@@ -61,6 +62,18 @@ def classroom(hub):
     return info
 
 
+def jupyterlab_locale(url: str, prefix: str, token: str) -> "tuple[list[str], str | None]":
+    """(the language packs, the user's locale setting) of the JupyterLab at ``url`` + ``prefix``,
+    through its HTTP API."""
+    auth = {"Authorization": f"token {token}"}
+    packs = httpx.get(f"{url}{prefix}/lab/api/translations/", headers=auth, timeout=60)
+    assert packs.status_code == 200, (packs.status_code, packs.text[:500])
+    setting = httpx.get(f"{url}{prefix}/lab/api/settings/@jupyterlab/translation-extension:plugin",
+                        headers=auth, timeout=60)
+    assert setting.status_code == 200, (setting.status_code, setting.text[:500])
+    return sorted(packs.json()["data"]), setting.json()["settings"].get("locale")
+
+
 def student_postgres(hub, name) -> "list[psutil.Process]":
     return hub.processes(name, only="postgres")
 
@@ -95,6 +108,10 @@ def test_each_student_runs_their_lab_as_their_own_unix_user(hub, classroom):
         # their copy of the notebooks, theirs
         nb = hub.root / "students" / name / "notebooks" / "01_primary_and_replica.ipynb"
         assert nb.exists() and nb.stat().st_uid == hub.uid(name)
+        # JupyterLab's language: the hub's environment has the Spanish pack (the [hub] extra), and
+        # without the class's LAB_LANG (the tests run without it, labtest/session.py) no locale is
+        # written for the student (with it: the stop hook's test below, tests/test_hub_docker.py)
+        assert jupyterlab_locale(hub.url, f"/user/{name}", hub.token) == (["en", "es_ES"], None)
     # one claims directory for the class, every student's ports in it
     assert classroom["ana"]["claims"] == classroom["ben"]["claims"]
 
@@ -265,14 +282,25 @@ def test_sigterm_to_the_jupyter_server_stops_the_cluster_only_when_asked(tmp_pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
     env.update(LAB_HOME=str(home), JUPYTER_CONFIG_PATH=str(Path(__file__).resolve().parents[1] / "hub" / "singleuser"))
     env.pop("LAB_STOP_WITH_SERVER", None)
+    # JupyterLab's settings of this server's user; a class in Spanish where the stop is asked for
+    env["JUPYTERLAB_SETTINGS_DIR"] = str(tmp_path / "user-settings")
     if asked:
-        env["LAB_STOP_WITH_SERVER"] = "1"
+        env.update(LAB_STOP_WITH_SERVER="1", LAB_LANG="es")
     c = lab.up(replicas=1, home=home, quiet=True)
     try:
         c.primary.execute("INSERT INTO test_replication (mensaje) VALUES ('before the stop')")
         pids = [n.pid for n in c.nodes]
         assert all(pid_alive(p) for p in pids)
-        proc, _ = _jupyter_server(env, tmp_path)
+        proc, port = _jupyter_server(env, tmp_path)
+        # the same extension opens JupyterLab in the class's language (LAB_LANG=es), seeded as the
+        # user's own setting; without LAB_LANG nothing is written
+        try:
+            assert jupyterlab_locale(f"http://127.0.0.1:{port}", "", "hook-test") == \
+                (["en", "es_ES"], "es_ES" if asked else None)
+        except BaseException:
+            proc.kill()
+            proc.wait(timeout=30)
+            raise
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

@@ -7,6 +7,8 @@ REST + websocket execute, as a notebook runs): each brings up a one-replica clus
 row; each container has its memory and CPU limit; bob cannot reach alice's PostgreSQL; stopping
 alice's server through the hub runs the stop hook (every node shut down cleanly, not killed) and
 removes her container; starting it again finds her row and her own edit of a notebook.  The
+class runs with ``LAB_LANG=es``: each student's JupyterLab says es_ES through its own API (the
+image's language pack, the locale lab/serverhook.py gives a student who has not chosen one).  The
 hub, the containers and the class network are removed at the end; the engine's own teardown
 checks that nothing of it is left.
 
@@ -29,6 +31,7 @@ import pytest
 from engine.host import docker_cli
 from engine.hub_image import ensure_hub_image
 from hub_docker_fixtures import HUB_CONFIG, DockerHub, remove_tree
+from lab.serverhook import TRANSLATION_SETTINGS
 
 pytestmark = [pytest.mark.hub, pytest.mark.compose, pytest.mark.integration]
 
@@ -63,7 +66,9 @@ def hub(docker_engine, hub_image, tmp_path_factory):
     if why:
         pytest.skip(f"hub tier: {why}")
     work = tmp_path_factory.mktemp("hub-docker")
-    with DockerHub(docker_engine, hub_image, work, mem_limit=MEM_LIMIT, cpu_limit=CPU_LIMIT) as h:
+    # a class in Spanish (hub/README.md's LAB_LANG): the kernels' lab and JupyterLab's own menus
+    with DockerHub(docker_engine, hub_image, work, mem_limit=MEM_LIMIT, cpu_limit=CPU_LIMIT,
+                   extra_env={"LAB_LANG": "es"}) as h:
         h.timings = {}
         h.kernels = {}
         yield h
@@ -120,6 +125,15 @@ def test_each_student_runs_a_cluster_in_their_own_container(clusters):
         assert (st.st_uid, st.st_mode & 0o777) == (1000, 0o700), (st.st_uid, oct(st.st_mode))
         assert (home / "state.json").is_file()
         assert (hub.class_root / "students" / name / "notebooks" / "00_start_here.ipynb").is_file()
+        # JupyterLab in Spanish (LAB_LANG=es): the image's language pack, and es_ES as the locale of
+        # a student who never chose one, written in their own settings (their choice wins later)
+        packs = hub.http.get(f"/user/{name}/lab/api/translations/")
+        assert packs.status_code == 200 and "es_ES" in packs.json()["data"], (packs.status_code, packs.text[:500])
+        setting = hub.http.get(f"/user/{name}/lab/api/settings/@jupyterlab/translation-extension:plugin")
+        assert setting.status_code == 200, setting.text[:500]
+        assert setting.json()["settings"].get("locale") == "es_ES", setting.json()["raw"]
+        seeded = hub.class_root / "students" / name / ".jupyter" / "lab" / "user-settings" / TRANSLATION_SETTINGS
+        assert seeded.stat().st_uid == 1000, seeded
     print("\n" + "\n".join(f"{k}: {v:.1f} s" for k, v in hub.timings.items()))
 
 
@@ -219,6 +233,7 @@ def test_stopping_a_server_stops_its_cluster_cleanly_and_its_container(clusters)
     assert not list(home.rglob("postmaster.pid")), list(home.rglob("postmaster.pid"))
     assert "Traceback" not in server_log, server_log[-3000:]
     assert "pglab: clusters stopped with the server" in server_log, server_log[-3000:]
+    assert "pglab: JupyterLab opens in es_ES" in server_log, server_log[-3000:]
 
 
 def _same(pid: int, args: str) -> bool:

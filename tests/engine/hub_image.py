@@ -31,6 +31,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
     import tomli as tomllib
 
+from lab.serverhook import JUPYTERLAB_LANGUAGES
+
 from .app_image import APP_PYTHON
 from .engine import PrivateDockerd
 from .host import docker_cli, say
@@ -56,10 +58,17 @@ def hub_key(repo_root, base: str) -> str:
     return inputs_key("hub", repo_root, f"{base}-jupyterhub-{jupyterhub_version()}", HUB_INPUTS)
 
 
+def language_packs() -> list[str]:
+    """JupyterLab's language packs the image installs (hub/Dockerfile's LANGUAGE_PACKS, which
+    tests/test_hub_language.py keeps equal to these): lab/serverhook.py's, for LAB_LANG."""
+    return [pack for _, pack in JUPYTERLAB_LANGUAGES.values()]
+
+
 def requirements(repo_root: Path) -> list[str]:
-    """What the image's pip installs: the lab's dependencies (pyproject.toml) and jupyterhub."""
+    """What the image's pip installs: the lab's dependencies (pyproject.toml), jupyterhub and
+    JupyterLab's language packs."""
     project = tomllib.loads((Path(repo_root) / "pyproject.toml").read_text())["project"]
-    return [*project["dependencies"], f"jupyterhub=={jupyterhub_version()}"]
+    return [*project["dependencies"], f"jupyterhub=={jupyterhub_version()}", *language_packs()]
 
 
 def _too_new(wheels: Path) -> "dict[str, str]":
