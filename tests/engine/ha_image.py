@@ -6,17 +6,13 @@ on 127.0.0.1.  Cached as ``ha-<key>.tar`` beside the node images.
 """
 from __future__ import annotations
 
-import shutil
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 from .app_image import APP_PYTHON
 from .engine import PrivateDockerd
-from .host import docker_cli, say
-from .images import (base_key, cached_image, default_cache_dir, ensure_images, inputs_key, node_key, run_logged,
-                     serve_dir)
+from .host import say
+from .images import (base_key, build_on_host_wheels, cached_image, default_cache_dir, ensure_images, host_wheels,
+                     inputs_key, node_key)
 
 HA_IMAGE = "pglab/postgres-ha:test"
 HA_INPUTS = ("compose/ha.Dockerfile", "compose/ha-requirements.txt", "compose/ha", ".dockerignore")
@@ -30,28 +26,15 @@ def ha_key(repo_root, node: str) -> str:
 
 def build_ha(engine: PrivateDockerd, repo_root: Path, node_image: str, key: str, image: str = HA_IMAGE,
              log=say) -> None:
-    work = Path(tempfile.mkdtemp(prefix="ha-build-", dir=engine.root))
-    wheels, build_log = work / "wheels", work / "build.log"
-    try:
-        t = time.monotonic()
-        if sys.version_info[:2] != APP_PYTHON:
-            raise RuntimeError(f"the HA image's wheels are built by this Python ({sys.version_info[:2]}), "
-                               f"which must be the image's ({APP_PYTHON})")
-        run_logged([sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", wheels,
-                    "-r", Path(repo_root) / "compose" / "ha-requirements.txt"],
-                   build_log, "building Patroni's wheels on the host (pip)", 1800)
-        log(f"Patroni's wheels ready in {time.monotonic() - t:.1f} s; building {image} from compose/ha.Dockerfile")
-        t = time.monotonic()
-        with serve_dir(wheels) as url:
-            run_logged([docker_cli() or "docker", "build", "-q", "--network", "host",
-                        "-f", Path(repo_root) / "compose" / "ha.Dockerfile",
-                        "--build-arg", f"NODE_IMAGE={node_image}",
-                        "--build-arg", f"PIP_ARGS=--no-index --find-links {url}",
-                        "--label", f"org.pglab.ha.key={key}", "-t", image, repo_root],
-                       build_log, f"building {image}", 1800, env=dict(engine.env(), DOCKER_BUILDKIT="0"))
-        log(f"built {image} in {time.monotonic() - t:.1f} s")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    """``docker build -f compose/ha.Dockerfile --build-arg NODE_IMAGE=<node image> --network host``,
+    pip installing only from wheels of compose/ha-requirements.txt built on the host by this Python,
+    which must be the image's (some of Patroni's dependencies have no binary wheel to download)."""
+    req = Path(repo_root) / "compose" / "ha-requirements.txt"
+    build_on_host_wheels(engine, what="Patroni", wheels=lambda dest, f: host_wheels(["-r", req], dest, f, APP_PYTHON,
+                                                                                   "Patroni", binary_only_ok=False),
+                         dockerfile=Path(repo_root) / "compose" / "ha.Dockerfile", context=Path(repo_root),
+                         build_args={"NODE_IMAGE": node_image}, label="org.pglab.ha.key", key=key, image=image,
+                         log=log)
 
 
 def ensure_ha_image(engine: PrivateDockerd, repo_root, cache_dir=None, *, log=None) -> str:

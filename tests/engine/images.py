@@ -13,7 +13,9 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -256,6 +258,52 @@ def run_logged(cmd, logfile: Path, what: str, timeout: float, env=None) -> None:
         except OSError:
             tail = ""
         raise DockerdError(f"{what} failed ({r.returncode}); the end of its output:\n{tail}")
+
+
+def host_wheels(reqs, dest: Path, log_file: Path, python: "tuple[int, int]", what: str,
+                binary_only_ok: bool = True) -> None:
+    """Wheels of ``reqs`` (pip's requirement arguments: names, or ``"-r", file``) and of their
+    dependencies for an image whose Python is ``python`` (major, minor), by the host's pip (its
+    index, proxy and certificates).  Built by this interpreter when it is that Python; else binary
+    wheels are downloaded for it, which needs every package to have one (``binary_only_ok=False``:
+    refuse instead, for requirements with a source-only package)."""
+    if sys.version_info[:2] == tuple(python):
+        cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", dest, *reqs]
+    elif not binary_only_ok:
+        raise DockerdError(f"{what}'s wheels are built by this Python ({sys.version_info[0]}.{sys.version_info[1]}), "
+                           f"which must be the image's ({python[0]}.{python[1]})")
+    else:  # binary wheels for the image's interpreter, not ours
+        machine = os.uname().machine
+        plats = [f"manylinux_2_{n}_{machine}" for n in range(17, 37)] + [f"manylinux2014_{machine}"]
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
+               "--python-version", "%d.%d" % tuple(python), *[a for pl in plats for a in ("--platform", pl)],
+               "--dest", dest, *reqs]
+    run_logged(cmd, log_file, f"building {what}'s wheels on the host (pip)", 1800)
+
+
+def build_on_host_wheels(engine: PrivateDockerd, *, what: str, wheels, dockerfile: Path, context: Path,
+                         build_args: dict, label: str, key: str, image: str, log=say) -> None:
+    """``docker build -f <dockerfile> --network host <context>`` with ``build_args``, pip installing
+    only from the wheels that ``wheels(dest, log_file)`` makes on the host, served to the build on
+    127.0.0.1 (``PIP_ARGS``): the build runs with ``--network host`` for Debian's mirror, and pip
+    inside it needs no index, proxy or CA of its own.  The image is labelled ``label=key``."""
+    work = Path(tempfile.mkdtemp(prefix=f"{label.rsplit('.', 2)[-2]}-build-", dir=engine.root))
+    wheel_dir, build_log = work / "wheels", work / "build.log"
+    try:
+        t = time.monotonic()
+        log(f"building {what}'s Python wheels on the host")
+        wheels(wheel_dir, build_log)
+        log(f"wheels ready in {time.monotonic() - t:.1f} s; building {image} from {dockerfile.name}")
+        t = time.monotonic()
+        with serve_dir(wheel_dir) as url:
+            args = [a for k, v in {**build_args, "PIP_ARGS": f"--no-index --find-links {url}"}.items()
+                    for a in ("--build-arg", f"{k}={v}")]
+            run_logged([docker_cli() or "docker", "build", "-q", "--network", "host", "-f", dockerfile, *args,
+                        "--label", f"{label}={key}", "-t", image, context],
+                       build_log, f"building {image}", 1800, env=dict(engine.env(), DOCKER_BUILDKIT="0"))
+        log(f"built {image} in {time.monotonic() - t:.1f} s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def build_base(engine: PrivateDockerd, key: str, image: str = BASE_IMAGE, log=say) -> None:

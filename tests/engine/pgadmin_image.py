@@ -9,17 +9,13 @@ Dockerfile copies only its entrypoint from there).
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 from .engine import PrivateDockerd
-from .host import DockerdError, docker_cli, say
-from .images import BASE_IMAGE, base_key, cached_image, default_cache_dir, ensure_images, inputs_key, run_logged, serve_dir
+from .host import DockerdError, say
+from .images import (BASE_IMAGE, base_key, build_on_host_wheels, cached_image, default_cache_dir, ensure_images,
+                     host_wheels, inputs_key)
 
 PGADMIN_IMAGE = "pglab/pgadmin4:test"
 PGADMIN_DOCKERFILE = "compose/pgadmin.Dockerfile"
@@ -41,43 +37,16 @@ def pgadmin_packages(repo_root) -> "list[str]":
     return m.group(1).split()
 
 
-def _wheels(repo_root: Path, dest: Path, log_file: Path) -> None:
-    """Wheels of pgAdmin 4 and gunicorn (and their dependencies) for the image's Python, by the
-    host's pip (its index, proxy and certificates)."""
-    reqs = pgadmin_packages(repo_root)
-    if sys.version_info[:2] == PGADMIN_PYTHON:
-        cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", dest, *reqs]
-    else:  # binary wheels for the image's interpreter, not ours
-        machine = os.uname().machine
-        plats = [f"manylinux_2_{n}_{machine}" for n in range(17, 37)] + [f"manylinux2014_{machine}"]
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
-               "--python-version", "%d.%d" % PGADMIN_PYTHON, *[a for pl in plats for a in ("--platform", pl)],
-               "--dest", dest, *reqs]
-    run_logged(cmd, log_file, "building pgAdmin's wheels on the host (pip)", 1800)
-
-
 def build_pgadmin(engine: PrivateDockerd, repo_root: Path, base: str, key: str, image: str = PGADMIN_IMAGE,
                   log=say) -> None:
     """``docker build -f compose/pgadmin.Dockerfile --build-arg BASE_IMAGE=<base> --network host compose``,
-    pip installing only from wheels built on the host (no index from inside the build)."""
-    work = Path(tempfile.mkdtemp(prefix="pgadmin-build-", dir=engine.root))
-    wheels, build_log = work / "wheels", work / "build.log"
-    try:
-        t = time.monotonic()
-        log("building pgAdmin's Python wheels on the host")
-        _wheels(repo_root, wheels, build_log)
-        log(f"wheels ready in {time.monotonic() - t:.1f} s; building {image} from {PGADMIN_DOCKERFILE} on {base}")
-        t = time.monotonic()
-        with serve_dir(wheels) as url:
-            run_logged([docker_cli() or "docker", "build", "-q", "--network", "host",
-                        "-f", Path(repo_root) / PGADMIN_DOCKERFILE,
-                        "--build-arg", f"BASE_IMAGE={base}",
-                        "--build-arg", f"PIP_ARGS=--no-index --find-links {url}",
-                        "--label", f"org.pglab.pgadmin.key={key}", "-t", image, Path(repo_root) / "compose"],
-                       build_log, f"building {image}", 1800, env=dict(engine.env(), DOCKER_BUILDKIT="0"))
-        log(f"built {image} in {time.monotonic() - t:.1f} s")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    pip installing only from wheels of pgAdmin 4 and gunicorn built on the host."""
+    reqs = pgadmin_packages(repo_root)
+    build_on_host_wheels(engine, what="pgAdmin", wheels=lambda dest, f: host_wheels(reqs, dest, f, PGADMIN_PYTHON,
+                                                                                   "pgAdmin"),
+                         dockerfile=Path(repo_root) / PGADMIN_DOCKERFILE, context=Path(repo_root) / "compose",
+                         build_args={"BASE_IMAGE": base}, label="org.pglab.pgadmin.key", key=key, image=image,
+                         log=log)
 
 
 def ensure_pgadmin_image(engine: PrivateDockerd, repo_root, cache_dir=None, *, log=None) -> str:
