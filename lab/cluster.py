@@ -44,6 +44,15 @@ def _role_name(role) -> str:
     return names.get(value, str(value))
 
 
+def _need_backup_dir(from_backup) -> None:
+    """``from_backup`` of add_replica/add_standalone: None, or a path (a directory's name)."""
+    if from_backup is not None and (not isinstance(from_backup, (str, os.PathLike))
+                                    or not str(os.fspath(from_backup)).strip()
+                                    or "\0" in str(os.fspath(from_backup))):
+        raise BadArgument(_("from_backup is the directory of a base backup (a path), not {value!r:.60}").format(
+            value=from_backup))
+
+
 class Cluster:
     """One primary and its replicas, as recorded in a lab home's state file."""
 
@@ -454,11 +463,7 @@ class Cluster:
                 raise BadArgument(_("bad replica name {name!r:.60}: use lowercase letters, digits and '_', "
                                     "starting with a letter (e.g. 'replica3')").format(name=name))
         need_bool(quiet, "quiet")
-        if from_backup is not None and (not isinstance(from_backup, (str, os.PathLike))
-                                        or not str(os.fspath(from_backup)).strip()
-                                        or "\0" in str(os.fspath(from_backup))):
-            raise BadArgument(_("from_backup is the directory of a base backup (a path), not {value!r:.60}").format(
-                value=from_backup))
+        _need_backup_dir(from_backup)
         if upstream is not None:
             need_str(upstream, "upstream", example="'replica1'")
         with self.home.locked():
@@ -574,11 +579,7 @@ class Cluster:
             raise BadArgument(_("bad node name {name!r:.60}: use lowercase letters, digits and '_', "
                                 "starting with a letter (e.g. 'analytics')").format(name=name))
         need_bool(quiet, "quiet")
-        if from_backup is not None and (not isinstance(from_backup, (str, os.PathLike))
-                                        or not str(os.fspath(from_backup)).strip()
-                                        or "\0" in str(os.fspath(from_backup))):
-            raise BadArgument(_("from_backup is the directory of a base backup (a path), not {value!r:.60}").format(
-                value=from_backup))
+        _need_backup_dir(from_backup)
         recovery = _check_recovery(recovery, from_backup)
         with self.home.locked():
             self._reload()
