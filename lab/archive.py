@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shlex
 import shutil
 import time
@@ -28,10 +29,10 @@ from psycopg2 import sql as pgsql
 
 from . import conninfo as libpq
 from .backups import backup_label, backups_dir, take_base_backup, tree_size
-from .errors import BadArgument, LabError, NotRunning, Text, Timeout, need_bool, need_choice, need_int, need_number, need_str
+from .errors import BadArgument, LabError, NotRunning, Text, Timeout, _shown, need_bool, need_choice, need_int, need_number, need_str
 from .faults import need_a_node, need_cluster, need_node
 from .i18n import _, ngettext
-from .node import Node, Role
+from .node import Node, Role, valid_node_name
 from .plots import human_bytes
 from .lsn import wal_segment_name
 from .slots import checkpoint, lines_after, setting_bytes, slot_of, wal_dir, write_wal
@@ -484,6 +485,15 @@ def make_mistake(cluster, table: str = RECOVERY_TABLE, timeout: float = 30) -> p
                           archived_up_to=switched["segment"]), name=_("the mistake"), dtype="object")
 
 
+def _need_backup(backup) -> Path:
+    """``backup`` as the Path of a base backup's directory (what ``take_backup`` returns, or its path as a string)."""
+    if isinstance(backup, bool) or not isinstance(backup, (str, os.PathLike)) or not str(os.fspath(backup)).strip() \
+            or "\0" in str(os.fspath(backup)) or not (Path(backup) / "PG_VERSION").is_file():
+        raise BadArgument(_("backup is the directory of a base backup (what lab.archive.take_backup(cluster) "
+                            "returns), not {value}").format(value=_shown(backup)))
+    return Path(backup)
+
+
 def _copy_backup(backup, name: str):
     """A copy of ``backup`` for one restore (``add_standalone`` moves the directory it is given), its
     archiving turned off: a restored copy must not write its own timeline into the cluster's archive."""
@@ -519,6 +529,10 @@ def restore(cluster, name: str, backup, mistake: pd.Series, by: str = "lsn", tab
     the target, the seconds until the node was writable, its timeline, the table's rows on it."""
     need_cluster(cluster)
     need_str(name, "name", example="'pitr_lsn'")
+    if not valid_node_name(name):
+        raise BadArgument(_("bad node name {name!r:.60}: use lowercase letters, digits and '_', "
+                            "starting with a letter (e.g. 'pitr_lsn')").format(name=name))
+    backup = _need_backup(backup)
     need_choice(by, "by", tuple(TARGETS))
     need_bool(quiet, "quiet")
     if not isinstance(mistake, pd.Series) or not {"target_lsn", "target_time", "restore_point", "table"} <= set(
@@ -588,8 +602,13 @@ def compare_with_delayed(cluster, backup, restores, copied: "pd.DataFrame | None
     need_cluster(cluster)
     if isinstance(restores, pd.Series):
         restores = [restores]
-    if not isinstance(restores, (list, tuple)) or not restores or not all(isinstance(r, pd.Series) for r in restores):
+    if not isinstance(restores, (list, tuple)) or not restores or not all(
+            isinstance(r, pd.Series) and isinstance(r.get("seconds_to_writable"), (int, float)) for r in restores):
         raise BadArgument(_("restores is restore()'s Series, or a list of them"))
+    backup = _need_backup(backup)
+    if copied is not None and not (isinstance(copied, pd.DataFrame) and (
+            copied.empty or ("seconds" in copied and pd.api.types.is_numeric_dtype(copied["seconds"])))):
+        raise BadArgument(_("copied is what lab.archive.copy_back(cluster, ...) returned, or None"))
     replica = next((r for r in cluster.replicas if r.is_running), None)
     if replica is None:
         raise NotRunning(_("no replica runs: lab.up(replicas=1) starts one (its size stands for a delayed replica's)"))
@@ -693,7 +712,11 @@ def archive_lag(cluster, timeout: float = 8, archive_timeout: str = "2s", retry:
     need_bool(quiet, "quiet")
     p = _need_archiving(cluster)
     if name in {n.name for n in cluster.nodes}:
-        cluster.remove_node(name)  # left by an interrupted run
+        old = cluster.node(name)
+        if old.role != Role.REPLICA or (old.is_running and old.scalar("SHOW primary_conninfo", dbname="postgres")):
+            raise LabError(_("{name} is a node of this cluster already: pick another name for the replica "
+                             "fed from the archive").format(name=name))
+        cluster.remove_node(name)  # left by an interrupted run: it streamed from nobody
     node = _archive_only_replica(cluster, name, retry, quiet)
     rows = []
 

@@ -27,8 +27,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import conninfo, failover, plots, slots, workload  # noqa: F401 (plots: Figures show as pictures)
-from .errors import BadArgument, LabError, NotRunning, SQLError, Text, Timeout, need_bool, need_choice, need_int, \
-    need_number, need_str
+from .errors import BadArgument, LabError, NotRunning, SQLError, Text, Timeout, _shown, need_bool, need_choice, \
+    need_int, need_number, need_str
 from .faults import need_cluster
 from .i18n import N_, _, ngettext
 from .lsn import format_lsn, parse_lsn
@@ -354,8 +354,8 @@ def writable_side_by_side(cluster, replica: str = "replica1") -> pd.DataFrame:
     node = _subscriber(cluster)
     rep = cluster.node(replica) if isinstance(replica, str) else replica
     if not isinstance(rep, Node) or rep.role != Role.REPLICA:
-        raise BadArgument(_("replica is a physical replica's name, e.g. 'replica1', not {value!r:.60}").format(
-            value=replica))
+        raise BadArgument(_("replica is a physical replica's name, e.g. 'replica1', not {value}").format(
+            value=_shown(replica)))
     rows = []
     sql = f"INSERT INTO {TABLE} (moneda, registrado_en, precio) VALUES ('LOCAL', now(), 1)"
     for n, kind in ((node, _(SUBSCRIBER_KIND)), (rep, _(REPLICA_KIND))):
@@ -668,8 +668,8 @@ def make_conflict(cluster, timeout: float = 60, quiet: bool = False) -> Conflict
 
 def _need_conflict(conflict) -> Conflict:
     if not isinstance(conflict, Conflict):
-        raise BadArgument(_("conflict is what lab.logical.make_conflict(cluster) returns, not {value!r:.60}").format(
-            value=conflict))
+        raise BadArgument(_("conflict is what lab.logical.make_conflict(cluster) returns, not {value}").format(
+            value=_shown(conflict)))
     return conflict
 
 

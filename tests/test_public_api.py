@@ -26,6 +26,8 @@ import lab
 from lab import (backups, consistency, conninfo, failover, faults, lag, lsn, plots, proxy, replication, slots,
                  standby, sync, wal, workload)
 from labtest import fuzz
+from labtest.fuzz import cluster_only as _cluster_only
+from labtest.fuzz import node_only as _node_only
 from labtest.fuzz import (BAD_PARAMS, NAN, NOT_CLUSTER, NOT_FRAME, NOT_INT, NOT_NAME_LIST, NOT_NODE_OBJECT, NOT_NUMBER,
                           NOT_PATH, NOT_SQL, NOT_TEXT, UNKNOWN_NAMES, Target, T, _in, k_bad_name, k_bool, k_choice,
                           k_int, k_lsn, k_name, k_num, k_of, k_text)
@@ -33,16 +35,6 @@ from labtest.fuzz import (BAD_PARAMS, NAN, NOT_CLUSTER, NOT_FRAME, NOT_INT, NOT_
 pytestmark = pytest.mark.integration
 
 NODES = ("primary", "replica1", "replica2")
-
-
-def _cluster_only(owner, fn, id=None):
-    return T(id or f"{fn.__module__}.{fn.__name__}", owner, lambda c, s, cluster: fn(cluster),
-             {"cluster": "C"}, cluster=st.sampled_from(NOT_CLUSTER))
-
-
-def _node_only(owner, fn, node="primary", id=None):
-    return T(id or f"{fn.__module__}.{fn.__name__}", owner, lambda c, s, node: fn(node),
-             {"node": f"N:{node}"}, node=st.sampled_from(NOT_NODE_OBJECT))
 
 
 QUERY = "SELECT %s::text AS v"

@@ -6,7 +6,8 @@ one line — never another exception — and returns within ``BOUND`` seconds (a
 
     wrong values   NOT_TEXT, NOT_INT, NOT_NUMBER, NOT_BOOL, BAD_LSN, ... by what the argument should be
     strategies     k_int, k_num, k_bool, k_choice, k_text, k_name, k_bad_name, k_lsn, k_of
-    targets        Target / T: the call, a valid value for every argument, the wrong ones
+    targets        Target / T: the call, a valid value for every argument, the wrong ones;
+                   cluster_only / node_only: a function whose one argument is the cluster / a node
     the property   check(target, data, ...): draws the argument and its wrong value, runs the call
                    under the watchdog (run), judges what came out, then puts the cluster back
     examples       examples(body): runs ``body(data)`` for PGLAB_FUZZ_EXAMPLES examples (default 5)
@@ -115,6 +116,18 @@ class Target:
 
 def T(id, owner, call, valid=None, **wrong):
     return Target(id, owner, call, valid or {}, wrong)
+
+
+def cluster_only(owner, fn, id=None):
+    """A target for ``fn(cluster)``: its one argument, the cluster (valid value "C"), gets the wrong ones."""
+    return T(id or f"{fn.__module__}.{fn.__name__}", owner, lambda c, s, cluster: fn(cluster),
+             {"cluster": "C"}, cluster=st.sampled_from(NOT_CLUSTER))
+
+
+def node_only(owner, fn, node="primary", id=None):
+    """A target for ``fn(node)``: its one argument, a node (valid value "N:<node>"), gets the wrong ones."""
+    return T(id or f"{fn.__module__}.{fn.__name__}", owner, lambda c, s, node: fn(node),
+             {"node": f"N:{node}"}, node=st.sampled_from(NOT_NODE_OBJECT))
 
 
 # --- the property -----------------------------------------------------------------------------------------
