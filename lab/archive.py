@@ -509,11 +509,18 @@ def _copy_backup(backup, name: str):
 
 
 def _remove_standalone(cluster, name: str) -> bool:
+    """Remove the copy an earlier ``restore(cluster, name, ...)`` made (recovered from this cluster's
+    archive); any other node of that name is refused, never removed: it may hold a student's work
+    (chapter 09's subscriber, a standalone node of their own)."""
     if name in {n.name for n in cluster.nodes}:
         node = cluster.node(name)
         if node.role != Role.STANDALONE:
             raise LabError(_("{name} is this cluster's {role}: pick another name for the restored copy").format(
                 name=name, role=node.role))
+        if (node.spec.get("recovery") or {}).get("restore_command") != restore_command(archive_dir(cluster)):
+            raise LabError(_("{name} is a standalone node that lab.archive.restore did not make: pick another "
+                             "name for the restored copy, or remove it first with cluster.remove_node({name!r})").format(
+                                 name=name))
         cluster.remove_node(name)
         return True
     return False
@@ -525,7 +532,8 @@ def restore(cluster, name: str, backup, mistake: pd.Series, by: str = "lsn", tab
     standalone node ``name``: its WAL comes from the archive (``restore_command``), recovery stops at
     the target (``by``: 'lsn' → recovery_target_lsn, 'time' → recovery_target_time, 'name' →
     recovery_target_name) and the node is promoted (``recovery_target_action = 'promote'``) onto a new
-    timeline.  A node of that name left by an earlier run is removed first.  What it took, as a Series:
+    timeline.  A copy of that name left by an earlier run is removed first (a node restore did not make
+    is refused, never removed).  What it took, as a Series:
     the target, the seconds until the node was writable, its timeline, the table's rows on it."""
     need_cluster(cluster)
     need_str(name, "name", example="'pitr_lsn'")

@@ -599,6 +599,8 @@ class Cluster:
                                  "(lab.backups.take_base_backup(cluster) returns one)").format(path=from_backup))
             port = ports.claim_free_ports(1, self.home.owner)[0]
             spec = self.backend.node_spec(name, Role.STANDALONE, port)
+            if recovery:
+                spec["recovery"] = dict(recovery)  # how it was recovered: lab.archive.restore knows its own copies
             self._state["nodes"][name] = spec
             self._save()
             t0 = time.monotonic()

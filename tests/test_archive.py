@@ -115,6 +115,13 @@ def test_point_in_time_recovery_brings_the_dropped_table_back(cluster):
     # the exercise: by the restore point's name (two restored copies at most: one goes first)
     assert not check("10.2", cluster).ok
     cluster.remove_node("pitr_time")
+    # a standalone node restore did not make (chapter 09's subscriber, say) is refused, never removed
+    mine = cluster.add_standalone("mine")
+    mine.execute("CREATE TABLE kept (x int)")
+    with pytest.raises(LabError, match="did not make"):
+        archive.restore(cluster, "mine", backup, mistake, by="name", quiet=True)
+    assert mine.scalar("SELECT to_regclass('kept') IS NOT NULL")
+    cluster.remove_node("mine")
     by_name = archive.restore(cluster, "pitr_name", backup, mistake, by="name", quiet=True)
     assert by_name["rows"] == 5
     assert check("10.2", cluster).ok
