@@ -479,16 +479,6 @@ def samples(two, tmp_path_factory) -> dict:
     }
 
 
-def _value(c, s, v):
-    if isinstance(v, str) and v == "C":
-        return c
-    if isinstance(v, str) and v.startswith("N:"):
-        return c.node(v[2:])
-    if isinstance(v, str) and v.startswith("S:"):
-        return s[v]
-    return v
-
-
 _LOOK_PRIMARY = """
 SELECT current_setting('synchronous_standby_names') AS names,
        (SELECT array_agg(slot_name::text) FROM pg_replication_slots
@@ -537,7 +527,7 @@ def _heal(c) -> list:
 
 
 def _check(c, s, target: Target, data):
-    fuzz.check(target, data, (c, s), lambda v: _value(c, s, v), lambda: _heal(c))
+    fuzz.check(target, data, (c, s), lambda v: fuzz.resolve(c, s, v), lambda: _heal(c))
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=[f"{t.owner}:{t.id}" for t in TARGETS])

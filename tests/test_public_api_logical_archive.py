@@ -245,16 +245,6 @@ def samples(cl) -> dict:
     }
 
 
-def _value(c, s, v):
-    if isinstance(v, str) and v == "C":
-        return c
-    if isinstance(v, str) and v.startswith("N:"):
-        return c.node(v[2:])
-    if isinstance(v, str) and v.startswith("S:"):
-        return s[v]
-    return v
-
-
 _LOOK_PRIMARY = """
 SELECT current_setting('archive_mode') AS archive_mode, current_setting('archive_command') AS archive_command,
        (SELECT array_agg(name::text) FROM pg_settings WHERE sourcefile LIKE '%%postgresql.auto.conf'
@@ -337,7 +327,7 @@ def _heal(c, home) -> list:
 
 
 def _check(c, s, home, target: Target, data):
-    fuzz.check(target, data, (c, s), lambda v: _value(c, s, v), lambda: _heal(c, home))
+    fuzz.check(target, data, (c, s), lambda v: fuzz.resolve(c, s, v), lambda: _heal(c, home))
 
 
 def test_the_samples_are_valid(cl, home, samples):

@@ -130,6 +130,18 @@ def node_only(owner, fn, node="primary", id=None):
              {"node": f"N:{node}"}, node=st.sampled_from(NOT_NODE_OBJECT))
 
 
+def resolve(c, s, v):
+    """A target's valid value as the call takes it: "C" the cluster ``c``, "N:<name>" its node, "S:<key>"
+    the sample ``s[key]`` made once for the module; anything else as it is."""
+    if isinstance(v, str) and v == "C":
+        return c
+    if isinstance(v, str) and v.startswith("N:"):
+        return c.node(v[2:])
+    if isinstance(v, str) and v.startswith("S:"):
+        return s[v]
+    return v
+
+
 # --- the property -----------------------------------------------------------------------------------------
 def run(target: Target, context: tuple, kwargs: dict, guard=contextlib.nullcontext):
     """target(*context, **kwargs) in a thread, inside ``guard()``: ('ok', result) / ('raised', exception) /
