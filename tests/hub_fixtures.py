@@ -48,6 +48,16 @@ INSTRUCTOR = "teacher"
 START_TIMEOUT = 180
 
 
+def chp_path() -> "str | None":
+    """configurable-http-proxy: on PATH, else where scripts/ensure-hub.sh installs it (as
+    hub/jupyterhub_config.py's find_proxy looks); None when neither has it."""
+    found = shutil.which("configurable-http-proxy")
+    if found:
+        return found
+    local = cache_dir() / "hub" / "node_modules" / ".bin" / "configurable-http-proxy"
+    return str(local) if local.exists() else None
+
+
 def hub_unavailable() -> "str | None":
     """Why a hub with the process spawner cannot run here, or None."""
     if os.geteuid() != 0:
@@ -57,8 +67,7 @@ def hub_unavailable() -> "str | None":
     for module in ("jupyterhub", "jupyterhub_idle_culler", "nativeauthenticator"):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed: pip install -e '.[hub]'"
-    if not (shutil.which("configurable-http-proxy")
-            or (cache_dir() / "hub" / "node_modules" / ".bin" / "configurable-http-proxy").exists()):
+    if chp_path() is None:
         return "no configurable-http-proxy: run scripts/ensure-hub.sh (npm install configurable-http-proxy)"
     try:
         spawners.singleuser_python()

@@ -38,6 +38,7 @@ from lab.exercises import progress
 from lab.ha import HACluster
 from lab.system import ports
 from lab.system.home import LabHome
+from hub_fixtures import chp_path
 from labtest.helpers import postmasters
 
 pytest_plugins = ["hub_fixtures"]  # hub: the class's own hub/jupyterhub_config.py, run for real
@@ -307,7 +308,7 @@ def _get(url: str, token: "str | None" = None, method: str = "GET") -> "tuple[in
 def own_hub(room, tmp_path_factory):
     """A real JupyterHub (dummy authenticator) running the pglab-class service on the module's class
     root; tokens for an admin (the instructor) and a student.  Stopped at the end with its children."""
-    chp = shutil.which("configurable-http-proxy")
+    chp = chp_path()
     if chp is None:
         pytest.skip("configurable-http-proxy is not installed (npm install -g configurable-http-proxy, "
                     "scripts/ensure-hub.sh): no hub to run the service under")
@@ -323,6 +324,7 @@ c.JupyterHub.port = {p_proxy}
 c.JupyterHub.hub_ip = "127.0.0.1"
 c.JupyterHub.hub_port = {p_hub}
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{p_api}"
+c.ConfigurableHTTPProxy.command = [{chp!r}]
 c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.admin_users = {{"teacher"}}
 c.Authenticator.allowed_users = {{"teacher", "someone"}}
