@@ -159,13 +159,14 @@ class Cluster:
             spec = self._state["nodes"][name]
             if self.backend.pid(spec):
                 return
-            port_changed = self.backend.ensure_port(spec)
+            port_before = spec["port"]
+            self.backend.ensure_port(spec)
             self._save()
             primary_spec = None
             if spec["role"] == Role.REPLICA:
                 primary_spec = self._upstream_spec(spec)
-            self.backend.start(spec, self._state, primary_spec)
-            if port_changed:  # whoever streams from this node must find it on its new port
+            self.backend.start(spec, self._state, primary_spec)  # may move it too (its port taken meanwhile)
+            if spec["port"] != port_before:  # whoever streams from this node must find it on its new port
                 for r in self.replicas:
                     if self._upstream_spec(r.spec)["name"] == name:
                         self.backend.retarget(r.spec, *self.backend.address_of(spec))
@@ -1227,7 +1228,8 @@ def _create(h: LabHome, replicas: int, quiet: bool, backend: str) -> Cluster:
         cluster.backend.create_primary(state["nodes"]["primary"], state)
         cluster._save()
         _say(quiet, _("{name}: {how} on 127.0.0.1:{port} ({seconds:.1f} s)").format(
-            name="primary", how=cluster.backend.describe(), port=port_list[0], seconds=time.monotonic() - t0))
+            name="primary", how=cluster.backend.describe(), port=state["nodes"]["primary"]["port"],
+            seconds=time.monotonic() - t0))
         for i, port in enumerate(port_list[1:], start=1):
             name = f"replica{i}"
             t1 = time.monotonic()
@@ -1237,7 +1239,7 @@ def _create(h: LabHome, replicas: int, quiet: bool, backend: str) -> Cluster:
             cluster.backend.start(spec, state, state["nodes"]["primary"])
             cluster._save()
             _say(quiet, _("{name}: hot standby on 127.0.0.1:{port} ({seconds:.1f} s)").format(
-                name=name, port=port, seconds=time.monotonic() - t1))
+                name=name, port=spec["port"], seconds=time.monotonic() - t1))
         cluster.wait_streaming()
         state["ready"] = True
         cluster._save()

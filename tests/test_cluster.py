@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -568,3 +569,22 @@ def test_attempt_returns_the_error_message_instead_of_raising(cluster):
     assert lab.attempt(cluster.primary.scalar, "SELECT 41 + 1") == 42
     with pytest.raises(ZeroDivisionError):  # only the lab's own errors are turned into messages
         lab.attempt(lambda: 1 / 0)
+
+
+def test_a_port_taken_outside_the_claims_moves_the_node(fresh_cluster):
+    """A program that is no lab (it holds no claim) listens on a stopped replica's port: start()
+    moves the replica to another claimed port instead of failing, and it streams again."""
+    c = fresh_cluster
+    r = c.node("replica1")
+    r.stop()
+    taken = r.port
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", taken))
+        s.listen()
+        r.start()
+        moved = c.node("replica1").port
+        assert moved != taken and ports.read_claim(moved)["lab_home"] == ports.read_claim(c.primary.port)["lab_home"]
+        assert ports.read_claim(taken) is None  # the old claim is given up
+        c.wait_streaming(names=["replica1"])
+        assert c.node("replica1").scalar("SELECT pg_is_in_recovery()") is True

@@ -484,6 +484,7 @@ class LocalBackend(LocalApps):
                 node=spec['name'], pgdata=spec['pgdata']))
         self._write_node_conf(spec)
         deadline = time.monotonic() + START_TIMEOUT
+        moved = False
         while True:
             mark = os.path.getsize(spec["log"]) if os.path.exists(spec["log"]) else 0
             # Like pg_ctl start, minus its 100 ms polling: a detached postmaster whose pid we
@@ -500,6 +501,16 @@ class LocalBackend(LocalApps):
             transient = ("shared memory block is still in use", 'lock file "postmaster.pid" already exists')
             if any(t in new_log for t in transient) and not self.pid(spec) and time.monotonic() < deadline:
                 time.sleep(0.05)
+                continue
+            if ("Address already in use" in new_log and not moved and not self.pid(spec)
+                    and time.monotonic() < deadline):
+                # something outside the lab's port claims took the port between its claim and this
+                # bind: the node moves to another claimed port, once (the caller saves the spec)
+                old = spec["port"]
+                spec["port"] = ports.claim_free_ports(1, self.owner)[0]
+                ports.release([old], self.owner)
+                self._write_node_conf(spec)
+                moved = True
                 continue
             if self.pid(spec):  # started but never became ready: do not leave it behind
                 self.stop(spec)
